@@ -1,0 +1,751 @@
+//! What a workflow function works with: [`Ctx`] and its durable operations. Each operation gets
+//! the next sequence number of the run; on replay it returns what the history recorded for that
+//! number, and a record of another kind or name stops the workflow as non-deterministic.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::clock::wall_ms;
+use crate::engine::{CommitOutcome, Shared, Workflow};
+use crate::journal::{Claimed, Commit, NEVER, NewWorkflow, OutgoingSignal, RowUpdate, child_signal_name};
+use crate::{Checkpoint, Event, IdReuse, IdempotencyKey, Op, Outcome, Record, RetryPolicy, State, StepError, WfError};
+
+/// Why a workflow task stopped without finishing.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    /// It waits durably (a long timer, a signal) and left memory until due.
+    Evicted,
+    /// Another engine owns it now; nothing more may be written.
+    LeaseLost,
+    NonDeterministic(String),
+    Journal(String),
+}
+
+/// The context of one workflow run: the only door to time, randomness and the outside world.
+/// Await one durable operation at a time.
+#[derive(Clone)]
+pub struct Ctx {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    id: String,
+    workflow: String,
+    run: i64,
+    epoch: i64,
+    parent: Option<String>,
+    history: Mutex<HashMap<i64, Vec<Event>>>,
+    recorded_ops: i64,
+    next_seq: AtomicI64,
+    cancel: CancellationToken,
+    cancel_observed: AtomicBool,
+    lost: CancellationToken,
+    halt: Mutex<Option<oneshot::Sender<Halt>>>,
+    checkpoint: Mutex<Checkpoint>,
+}
+
+/// One durable operation being executed: its sequence number and what history holds for it.
+struct Slot {
+    seq: i64,
+    op: Op,
+    name: String,
+    records: Vec<Event>,
+    next_idx: i32,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Ctx {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        claimed: &Claimed,
+        history: Vec<Event>,
+        cancel: CancellationToken,
+        lost: CancellationToken,
+        halt: oneshot::Sender<Halt>,
+    ) -> Self {
+        let recorded_ops = history.iter().map(|e| e.seq + 1).max().unwrap_or(0);
+        let mut by_seq: HashMap<i64, Vec<Event>> = HashMap::new();
+        for event in history {
+            by_seq.entry(event.seq).or_default().push(event);
+        }
+        let checkpoint = Checkpoint {
+            id: claimed.id.clone(),
+            workflow: claimed.name.clone(),
+            version: claimed.version,
+            run: claimed.run,
+            state: State::Running,
+            reason: None,
+            step: None,
+            step_seq: None,
+            attempt: 0,
+            next_attempt_at: None,
+            last_error: None,
+            parent: claimed.parent.clone(),
+            owner: Some(shared.config.owner.clone()),
+            created_at: claimed.created_at,
+            updated_at: wall_ms(),
+        };
+        Ctx {
+            inner: Arc::new(Inner {
+                shared,
+                id: claimed.id.clone(),
+                workflow: claimed.name.clone(),
+                run: claimed.run,
+                epoch: claimed.epoch,
+                parent: claimed.parent.clone(),
+                history: Mutex::new(by_seq),
+                recorded_ops,
+                next_seq: AtomicI64::new(0),
+                cancel,
+                cancel_observed: AtomicBool::new(false),
+                lost,
+                halt: Mutex::new(Some(halt)),
+                checkpoint: Mutex::new(checkpoint),
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub fn run_number(&self) -> i64 {
+        self.inner.run
+    }
+
+    /// True while the next operation will return a recorded result instead of executing.
+    pub fn is_replaying(&self) -> bool {
+        self.inner.next_seq.load(Ordering::SeqCst) < self.inner.recorded_ops
+    }
+
+    /// A step: `ctx.step("create-vpc").retry(policy).timeout(d).run(|key| async { ... }).await`.
+    pub fn step(&self, name: impl Into<String>) -> Step<'_> {
+        Step { ctx: self, name: name.into(), policy: RetryPolicy::default(), timeout: None }
+    }
+
+    /// Sleeps durably: survives restarts; a timer that came due while no engine ran fires at once.
+    pub async fn sleep(&self, duration: Duration) -> Result<(), WfError> {
+        self.timer(|now| now.saturating_add(duration.as_millis() as i64)).await
+    }
+
+    /// Sleeps durably until a point in time.
+    pub async fn sleep_until(&self, at: SystemTime) -> Result<(), WfError> {
+        let at_ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        self.timer(|_| at_ms).await
+    }
+
+    /// Waits for a signal sent with `Engine::signal` (kept if sent earlier). With a timeout,
+    /// returns None once it passes.
+    pub async fn wait_signal<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Option<T>, WfError> {
+        if name.starts_with("__") {
+            return Err(WfError::failed(format!("signal names starting with \"__\" are reserved: {name:?}")));
+        }
+        let value = self.wait_signal_value(name, timeout).await?;
+        Ok(value.map(serde_json::from_value).transpose()?)
+    }
+
+    /// Starts a child workflow (or finds it, if the id exists); its result reaches this workflow
+    /// whenever it finishes.
+    pub async fn start_child<W: Workflow>(&self, id: &str, input: &W::Input) -> Result<(), WfError> {
+        let mut slot = self.begin(Op::Child, id).await;
+        match slot.records.last().map(|e| &e.record) {
+            Some(Record::ChildStarted { .. }) => return Ok(()),
+            Some(Record::Cancelled) => return Err(WfError::Cancelled),
+            Some(other) => return self.unexpected(&slot, other).await,
+            None => {}
+        }
+        if self.cancel_pending() {
+            return Err(self.observe_cancel(&mut slot, Vec::new()).await);
+        }
+        self.ensure_live().await;
+        let child = NewWorkflow {
+            id: id.to_string(),
+            name: W::NAME.to_string(),
+            version: W::VERSION,
+            input: serde_json::to_value(input)?,
+            parent: Some(self.inner.id.clone()),
+        };
+        let shared = &self.inner.shared;
+        if let Err(e) = shared.journal.create(&[child], IdReuse::ReturnExisting, shared.clock.now_ms()).await {
+            return self.halt(Halt::Journal(e.to_string())).await;
+        }
+        let events = self.events(&mut slot, vec![Record::ChildStarted { workflow: W::NAME.to_string() }]);
+        self.commit(events, self.row(State::Running, None), None).await;
+        shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Waits for a child workflow started with [`Ctx::start_child`] and returns its output.
+    pub async fn child_result<W: Workflow>(&self, id: &str) -> Result<W::Output, WfError> {
+        let payload = self.wait_signal_value(&child_signal_name(id), None).await?.unwrap_or(Value::Null);
+        let outcome: Outcome = serde_json::from_value(payload)?;
+        match outcome.state {
+            State::Completed => Ok(serde_json::from_value(outcome.output.unwrap_or(Value::Null))?),
+            state => Err(WfError::Child { id: id.to_string(), state, reason: outcome.reason.unwrap_or_default() }),
+        }
+    }
+
+    /// Starts a child workflow and waits for its output.
+    pub async fn child<W: Workflow>(&self, id: &str, input: &W::Input) -> Result<W::Output, WfError> {
+        self.start_child::<W>(id, input).await?;
+        self.child_result::<W>(id).await
+    }
+
+    /// The current time, recorded so that replay sees the same value.
+    pub async fn now(&self) -> Result<SystemTime, WfError> {
+        let ms: i64 = self.marker("now", || self.inner.shared.clock.now_ms()).await?;
+        Ok(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+    }
+
+    /// A random number, recorded so that replay sees the same value.
+    pub async fn random_u64(&self) -> Result<u64, WfError> {
+        self.marker("random", rand::random::<u64>).await
+    }
+
+    /// A random UUID, recorded so that replay sees the same value.
+    pub async fn uuid(&self) -> Result<String, WfError> {
+        self.marker("uuid", || uuid::Uuid::new_v4().to_string()).await
+    }
+
+    /// Ends this run and starts the next with `input` and an empty history (same id). Never
+    /// returns `Ok`; write `return ctx.continue_as_new(&state).await;`.
+    pub async fn continue_as_new<I: Serialize, T>(&self, input: &I) -> Result<T, WfError> {
+        let input = serde_json::to_value(input)?;
+        let mut slot = self.begin(Op::Finish, "continue_as_new").await;
+        let mut row = self.row(State::Pending, Some("continued as new".into()));
+        row.release = true;
+        row.next_run_input = Some(input);
+        let events = self.events(&mut slot, vec![Record::ContinuedAsNew]);
+        self.commit(events, row, None).await;
+        self.inner.shared.wake.notify_one();
+        self.halt(Halt::Evicted).await
+    }
+
+    async fn timer(&self, until: impl FnOnce(i64) -> i64) -> Result<(), WfError> {
+        let mut slot = self.begin(Op::Timer, "sleep").await;
+        let mut records = Vec::new();
+        let until = match slot.records.last().map(|e| &e.record) {
+            Some(Record::Cancelled) => return Err(WfError::Cancelled),
+            Some(Record::TimerStarted { until }) => *until,
+            Some(other) => return self.unexpected(&slot, other).await,
+            None => {
+                let at = until(self.now_ms());
+                records.push(Record::TimerStarted { until: at });
+                at
+            }
+        };
+        if self.cancel_pending() {
+            return Err(self.observe_cancel(&mut slot, records).await);
+        }
+        if self.now_ms() >= until {
+            if !records.is_empty() {
+                let events = self.events(&mut slot, records);
+                self.commit(events, self.row(State::Running, None), None).await;
+            }
+            return Ok(());
+        }
+        let reason = format!("sleeping until {}", format_ms(until));
+        match self.pause(&mut slot, records, self.row(State::Sleeping, Some(reason)), until).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.observe_cancel(&mut slot, Vec::new()).await),
+        }
+    }
+
+    async fn wait_signal_value(&self, name: &str, timeout: Option<Duration>) -> Result<Option<Value>, WfError> {
+        let mut slot = self.begin(Op::Signal, name).await;
+        let mut records = Vec::new();
+        let mut started = None;
+        for event in &slot.records {
+            match &event.record {
+                Record::SignalReceived { payload } => return Ok(Some(payload.clone())),
+                Record::SignalTimedOut => return Ok(None),
+                Record::Cancelled => return Err(WfError::Cancelled),
+                Record::SignalWait { deadline } => started = Some(*deadline),
+                other => return self.unexpected(&slot, other).await,
+            }
+        }
+        let deadline = started.unwrap_or_else(|| {
+            let deadline = timeout.map(|d| self.now_ms().saturating_add(d.as_millis() as i64));
+            records.push(Record::SignalWait { deadline });
+            deadline
+        });
+        if self.cancel_pending() {
+            return Err(self.observe_cancel(&mut slot, records).await);
+        }
+        self.ensure_live().await;
+        let lookup = match self.inner.shared.journal.find_signal(&self.inner.id, name).await {
+            Ok(lookup) => lookup,
+            Err(e) => return self.halt(Halt::Journal(e.to_string())).await,
+        };
+        if let Some((signal_id, payload)) = lookup.signal {
+            records.push(Record::SignalReceived { payload: payload.clone() });
+            let events = self.events(&mut slot, records);
+            self.commit(events, self.row(State::Running, None), Some(signal_id)).await;
+            return Ok(Some(payload));
+        }
+        if deadline.is_some_and(|d| self.now_ms() >= d) {
+            records.push(Record::SignalTimedOut);
+            let events = self.events(&mut slot, records);
+            self.commit(events, self.row(State::Running, None), None).await;
+            return Ok(None);
+        }
+        let waiting_for = match name.strip_prefix("__child:") {
+            Some(child) => format!("waiting for child workflow {child:?}"),
+            None => format!("waiting for signal {name:?}"),
+        };
+        let reason = match deadline {
+            Some(d) => format!("{waiting_for} until {}", format_ms(d)),
+            None => waiting_for,
+        };
+        let mut row = self.row(State::WaitingSignal, Some(reason));
+        row.wake_at = deadline.unwrap_or(NEVER);
+        row.release = true;
+        row.seen_signal_version = Some(lookup.version);
+        let events = self.events(&mut slot, records);
+        self.commit(events, row, None).await;
+        self.halt(Halt::Evicted).await
+    }
+
+    async fn marker<T: Serialize + DeserializeOwned>(&self, name: &str, make: impl FnOnce() -> T) -> Result<T, WfError> {
+        let mut slot = self.begin(Op::Marker, name).await;
+        match slot.records.last().map(|e| &e.record) {
+            Some(Record::Marker { value }) => return Ok(serde_json::from_value(value.clone())?),
+            Some(other) => return self.unexpected(&slot, other).await,
+            None => {}
+        }
+        let value = make();
+        let events = self.events(&mut slot, vec![Record::Marker { value: serde_json::to_value(&value)? }]);
+        self.commit(events, self.row(State::Running, None), None).await;
+        Ok(value)
+    }
+
+    // ---- plumbing shared by the operations ----
+
+    fn now_ms(&self) -> i64 {
+        self.inner.shared.clock.now_ms()
+    }
+
+    async fn begin(&self, op: Op, name: &str) -> Slot {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
+        let records = lock(&self.inner.history).remove(&seq).unwrap_or_default();
+        if let Some(first) = records.first()
+            && (first.op != op || first.name != name)
+        {
+            let reason = format!(
+                "operation #{seq} is now {} {name:?}, but the history recorded {} {:?} there",
+                op.as_str(),
+                first.op.as_str(),
+                first.name
+            );
+            return self.halt(Halt::NonDeterministic(reason)).await;
+        }
+        let next_idx = records.len() as i32;
+        Slot { seq, op, name: name.to_string(), records, next_idx }
+    }
+
+    async fn unexpected<T>(&self, slot: &Slot, record: &Record) -> T {
+        let reason = format!(
+            "operation #{} ({} {:?}) has a record of another kind in its history: {record:?}",
+            slot.seq,
+            slot.op.as_str(),
+            slot.name
+        );
+        self.halt(Halt::NonDeterministic(reason)).await
+    }
+
+    /// Stops the workflow task: the engine drops this future, so this never returns.
+    pub(crate) async fn halt<T>(&self, halt: Halt) -> T {
+        if let Some(tx) = lock(&self.inner.halt).take() {
+            let _ = tx.send(halt);
+        }
+        futures::future::pending().await
+    }
+
+    fn events(&self, slot: &mut Slot, records: Vec<Record>) -> Vec<Event> {
+        let at = wall_ms();
+        records
+            .into_iter()
+            .map(|record| {
+                let idx = slot.next_idx;
+                slot.next_idx += 1;
+                Event {
+                    run: self.inner.run,
+                    seq: slot.seq,
+                    idx,
+                    op: slot.op,
+                    name: slot.name.clone(),
+                    record,
+                    epoch: self.inner.epoch,
+                    owner: Some(self.inner.shared.config.owner.clone()),
+                    at,
+                }
+            })
+            .collect()
+    }
+
+    /// The checkpoint fields for a commit, from the step last started.
+    fn row(&self, state: State, reason: Option<String>) -> RowUpdate {
+        let cp = lock(&self.inner.checkpoint);
+        RowUpdate {
+            state,
+            reason,
+            step: cp.step.clone(),
+            step_seq: cp.step_seq,
+            attempt: cp.attempt,
+            last_error: cp.last_error.clone(),
+            wake_at: 0,
+            release: false,
+            seen_signal_version: None,
+            output: None,
+            next_run_input: None,
+        }
+    }
+
+    fn commit_request(&self, events: Vec<Event>, row: RowUpdate, consume_signal: Option<i64>) -> Commit {
+        Commit {
+            id: self.inner.id.clone(),
+            owner: self.inner.shared.config.owner.clone(),
+            epoch: self.inner.epoch,
+            wall_now: wall_ms(),
+            events,
+            row,
+            consume_signal,
+            send_signals: Vec::new(),
+        }
+    }
+
+    /// Commits durably before the workflow goes on; halts the task if the lease is gone.
+    async fn commit(&self, events: Vec<Event>, row: RowUpdate, consume_signal: Option<i64>) {
+        let update = row.clone();
+        match self.inner.shared.commit(self.commit_request(events, row, consume_signal)).await {
+            CommitOutcome::Applied => self.show(&update),
+            CommitOutcome::Fenced => self.halt(Halt::LeaseLost).await,
+            CommitOutcome::Failed(e) => self.halt(Halt::Journal(e)).await,
+        }
+    }
+
+    fn show(&self, row: &RowUpdate) {
+        let mut cp = lock(&self.inner.checkpoint);
+        cp.state = row.state;
+        cp.reason = row.reason.clone();
+        cp.step = row.step.clone();
+        cp.step_seq = row.step_seq;
+        cp.attempt = row.attempt;
+        cp.last_error = row.last_error.clone();
+        let waits = matches!(row.state, State::Sleeping | State::WaitingSignal);
+        cp.next_attempt_at = (waits && row.wake_at > 0 && row.wake_at != NEVER).then_some(row.wake_at);
+        cp.owner = (!row.release).then(|| self.inner.shared.config.owner.clone());
+        cp.updated_at = wall_ms();
+        self.inner.shared.publish(cp.clone());
+    }
+
+    pub(crate) fn publish_running(&self) {
+        self.show(&self.row(State::Running, None));
+    }
+
+    fn start_attempt(&self, step: &str, seq: i64, attempt: i32, last_error: Option<String>) {
+        let mut row = self.row(State::Running, None);
+        row.step = Some(step.to_string());
+        row.step_seq = Some(seq);
+        row.attempt = attempt;
+        row.last_error = last_error;
+        self.show(&row);
+    }
+
+    fn cancel_pending(&self) -> bool {
+        self.inner.cancel.is_cancelled() && !self.inner.cancel_observed.load(Ordering::SeqCst)
+    }
+
+    /// Records that cancellation was observed at this operation (after `records`).
+    async fn observe_cancel(&self, slot: &mut Slot, mut records: Vec<Record>) -> WfError {
+        self.inner.cancel_observed.store(true, Ordering::SeqCst);
+        records.push(Record::Cancelled);
+        let events = self.events(slot, records);
+        self.commit(events, self.row(State::Running, Some("cancelling".into())), None).await;
+        WfError::Cancelled
+    }
+
+    /// Before live work: stop if the lease is gone; at shutdown, hand the workflow back.
+    async fn ensure_live(&self) {
+        if self.inner.lost.is_cancelled() {
+            return self.halt(Halt::LeaseLost).await;
+        }
+        if self.inner.shared.shutdown.is_cancelled() {
+            let mut row = self.row(State::Running, Some("released at engine shutdown".into()));
+            row.release = true;
+            self.commit(Vec::new(), row, None).await;
+            return self.halt(Halt::Evicted).await;
+        }
+    }
+
+    /// Waits until `until` (workflow clock), committing `records` and `row` first. Short waits
+    /// stay in memory; long ones release the workflow until due. Err means cancellation.
+    async fn pause(&self, slot: &mut Slot, records: Vec<Record>, mut row: RowUpdate, until: i64) -> Result<(), ()> {
+        let shared = &self.inner.shared;
+        let resident_ms = shared.config.resident_wait.as_millis() as i64;
+        let resident = until - self.now_ms() <= resident_ms && !shared.shutdown.is_cancelled();
+        row.wake_at = until;
+        row.release = !resident;
+        if !records.is_empty() || !resident {
+            let events = self.events(slot, records);
+            self.commit(events, row.clone(), None).await;
+        } else {
+            self.show(&row);
+        }
+        if !resident {
+            return self.halt(Halt::Evicted).await;
+        }
+        let cancellable = !self.inner.cancel_observed.load(Ordering::SeqCst);
+        tokio::select! {
+            _ = shared.clock.sleep_until(until) => {}
+            _ = self.inner.cancel.cancelled(), if cancellable => return Err(()),
+            _ = shared.shutdown.cancelled() => {
+                row.release = true;
+                self.commit(Vec::new(), row, None).await;
+                return self.halt(Halt::Evicted).await;
+            }
+        }
+        self.show(&self.row(State::Running, None));
+        Ok(())
+    }
+
+    /// Ends the run with the workflow function's result, telling a parent if there is one.
+    pub(crate) async fn finish(&self, result: Result<Value, WfError>) {
+        let executed = self.inner.next_seq.load(Ordering::SeqCst);
+        if executed < self.inner.recorded_ops {
+            let reason = format!(
+                "the workflow ended after {executed} operations, but its history records {}",
+                self.inner.recorded_ops
+            );
+            return self.mark_non_deterministic(reason).await;
+        }
+        let (state, record, output, reason) = match result {
+            Ok(output) => (State::Completed, Record::Completed { output: output.clone() }, Some(output), None),
+            Err(WfError::Cancelled) => {
+                (State::Cancelled, Record::WorkflowCancelled, None, Some("cancelled on request".to_string()))
+            }
+            Err(e) => (State::Failed, Record::Failed { reason: e.to_string() }, None, Some(e.to_string())),
+        };
+        let metrics = &self.inner.shared.metrics;
+        match state {
+            State::Completed => metrics.completed.with_label_values(&[&self.inner.workflow]).inc(),
+            _ => metrics.failed.with_label_values(&[&self.inner.workflow, state.as_str()]).inc(),
+        }
+        if let Some(reason) = &reason {
+            tracing::warn!(%state, %reason, "workflow ended unsuccessfully");
+        }
+        let mut slot = Slot {
+            seq: executed,
+            op: Op::Finish,
+            name: state.as_str().to_string(),
+            records: Vec::new(),
+            next_idx: 0,
+        };
+        let events = self.events(&mut slot, vec![record]);
+        let mut row = self.row(state, reason.clone());
+        row.release = true;
+        row.wake_at = NEVER;
+        row.output = output.clone();
+        let mut commit = self.commit_request(events, row.clone(), None);
+        if let Some(parent) = &self.inner.parent {
+            commit.send_signals.push(OutgoingSignal {
+                target: parent.clone(),
+                name: child_signal_name(&self.inner.id),
+                payload: serde_json::to_value(Outcome { state, output, reason }).unwrap_or(Value::Null),
+            });
+        }
+        self.final_commit(commit, &row).await;
+    }
+
+    pub(crate) async fn mark_non_deterministic(&self, reason: String) {
+        tracing::error!(%reason, "workflow stopped: its code no longer matches its history");
+        let metrics = &self.inner.shared.metrics;
+        metrics.failed.with_label_values(&[&self.inner.workflow, State::NonDeterministic.as_str()]).inc();
+        let mut row = self.row(State::NonDeterministic, Some(reason));
+        row.release = true;
+        row.wake_at = NEVER;
+        let commit = self.commit_request(Vec::new(), row.clone(), None);
+        self.final_commit(commit, &row).await;
+    }
+
+    async fn final_commit(&self, commit: Commit, row: &RowUpdate) {
+        match self.inner.shared.commit(commit).await {
+            CommitOutcome::Applied => self.show(row),
+            CommitOutcome::Fenced => tracing::warn!("lease lost before the workflow's end was recorded"),
+            CommitOutcome::Failed(e) => {
+                tracing::warn!(error = %e, "could not record the workflow's end; it will replay");
+                let shared = &self.inner.shared;
+                shared.journal.release(&shared.config.owner, Some(&self.inner.id)).await.ok();
+            }
+        }
+    }
+}
+
+fn format_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A step being configured; see [`Ctx::step`].
+pub struct Step<'a> {
+    ctx: &'a Ctx,
+    name: String,
+    policy: RetryPolicy,
+    timeout: Option<Duration>,
+}
+
+impl Step<'_> {
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Limits each attempt; an attempt that runs longer fails with kind `timeout` (retryable).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Runs the step body until it succeeds or gives up. The body receives the step's
+    /// idempotency key: pass it to the outside world so a re-run has no second effect.
+    pub async fn run<T, F, Fut>(self, mut body: F) -> Result<T, WfError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(IdempotencyKey) -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let Step { ctx, name, policy, timeout } = self;
+        let mut slot = ctx.begin(Op::Step, &name).await;
+        let mut attempt = 0;
+        let mut backoff = None;
+        for event in &slot.records {
+            match &event.record {
+                Record::StepDone { result: Ok(value), .. } => return Ok(serde_json::from_value(value.clone())?),
+                Record::StepDone { result: Err(error), .. } => {
+                    return Err(WfError::Step { step: name, error: error.clone() });
+                }
+                Record::Cancelled => return Err(WfError::Cancelled),
+                Record::StepRetry { attempt: a, next_at, error, .. } => {
+                    attempt = *a;
+                    backoff = Some((*next_at, error.clone()));
+                }
+                other => return ctx.unexpected(&slot, other).await,
+            }
+        }
+        let mut last_error = None;
+        if let Some((next_at, error)) = backoff {
+            // Restarted during backoff: keep the journaled attempt count and next-attempt time.
+            ctx.start_attempt(&name, slot.seq, attempt, Some(error.to_string()));
+            last_error = Some(error.to_string());
+            if ctx.cancel_pending() {
+                return Err(ctx.observe_cancel(&mut slot, Vec::new()).await);
+            }
+            let reason = retry_reason(&name, attempt, &error, next_at);
+            if ctx.pause(&mut slot, Vec::new(), ctx.row(State::Sleeping, Some(reason)), next_at).await.is_err() {
+                return Err(ctx.observe_cancel(&mut slot, Vec::new()).await);
+            }
+        }
+        let workflow = ctx.inner.workflow.as_str();
+        loop {
+            if ctx.cancel_pending() {
+                return Err(ctx.observe_cancel(&mut slot, Vec::new()).await);
+            }
+            ctx.ensure_live().await;
+            attempt += 1;
+            ctx.start_attempt(&name, slot.seq, attempt, last_error.clone());
+            let key = IdempotencyKey { workflow_id: ctx.inner.id.clone(), run: ctx.inner.run, seq: slot.seq };
+            let span = tracing::info_span!("step", step = %name, seq = slot.seq, attempt);
+            let started = Instant::now();
+            let body = body(key).instrument(span);
+            let outcome = match timeout {
+                Some(limit) => tokio::time::timeout(limit, body).await.unwrap_or_else(|_| Err(StepError::timeout(limit))),
+                None => body.await,
+            };
+            let duration_ms = started.elapsed().as_millis() as i64;
+            match outcome {
+                Ok(value) => {
+                    let result = Ok(serde_json::to_value(&value)?);
+                    let events = ctx.events(&mut slot, vec![Record::StepDone { result, attempts: attempt, duration_ms }]);
+                    let mut row = ctx.row(State::Running, None);
+                    row.last_error = None;
+                    ctx.commit(events, row, None).await;
+                    ctx.inner.shared.metrics.step_seconds.with_label_values(&[workflow]).observe(started.elapsed().as_secs_f64());
+                    return Ok(value);
+                }
+                Err(error) => {
+                    let mut row = ctx.row(State::Running, None);
+                    row.last_error = Some(error.to_string());
+                    last_error = row.last_error.clone();
+                    let gives_up = !error.retryable
+                        || policy.non_retryable.contains(&error.kind)
+                        || policy.gives_up_after(attempt as u32);
+                    if gives_up {
+                        let record = Record::StepDone { result: Err(error.clone()), attempts: attempt, duration_ms };
+                        let events = ctx.events(&mut slot, vec![record]);
+                        ctx.commit(events, row, None).await;
+                        return Err(WfError::Step { step: name, error });
+                    }
+                    let delay = policy.delay(attempt as u32, rand::random::<f64>());
+                    let next_at = ctx.now_ms() + delay.as_millis() as i64;
+                    ctx.inner.shared.metrics.step_retries.with_label_values(&[workflow]).inc();
+                    tracing::warn!(step = %name, attempt, error = %error, retry_in = ?delay, "step failed; will retry");
+                    row.state = State::Sleeping;
+                    row.reason = Some(retry_reason(&name, attempt, &error, next_at));
+                    let record = Record::StepRetry { attempt, error, next_at, duration_ms };
+                    if ctx.pause(&mut slot, vec![record], row, next_at).await.is_err() {
+                        return Err(ctx.observe_cancel(&mut slot, Vec::new()).await);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn retry_reason(step: &str, attempt: i32, error: &StepError, next_at: i64) -> String {
+    format!("step {step:?} attempt {attempt} failed ({error}); retrying at {}", format_ms(next_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_reasons_read_as_utc() {
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_ms(1_764_000_000_000), "2025-11-24T16:00:00Z");
+        assert_eq!(format_ms(951_825_600_000), "2000-02-29T12:00:00Z");
+    }
+}

@@ -1,0 +1,576 @@
+//! The engine: registers workflows, claims runnable ones under a lease, runs them as tasks,
+//! group-commits their progress and publishes their checkpoints.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::clock::{Clock, SystemClock, wall_ms};
+use crate::context::{Ctx, Halt};
+use crate::journal::{ClaimRequest, Claimed, Commit, Journal, NewWorkflow};
+use crate::{Checkpoint, Error, Event, IdReuse, Metrics, Outcome, Result, Started, State, WfError};
+
+/// A workflow: an async function over a [`Ctx`], registered by name and version.
+pub trait Workflow: Send + Sync + 'static {
+    const NAME: &'static str;
+    /// Bump when a change to the code would not replay old histories the same way; engines
+    /// only claim workflows of the versions they register.
+    const VERSION: i32 = 1;
+    type Input: Serialize + DeserializeOwned + Send + 'static;
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    fn run(
+        self: Arc<Self>,
+        ctx: Ctx,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Output, WfError>> + Send + 'static;
+}
+
+type ErasedWorkflow = Arc<dyn Fn(Ctx, Value) -> BoxFuture<'static, Result<Value, WfError>> + Send + Sync>;
+
+fn erase<W: Workflow>(workflow: Arc<W>) -> ErasedWorkflow {
+    Arc::new(move |ctx, input| {
+        let workflow = workflow.clone();
+        Box::pin(async move {
+            let input: W::Input = serde_json::from_value(input)?;
+            let output = workflow.run(ctx, input).await?;
+            Ok(serde_json::to_value(output)?)
+        })
+    })
+}
+
+/// How an engine runs. The defaults suit one operator replica.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// This engine's identity in leases (unique per process: a pod name plus a random suffix).
+    pub owner: String,
+    /// How long a claim lasts without renewal; renewed every third of it.
+    pub lease: Duration,
+    /// How often to look for runnable workflows when nothing wakes the engine sooner.
+    pub poll_interval: Duration,
+    /// Workflows held in memory and executing at once.
+    pub max_concurrent: usize,
+    /// Workflows claimed per journal round trip.
+    pub claim_batch: usize,
+    /// Waits shorter than this stay in memory; longer ones release the workflow until due.
+    pub resident_wait: Duration,
+    /// Commits per group commit at most.
+    pub commit_batch: usize,
+    /// Group commits in flight at once.
+    pub committers: usize,
+    /// How long `shutdown` waits for running steps to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            owner: default_owner(),
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            max_concurrent: 10_000,
+            claim_batch: 500,
+            resident_wait: Duration::from_secs(5),
+            commit_batch: 1_000,
+            committers: 2,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+fn default_owner() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "engine".to_string());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
+pub(crate) enum CommitOutcome {
+    Applied,
+    Fenced,
+    Failed(String),
+}
+
+type CommitRequest = (Commit, oneshot::Sender<CommitOutcome>);
+
+struct Resident {
+    epoch: i64,
+    cancel: CancellationToken,
+    lost: CancellationToken,
+}
+
+pub(crate) struct Shared {
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: EngineConfig,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) wake: Notify,
+    progress: broadcast::Sender<Checkpoint>,
+    commits: mpsc::UnboundedSender<CommitRequest>,
+    workflows: HashMap<(String, i32), ErasedWorkflow>,
+    resident: Mutex<HashMap<String, Resident>>,
+    idle: Notify,
+}
+
+impl Shared {
+    pub(crate) async fn commit(&self, commit: Commit) -> CommitOutcome {
+        let (tx, rx) = oneshot::channel();
+        if self.commits.send((commit, tx)).is_err() {
+            return CommitOutcome::Failed("the engine's committer has stopped".into());
+        }
+        rx.await.unwrap_or_else(|_| CommitOutcome::Failed("the engine's committer has stopped".into()))
+    }
+
+    pub(crate) fn publish(&self, checkpoint: Checkpoint) {
+        // No subscriber is not an error.
+        let _ = self.progress.send(checkpoint);
+    }
+
+    fn resident_ids(&self) -> HashSet<String> {
+        self.lock_resident().keys().cloned().collect()
+    }
+
+    fn lock_resident(&self) -> std::sync::MutexGuard<'_, HashMap<String, Resident>> {
+        // A panic while holding this lock leaves the map consistent (single inserts/removes).
+        self.resident.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub struct EngineBuilder {
+    journal: Arc<dyn Journal>,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    workflows: HashMap<(String, i32), ErasedWorkflow>,
+    registry: Option<prometheus::Registry>,
+}
+
+impl EngineBuilder {
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Registers the engine's metrics in `registry` (else in a private one).
+    pub fn metrics(mut self, registry: &prometheus::Registry) -> Self {
+        self.registry = Some(registry.clone());
+        self
+    }
+
+    pub fn register<W: Workflow>(mut self, workflow: W) -> Self {
+        self.workflows.insert((W::NAME.to_string(), W::VERSION), erase(Arc::new(workflow)));
+        self
+    }
+
+    /// Starts the workers: claiming, lease renewal and group commit.
+    pub fn start(self) -> Result<Engine> {
+        let registry = self.registry.unwrap_or_default();
+        let metrics = Metrics::new(&registry)
+            .map_err(|e| Error::Json(serde::de::Error::custom(format!("metrics registration: {e}"))))?;
+        let (commits, commit_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            journal: self.journal,
+            clock: self.clock,
+            config: self.config,
+            metrics,
+            shutdown: CancellationToken::new(),
+            wake: Notify::new(),
+            progress: broadcast::channel(4096).0,
+            commits,
+            workflows: self.workflows,
+            resident: Mutex::new(HashMap::new()),
+            idle: Notify::new(),
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(group_commit(shared.clone(), commit_rx));
+        tasks.spawn(claim_loop(shared.clone()));
+        tasks.spawn(lease_loop(shared.clone()));
+        Ok(Engine { shared, tasks: tokio::sync::Mutex::new(tasks) })
+    }
+}
+
+/// A running engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    shared: Arc<Shared>,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+}
+
+impl Engine {
+    pub fn builder(journal: Arc<dyn Journal>) -> EngineBuilder {
+        EngineBuilder {
+            journal,
+            config: EngineConfig::default(),
+            clock: Arc::new(SystemClock),
+            workflows: HashMap::new(),
+            registry: None,
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.shared.config.owner
+    }
+
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.shared.journal
+    }
+
+    /// Starts workflow `W` under `id`; an existing id is returned as it is.
+    pub async fn start<W: Workflow>(&self, id: &str, input: &W::Input) -> Result<Started> {
+        self.start_with::<W>(id, input, IdReuse::ReturnExisting).await
+    }
+
+    pub async fn start_with<W: Workflow>(&self, id: &str, input: &W::Input, reuse: IdReuse) -> Result<Started> {
+        let started = self.start_many::<W>(&[(id.to_string(), serde_json::to_value(input)?)], reuse).await?;
+        started.into_iter().next().ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// Starts many workflows of one type in one journal transaction.
+    pub async fn start_many<W: Workflow>(&self, items: &[(String, Value)], reuse: IdReuse) -> Result<Vec<Started>> {
+        let new: Vec<NewWorkflow> = items
+            .iter()
+            .map(|(id, input)| NewWorkflow {
+                id: id.clone(),
+                name: W::NAME.to_string(),
+                version: W::VERSION,
+                input: input.clone(),
+                parent: None,
+            })
+            .collect();
+        let started = self.shared.journal.create(&new, reuse, self.shared.clock.now_ms()).await?;
+        self.shared.wake.notify_one();
+        Ok(started)
+    }
+
+    /// Sends a signal; it is kept until the workflow waits for it.
+    pub async fn signal<T: Serialize>(&self, id: &str, name: &str, payload: &T) -> Result<()> {
+        if name.starts_with("__") {
+            return Err(Error::ReservedSignal(name.to_string()));
+        }
+        let payload = serde_json::to_value(payload)?;
+        self.shared.journal.send_signal(id, name, &payload, wall_ms()).await?;
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Requests cooperative cancellation: the workflow's next durable operation returns
+    /// `WfError::Cancelled`, after which it may run cleanup steps.
+    pub async fn cancel(&self, id: &str) -> Result<()> {
+        self.shared.journal.request_cancel(id, wall_ms()).await?;
+        if let Some(resident) = self.shared.lock_resident().get(id) {
+            resident.cancel.cancel();
+        }
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    pub async fn checkpoint(&self, id: &str) -> Result<Option<Checkpoint>> {
+        Ok(self.shared.journal.get(id).await?.map(|row| row.checkpoint))
+    }
+
+    /// The outcome of a finished workflow, or None while it is still active.
+    pub async fn outcome(&self, id: &str) -> Result<Option<Outcome>> {
+        let row = self.shared.journal.get(id).await?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+        Ok(row.checkpoint.state.is_finished().then_some(Outcome {
+            state: row.checkpoint.state,
+            output: row.output,
+            reason: row.checkpoint.reason,
+        }))
+    }
+
+    /// Waits for a workflow to finish and returns its output.
+    pub async fn result<W: Workflow>(&self, id: &str) -> Result<W::Output> {
+        let mut progress = self.subscribe();
+        loop {
+            if let Some(outcome) = self.outcome(id).await? {
+                return match (outcome.state, outcome.output) {
+                    (State::Completed, Some(output)) => Ok(serde_json::from_value(output)?),
+                    (state, _) => Err(Error::Unsuccessful {
+                        id: id.to_string(),
+                        state,
+                        reason: outcome.reason.unwrap_or_default(),
+                    }),
+                };
+            }
+            // Re-read on our own progress events; poll for engines elsewhere.
+            let _ = tokio::time::timeout(self.shared.config.poll_interval, async {
+                loop {
+                    match progress.recv().await {
+                        Ok(cp) if cp.id == id && cp.state.is_finished() => return,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            futures::future::pending::<()>().await;
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Checkpoints of workflows this engine runs, as they change.
+    pub fn subscribe(&self) -> broadcast::Receiver<Checkpoint> {
+        self.shared.progress.subscribe()
+    }
+
+    /// Workflows this engine holds in memory right now.
+    pub fn running(&self) -> usize {
+        self.shared.lock_resident().len()
+    }
+
+    /// Stops claiming, lets running steps finish, releases every lease and stops the workers.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_grace;
+        while self.running() > 0 {
+            let idle = self.shared.idle.notified();
+            if self.running() == 0 || tokio::time::timeout_at(deadline, idle).await.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = self.shared.journal.release(self.owner(), None).await {
+            tracing::warn!(error = %e, "could not release leases at shutdown; they expire on their own");
+        }
+        self.tasks.lock().await.abort_all();
+    }
+}
+
+async fn group_commit(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
+    let slots = Arc::new(Semaphore::new(shared.config.committers.max(1)));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < shared.config.commit_batch {
+            match rx.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (commits, replies): (Vec<Commit>, Vec<_>) = batch.into_iter().unzip();
+            let timer = shared.metrics.commit_seconds.start_timer();
+            let result = shared.journal.commit(&commits).await;
+            timer.observe_duration();
+            shared.metrics.commit_batch_size.observe(commits.len() as f64);
+            drop(slot);
+            match result {
+                Ok(applied) => {
+                    for (reply, ok) in replies.into_iter().zip(applied) {
+                        if !ok {
+                            shared.metrics.fenced_writes.inc();
+                        }
+                        let _ = reply.send(if ok { CommitOutcome::Applied } else { CommitOutcome::Fenced });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, commits = replies.len(), "group commit failed");
+                    for reply in replies {
+                        let _ = reply.send(CommitOutcome::Failed(e.to_string()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn claim_loop(shared: Arc<Shared>) {
+    let types: Vec<(String, i32)> = shared.workflows.keys().cloned().collect();
+    if types.is_empty() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(shared.config.poll_interval) => {}
+            _ = shared.journal.wait_for_wakeup() => {}
+        }
+        if let Err(e) = claim_available(&shared, &types).await {
+            tracing::warn!(error = %e, "claiming workflows failed; retrying at the next poll");
+        }
+    }
+}
+
+async fn claim_available(shared: &Arc<Shared>, types: &[(String, i32)]) -> Result<()> {
+    loop {
+        let capacity = shared.config.max_concurrent.saturating_sub(shared.lock_resident().len());
+        let limit = capacity.min(shared.config.claim_batch);
+        if limit == 0 || shared.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let wall_now = wall_ms();
+        let claimed = shared
+            .journal
+            .claim(&ClaimRequest {
+                owner: shared.config.owner.clone(),
+                types: types.to_vec(),
+                limit: limit as i64,
+                clock_now: shared.clock.now_ms(),
+                wall_now,
+                lease_until: wall_now + shared.config.lease.as_millis() as i64,
+            })
+            .await?;
+        let count = claimed.len();
+        let runs: Vec<(Claimed, CancellationToken, CancellationToken)> =
+            claimed.into_iter().map(|c| register_resident(shared, c)).collect();
+        let with_history: Vec<(String, i64)> =
+            runs.iter().filter(|(c, ..)| c.state != State::Pending).map(|(c, ..)| (c.id.clone(), c.run)).collect();
+        let mut histories: HashMap<String, Vec<Event>> = if with_history.is_empty() {
+            HashMap::new()
+        } else {
+            match shared.journal.histories(&with_history).await {
+                Ok(histories) => histories.into_iter().collect(),
+                Err(e) => {
+                    for (c, ..) in &runs {
+                        forget_resident(shared, &c.id, c.epoch);
+                        shared.journal.release(&shared.config.owner, Some(&c.id)).await.ok();
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        for (claimed, cancel, lost) in runs {
+            let history = histories.remove(&claimed.id).unwrap_or_default();
+            let span = tracing::info_span!("workflow", id = %claimed.id, workflow = %claimed.name, run = claimed.run);
+            tokio::spawn(run_workflow(shared.clone(), claimed, history, cancel, lost).instrument(span));
+        }
+        if count < limit {
+            return Ok(());
+        }
+    }
+}
+
+/// Records a claimed workflow as held here before anything else happens, so lease renewal never
+/// mistakes it for a stray lease.
+fn register_resident(shared: &Shared, claimed: Claimed) -> (Claimed, CancellationToken, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let lost = CancellationToken::new();
+    if claimed.cancel_requested {
+        cancel.cancel();
+    }
+    shared.lock_resident().insert(
+        claimed.id.clone(),
+        Resident { epoch: claimed.epoch, cancel: cancel.clone(), lost: lost.clone() },
+    );
+    shared.metrics.running.inc();
+    if let Some(previous) = &claimed.taken_from {
+        shared.metrics.lease_takeovers.inc();
+        tracing::info!(id = %claimed.id, %previous, "took over a workflow whose lease expired");
+    }
+    (claimed, cancel, lost)
+}
+
+fn forget_resident(shared: &Shared, id: &str, epoch: i64) {
+    let mut resident = shared.lock_resident();
+    if resident.get(id).is_some_and(|r| r.epoch == epoch) {
+        resident.remove(id);
+        shared.metrics.running.dec();
+    }
+    if resident.is_empty() {
+        shared.idle.notify_waiters();
+    }
+}
+
+async fn run_workflow(
+    shared: Arc<Shared>,
+    claimed: Claimed,
+    history: Vec<Event>,
+    cancel: CancellationToken,
+    lost: CancellationToken,
+) {
+    let (id, epoch) = (claimed.id.clone(), claimed.epoch);
+    let workflow = shared.workflows.get(&(claimed.name.clone(), claimed.version)).cloned();
+    let (halt_tx, halt_rx) = oneshot::channel();
+    let ctx = Ctx::new(shared.clone(), &claimed, history, cancel, lost.clone(), halt_tx);
+    if claimed.state == State::Pending {
+        shared.metrics.started.with_label_values(&[&claimed.name]).inc();
+    }
+    ctx.publish_running();
+    let halted = match workflow {
+        None => {
+            ctx.finish(Err(WfError::failed(format!(
+                "no workflow {}@{} is registered with this engine",
+                claimed.name, claimed.version
+            ))))
+            .await;
+            None
+        }
+        Some(workflow) => {
+            let run = workflow(ctx.clone(), claimed.input);
+            tokio::select! {
+                result = run => { ctx.finish(result).await; None }
+                halt = halt_rx => halt.ok(),
+                _ = lost.cancelled() => Some(Halt::LeaseLost),
+            }
+        }
+    };
+    match halted {
+        None | Some(Halt::Evicted) => {}
+        Some(Halt::LeaseLost) => tracing::warn!("lease lost to another engine; stopped without writing"),
+        Some(Halt::NonDeterministic(reason)) => ctx.mark_non_deterministic(reason).await,
+        Some(Halt::Journal(error)) => {
+            tracing::warn!(%error, "journal write failed; releasing the workflow to run again");
+            if let Err(e) = shared.journal.release(&shared.config.owner, Some(&id)).await {
+                tracing::warn!(error = %e, "release failed; the lease will expire");
+            }
+        }
+    }
+    forget_resident(&shared, &id, epoch);
+    shared.wake.notify_one();
+}
+
+async fn lease_loop(shared: Arc<Shared>) {
+    let every = shared.config.lease / 3;
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let before = shared.resident_ids();
+        let until = wall_ms() + shared.config.lease.as_millis() as i64;
+        let renewed = match shared.journal.renew(&shared.config.owner, until).await {
+            Ok(renewed) => renewed,
+            Err(e) => {
+                tracing::warn!(error = %e, "lease renewal failed");
+                continue;
+            }
+        };
+        let renewed_ids: HashSet<&str> = renewed.iter().map(|r| r.id.as_str()).collect();
+        let after = shared.resident_ids();
+        for lost in before.iter().filter(|id| !renewed_ids.contains(id.as_str())) {
+            if let Some(resident) = shared.lock_resident().get(lost) {
+                resident.lost.cancel();
+            }
+        }
+        for r in &renewed {
+            if !after.contains(&r.id) {
+                // Owned in the journal but not running here (e.g. a commit failed): hand it back.
+                if let Err(e) = shared.journal.release(&shared.config.owner, Some(&r.id)).await {
+                    tracing::warn!(error = %e, id = %r.id, "could not release a stray lease");
+                }
+            } else if r.cancel_requested
+                && let Some(resident) = shared.lock_resident().get(&r.id)
+            {
+                resident.cancel.cancel();
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The journal: where workflows, their history and their signals are stored. One trait, two
+//! implementations (PostgreSQL for production and several replicas, SQLite for one replica and
+//! first runs), one behaviour test suite.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use postgres::PgJournal;
+pub use sqlite::SqliteJournal;
+
+use crate::{Event, IdReuse, Result, State};
+
+/// Where a workflow nobody waits on time for sorts: `wake_at` of a signal wait without timeout.
+pub const NEVER: i64 = i64::MAX;
+
+/// Opens the journal a URL names (`postgres://…` or `sqlite://PATH`), applying migrations.
+/// `schema` is the PostgreSQL schema for the tables (ignored by SQLite).
+pub async fn open(url: &str, schema: &str) -> Result<Arc<dyn Journal>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgJournal::connect(url, schema).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteJournal::open(url).await?))
+    } else {
+        Err(crate::Error::BadUrl(url.to_string()))
+    }
+}
+
+/// A workflow to create.
+#[derive(Clone, Debug)]
+pub struct NewWorkflow {
+    pub id: String,
+    pub name: String,
+    pub version: i32,
+    pub input: Value,
+    pub parent: Option<String>,
+}
+
+/// A workflow a worker claimed: it owns it until `lease` expires, and writes with `epoch`.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub id: String,
+    pub name: String,
+    pub version: i32,
+    pub run: i64,
+    pub state: State,
+    pub input: Value,
+    pub parent: Option<String>,
+    pub epoch: i64,
+    pub cancel_requested: bool,
+    /// The previous owner whose lease expired, when this claim is a takeover.
+    pub taken_from: Option<String>,
+    pub created_at: i64,
+}
+
+/// Which workflows a worker may claim and until when.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub owner: String,
+    pub types: Vec<(String, i32)>,
+    pub limit: i64,
+    /// Workflow clock: timers due at or before this are runnable.
+    pub clock_now: i64,
+    /// Wall clock: leases that expired before this may be taken over.
+    pub wall_now: i64,
+    pub lease_until: i64,
+}
+
+/// The row fields a commit sets (the workflow's checkpoint).
+#[derive(Clone, Debug)]
+pub struct RowUpdate {
+    pub state: State,
+    pub reason: Option<String>,
+    pub step: Option<String>,
+    pub step_seq: Option<i64>,
+    pub attempt: i32,
+    pub last_error: Option<String>,
+    /// When the workflow should run again if released (workflow clock); 0 means now.
+    pub wake_at: i64,
+    /// Give up the lease: the workflow leaves memory until `wake_at` or a signal.
+    pub release: bool,
+    /// For a signal wait: the signal version seen when looking for signals. If it changed by
+    /// the time of the commit, a signal arrived meanwhile and the workflow wakes at once.
+    pub seen_signal_version: Option<i64>,
+    pub output: Option<Value>,
+    /// Continue-as-new: the next run's input (the run number is incremented).
+    pub next_run_input: Option<Value>,
+}
+
+/// A signal sent as part of a commit (a child's result to its parent).
+#[derive(Clone, Debug)]
+pub struct OutgoingSignal {
+    pub target: String,
+    pub name: String,
+    pub payload: Value,
+}
+
+/// One workflow's durable progress: applied only if the writer still holds the lease epoch.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    pub id: String,
+    pub owner: String,
+    pub epoch: i64,
+    pub wall_now: i64,
+    pub events: Vec<Event>,
+    pub row: RowUpdate,
+    pub consume_signal: Option<i64>,
+    pub send_signals: Vec<OutgoingSignal>,
+}
+
+/// The oldest unconsumed signal of a name, and the workflow's signal version when looked up.
+#[derive(Clone, Debug)]
+pub struct SignalLookup {
+    pub signal: Option<(i64, Value)>,
+    pub version: i64,
+}
+
+/// A lease renewal's view of one owned workflow.
+#[derive(Clone, Debug)]
+pub struct Renewed {
+    pub id: String,
+    pub cancel_requested: bool,
+}
+
+/// A journal row as administrative tools show it.
+#[derive(Clone, Debug)]
+pub struct WorkflowRow {
+    pub checkpoint: crate::Checkpoint,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub epoch: i64,
+    pub takeovers: i32,
+    pub cancel_requested: bool,
+}
+
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Inserts workflows; an id that exists is returned as it is, or restarted as a new run
+    /// when `reuse` allows.
+    async fn create(&self, workflows: &[NewWorkflow], reuse: IdReuse, now: i64) -> Result<Vec<crate::Started>>;
+    /// Claims runnable workflows and expired leases for `req.owner`, bumping each epoch.
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>>;
+    /// Loads the history of the given runs, ordered.
+    async fn histories(&self, runs: &[(String, i64)]) -> Result<Vec<(String, Vec<Event>)>>;
+    /// Applies commits atomically, in one transaction; returns per commit whether its fence held.
+    async fn commit(&self, batch: &[Commit]) -> Result<Vec<bool>>;
+    /// Extends every lease `owner` still holds; returns them.
+    async fn renew(&self, owner: &str, until: i64) -> Result<Vec<Renewed>>;
+    /// Gives up one lease (or all of `owner`'s when `id` is None); they become runnable at once.
+    async fn release(&self, owner: &str, id: Option<&str>) -> Result<()>;
+    async fn find_signal(&self, id: &str, name: &str) -> Result<SignalLookup>;
+    /// Stores a signal for a workflow and wakes it if it waits for one.
+    async fn send_signal(&self, id: &str, name: &str, payload: &Value, now: i64) -> Result<()>;
+    async fn request_cancel(&self, id: &str, now: i64) -> Result<()>;
+    /// Makes a Failed or NonDeterministic workflow runnable again, dropping its terminal failure
+    /// record so the failed step runs anew.
+    async fn retry(&self, id: &str, now: i64) -> Result<()>;
+    async fn get(&self, id: &str) -> Result<Option<WorkflowRow>>;
+    async fn list(&self, state: Option<State>, limit: i64) -> Result<Vec<WorkflowRow>>;
+    /// All records of every run of a workflow, ordered.
+    async fn history(&self, id: &str) -> Result<Vec<Event>>;
+    /// Resolves when another process may have made work runnable (best effort; the engine also
+    /// polls). The default never resolves.
+    async fn wait_for_wakeup(&self) {
+        futures::future::pending::<()>().await
+    }
+}
+
+/// Checks a SQL identifier for the journal's schema; it is also quoted where used.
+pub(crate) fn validate_schema(schema: &str) -> Result<()> {
+    let mut chars = schema.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && schema.len() <= 63 {
+        Ok(())
+    } else {
+        Err(crate::Error::BadSchema(schema.to_string()))
+    }
+}
+
+fn corrupt(message: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Json(serde::de::Error::custom(message))
+}
+
+fn parse_state(state: &str) -> Result<State> {
+    state.parse().map_err(corrupt)
+}
+
+/// Workflow types as the journals filter on them: `name@version`.
+fn type_keys(types: &[(String, i32)]) -> Vec<String> {
+    types.iter().map(|(name, version)| format!("{name}@{version}")).collect()
+}
+
+/// The columns every journal selects for a [`WorkflowRow`] (JSON as text).
+#[derive(sqlx::FromRow)]
+struct RawRow {
+    id: String,
+    name: String,
+    version: i32,
+    run: i64,
+    state: String,
+    reason: Option<String>,
+    input: String,
+    output: Option<String>,
+    parent_id: Option<String>,
+    step_name: Option<String>,
+    step_seq: Option<i64>,
+    attempt: i32,
+    last_error: Option<String>,
+    wake_at: i64,
+    lease_owner: Option<String>,
+    epoch: i64,
+    takeovers: i32,
+    cancel_requested: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<RawRow> for WorkflowRow {
+    type Error = crate::Error;
+    fn try_from(raw: RawRow) -> Result<Self> {
+        let state = parse_state(&raw.state)?;
+        let waits = matches!(state, State::Sleeping | State::WaitingSignal) || raw.attempt > 1;
+        let next_attempt_at = (waits && raw.wake_at > 0 && raw.wake_at != NEVER).then_some(raw.wake_at);
+        Ok(WorkflowRow {
+            checkpoint: crate::Checkpoint {
+                id: raw.id,
+                workflow: raw.name,
+                version: raw.version,
+                run: raw.run,
+                state,
+                reason: raw.reason,
+                step: raw.step_name,
+                step_seq: raw.step_seq,
+                attempt: raw.attempt,
+                next_attempt_at,
+                last_error: raw.last_error,
+                parent: raw.parent_id,
+                owner: raw.lease_owner,
+                created_at: raw.created_at,
+                updated_at: raw.updated_at,
+            },
+            input: serde_json::from_str(&raw.input)?,
+            output: raw.output.as_deref().map(serde_json::from_str).transpose()?,
+            epoch: raw.epoch,
+            takeovers: raw.takeovers,
+            cancel_requested: raw.cancel_requested,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RawEvent {
+    workflow_id: String,
+    run: i64,
+    seq: i64,
+    idx: i32,
+    kind: String,
+    name: String,
+    payload: String,
+    epoch: i64,
+    owner: Option<String>,
+    at: i64,
+}
+
+impl RawEvent {
+    fn parse(self) -> Result<(String, Event)> {
+        let event = Event {
+            run: self.run,
+            seq: self.seq,
+            idx: self.idx,
+            op: self.kind.parse().map_err(corrupt)?,
+            name: self.name,
+            record: serde_json::from_str(&self.payload)?,
+            epoch: self.epoch,
+            owner: self.owner,
+            at: self.at,
+        };
+        Ok((self.workflow_id, event))
+    }
+}
+
+/// Groups ordered event rows by workflow, in the order the runs were asked for.
+fn group_events(runs: &[(String, i64)], rows: Vec<RawEvent>) -> Result<Vec<(String, Vec<Event>)>> {
+    let mut by_id: std::collections::HashMap<String, Vec<Event>> = std::collections::HashMap::new();
+    for row in rows {
+        let (id, event) = row.parse()?;
+        by_id.entry(id).or_default().push(event);
+    }
+    Ok(runs.iter().map(|(id, _)| (id.clone(), by_id.remove(id).unwrap_or_default())).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct RawClaim {
+    id: String,
+    name: String,
+    version: i32,
+    run: i64,
+    state: String,
+    input: String,
+    parent_id: Option<String>,
+    epoch: i64,
+    cancel_requested: bool,
+    taken_from: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<RawClaim> for Claimed {
+    type Error = crate::Error;
+    fn try_from(raw: RawClaim) -> Result<Self> {
+        Ok(Claimed {
+            state: parse_state(&raw.state)?,
+            input: serde_json::from_str(&raw.input)?,
+            id: raw.id,
+            name: raw.name,
+            version: raw.version,
+            run: raw.run,
+            parent: raw.parent_id,
+            epoch: raw.epoch,
+            cancel_requested: raw.cancel_requested,
+            taken_from: raw.taken_from,
+            created_at: raw.created_at,
+        })
+    }
+}
+
+/// For `retry`: the first sequence number of the current run to forget, so the failed step (or,
+/// when no step failed, the failing end of the run) executes again.
+fn retry_from_seq(run: i64, history: &[Event]) -> Option<i64> {
+    let run_events = history.iter().filter(|e| e.run == run);
+    let failed_step = run_events
+        .clone()
+        .filter(|e| matches!(&e.record, crate::Record::StepDone { result: Err(_), .. }))
+        .map(|e| e.seq)
+        .next_back();
+    failed_step.or_else(|| run_events.filter(|e| e.op == crate::Op::Finish).map(|e| e.seq).min())
+}
+
+/// The signal a child's end sends to its parent.
+pub(crate) fn child_signal_name(child: &str) -> String {
+    format!("__child:{child}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(validate_schema("cellplane").is_ok());
+        assert!(validate_schema("_t1").is_ok());
+        for bad in ["", "1abc", "Cell", "a-b", "a\"; drop table x; --", &"a".repeat(64)] {
+            assert!(validate_schema(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! PostgreSQL journal: several engines share it; claims use `FOR UPDATE SKIP LOCKED`, every
+//! write is fenced by the lease epoch, and a batch of commits is one statement.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Postgres, Transaction};
+use tokio::sync::Mutex;
+
+use super::*;
+use crate::{Error, Started};
+
+const ROW_COLUMNS: &str = "id, name, version, run, state, reason, input::text AS input, output::text AS output, \
+    parent_id, step_name, step_seq, attempt, last_error, wake_at, lease_owner, epoch, takeovers, \
+    cancel_requested, created_at, updated_at";
+
+const ACTIVE: &str = "('Pending', 'Running', 'Sleeping', 'WaitingSignal')";
+
+pub struct PgJournal {
+    pool: PgPool,
+    channel: String,
+    listener: Mutex<Option<PgListener>>,
+}
+
+impl PgJournal {
+    /// Connects, creates `schema` if needed and applies the embedded migrations in it.
+    pub async fn connect(url: &str, schema: &str) -> Result<Self> {
+        validate_schema(schema)?;
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("cellplane")
+            .options([("search_path", schema)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        let mut conn = pool.acquire().await?;
+        // Serialise first-time set-up between engines starting together.
+        sqlx::query("SELECT pg_advisory_lock(4242424201)").execute(&mut *conn).await?;
+        let setup = async {
+            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&mut *conn).await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock(4242424201)").execute(&mut *conn).await?;
+        setup?;
+        drop(conn);
+        Ok(PgJournal { pool, channel: format!("cellplane_wakeup_{schema}"), listener: Mutex::new(None) })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn notify(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')").bind(&self.channel).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    async fn deliver(&self, tx: &mut Transaction<'_, Postgres>, signals: &[&OutgoingSignal], now: i64) -> Result<()> {
+        let targets: Vec<&str> = signals.iter().map(|s| s.target.as_str()).collect();
+        let names: Vec<&str> = signals.iter().map(|s| s.name.as_str()).collect();
+        let payloads: Vec<String> = signals.iter().map(|s| s.payload.to_string()).collect();
+        sqlx::query(
+            "INSERT INTO signals (workflow_id, name, payload, sent_at) \
+             SELECT t, n, p::jsonb, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS s(t, n, p)",
+        )
+        .bind(&targets)
+        .bind(&names)
+        .bind(&payloads)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE workflows SET signal_version = signal_version + 1, \
+             wake_at = CASE WHEN lease_owner IS NULL AND state = 'WaitingSignal' THEN 0 ELSE wake_at END \
+             WHERE id = ANY($1) AND state IN {ACTIVE}"
+        )))
+        .bind(&targets)
+        .execute(&mut **tx)
+        .await?;
+        self.notify(tx).await
+    }
+
+    async fn state_of(&self, id: &str) -> Result<State> {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM workflows WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        parse_state(&state.ok_or_else(|| Error::NotFound(id.to_string()))?)
+    }
+}
+
+#[async_trait]
+impl Journal for PgJournal {
+    async fn create(&self, workflows: &[NewWorkflow], reuse: IdReuse, now: i64) -> Result<Vec<Started>> {
+        let ids: Vec<&str> = workflows.iter().map(|w| w.id.as_str()).collect();
+        let names: Vec<&str> = workflows.iter().map(|w| w.name.as_str()).collect();
+        let versions: Vec<i32> = workflows.iter().map(|w| w.version).collect();
+        let inputs: Vec<String> = workflows.iter().map(|w| w.input.to_string()).collect();
+        let parents: Vec<Option<&str>> = workflows.iter().map(|w| w.parent.as_deref()).collect();
+        let mut tx = self.pool.begin().await?;
+        let created: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO workflows (id, name, version, state, input, parent_id, created_at, updated_at) \
+             SELECT i, n, v, 'Pending', p::jsonb, par, $6, $6 \
+             FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[]) AS t(i, n, v, p, par) \
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .bind(&versions)
+        .bind(&inputs)
+        .bind(&parents)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let restartable: Vec<&str> = reuse.restartable().iter().map(|s| s.as_str()).collect();
+        let restarted: Vec<String> = if restartable.is_empty() || created.len() == workflows.len() {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(
+                "UPDATE workflows w SET run = w.run + 1, state = 'Pending', reason = NULL, input = t.p::jsonb, \
+                 output = NULL, step_name = NULL, step_seq = NULL, attempt = 0, last_error = NULL, wake_at = 0, \
+                 cancel_requested = FALSE, updated_at = $4 \
+                 FROM unnest($1::text[], $2::text[]) AS t(i, p) \
+                 WHERE w.id = t.i AND w.state = ANY($3) AND w.lease_owner IS NULL AND t.i <> ALL($5) RETURNING w.id",
+            )
+            .bind(&ids)
+            .bind(&inputs)
+            .bind(&restartable)
+            .bind(now)
+            .bind(&created)
+            .fetch_all(&mut *tx)
+            .await?
+        };
+        let existing: Vec<(String, String)> = sqlx::query_as("SELECT id, state FROM workflows WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        self.notify(&mut tx).await?;
+        tx.commit().await?;
+        let existing: std::collections::HashMap<String, String> = existing.into_iter().collect();
+        ids.iter()
+            .map(|id| {
+                if created.iter().any(|c| c == id) {
+                    Ok(Started::Created)
+                } else if restarted.iter().any(|r| r == id) {
+                    Ok(Started::Restarted)
+                } else {
+                    let state = existing.get(*id).ok_or_else(|| Error::NotFound(id.to_string()))?;
+                    Ok(Started::Existing(parse_state(state)?))
+                }
+            })
+            .collect()
+    }
+
+    async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+        let rows: Vec<RawClaim> = sqlx::query_as(AssertSqlSafe(format!(
+            "WITH c AS ( \
+                SELECT id FROM workflows \
+                WHERE state IN {ACTIVE} AND (name || '@' || version) = ANY($2) \
+                  AND ((lease_owner IS NULL AND wake_at <= $3) OR (lease_owner IS NOT NULL AND lease_expires_at < $4)) \
+                ORDER BY wake_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             UPDATE workflows w SET previous_owner = w.lease_owner, \
+                takeovers = w.takeovers + (w.lease_owner IS NOT NULL)::int, \
+                lease_owner = $1, lease_expires_at = $6, epoch = w.epoch + 1 \
+             FROM c WHERE w.id = c.id \
+             RETURNING w.id, w.name, w.version, w.run, w.state, w.input::text AS input, w.parent_id, w.epoch, \
+                w.cancel_requested, w.previous_owner AS taken_from, w.created_at"
+        )))
+        .bind(&req.owner)
+        .bind(type_keys(&req.types))
+        .bind(req.clock_now)
+        .bind(req.wall_now)
+        .bind(req.limit)
+        .bind(req.lease_until)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Claimed::try_from).collect()
+    }
+
+    async fn histories(&self, runs: &[(String, i64)]) -> Result<Vec<(String, Vec<Event>)>> {
+        let ids: Vec<&str> = runs.iter().map(|(id, _)| id.as_str()).collect();
+        let run_numbers: Vec<i64> = runs.iter().map(|(_, run)| *run).collect();
+        let rows: Vec<RawEvent> = sqlx::query_as(
+            "SELECT e.workflow_id, e.run, e.seq, e.idx, e.kind, e.name, e.payload::text AS payload, e.epoch, e.owner, e.at \
+             FROM events e JOIN unnest($1::text[], $2::bigint[]) AS r(i, n) ON e.workflow_id = r.i AND e.run = r.n \
+             ORDER BY e.workflow_id, e.seq, e.idx",
+        )
+        .bind(&ids)
+        .bind(&run_numbers)
+        .fetch_all(&self.pool)
+        .await?;
+        group_events(runs, rows)
+    }
+
+    async fn commit(&self, batch: &[Commit]) -> Result<Vec<bool>> {
+        let mut rows = CommitColumns::default();
+        for c in batch {
+            rows.push(c)?;
+        }
+        let with_signals = batch.iter().any(|c| !c.send_signals.is_empty());
+        let mut tx = if with_signals { Some(self.pool.begin().await?) } else { None };
+        let query = sqlx::query_scalar::<_, String>(COMMIT_SQL)
+            .bind(&rows.id)
+            .bind(&rows.owner)
+            .bind(&rows.epoch)
+            .bind(&rows.state)
+            .bind(&rows.reason)
+            .bind(&rows.step)
+            .bind(&rows.step_seq)
+            .bind(&rows.attempt)
+            .bind(&rows.last_error)
+            .bind(&rows.wake_at)
+            .bind(&rows.release)
+            .bind(&rows.seen_signal_version)
+            .bind(&rows.output)
+            .bind(&rows.next_input)
+            .bind(&rows.now)
+            .bind(&rows.e_id)
+            .bind(&rows.e_run)
+            .bind(&rows.e_seq)
+            .bind(&rows.e_idx)
+            .bind(&rows.e_kind)
+            .bind(&rows.e_name)
+            .bind(&rows.e_payload)
+            .bind(&rows.e_epoch)
+            .bind(&rows.e_owner)
+            .bind(&rows.e_at)
+            .bind(&rows.s_id)
+            .bind(&rows.s_signal)
+            .bind(&rows.s_now);
+        let accepted: Vec<String> = match tx.as_mut() {
+            Some(tx) => query.fetch_all(&mut **tx).await?,
+            None => query.fetch_all(&self.pool).await?,
+        };
+        let results: Vec<bool> = batch.iter().map(|c| accepted.contains(&c.id)).collect();
+        if let Some(mut tx) = tx {
+            let signals: Vec<&OutgoingSignal> = batch
+                .iter()
+                .zip(&results)
+                .filter(|(_, ok)| **ok)
+                .flat_map(|(c, _)| &c.send_signals)
+                .collect();
+            if !signals.is_empty() {
+                let now = batch.iter().map(|c| c.wall_now).max().unwrap_or_default();
+                self.deliver(&mut tx, &signals, now).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(results)
+    }
+
+    async fn renew(&self, owner: &str, until: i64) -> Result<Vec<Renewed>> {
+        let rows: Vec<(String, bool)> = sqlx::query_as(
+            "UPDATE workflows SET lease_expires_at = $2 WHERE lease_owner = $1 RETURNING id, cancel_requested",
+        )
+        .bind(owner)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id, cancel_requested)| Renewed { id, cancel_requested }).collect())
+    }
+
+    async fn release(&self, owner: &str, id: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE workflows SET lease_owner = NULL, lease_expires_at = NULL, wake_at = 0 \
+             WHERE lease_owner = $1 AND ($2::text IS NULL OR id = $2)",
+        )
+        .bind(owner)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, '')").bind(&self.channel).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn find_signal(&self, id: &str, name: &str) -> Result<SignalLookup> {
+        // Read the version first: a signal arriving after it bumps the version, so the wait that
+        // follows cannot miss it.
+        let version: i64 = sqlx::query_scalar("SELECT signal_version FROM workflows WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let signal: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, payload::text FROM signals WHERE workflow_id = $1 AND name = $2 AND consumed_at IS NULL \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        let signal = signal.map(|(sid, payload)| Ok::<_, Error>((sid, serde_json::from_str(&payload)?))).transpose()?;
+        Ok(SignalLookup { signal, version })
+    }
+
+    async fn send_signal(&self, id: &str, name: &str, payload: &Value, now: i64) -> Result<()> {
+        let state = self.state_of(id).await?;
+        if state.is_finished() {
+            return Err(Error::WrongState { id: id.into(), state, action: "signal", needed: "active" });
+        }
+        let mut tx = self.pool.begin().await?;
+        let signal = OutgoingSignal { target: id.into(), name: name.into(), payload: payload.clone() };
+        self.deliver(&mut tx, &[&signal], now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, id: &str, now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE workflows SET cancel_requested = TRUE, signal_version = signal_version + 1, updated_at = $2, \
+             wake_at = CASE WHEN lease_owner IS NULL AND state IN ('Sleeping', 'WaitingSignal') THEN 0 ELSE wake_at END \
+             WHERE id = $1 AND state IN {ACTIVE}"
+        )))
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            let state = self.state_of(id).await?;
+            return Err(Error::WrongState { id: id.into(), state, action: "cancel", needed: "active" });
+        }
+        self.notify(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retry(&self, id: &str, now: i64) -> Result<()> {
+        let row = self.get(id).await?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let state = row.checkpoint.state;
+        if !matches!(state, State::Failed | State::NonDeterministic) {
+            return Err(Error::WrongState { id: id.into(), state, action: "retry", needed: "Failed or NonDeterministic" });
+        }
+        let run = row.checkpoint.run;
+        let from_seq = retry_from_seq(run, &self.history(id).await?);
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE workflows SET state = 'Pending', reason = NULL, last_error = NULL, output = NULL, attempt = 0, \
+             wake_at = 0, updated_at = $3 WHERE id = $1 AND state = $2 AND run = $4",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(now)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(Error::WrongState { id: id.into(), state, action: "retry", needed: "unchanged meanwhile" });
+        }
+        if let (State::Failed, Some(seq)) = (state, from_seq) {
+            sqlx::query("DELETE FROM events WHERE workflow_id = $1 AND run = $2 AND seq >= $3")
+                .bind(id)
+                .bind(run)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.notify(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<WorkflowRow>> {
+        let row: Option<RawRow> = sqlx::query_as(AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM workflows WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(WorkflowRow::try_from).transpose()
+    }
+
+    async fn list(&self, state: Option<State>, limit: i64) -> Result<Vec<WorkflowRow>> {
+        let rows: Vec<RawRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {ROW_COLUMNS} FROM workflows WHERE ($1::text IS NULL OR state = $1) \
+             ORDER BY updated_at DESC, id LIMIT $2"
+        )))
+        .bind(state.map(State::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(WorkflowRow::try_from).collect()
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<Event>> {
+        let rows: Vec<RawEvent> = sqlx::query_as(
+            "SELECT workflow_id, run, seq, idx, kind, name, payload::text AS payload, epoch, owner, at \
+             FROM events WHERE workflow_id = $1 ORDER BY run, seq, idx",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|r| r.parse().map(|(_, e)| e)).collect()
+    }
+
+    async fn wait_for_wakeup(&self) {
+        let mut guard = self.listener.lock().await;
+        if guard.is_none() {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut listener) => match listener.listen(&self.channel).await {
+                    Ok(()) => *guard = Some(listener),
+                    Err(e) => tracing::debug!(error = %e, "cannot LISTEN for wake-ups; polling only"),
+                },
+                Err(e) => tracing::debug!(error = %e, "cannot connect a wake-up listener; polling only"),
+            }
+        }
+        match guard.as_mut() {
+            Some(listener) => {
+                if let Err(e) = listener.recv().await {
+                    tracing::debug!(error = %e, "wake-up listener failed; reconnecting on next wait");
+                    *guard = None;
+                }
+            }
+            None => {
+                drop(guard);
+                futures::future::pending::<()>().await
+            }
+        }
+    }
+}
+
+/// The commit batch as column arrays for `unnest`.
+#[derive(Default)]
+struct CommitColumns {
+    id: Vec<String>,
+    owner: Vec<String>,
+    epoch: Vec<i64>,
+    state: Vec<&'static str>,
+    reason: Vec<Option<String>>,
+    step: Vec<Option<String>>,
+    step_seq: Vec<Option<i64>>,
+    attempt: Vec<i32>,
+    last_error: Vec<Option<String>>,
+    wake_at: Vec<i64>,
+    release: Vec<bool>,
+    seen_signal_version: Vec<Option<i64>>,
+    output: Vec<Option<String>>,
+    next_input: Vec<Option<String>>,
+    now: Vec<i64>,
+    e_id: Vec<String>,
+    e_run: Vec<i64>,
+    e_seq: Vec<i64>,
+    e_idx: Vec<i32>,
+    e_kind: Vec<&'static str>,
+    e_name: Vec<String>,
+    e_payload: Vec<String>,
+    e_epoch: Vec<i64>,
+    e_owner: Vec<Option<String>>,
+    e_at: Vec<i64>,
+    s_id: Vec<String>,
+    s_signal: Vec<i64>,
+    s_now: Vec<i64>,
+}
+
+impl CommitColumns {
+    fn push(&mut self, c: &Commit) -> Result<()> {
+        let r = &c.row;
+        self.id.push(c.id.clone());
+        self.owner.push(c.owner.clone());
+        self.epoch.push(c.epoch);
+        self.state.push(r.state.as_str());
+        self.reason.push(r.reason.clone());
+        self.step.push(r.step.clone());
+        self.step_seq.push(r.step_seq);
+        self.attempt.push(r.attempt);
+        self.last_error.push(r.last_error.clone());
+        self.wake_at.push(r.wake_at);
+        self.release.push(r.release);
+        self.seen_signal_version.push(r.seen_signal_version);
+        self.output.push(r.output.as_ref().map(Value::to_string));
+        self.next_input.push(r.next_run_input.as_ref().map(Value::to_string));
+        self.now.push(c.wall_now);
+        for e in &c.events {
+            self.e_id.push(c.id.clone());
+            self.e_run.push(e.run);
+            self.e_seq.push(e.seq);
+            self.e_idx.push(e.idx);
+            self.e_kind.push(e.op.as_str());
+            self.e_name.push(e.name.clone());
+            self.e_payload.push(serde_json::to_string(&e.record)?);
+            self.e_epoch.push(c.epoch);
+            self.e_owner.push(Some(c.owner.clone()));
+            self.e_at.push(e.at);
+        }
+        if let Some(signal) = c.consume_signal {
+            self.s_id.push(c.id.clone());
+            self.s_signal.push(signal);
+            self.s_now.push(c.wall_now);
+        }
+        Ok(())
+    }
+}
+
+/// One statement for a whole batch: update each workflow whose fence holds, then append the
+/// events and consume the signals of exactly those workflows.
+const COMMIT_SQL: &str = "WITH r AS ( \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], \
+        $8::int[], $9::text[], $10::bigint[], $11::bool[], $12::bigint[], $13::text[], $14::text[], $15::bigint[]) \
+    AS r(id, owner, epoch, state, reason, step_name, step_seq, attempt, last_error, wake_at, release, seen_sv, \
+        output, next_input, now) \
+), w AS ( \
+    UPDATE workflows w SET state = r.state, reason = r.reason, step_name = r.step_name, step_seq = r.step_seq, \
+        attempt = r.attempt, last_error = r.last_error, \
+        wake_at = CASE WHEN r.seen_sv IS NOT NULL AND w.signal_version <> r.seen_sv THEN 0 ELSE r.wake_at END, \
+        lease_owner = CASE WHEN r.release THEN NULL ELSE w.lease_owner END, \
+        lease_expires_at = CASE WHEN r.release THEN NULL ELSE w.lease_expires_at END, \
+        output = r.output::jsonb, input = COALESCE(r.next_input::jsonb, w.input), \
+        run = w.run + CASE WHEN r.next_input IS NULL THEN 0 ELSE 1 END, updated_at = r.now \
+    FROM r WHERE w.id = r.id AND w.epoch = r.epoch AND w.lease_owner = r.owner \
+    RETURNING w.id \
+), e AS ( \
+    INSERT INTO events (workflow_id, run, seq, idx, kind, name, payload, epoch, owner, at) \
+    SELECT e.i, e.run, e.seq, e.idx, e.kind, e.name, e.payload::jsonb, e.epoch, e.owner, e.at \
+    FROM unnest($16::text[], $17::bigint[], $18::bigint[], $19::int[], $20::text[], $21::text[], $22::text[], \
+        $23::bigint[], $24::text[], $25::bigint[]) AS e(i, run, seq, idx, kind, name, payload, epoch, owner, at) \
+    WHERE e.i IN (SELECT id FROM w) \
+), s AS ( \
+    UPDATE signals s SET consumed_at = c.now \
+    FROM unnest($26::text[], $27::bigint[], $28::bigint[]) AS c(i, signal_id, now) \
+    WHERE s.id = c.signal_id AND c.i IN (SELECT id FROM w) \
+) \
+SELECT id FROM w";
