@@ -324,7 +324,11 @@ impl Ctx {
         self.halt(Halt::Evicted).await
     }
 
-    async fn marker<T: Serialize + DeserializeOwned>(&self, name: &str, make: impl FnOnce() -> T) -> Result<T, WfError> {
+    async fn marker<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> T,
+    ) -> Result<T, WfError> {
         let mut slot = self.begin(Op::Marker, name).await;
         match slot.records.last().map(|e| &e.record) {
             Some(Record::Marker { value }) => return Ok(serde_json::from_value(value.clone())?),
@@ -552,13 +556,8 @@ impl Ctx {
         if let Some(reason) = &reason {
             tracing::warn!(%state, %reason, "workflow ended unsuccessfully");
         }
-        let mut slot = Slot {
-            seq: executed,
-            op: Op::Finish,
-            name: state.as_str().to_string(),
-            records: Vec::new(),
-            next_idx: 0,
-        };
+        let mut slot =
+            Slot { seq: executed, op: Op::Finish, name: state.as_str().to_string(), records: Vec::new(), next_idx: 0 };
         let events = self.events(&mut slot, vec![record]);
         let mut row = self.row(state, reason.clone());
         row.release = true;
@@ -691,18 +690,26 @@ impl Step<'_> {
             let started = Instant::now();
             let body = body(key).instrument(span);
             let outcome = match timeout {
-                Some(limit) => tokio::time::timeout(limit, body).await.unwrap_or_else(|_| Err(StepError::timeout(limit))),
+                Some(limit) => {
+                    tokio::time::timeout(limit, body).await.unwrap_or_else(|_| Err(StepError::timeout(limit)))
+                }
                 None => body.await,
             };
             let duration_ms = started.elapsed().as_millis() as i64;
             match outcome {
                 Ok(value) => {
                     let result = Ok(serde_json::to_value(&value)?);
-                    let events = ctx.events(&mut slot, vec![Record::StepDone { result, attempts: attempt, duration_ms }]);
+                    let events =
+                        ctx.events(&mut slot, vec![Record::StepDone { result, attempts: attempt, duration_ms }]);
                     let mut row = ctx.row(State::Running, None);
                     row.last_error = None;
                     ctx.commit(events, row, None).await;
-                    ctx.inner.shared.metrics.step_seconds.with_label_values(&[workflow]).observe(started.elapsed().as_secs_f64());
+                    ctx.inner
+                        .shared
+                        .metrics
+                        .step_seconds
+                        .with_label_values(&[workflow])
+                        .observe(started.elapsed().as_secs_f64());
                     return Ok(value);
                 }
                 Err(error) => {

@@ -89,9 +89,8 @@ impl Default for EngineConfig {
 }
 
 fn default_owner() -> String {
-    let host = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "engine".to_string());
+    let host =
+        std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "engine".to_string());
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &suffix[..8])
 }
@@ -100,6 +99,12 @@ pub(crate) enum CommitOutcome {
     Applied,
     Fenced,
     Failed(String),
+}
+
+impl From<bool> for CommitOutcome {
+    fn from(applied: bool) -> Self {
+        if applied { CommitOutcome::Applied } else { CommitOutcome::Fenced }
+    }
 }
 
 type CommitRequest = (Commit, oneshot::Sender<CommitOutcome>);
@@ -116,6 +121,7 @@ pub(crate) struct Shared {
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
+    killed: CancellationToken,
     pub(crate) wake: Notify,
     progress: broadcast::Sender<Checkpoint>,
     commits: mpsc::UnboundedSender<CommitRequest>,
@@ -190,6 +196,7 @@ impl EngineBuilder {
             config: self.config,
             metrics,
             shutdown: CancellationToken::new(),
+            killed: CancellationToken::new(),
             wake: Notify::new(),
             progress: broadcast::channel(4096).0,
             commits,
@@ -349,6 +356,13 @@ impl Engine {
         }
         self.tasks.lock().await.abort_all();
     }
+
+    /// Stops everything at once without writing anything more, as if the process died: leases
+    /// stay until they expire. For failure drills and tests; use `shutdown` otherwise.
+    pub async fn abort(&self) {
+        self.shared.killed.cancel();
+        self.tasks.lock().await.abort_all();
+    }
 }
 
 async fn group_commit(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
@@ -370,22 +384,28 @@ async fn group_commit(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Commi
             let result = shared.journal.commit(&commits).await;
             timer.observe_duration();
             shared.metrics.commit_batch_size.observe(commits.len() as f64);
+            let outcomes = match result {
+                Ok(applied) => applied.into_iter().map(CommitOutcome::from).collect(),
+                // One bad commit must not fail the others that shared its transaction.
+                Err(e) if commits.len() > 1 => {
+                    tracing::warn!(error = %e, commits = commits.len(), "group commit failed; committing one by one");
+                    let mut outcomes = Vec::with_capacity(commits.len());
+                    for commit in &commits {
+                        outcomes.push(match shared.journal.commit(std::slice::from_ref(commit)).await {
+                            Ok(applied) => CommitOutcome::from(applied.first().copied().unwrap_or(false)),
+                            Err(e) => CommitOutcome::Failed(e.to_string()),
+                        });
+                    }
+                    outcomes
+                }
+                Err(e) => vec![CommitOutcome::Failed(e.to_string())],
+            };
             drop(slot);
-            match result {
-                Ok(applied) => {
-                    for (reply, ok) in replies.into_iter().zip(applied) {
-                        if !ok {
-                            shared.metrics.fenced_writes.inc();
-                        }
-                        let _ = reply.send(if ok { CommitOutcome::Applied } else { CommitOutcome::Fenced });
-                    }
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                if matches!(outcome, CommitOutcome::Fenced) {
+                    shared.metrics.fenced_writes.inc();
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, commits = replies.len(), "group commit failed");
-                    for reply in replies {
-                        let _ = reply.send(CommitOutcome::Failed(e.to_string()));
-                    }
-                }
+                let _ = reply.send(outcome);
             }
         });
     }
@@ -431,20 +451,15 @@ async fn claim_available(shared: &Arc<Shared>, types: &[(String, i32)]) -> Resul
         let count = claimed.len();
         let runs: Vec<(Claimed, CancellationToken, CancellationToken)> =
             claimed.into_iter().map(|c| register_resident(shared, c)).collect();
-        let with_history: Vec<(String, i64)> =
-            runs.iter().filter(|(c, ..)| c.state != State::Pending).map(|(c, ..)| (c.id.clone(), c.run)).collect();
-        let mut histories: HashMap<String, Vec<Event>> = if with_history.is_empty() {
-            HashMap::new()
-        } else {
-            match shared.journal.histories(&with_history).await {
-                Ok(histories) => histories.into_iter().collect(),
-                Err(e) => {
-                    for (c, ..) in &runs {
-                        forget_resident(shared, &c.id, c.epoch);
-                        shared.journal.release(&shared.config.owner, Some(&c.id)).await.ok();
-                    }
-                    return Err(e);
+        let claimed_runs: Vec<(String, i64)> = runs.iter().map(|(c, ..)| (c.id.clone(), c.run)).collect();
+        let mut histories: HashMap<String, Vec<Event>> = match shared.journal.histories(&claimed_runs).await {
+            Ok(histories) => histories.into_iter().collect(),
+            Err(e) => {
+                for (c, ..) in &runs {
+                    forget_resident(shared, &c.id, c.epoch);
+                    shared.journal.release(&shared.config.owner, Some(&c.id)).await.ok();
                 }
+                return Err(e);
             }
         };
         for (claimed, cancel, lost) in runs {
@@ -466,10 +481,9 @@ fn register_resident(shared: &Shared, claimed: Claimed) -> (Claimed, Cancellatio
     if claimed.cancel_requested {
         cancel.cancel();
     }
-    shared.lock_resident().insert(
-        claimed.id.clone(),
-        Resident { epoch: claimed.epoch, cancel: cancel.clone(), lost: lost.clone() },
-    );
+    shared
+        .lock_resident()
+        .insert(claimed.id.clone(), Resident { epoch: claimed.epoch, cancel: cancel.clone(), lost: lost.clone() });
     shared.metrics.running.inc();
     if let Some(previous) = &claimed.taken_from {
         shared.metrics.lease_takeovers.inc();
@@ -519,6 +533,7 @@ async fn run_workflow(
                 result = run => { ctx.finish(result).await; None }
                 halt = halt_rx => halt.ok(),
                 _ = lost.cancelled() => Some(Halt::LeaseLost),
+                _ = shared.killed.cancelled() => return,
             }
         }
     };

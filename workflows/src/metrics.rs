@@ -16,7 +16,8 @@ pub struct Metrics {
     pub(crate) running: IntGauge,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
@@ -43,7 +44,10 @@ impl Metrics {
                 by_workflow,
             )?,
             step_retries: IntCounterVec::new(
-                Opts::new("cellplane_workflow_step_retries_total", "Step attempts that failed and were scheduled again"),
+                Opts::new(
+                    "cellplane_workflow_step_retries_total",
+                    "Step attempts that failed and were scheduled again",
+                ),
                 by_workflow,
             )?,
             lease_takeovers: IntCounter::new(

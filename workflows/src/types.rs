@@ -65,7 +65,9 @@ impl fmt::Display for State {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown workflow state {0:?} (expected one of Pending, Running, Sleeping, WaitingSignal, Completed, Failed, Cancelled, NonDeterministic)")]
+#[error(
+    "unknown workflow state {0:?} (expected one of Pending, Running, Sleeping, WaitingSignal, Completed, Failed, Cancelled, NonDeterministic)"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for State {
@@ -180,16 +182,30 @@ pub enum Record {
         next_at: i64,
         duration_ms: i64,
     },
-    TimerStarted { until: i64 },
-    SignalWait { deadline: Option<i64> },
-    SignalReceived { payload: Value },
+    TimerStarted {
+        until: i64,
+    },
+    SignalWait {
+        deadline: Option<i64>,
+    },
+    SignalReceived {
+        payload: Value,
+    },
     SignalTimedOut,
-    ChildStarted { workflow: String },
-    Marker { value: Value },
+    ChildStarted {
+        workflow: String,
+    },
+    Marker {
+        value: Value,
+    },
     /// Cancellation was observed at this operation, which returned `Cancelled`.
     Cancelled,
-    Completed { output: Value },
-    Failed { reason: String },
+    Completed {
+        output: Value,
+    },
+    Failed {
+        reason: String,
+    },
     WorkflowCancelled,
     ContinuedAsNew,
 }
@@ -197,10 +213,7 @@ pub enum Record {
 impl Record {
     /// Whether this record ends its operation (others are progress within it).
     pub fn is_final(&self) -> bool {
-        !matches!(
-            self,
-            Record::StepRetry { .. } | Record::TimerStarted { .. } | Record::SignalWait { .. }
-        )
+        !matches!(self, Record::StepRetry { .. } | Record::TimerStarted { .. } | Record::SignalWait { .. })
     }
 }
 
@@ -273,9 +286,7 @@ impl IdReuse {
         match self {
             IdReuse::ReturnExisting => &[],
             IdReuse::RestartIfFailed => &[State::Failed, State::Cancelled, State::NonDeterministic],
-            IdReuse::RestartIfFinished => {
-                &[State::Completed, State::Failed, State::Cancelled, State::NonDeterministic]
-            }
+            IdReuse::RestartIfFinished => &[State::Completed, State::Failed, State::Cancelled, State::NonDeterministic],
         }
     }
 }

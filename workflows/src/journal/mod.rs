@@ -175,11 +175,7 @@ pub(crate) fn validate_schema(schema: &str) -> Result<()> {
     let mut chars = schema.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if first_ok && rest_ok && schema.len() <= 63 {
-        Ok(())
-    } else {
-        Err(crate::Error::BadSchema(schema.to_string()))
-    }
+    if first_ok && rest_ok && schema.len() <= 63 { Ok(()) } else { Err(crate::Error::BadSchema(schema.to_string())) }
 }
 
 fn corrupt(message: impl std::fmt::Display) -> crate::Error {

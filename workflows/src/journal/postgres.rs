@@ -29,9 +29,7 @@ impl PgJournal {
     /// Connects, creates `schema` if needed and applies the embedded migrations in it.
     pub async fn connect(url: &str, schema: &str) -> Result<Self> {
         validate_schema(schema)?;
-        let options = PgConnectOptions::from_str(url)?
-            .application_name("cellplane")
-            .options([("search_path", schema)]);
+        let options = PgConnectOptions::from_str(url)?.application_name("cellplane").options([("search_path", schema)]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
@@ -41,9 +39,7 @@ impl PgJournal {
         // Serialise first-time set-up between engines starting together.
         sqlx::query("SELECT pg_advisory_lock(4242424201)").execute(&mut *conn).await?;
         let setup = async {
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).execute(&mut *conn).await?;
             sqlx::migrate!("./migrations/postgres").run(&mut *conn).await?;
             Ok::<_, Error>(())
         }
@@ -137,10 +133,8 @@ impl Journal for PgJournal {
             .fetch_all(&mut *tx)
             .await?
         };
-        let existing: Vec<(String, String)> = sqlx::query_as("SELECT id, state FROM workflows WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
+        let existing: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, state FROM workflows WHERE id = ANY($1)").bind(&ids).fetch_all(&mut *tx).await?;
         self.notify(&mut tx).await?;
         tx.commit().await?;
         let existing: std::collections::HashMap<String, String> = existing.into_iter().collect();
@@ -205,7 +199,7 @@ impl Journal for PgJournal {
         }
         let with_signals = batch.iter().any(|c| !c.send_signals.is_empty());
         let mut tx = if with_signals { Some(self.pool.begin().await?) } else { None };
-        let query = sqlx::query_scalar::<_, String>(COMMIT_SQL)
+        let query = sqlx::query_as::<_, (String, String, i64)>(COMMIT_SQL)
             .bind(&rows.id)
             .bind(&rows.owner)
             .bind(&rows.epoch)
@@ -233,19 +227,20 @@ impl Journal for PgJournal {
             .bind(&rows.e_at)
             .bind(&rows.s_id)
             .bind(&rows.s_signal)
-            .bind(&rows.s_now);
-        let accepted: Vec<String> = match tx.as_mut() {
+            .bind(&rows.s_now)
+            .bind(&rows.s_owner)
+            .bind(&rows.s_epoch);
+        let accepted: std::collections::HashSet<(String, String, i64)> = match tx.as_mut() {
             Some(tx) => query.fetch_all(&mut **tx).await?,
             None => query.fetch_all(&self.pool).await?,
-        };
-        let results: Vec<bool> = batch.iter().map(|c| accepted.contains(&c.id)).collect();
+        }
+        .into_iter()
+        .collect();
+        let results: Vec<bool> =
+            batch.iter().map(|c| accepted.contains(&(c.id.clone(), c.owner.clone(), c.epoch))).collect();
         if let Some(mut tx) = tx {
-            let signals: Vec<&OutgoingSignal> = batch
-                .iter()
-                .zip(&results)
-                .filter(|(_, ok)| **ok)
-                .flat_map(|(c, _)| &c.send_signals)
-                .collect();
+            let signals: Vec<&OutgoingSignal> =
+                batch.iter().zip(&results).filter(|(_, ok)| **ok).flat_map(|(c, _)| &c.send_signals).collect();
             if !signals.is_empty() {
                 let now = batch.iter().map(|c| c.wall_now).max().unwrap_or_default();
                 self.deliver(&mut tx, &signals, now).await?;
@@ -335,7 +330,12 @@ impl Journal for PgJournal {
         let row = self.get(id).await?.ok_or_else(|| Error::NotFound(id.to_string()))?;
         let state = row.checkpoint.state;
         if !matches!(state, State::Failed | State::NonDeterministic) {
-            return Err(Error::WrongState { id: id.into(), state, action: "retry", needed: "Failed or NonDeterministic" });
+            return Err(Error::WrongState {
+                id: id.into(),
+                state,
+                action: "retry",
+                needed: "Failed or NonDeterministic",
+            });
         }
         let run = row.checkpoint.run;
         let from_seq = retry_from_seq(run, &self.history(id).await?);
@@ -367,10 +367,11 @@ impl Journal for PgJournal {
     }
 
     async fn get(&self, id: &str) -> Result<Option<WorkflowRow>> {
-        let row: Option<RawRow> = sqlx::query_as(AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM workflows WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<RawRow> =
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM workflows WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(WorkflowRow::try_from).transpose()
     }
 
@@ -454,6 +455,8 @@ struct CommitColumns {
     s_id: Vec<String>,
     s_signal: Vec<i64>,
     s_now: Vec<i64>,
+    s_owner: Vec<String>,
+    s_epoch: Vec<i64>,
 }
 
 impl CommitColumns {
@@ -490,6 +493,8 @@ impl CommitColumns {
             self.s_id.push(c.id.clone());
             self.s_signal.push(signal);
             self.s_now.push(c.wall_now);
+            self.s_owner.push(c.owner.clone());
+            self.s_epoch.push(c.epoch);
         }
         Ok(())
     }
@@ -511,16 +516,17 @@ const COMMIT_SQL: &str = "WITH r AS ( \
         output = r.output::jsonb, input = COALESCE(r.next_input::jsonb, w.input), \
         run = w.run + CASE WHEN r.next_input IS NULL THEN 0 ELSE 1 END, updated_at = r.now \
     FROM r WHERE w.id = r.id AND w.epoch = r.epoch AND w.lease_owner = r.owner \
-    RETURNING w.id \
+    RETURNING w.id, r.owner, r.epoch \
 ), e AS ( \
     INSERT INTO events (workflow_id, run, seq, idx, kind, name, payload, epoch, owner, at) \
     SELECT e.i, e.run, e.seq, e.idx, e.kind, e.name, e.payload::jsonb, e.epoch, e.owner, e.at \
     FROM unnest($16::text[], $17::bigint[], $18::bigint[], $19::int[], $20::text[], $21::text[], $22::text[], \
         $23::bigint[], $24::text[], $25::bigint[]) AS e(i, run, seq, idx, kind, name, payload, epoch, owner, at) \
-    WHERE e.i IN (SELECT id FROM w) \
+    WHERE (e.i, e.owner, e.epoch) IN (SELECT id, owner, epoch FROM w) \
 ), s AS ( \
     UPDATE signals s SET consumed_at = c.now \
-    FROM unnest($26::text[], $27::bigint[], $28::bigint[]) AS c(i, signal_id, now) \
-    WHERE s.id = c.signal_id AND c.i IN (SELECT id FROM w) \
+    FROM unnest($26::text[], $27::bigint[], $28::bigint[], $29::text[], $30::bigint[]) \
+        AS c(i, signal_id, now, owner, epoch) \
+    WHERE s.id = c.signal_id AND (c.i, c.owner, c.epoch) IN (SELECT id, owner, epoch FROM w) \
 ) \
-SELECT id FROM w";
+SELECT id, owner, epoch FROM w";

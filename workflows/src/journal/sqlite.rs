@@ -300,7 +300,12 @@ impl Journal for SqliteJournal {
         let row = self.get(id).await?.ok_or_else(|| Error::NotFound(id.to_string()))?;
         let state = row.checkpoint.state;
         if !matches!(state, State::Failed | State::NonDeterministic) {
-            return Err(Error::WrongState { id: id.into(), state, action: "retry", needed: "Failed or NonDeterministic" });
+            return Err(Error::WrongState {
+                id: id.into(),
+                state,
+                action: "retry",
+                needed: "Failed or NonDeterministic",
+            });
         }
         let run = row.checkpoint.run;
         let from_seq = retry_from_seq(run, &self.history(id).await?);
@@ -331,10 +336,11 @@ impl Journal for SqliteJournal {
     }
 
     async fn get(&self, id: &str) -> Result<Option<WorkflowRow>> {
-        let row: Option<RawRow> = sqlx::query_as(AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM workflows WHERE id = ?1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<RawRow> =
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM workflows WHERE id = ?1")))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(WorkflowRow::try_from).transpose()
     }
 

@@ -1,0 +1,790 @@
+//! The engine's behaviour, each test run against PostgreSQL and against SQLite.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cellplane_workflows::journal::{ClaimRequest, Commit, RowUpdate};
+use cellplane_workflows::{
+    Ctx, Error, IdReuse, Op, Record, RetryPolicy, Started, State, StepError, TestClock, WfError, Workflow,
+};
+use common::*;
+use tokio::sync::Notify;
+
+/// Counts executions of each step body.
+#[derive(Default)]
+struct Calls(Mutex<HashMap<String, usize>>);
+
+impl Calls {
+    fn hit(&self, step: &str) -> usize {
+        let mut calls = self.0.lock().unwrap();
+        let count = calls.entry(step.to_string()).or_default();
+        *count += 1;
+        *count
+    }
+    fn get(&self, step: &str) -> usize {
+        self.0.lock().unwrap().get(step).copied().unwrap_or(0)
+    }
+}
+
+fn quick_retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Duration::from_millis(10),
+        max_interval: Duration::from_millis(50),
+        max_attempts,
+        jitter: 0.0,
+        ..RetryPolicy::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Three steps; the middle one waits for a gate so tests can crash the engine inside it.
+struct ThreeSteps {
+    calls: Arc<Calls>,
+    gate: Arc<Notify>,
+    gate_open: Arc<AtomicBool>,
+}
+
+impl Workflow for ThreeSteps {
+    const NAME: &'static str = "three-steps";
+    type Input = u32;
+    type Output = u32;
+    async fn run(self: Arc<Self>, ctx: Ctx, input: u32) -> Result<u32, WfError> {
+        let calls = self.calls.clone();
+        let a: u32 = ctx
+            .step("a")
+            .run(|_| {
+                let calls = calls.clone();
+                async move {
+                    calls.hit("a");
+                    Ok(input + 1)
+                }
+            })
+            .await?;
+        let this = self.clone();
+        let b: u32 = ctx
+            .step("b")
+            .run(|_| {
+                let this = this.clone();
+                async move {
+                    this.calls.hit("b");
+                    while !this.gate_open.load(Ordering::SeqCst) {
+                        let opened = this.gate.notified();
+                        if this.gate_open.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        opened.await;
+                    }
+                    Ok(a * 10)
+                }
+            })
+            .await?;
+        let c: u32 = ctx
+            .step("c")
+            .run(|_| {
+                let calls = calls.clone();
+                async move {
+                    calls.hit("c");
+                    Ok(b + 1)
+                }
+            })
+            .await?;
+        Ok(c)
+    }
+}
+
+fn three_steps(open: bool) -> (ThreeSteps, Arc<Calls>, Arc<Notify>, Arc<AtomicBool>) {
+    let calls = Arc::new(Calls::default());
+    let gate = Arc::new(Notify::new());
+    let gate_open = Arc::new(AtomicBool::new(open));
+    (ThreeSteps { calls: calls.clone(), gate: gate.clone(), gate_open: gate_open.clone() }, calls, gate, gate_open)
+}
+
+async fn steps_run_in_order_and_are_journaled(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let (workflow, calls, ..) = three_steps(true);
+    let engine = engine(journal.clone(), "solo").register(workflow).start().unwrap();
+    let mut progress = engine.subscribe();
+
+    assert_eq!(engine.start::<ThreeSteps>("w1", &4).await.unwrap(), Started::Created);
+    assert_eq!(within(engine.result::<ThreeSteps>("w1")).await.unwrap(), 51);
+
+    let history = journal.history("w1").await.unwrap();
+    let steps: Vec<(&str, &Record)> =
+        history.iter().filter(|e| e.op == Op::Step).map(|e| (e.name.as_str(), &e.record)).collect();
+    assert_eq!(steps.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert!(matches!(steps[1].1, Record::StepDone { result: Ok(v), attempts: 1, .. } if v == 50));
+    assert!(matches!(history.last().map(|e| &e.record), Some(Record::Completed { .. })));
+    assert_eq!((calls.get("a"), calls.get("b"), calls.get("c")), (1, 1, 1));
+
+    // Progress events name each step as it starts, then the end.
+    let mut seen = Vec::new();
+    while let Ok(cp) = progress.try_recv() {
+        if cp.id == "w1" {
+            seen.push((cp.state, cp.step.clone()));
+        }
+    }
+    assert!(seen.contains(&(State::Running, Some("b".into()))), "{seen:?}");
+    assert_eq!(seen.last().map(|(s, _)| *s), Some(State::Completed));
+    engine.shutdown().await;
+}
+both_journals!(steps_run_in_order_and_are_journaled, steps_run_in_order_and_are_journaled);
+
+async fn a_restarted_engine_replays_completed_steps_without_rerunning_them(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let (workflow, calls, gate, gate_open) = three_steps(false);
+    let first = engine(journal.clone(), "first").register(workflow).start().unwrap();
+    first.start::<ThreeSteps>("w", &1).await.unwrap();
+    eventually("step b to start", || async { (calls.get("b") == 1).then_some(()) }).await;
+    first.abort().await; // as if the process died inside step b
+
+    let (workflow, _, ..) = three_steps(true);
+    let workflow = ThreeSteps { calls: calls.clone(), ..workflow };
+    let second = engine(journal.clone(), "second").register(workflow).start().unwrap();
+    gate_open.store(true, Ordering::SeqCst);
+    gate.notify_waiters();
+    assert_eq!(within(second.result::<ThreeSteps>("w")).await.unwrap(), 21);
+    // a completed before the crash and is replayed; b was interrupted and runs again.
+    assert_eq!((calls.get("a"), calls.get("b"), calls.get("c")), (1, 2, 1));
+    let row = journal.get("w").await.unwrap().unwrap();
+    assert_eq!(row.takeovers, 1, "the second engine took over an expired lease");
+    second.shutdown().await;
+}
+both_journals!(
+    a_restarted_engine_replays_completed_steps_without_rerunning_them,
+    a_restarted_engine_replays_completed_steps_without_rerunning_them
+);
+
+// ---------------------------------------------------------------------------------------------
+
+struct WaitsForGo;
+impl Workflow for WaitsForGo {
+    const NAME: &'static str = "waits-for-go";
+    type Input = ();
+    type Output = i64;
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<i64, WfError> {
+        ctx.step("one").run(|_| async { Ok(1) }).await?;
+        let go: Option<i64> = ctx.wait_signal("go", None).await?;
+        Ok(go.unwrap_or_default())
+    }
+}
+
+/// The same name and version with a different first step: a change that breaks replay.
+struct WaitsForGoChanged;
+impl Workflow for WaitsForGoChanged {
+    const NAME: &'static str = "waits-for-go";
+    type Input = ();
+    type Output = i64;
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<i64, WfError> {
+        ctx.step("uno").run(|_| async { Ok(1) }).await?;
+        Ok(ctx.wait_signal::<i64>("go", None).await?.unwrap_or_default())
+    }
+}
+
+async fn changed_code_stops_as_non_deterministic(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let old = engine(journal.clone(), "old").register(WaitsForGo).start().unwrap();
+    old.start::<WaitsForGo>("w", &()).await.unwrap();
+    let waiting = checkpoint_in(&old, "w", State::WaitingSignal).await;
+    assert_eq!(waiting.reason.as_deref(), Some("waiting for signal \"go\""));
+    old.shutdown().await;
+
+    let new = engine(journal.clone(), "new").register(WaitsForGoChanged).start().unwrap();
+    new.signal("w", "go", &7).await.unwrap();
+    let cp = await_finished(&journal, "w").await;
+    assert_eq!(cp.state, State::NonDeterministic);
+    let reason = cp.reason.unwrap();
+    assert!(reason.contains("\"uno\"") && reason.contains("\"one\""), "{reason}");
+    new.shutdown().await;
+}
+both_journals!(changed_code_stops_as_non_deterministic, changed_code_stops_as_non_deterministic);
+
+async fn signals_sent_while_no_engine_runs_are_kept(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    // An engine with no workflows registered runs nothing: it only starts and signals.
+    let client = engine(journal.clone(), "client").start().unwrap();
+    client.start::<WaitsForGo>("w", &()).await.unwrap();
+    client.signal("w", "go", &42).await.unwrap();
+    assert!(matches!(client.signal("missing", "go", &1).await, Err(Error::NotFound(_))));
+    assert!(matches!(client.signal("w", "__child:x", &1).await, Err(Error::ReservedSignal(_))));
+
+    let worker = engine(journal.clone(), "worker").register(WaitsForGo).start().unwrap();
+    assert_eq!(within(worker.result::<WaitsForGo>("w")).await.unwrap(), 42);
+    worker.shutdown().await;
+}
+both_journals!(signals_sent_while_no_engine_runs_are_kept, signals_sent_while_no_engine_runs_are_kept);
+
+async fn a_signal_wakes_a_waiting_workflow(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let engine = engine(journal.clone(), "solo").register(WaitsForGo).start().unwrap();
+    engine.start::<WaitsForGo>("w", &()).await.unwrap();
+    checkpoint_in(&engine, "w", State::WaitingSignal).await;
+    assert_eq!(engine.running(), 0, "a workflow waiting for a signal leaves memory");
+    engine.signal("w", "go", &5).await.unwrap();
+    assert_eq!(within(engine.result::<WaitsForGo>("w")).await.unwrap(), 5);
+    engine.shutdown().await;
+}
+both_journals!(a_signal_wakes_a_waiting_workflow, a_signal_wakes_a_waiting_workflow);
+
+// ---------------------------------------------------------------------------------------------
+
+struct SleepsAnHour;
+impl Workflow for SleepsAnHour {
+    const NAME: &'static str = "sleeps-an-hour";
+    type Input = ();
+    type Output = String;
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<String, WfError> {
+        ctx.sleep(Duration::from_secs(3600)).await?;
+        let timed_out: Option<String> = ctx.wait_signal("never", Some(Duration::from_secs(60))).await?;
+        Ok(timed_out.unwrap_or_else(|| "woke".into()))
+    }
+}
+
+async fn late_timers_fire_at_once_after_a_restart(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let clock = TestClock::default();
+    let first = engine(journal.clone(), "first").clock(clock.clone()).register(SleepsAnHour).start().unwrap();
+    first.start::<SleepsAnHour>("w", &()).await.unwrap();
+    let sleeping = checkpoint_in(&first, "w", State::Sleeping).await;
+    assert!(sleeping.reason.unwrap().starts_with("sleeping until "));
+    assert_eq!(sleeping.next_attempt_at, Some(clock.now_ms() + 3_600_000));
+    first.shutdown().await;
+
+    // Two hours pass while no engine runs: the timer is late, and fires as soon as one starts.
+    clock.advance(Duration::from_secs(7200));
+    let second = engine(journal.clone(), "second").clock(clock.clone()).register(SleepsAnHour).start().unwrap();
+    let waiting = checkpoint_in(&second, "w", State::WaitingSignal).await;
+    assert!(waiting.reason.unwrap().contains("until"), "a wait with a timeout names its deadline");
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(within(second.result::<SleepsAnHour>("w")).await.unwrap(), "woke");
+    second.shutdown().await;
+}
+both_journals!(late_timers_fire_at_once_after_a_restart, late_timers_fire_at_once_after_a_restart);
+
+use cellplane_workflows::Clock;
+
+// ---------------------------------------------------------------------------------------------
+
+/// Fails its step `failures` times with a transient error before succeeding.
+struct Flaky {
+    failures: usize,
+    calls: Arc<Calls>,
+    policy: RetryPolicy,
+    keys: Arc<Mutex<Vec<String>>>,
+}
+
+impl Workflow for Flaky {
+    const NAME: &'static str = "flaky";
+    type Input = ();
+    type Output = usize;
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<usize, WfError> {
+        let this = self.clone();
+        ctx.step("call-cloud")
+            .retry(self.policy.clone())
+            .run(|key| {
+                let this = this.clone();
+                async move {
+                    this.keys.lock().unwrap().push(key.to_string());
+                    let n = this.calls.hit("call-cloud");
+                    if n <= this.failures { Err(StepError::transient(format!("throttled ({n})"))) } else { Ok(n) }
+                }
+            })
+            .await
+    }
+}
+
+fn flaky(failures: usize, policy: RetryPolicy) -> (Flaky, Arc<Calls>, Arc<Mutex<Vec<String>>>) {
+    let calls = Arc::new(Calls::default());
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    (Flaky { failures, calls: calls.clone(), policy, keys: keys.clone() }, calls, keys)
+}
+
+async fn retry_state_survives_a_restart_during_backoff(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let clock = TestClock::default();
+    // Ten-minute backoff: longer than the resident wait, so the workflow leaves memory.
+    let policy = RetryPolicy {
+        initial_interval: Duration::from_secs(600),
+        max_interval: Duration::from_secs(3600),
+        jitter: 0.0,
+        ..RetryPolicy::default()
+    };
+    let (workflow, calls, keys) = flaky(2, policy.clone());
+    let first = engine(journal.clone(), "first").clock(clock.clone()).register(workflow).start().unwrap();
+    first.start::<Flaky>("w", &()).await.unwrap();
+    let backing_off = checkpoint_in(&first, "w", State::Sleeping).await;
+    assert_eq!(backing_off.attempt, 1);
+    assert_eq!(backing_off.last_error.as_deref(), Some("throttled (1)"));
+    assert_eq!(backing_off.next_attempt_at, Some(clock.now_ms() + 600_000));
+    first.shutdown().await;
+
+    let second = engine(journal.clone(), "second")
+        .clock(clock.clone())
+        .register(Flaky { failures: 2, calls: calls.clone(), policy, keys: keys.clone() })
+        .start()
+        .unwrap();
+    clock.advance(Duration::from_secs(600));
+    let again = eventually("attempt 2 to fail", || async {
+        second.checkpoint("w").await.unwrap().filter(|cp| cp.attempt == 2 && cp.state == State::Sleeping)
+    })
+    .await;
+    assert_eq!(again.next_attempt_at, Some(clock.now_ms() + 1_200_000), "backoff doubled: attempt 2 kept its place");
+    clock.advance(Duration::from_secs(1200));
+    assert_eq!(within(second.result::<Flaky>("w")).await.unwrap(), 3);
+    assert_eq!(calls.get("call-cloud"), 3);
+    let keys = keys.lock().unwrap().clone();
+    assert!(keys.iter().all(|k| *k == keys[0]), "every attempt sees the same idempotency key: {keys:?}");
+    let retries: Vec<i32> = journal
+        .history("w")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::StepRetry { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries, [1, 2]);
+    second.shutdown().await;
+}
+both_journals!(retry_state_survives_a_restart_during_backoff, retry_state_survives_a_restart_during_backoff);
+
+async fn terminal_errors_and_exhausted_attempts_fail_the_workflow(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let (workflow, calls, _) = flaky(10, quick_retries(3));
+    let engine = engine(journal.clone(), "solo").register(workflow).start().unwrap();
+    engine.start::<Flaky>("w", &()).await.unwrap();
+    match within(engine.result::<Flaky>("w")).await {
+        Err(Error::Unsuccessful { state: State::Failed, reason, .. }) => {
+            assert!(reason.contains("call-cloud") && reason.contains("throttled (3)"), "{reason}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(calls.get("call-cloud"), 3, "max_attempts bounds the attempts");
+    engine.shutdown().await;
+
+    struct Denied(Arc<Calls>);
+    impl Workflow for Denied {
+        const NAME: &'static str = "denied";
+        type Input = bool;
+        type Output = ();
+        async fn run(self: Arc<Self>, ctx: Ctx, listed_kind: bool) -> Result<(), WfError> {
+            let policy = RetryPolicy { non_retryable: vec!["AccessDenied".into()], ..quick_retries(10) };
+            let calls = self.0.clone();
+            ctx.step("create")
+                .retry(policy)
+                .run(|_| {
+                    let calls = calls.clone();
+                    async move {
+                        calls.hit("create");
+                        Err::<(), _>(if listed_kind {
+                            StepError::of_kind("AccessDenied", "not authorized")
+                        } else {
+                            StepError::terminal("invalid CIDR")
+                        })
+                    }
+                })
+                .await
+        }
+    }
+    let calls = Arc::new(Calls::default());
+    let engine = common::engine(journal.clone(), "solo2").register(Denied(calls.clone())).start().unwrap();
+    engine.start::<Denied>("listed", &true).await.unwrap();
+    engine.start::<Denied>("terminal", &false).await.unwrap();
+    for id in ["listed", "terminal"] {
+        assert_eq!(await_finished(&journal, id).await.state, State::Failed);
+    }
+    assert_eq!(calls.get("create"), 2, "neither error is retried");
+    engine.shutdown().await;
+}
+both_journals!(
+    terminal_errors_and_exhausted_attempts_fail_the_workflow,
+    terminal_errors_and_exhausted_attempts_fail_the_workflow
+);
+
+async fn a_step_timeout_is_a_retryable_failure(postgres: bool) {
+    struct Slow(Arc<Calls>);
+    impl Workflow for Slow {
+        const NAME: &'static str = "slow";
+        type Input = ();
+        type Output = usize;
+        async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<usize, WfError> {
+            let calls = self.0.clone();
+            ctx.step("probe")
+                .retry(quick_retries(5))
+                .timeout(Duration::from_millis(50))
+                .run(|_| {
+                    let calls = calls.clone();
+                    async move {
+                        let n = calls.hit("probe");
+                        if n == 1 {
+                            futures::future::pending::<()>().await;
+                        }
+                        Ok(n)
+                    }
+                })
+                .await
+        }
+    }
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let calls = Arc::new(Calls::default());
+    let engine = engine(journal.clone(), "solo").register(Slow(calls.clone())).start().unwrap();
+    engine.start::<Slow>("w", &()).await.unwrap();
+    assert_eq!(within(engine.result::<Slow>("w")).await.unwrap(), 2);
+    let history = journal.history("w").await.unwrap();
+    assert!(history.iter().any(|e| matches!(&e.record, Record::StepRetry { error, .. } if error.kind == "timeout")));
+    engine.shutdown().await;
+}
+both_journals!(a_step_timeout_is_a_retryable_failure, a_step_timeout_is_a_retryable_failure);
+
+// ---------------------------------------------------------------------------------------------
+
+/// Step "b" fails terminally while `broken` is set.
+struct Fragile {
+    broken: Arc<AtomicBool>,
+    calls: Arc<Calls>,
+}
+impl Workflow for Fragile {
+    const NAME: &'static str = "fragile";
+    type Input = ();
+    type Output = String;
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<String, WfError> {
+        let calls = self.calls.clone();
+        ctx.step("a")
+            .run(|_| {
+                let calls = calls.clone();
+                async move {
+                    calls.hit("a");
+                    Ok(())
+                }
+            })
+            .await?;
+        let this = self.clone();
+        ctx.step("b")
+            .run(|_| {
+                let this = this.clone();
+                async move {
+                    this.calls.hit("b");
+                    if this.broken.load(Ordering::SeqCst) {
+                        Err(StepError::terminal("quota exceeded"))
+                    } else {
+                        Ok("ok".to_string())
+                    }
+                }
+            })
+            .await
+    }
+}
+
+async fn retry_reruns_a_failed_workflow_from_the_failed_step(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let broken = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(Calls::default());
+    let engine = engine(journal.clone(), "solo")
+        .register(Fragile { broken: broken.clone(), calls: calls.clone() })
+        .start()
+        .unwrap();
+    engine.start::<Fragile>("w", &()).await.unwrap();
+    let failed = await_finished(&journal, "w").await;
+    assert_eq!(failed.state, State::Failed);
+    assert!(failed.reason.unwrap().contains("quota exceeded"));
+    assert!(matches!(journal.retry("nope", 0).await, Err(Error::NotFound(_))));
+
+    broken.store(false, Ordering::SeqCst);
+    journal.retry("w", 0).await.unwrap();
+    assert!(matches!(journal.retry("w", 0).await, Err(Error::WrongState { .. })), "only a failed workflow is retried");
+    assert_eq!(within(engine.result::<Fragile>("w")).await.unwrap(), "ok");
+    assert_eq!((calls.get("a"), calls.get("b")), (1, 2), "a is replayed, b runs again");
+    engine.shutdown().await;
+}
+both_journals!(
+    retry_reruns_a_failed_workflow_from_the_failed_step,
+    retry_reruns_a_failed_workflow_from_the_failed_step
+);
+
+async fn an_existing_id_is_returned_and_reuse_policy_restarts_finished_ones(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let (workflow, calls, ..) = three_steps(true);
+    let engine = engine(journal.clone(), "solo").register(workflow).start().unwrap();
+    assert_eq!(engine.start::<ThreeSteps>("w", &1).await.unwrap(), Started::Created);
+    assert!(matches!(engine.start::<ThreeSteps>("w", &2).await.unwrap(), Started::Existing(_)));
+    assert_eq!(within(engine.result::<ThreeSteps>("w")).await.unwrap(), 21, "the first input is kept");
+    assert_eq!(engine.start::<ThreeSteps>("w", &2).await.unwrap(), Started::Existing(State::Completed));
+    assert_eq!(
+        engine.start_with::<ThreeSteps>("w", &2, IdReuse::RestartIfFailed).await.unwrap(),
+        Started::Existing(State::Completed)
+    );
+    assert_eq!(engine.start_with::<ThreeSteps>("w", &2, IdReuse::RestartIfFinished).await.unwrap(), Started::Restarted);
+    assert_eq!(within(engine.result::<ThreeSteps>("w")).await.unwrap(), 31);
+    assert_eq!(engine.checkpoint("w").await.unwrap().unwrap().run, 2);
+    assert_eq!(calls.get("a"), 2);
+    engine.shutdown().await;
+}
+both_journals!(
+    an_existing_id_is_returned_and_reuse_policy_restarts_finished_ones,
+    an_existing_id_is_returned_and_reuse_policy_restarts_finished_ones
+);
+
+// ---------------------------------------------------------------------------------------------
+
+struct Child;
+impl Workflow for Child {
+    const NAME: &'static str = "child";
+    type Input = i64;
+    type Output = i64;
+    async fn run(self: Arc<Self>, ctx: Ctx, n: i64) -> Result<i64, WfError> {
+        ctx.step("double")
+            .retry(RetryPolicy::no_retry())
+            .run(|_| async move { if n < 0 { Err(StepError::terminal("negative")) } else { Ok(n * 2) } })
+            .await
+    }
+}
+
+struct Parent;
+impl Workflow for Parent {
+    const NAME: &'static str = "parent";
+    type Input = i64;
+    type Output = String;
+    async fn run(self: Arc<Self>, ctx: Ctx, n: i64) -> Result<String, WfError> {
+        let child_id = format!("{}-child", ctx.id());
+        match ctx.child::<Child>(&child_id, &n).await {
+            Ok(v) => Ok(format!("child said {v}")),
+            Err(WfError::Child { state, reason, .. }) => Ok(format!("child {state}: {reason}")),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+async fn child_workflows_report_to_their_parent(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let engine = engine(journal.clone(), "solo").register(Parent).register(Child).start().unwrap();
+    engine.start::<Parent>("ok", &21).await.unwrap();
+    engine.start::<Parent>("bad", &-1).await.unwrap();
+    assert_eq!(within(engine.result::<Parent>("ok")).await.unwrap(), "child said 42");
+    let bad = within(engine.result::<Parent>("bad")).await.unwrap();
+    assert!(bad.starts_with("child Failed:") && bad.contains("negative"), "{bad}");
+    assert_eq!(engine.checkpoint("ok-child").await.unwrap().unwrap().parent.as_deref(), Some("ok"));
+    engine.shutdown().await;
+}
+both_journals!(child_workflows_report_to_their_parent, child_workflows_report_to_their_parent);
+
+struct CountsUp;
+impl Workflow for CountsUp {
+    const NAME: &'static str = "counts-up";
+    type Input = u32;
+    type Output = u32;
+    async fn run(self: Arc<Self>, ctx: Ctx, n: u32) -> Result<u32, WfError> {
+        let next = ctx.step("increment").run(|_| async move { Ok(n + 1) }).await?;
+        if next < 4 { ctx.continue_as_new(&next).await } else { Ok(next) }
+    }
+}
+
+async fn continue_as_new_starts_a_fresh_run(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let engine = engine(journal.clone(), "solo").register(CountsUp).start().unwrap();
+    engine.start::<CountsUp>("w", &0).await.unwrap();
+    assert_eq!(within(engine.result::<CountsUp>("w")).await.unwrap(), 4);
+    let cp = engine.checkpoint("w").await.unwrap().unwrap();
+    assert_eq!(cp.run, 4);
+    let history = journal.history("w").await.unwrap();
+    let last_run: Vec<&Record> = history.iter().filter(|e| e.run == 4).map(|e| &e.record).collect();
+    assert_eq!(last_run.len(), 2, "the last run's history holds only its own step and end: {last_run:?}");
+    let keys: std::collections::HashSet<String> = history
+        .iter()
+        .filter(|e| e.op == Op::Step)
+        .map(|e| cellplane_workflows::IdempotencyKey { workflow_id: "w".into(), run: e.run, seq: e.seq }.to_string())
+        .collect();
+    assert_eq!(keys.len(), 4, "each run's steps get their own idempotency keys");
+    engine.shutdown().await;
+}
+both_journals!(continue_as_new_starts_a_fresh_run, continue_as_new_starts_a_fresh_run);
+
+// ---------------------------------------------------------------------------------------------
+
+struct Cleans(Arc<Calls>);
+impl Workflow for Cleans {
+    const NAME: &'static str = "cleans";
+    type Input = ();
+    type Output = ();
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<(), WfError> {
+        let calls = self.0.clone();
+        ctx.step("create")
+            .run(|_| {
+                let calls = calls.clone();
+                async move {
+                    calls.hit("create");
+                    Ok(())
+                }
+            })
+            .await?;
+        match ctx.sleep(Duration::from_secs(86_400)).await {
+            Err(WfError::Cancelled) => {
+                ctx.step("delete")
+                    .run(|_| {
+                        let calls = calls.clone();
+                        async move {
+                            calls.hit("delete");
+                            Ok(())
+                        }
+                    })
+                    .await?;
+                Err(WfError::Cancelled)
+            }
+            other => other,
+        }
+    }
+}
+
+async fn cancellation_runs_cleanup_steps(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let calls = Arc::new(Calls::default());
+    let engine = engine(journal.clone(), "solo").register(Cleans(calls.clone())).start().unwrap();
+    engine.start::<Cleans>("w", &()).await.unwrap();
+    checkpoint_in(&engine, "w", State::Sleeping).await;
+    engine.cancel("w").await.unwrap();
+    let cp = await_finished(&journal, "w").await;
+    assert_eq!(cp.state, State::Cancelled);
+    assert_eq!((calls.get("create"), calls.get("delete")), (1, 1));
+    assert!(matches!(engine.cancel("w").await, Err(Error::WrongState { .. })));
+    engine.shutdown().await;
+}
+both_journals!(cancellation_runs_cleanup_steps, cancellation_runs_cleanup_steps);
+
+// ---------------------------------------------------------------------------------------------
+
+type Seen = Arc<Mutex<Vec<(String, u64, u128)>>>;
+struct Remembers(Seen);
+impl Workflow for Remembers {
+    const NAME: &'static str = "remembers";
+    type Input = ();
+    type Output = (String, u64, u128);
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<(String, u64, u128), WfError> {
+        let id = ctx.uuid().await?;
+        let n = ctx.random_u64().await?;
+        let at = ctx.now().await?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        self.0.lock().unwrap().push((id.clone(), n, at));
+        ctx.wait_signal::<()>("continue", None).await?;
+        Ok((id, n, at))
+    }
+}
+
+async fn ids_random_values_and_time_replay_identically(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let seen: Seen = Arc::default();
+    let engine = engine(journal.clone(), "solo").register(Remembers(seen.clone())).start().unwrap();
+    engine.start::<Remembers>("w", &()).await.unwrap();
+    checkpoint_in(&engine, "w", State::WaitingSignal).await;
+    engine.signal("w", "continue", &()).await.unwrap();
+    let output = within(engine.result::<Remembers>("w")).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "ran once, then replayed once after the signal");
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0], output);
+    engine.shutdown().await;
+}
+both_journals!(ids_random_values_and_time_replay_identically, ids_random_values_and_time_replay_identically);
+
+// ---------------------------------------------------------------------------------------------
+
+async fn writes_of_an_owner_whose_lease_was_taken_over_are_refused(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let client = engine(journal.clone(), "client").start().unwrap();
+    client.start::<WaitsForGo>("w", &()).await.unwrap();
+    let now = cellplane_workflows::clock::wall_ms();
+    let claim = |owner: &str, wall_now: i64| ClaimRequest {
+        owner: owner.into(),
+        types: vec![(WaitsForGo::NAME.into(), 1)],
+        limit: 10,
+        clock_now: now,
+        wall_now,
+        lease_until: wall_now + 1_000,
+    };
+    let a = journal.claim(&claim("a", now)).await.unwrap();
+    assert_eq!(a.len(), 1);
+    assert!(journal.claim(&claim("b", now)).await.unwrap().is_empty(), "a live lease is not taken");
+    let b = journal.claim(&claim("b", now + 5_000)).await.unwrap();
+    assert_eq!((b.len(), b[0].taken_from.as_deref()), (1, Some("a")));
+    assert!(b[0].epoch > a[0].epoch);
+
+    let commit = |owner: &str, epoch: i64| Commit {
+        id: "w".into(),
+        owner: owner.into(),
+        epoch,
+        wall_now: now,
+        events: Vec::new(),
+        row: RowUpdate {
+            state: State::Running,
+            reason: None,
+            step: Some(format!("by {owner}")),
+            step_seq: None,
+            attempt: 1,
+            last_error: None,
+            wake_at: 0,
+            release: false,
+            seen_signal_version: None,
+            output: None,
+            next_run_input: None,
+        },
+        consume_signal: None,
+        send_signals: Vec::new(),
+    };
+    assert_eq!(journal.commit(&[commit("a", a[0].epoch), commit("b", b[0].epoch)]).await.unwrap(), [false, true]);
+    assert_eq!(journal.get("w").await.unwrap().unwrap().checkpoint.step.as_deref(), Some("by b"));
+    client.shutdown().await;
+}
+both_journals!(
+    writes_of_an_owner_whose_lease_was_taken_over_are_refused,
+    writes_of_an_owner_whose_lease_was_taken_over_are_refused
+);
+
+async fn listing_filters_by_state(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let engine = engine(journal.clone(), "solo").register(WaitsForGo).register(CountsUp).start().unwrap();
+    engine.start::<WaitsForGo>("waiting", &()).await.unwrap();
+    engine.start::<CountsUp>("done", &3).await.unwrap();
+    within(engine.result::<CountsUp>("done")).await.unwrap();
+    checkpoint_in(&engine, "waiting", State::WaitingSignal).await;
+    let ids = |rows: Vec<cellplane_workflows::journal::WorkflowRow>| {
+        rows.into_iter().map(|r| r.checkpoint.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(journal.list(Some(State::Completed), 10).await.unwrap()), ["done"]);
+    assert_eq!(ids(journal.list(Some(State::WaitingSignal), 10).await.unwrap()), ["waiting"]);
+    assert_eq!(journal.list(None, 1).await.unwrap().len(), 1);
+    engine.shutdown().await;
+}
+both_journals!(listing_filters_by_state, listing_filters_by_state);
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error() {
+    let err = cellplane_workflows::journal::open("postgres://postgres@127.0.0.1:1/none?connect_timeout=2", "x")
+        .await
+        .err()
+        .expect("no server listens on port 1");
+    assert!(matches!(err, Error::Database(_)), "{err}");
+    assert!(matches!(cellplane_workflows::journal::open("mysql://x", "x").await, Err(Error::BadUrl(_))));
+    assert!(matches!(
+        cellplane_workflows::journal::open(&postgres_url(), "Bad-Schema").await,
+        Err(Error::BadSchema(_))
+    ));
+}

@@ -1,0 +1,195 @@
+//! Test support: a throwaway journal (a PostgreSQL schema or a SQLite file) and waiting on
+//! conditions with a deadline.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cellplane_workflows::journal::{self, Journal};
+use cellplane_workflows::{Checkpoint, Engine, EngineBuilder, EngineConfig, State};
+
+pub fn postgres_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A journal that exists for one test: a fresh schema in PostgreSQL or a file in a temp dir.
+pub struct TestJournal {
+    pub url: String,
+    pub schema: String,
+    postgres: bool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestJournal {
+    pub fn postgres() -> Self {
+        let schema = format!("t_{}", uuid_simple());
+        TestJournal { url: postgres_url(), schema, postgres: true, _dir: None }
+    }
+
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("journal.db").display());
+        TestJournal { url, schema: "unused".into(), postgres: false, _dir: Some(dir) }
+    }
+
+    pub fn of_kind(postgres: bool) -> Self {
+        if postgres { Self::postgres() } else { Self::sqlite() }
+    }
+
+    pub async fn open(&self) -> Arc<dyn Journal> {
+        journal::open(&self.url, &self.schema).await.expect("journal opens")
+    }
+
+    /// A pool on the same database (for effect tables written by steps).
+    pub async fn pool(&self) -> EffectDb {
+        if self.postgres {
+            let options: sqlx::postgres::PgConnectOptions = self.url.parse().expect("url");
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(8)
+                .connect_with(options.options([("search_path", self.schema.as_str())]))
+                .await
+                .expect("connect");
+            EffectDb::Postgres(pool)
+        } else {
+            let options: sqlx::sqlite::SqliteConnectOptions = self.url.parse().expect("url");
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options.busy_timeout(Duration::from_secs(30)))
+                .await
+                .expect("connect");
+            EffectDb::Sqlite(pool)
+        }
+    }
+}
+
+impl Drop for TestJournal {
+    fn drop(&mut self) {
+        if !self.postgres {
+            return;
+        }
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        // Runs on its own thread: Drop may be called inside a runtime that cannot block.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok(pool) = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await {
+                    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+pub enum EffectDb {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl EffectDb {
+    pub async fn execute(&self, sql: &'static str) {
+        match self {
+            EffectDb::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+            EffectDb::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        }
+        .expect("statement runs");
+    }
+
+    /// Inserts the effect of a step once (keyed by its idempotency key) and counts executions.
+    pub async fn record_effect(&self, key: &str, value: &str) -> Result<String, sqlx::Error> {
+        const SQL: &str = "INSERT INTO effects (key, value, executions) VALUES ($1, $2, 1) \
+             ON CONFLICT (key) DO UPDATE SET executions = effects.executions + 1 RETURNING value";
+        match self {
+            EffectDb::Postgres(pool) => sqlx::query_scalar(SQL).bind(key).bind(value).fetch_one(pool).await,
+            EffectDb::Sqlite(pool) => sqlx::query_scalar(SQL).bind(key).bind(value).fetch_one(pool).await,
+        }
+    }
+
+    pub async fn create_effects_table(&self) {
+        self.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, value TEXT NOT NULL, executions BIGINT NOT NULL)")
+            .await;
+    }
+
+    pub async fn effects(&self) -> Vec<(String, String, i64)> {
+        const SQL: &str = "SELECT key, value, executions FROM effects ORDER BY key";
+        match self {
+            EffectDb::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+            EffectDb::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+        }
+        .expect("effects readable")
+    }
+}
+
+pub fn uuid_simple() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+pub fn fast_config(owner: &str) -> EngineConfig {
+    EngineConfig {
+        owner: owner.to_string(),
+        lease: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(25),
+        shutdown_grace: Duration::from_secs(5),
+        ..EngineConfig::default()
+    }
+}
+
+pub fn engine(journal: Arc<dyn Journal>, owner: &str) -> EngineBuilder {
+    Engine::builder(journal).config(fast_config(owner))
+}
+
+/// Polls `check` until it returns Some or the deadline passes (then panics with `what`).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Awaits `fut`, failing the test if it takes longer than the suite's deadline.
+pub async fn within<T>(fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), fut).await.expect("finished within 30 s")
+}
+
+pub async fn checkpoint_in(engine: &Engine, id: &str, state: State) -> Checkpoint {
+    eventually(&format!("{id} to be {state}"), || async {
+        engine.checkpoint(id).await.expect("journal readable").filter(|cp| cp.state == state)
+    })
+    .await
+}
+
+pub async fn await_finished(journal: &Arc<dyn Journal>, id: &str) -> Checkpoint {
+    eventually(&format!("{id} to finish"), || async {
+        journal.get(id).await.expect("journal readable").map(|row| row.checkpoint).filter(|cp| cp.state.is_finished())
+    })
+    .await
+}
+
+/// Declares a test that runs `$body(postgres: bool)` once per journal.
+#[macro_export]
+macro_rules! both_journals {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(true).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(false).await
+            }
+        }
+    };
+}
