@@ -515,9 +515,10 @@ fn spec_of<'a>(obj: &'a Value, kind: &ResourceKind) -> Vec<(&'a String, &'a Valu
     obj.as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| {
-            !matches!(k.as_str(), "metadata" | "apiVersion" | "kind")
-                && !(kind.status_subresource && k.as_str() == "status")
+        .filter(|(k, _)| match k.as_str() {
+            "metadata" | "apiVersion" | "kind" => false,
+            "status" => !kind.status_subresource,
+            _ => true,
         })
         .collect()
 }
