@@ -84,6 +84,31 @@ pub fn present(obj: &Value, kind: &ResourceKind) -> Value {
     v
 }
 
+/// The `meta.k8s.io/v1` PartialObjectMetadata view of an object or list, served when
+/// the client asks for it in `Accept` (kube's `metadata_watcher`, `get_metadata`).
+pub fn metadata_only(doc: Value) -> Value {
+    let kind = meta::str_at(&doc, "/kind").unwrap_or_default();
+    if kind == "Status" {
+        return doc;
+    }
+    if kind.ends_with("List")
+        && let Some(items) = doc.get("items").and_then(Value::as_array)
+    {
+        let items: Vec<Value> = items.iter().cloned().map(metadata_only).collect();
+        return json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": doc.get("metadata").cloned().unwrap_or_else(|| json!({})),
+            "items": items,
+        });
+    }
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": doc.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
 fn check_type(obj: &Value, kind: &ResourceKind) -> Result<(), ApiError> {
     if !obj.is_object() {
         return Err(ApiError::BadRequest(
@@ -598,6 +623,13 @@ pub fn patch(
         });
     };
     check_type(&body, &t.kind)?;
+    if let Some(body_name) = meta::name(&body)
+        && body_name != name
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
     if meta::str_at(&body, "/apiVersion").is_none() || meta::str_at(&body, "/kind").is_none() {
         return Err(ApiError::BadRequest(
             "apiVersion and kind must be set in an apply configuration".into(),

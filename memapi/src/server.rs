@@ -379,11 +379,16 @@ impl ApiServer {
                 ))
             })
         };
+        let metadata_only = parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
         let mut store = self.store();
         let (code, doc) = match verb {
             Verb::Get => (StatusCode::OK, handlers::get(&store, &target)?),
             Verb::List => (StatusCode::OK, handlers::list(&mut store, &target, &q)?),
-            Verb::Watch => return self.watch(&store, target, &q),
+            Verb::Watch => return self.watch(&store, target, &q, metadata_only),
             Verb::Create => {
                 let manager = q.get("fieldManager").unwrap_or(&manager);
                 let created =
@@ -420,6 +425,11 @@ impl ApiServer {
                 handlers::delete_collection(&mut store, &target, &q)?,
             ),
         };
+        let doc = if metadata_only {
+            handlers::metadata_only(doc)
+        } else {
+            doc
+        };
         Ok(json_response(code, &doc))
     }
 
@@ -428,6 +438,7 @@ impl ApiServer {
         store: &Store,
         target: Target,
         q: &Query,
+        metadata_only: bool,
     ) -> Result<Response<ResponseBody>, ApiError> {
         let selectors = Selectors {
             labels: LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?,
@@ -444,6 +455,7 @@ impl ApiServer {
             send_initial_events: q.flag("sendInitialEvents"),
             timeout: Duration::from_secs(q.number("timeoutSeconds")?.unwrap_or(1800)),
             bookmark_interval: self.inner.bookmark_interval,
+            metadata_only,
         };
         let lines = watches::start(store, self.inner.closed.subscribe(), req)?;
         let body = StreamBody::new(lines.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))));

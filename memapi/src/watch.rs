@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, sleep_until};
 
 use crate::error::ApiError;
-use crate::handlers::{Target, present};
+use crate::handlers::{Target, metadata_only, present};
 use crate::kinds::ResourceKind;
 use crate::meta;
 use crate::selector::Selectors;
@@ -26,6 +26,19 @@ pub struct WatchRequest {
     pub send_initial_events: bool,
     pub timeout: Duration,
     pub bookmark_interval: Duration,
+    /// Send PartialObjectMetadata instead of whole objects.
+    pub metadata_only: bool,
+}
+
+impl WatchRequest {
+    fn render(&self, obj: &Value) -> Value {
+        let doc = present(obj, &self.target.kind);
+        if self.metadata_only {
+            metadata_only(doc)
+        } else {
+            doc
+        }
+    }
 }
 
 struct Watcher {
@@ -95,7 +108,7 @@ pub fn start(
         None => {
             for obj in store.list(&req.target.gr(), req.target.namespace.as_deref()) {
                 if req.selectors.matches(&obj) {
-                    queue.push_back(line("ADDED", &present(&obj, &kind)));
+                    queue.push_back(line("ADDED", &req.render(&obj)));
                 }
             }
             if req.send_initial_events && req.bookmarks {
@@ -183,14 +196,14 @@ fn event_line(req: &WatchRequest, change: &Change) -> Option<Bytes> {
         (EventType::Modified, true, false) => {
             // Like the apiserver's watch cache: the last state that matched, at the
             // resourceVersion of the change.
-            let mut last = present(change.previous.as_deref()?, &t.kind);
+            let mut last = req.render(change.previous.as_deref()?);
             meta::meta_mut(&mut last)
                 .insert("resourceVersion".into(), change.rv.to_string().into());
             return Some(line("DELETED", &last));
         }
         _ => return None,
     };
-    Some(line(event.as_str(), &present(&change.object, &t.kind)))
+    Some(line(event.as_str(), &req.render(&change.object)))
 }
 
 fn bookmark(kind: &ResourceKind, rv: u64) -> Value {

@@ -157,7 +157,7 @@ async fn apply_creates_merges_and_records_managers() {
 }
 
 #[tokio::test]
-async fn apply_requires_a_field_manager() {
+async fn apply_requires_a_field_manager_and_matching_name() {
     let (_server, client) = setup();
     let widgets: Api<Widget> = Api::namespaced(client, "default");
     let applied =
@@ -169,6 +169,16 @@ async fn apply_requires_a_field_manager() {
             .unwrap_err(),
     );
     assert_eq!(err.code, 422);
+    let renamed = json!({"apiVersion": "test.cellplane.io/v1", "kind": "Widget", "metadata": {"name": "x"}, "spec": {"size": 1}});
+    let err = api_error(
+        widgets
+            .patch("w", &PatchParams::apply("m"), &Patch::Apply(&renamed))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 400);
+    assert!(widgets.get_opt("w").await.unwrap().is_none());
+    assert!(widgets.get_opt("x").await.unwrap().is_none());
 }
 
 #[tokio::test]

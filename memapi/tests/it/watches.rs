@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use kube::api::{
     Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Event};
@@ -438,4 +439,43 @@ async fn paged_watcher_lists_everything() {
     assert_eq!(reader.len(), 5);
     assert_eq!(server.request_count_for(Verb::List, "secrets"), 3);
     drive.abort();
+}
+
+#[tokio::test]
+async fn metadata_watcher_and_get_metadata_receive_partial_objects() {
+    let (_server, client) = setup();
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
+    let mut w = widget("w", 1);
+    w.metadata.labels = Some([("team".to_string(), "red".to_string())].into());
+    widgets.create(&PostParams::default(), &w).await.unwrap();
+
+    let partial = widgets.get_metadata("w").await.unwrap();
+    assert_eq!(
+        partial.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(
+        partial.labels().get("team").map(String::as_str),
+        Some("red")
+    );
+
+    let partials: Api<PartialObjectMeta<Widget>> = Api::namespaced(client, "default");
+    let mut events = watcher::watcher(partials, watcher::Config::default()).boxed();
+    let first = next_matching(&mut events, "InitApply", |e| {
+        matches!(e, Ok(Event::InitApply(_)))
+    })
+    .await;
+    let Ok(Event::InitApply(meta)) = first else {
+        unreachable!()
+    };
+    assert_eq!(meta.name_any(), "w");
+    widgets.delete("w", &DeleteParams::default()).await.unwrap();
+    let gone = next_matching(&mut events, "Delete", |e| matches!(e, Ok(Event::Delete(_)))).await;
+    let Ok(Event::Delete(meta)) = gone else {
+        unreachable!()
+    };
+    assert_eq!(
+        meta.types.map(|t| t.kind),
+        Some("PartialObjectMetadata".to_string())
+    );
 }
