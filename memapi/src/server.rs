@@ -230,6 +230,26 @@ impl ApiServer {
         self.store().resource_version()
     }
 
+    /// Serves the API over plain HTTP/1.1 (no TLS, no authentication) on a bound
+    /// listener, so that kubectl or a separate process can reach it, e.g. with a
+    /// kubeconfig whose server is `http://127.0.0.1:PORT`. Runs until dropped or
+    /// until accepting fails.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            let service = hyper_util::service::TowerToHyperService::new(self.clone());
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "memapi connection ended with an error");
+                }
+            });
+        }
+    }
+
     fn store(&self) -> MutexGuard<'_, Store> {
         self.inner
             .store
@@ -270,7 +290,7 @@ impl ApiServer {
         }
     }
 
-    async fn serve<B>(self, req: Request<B>) -> Response<ResponseBody>
+    async fn handle<B>(self, req: Request<B>) -> Response<ResponseBody>
     where
         B: http_body::Body,
         B::Error: std::fmt::Display,
@@ -566,6 +586,6 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.serve(req).await) })
+        Box::pin(async move { Ok(this.handle(req).await) })
     }
 }
