@@ -16,6 +16,12 @@
 //! reflectors, `Controller`, the finalizer helper, `Recorder`, Lease-based leader
 //! election) runs against it unchanged.
 //!
+//! [`ApiServer::serve`] also serves the same API over plain HTTP/1.1 on a loopback
+//! socket, for kubectl or a client built from a kube `Config`.
+//!
+//! Built against kube 5 and k8s-openapi 0.29 with its `v1_33` feature (the
+//! earliest API version 0.29 offers, chosen once for the workspace).
+//!
 //! # Supported
 //! - Kinds: Secrets, ConfigMaps, Namespaces (`default`, `kube-system`, `kube-public`
 //!   and `kube-node-lease` exist from the start), core/v1 and events.k8s.io/v1

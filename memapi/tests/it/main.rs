@@ -4,7 +4,7 @@ mod common;
 mod crud;
 mod finalizers;
 mod hooks;
-mod http;
+mod over_http;
 mod patches;
 mod selectors;
 mod watches;
