@@ -763,8 +763,12 @@ fn delete_object(
     }))
 }
 
-/// A removed CRD takes its kinds and their objects with it.
+/// What follows an object's removal: its dependents are garbage-collected, and a
+/// removed CRD takes its kinds and their objects with it.
 fn after_removal(store: &mut Store, kind: &ResourceKind, last: &Value) {
+    if let Some(uid) = meta::str_at(last, "/metadata/uid") {
+        collect_garbage(store, uid);
+    }
     if !is_crd(kind) {
         return;
     }
@@ -780,6 +784,37 @@ fn after_removal(store: &mut Store, kind: &ResourceKind, last: &Value) {
     };
     store.registry.remove(&gr);
     store.drop_resource(&gr);
+}
+
+/// Background-propagation garbage collection, done at once: every object whose
+/// owners are all gone is deleted (honouring its own finalizers).
+fn collect_garbage(store: &mut Store, owner_uid: &str) {
+    for (gr, dependent) in store.dependents_of(owner_uid) {
+        let owners = dependent
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let orphaned = owners
+            .iter()
+            .filter_map(|r| r.get("uid").and_then(Value::as_str))
+            .all(|uid| uid == owner_uid || !store.uid_exists(uid));
+        let Some(kind) = store.registry.any_version(&gr) else {
+            continue;
+        };
+        if !orphaned {
+            continue;
+        }
+        let target = Target {
+            kind,
+            namespace: meta::namespace(&dependent).map(String::from),
+            name: meta::name(&dependent).map(String::from),
+            subresource: None,
+        };
+        if let Err(e) = delete_object(store, &target, &dependent, false) {
+            tracing::warn!(error = %e, "garbage collection of a dependent failed");
+        }
+    }
 }
 
 pub fn delete_collection(store: &mut Store, t: &Target, q: &Query) -> Result<Value, ApiError> {

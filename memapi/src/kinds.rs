@@ -226,6 +226,14 @@ impl Registry {
             .cloned()
     }
 
+    /// Some served version of a group/resource.
+    pub fn any_version(&self, gr: &GroupResource) -> Option<Arc<ResourceKind>> {
+        self.kinds
+            .values()
+            .find(|k| k.group == gr.group && k.plural == gr.resource)
+            .cloned()
+    }
+
     /// Removes every version of a group/resource.
     pub fn remove(&mut self, gr: &GroupResource) {
         self.kinds

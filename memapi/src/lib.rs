@@ -76,6 +76,10 @@
 //!   `allowWatchBookmarks`; `timeoutSeconds`; a too-old resourceVersion gets an
 //!   in-stream ERROR event with a 410 Expired `Status`, as the apiserver sends it,
 //!   which makes kube's watcher relist.
+//! - Garbage collection: when an object is removed, every object whose
+//!   `ownerReferences` name only owners that are gone is deleted too (honouring its
+//!   own finalizers, following chains), as the garbage collector does with
+//!   background propagation — but at once rather than asynchronously.
 //! - Errors are `Status` objects: NotFound 404, AlreadyExists/Conflict 409,
 //!   Invalid 422, BadRequest 400, MethodNotAllowed 405, Expired 410.
 //! - Test hooks: [`ApiServer::inject`] / [`ApiServer::fail_next`] make matching
@@ -86,8 +90,8 @@
 //!
 //! # Deliberately not supported
 //! Authentication and RBAC, admission webhooks, OpenAPI schema validation, CEL
-//! rules and defaulting of CRD schemas, CRD conversion webhooks, garbage
-//! collection of owned objects (`ownerReferences`), `propagationPolicy`, graceful
+//! rules and defaulting of CRD schemas, CRD conversion webhooks, `propagationPolicy`
+//! (foreground and orphan deletion), graceful
 //! deletion periods, namespace finalization (deleting a Namespace does not delete
 //! its contents), protobuf and Table output, `resourceVersionMatch=Exact` and
 //! lists at an older resourceVersion (lists always serve the latest state),

@@ -107,6 +107,33 @@ impl Store {
         }
     }
 
+    /// Objects listing `uid` among their ownerReferences.
+    pub fn dependents_of(&self, uid: &str) -> Vec<(GroupResource, Arc<Value>)> {
+        let owned_by = |obj: &Value| {
+            obj.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| {
+                    refs.iter()
+                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                })
+        };
+        self.objects
+            .iter()
+            .flat_map(|(gr, map)| {
+                map.values()
+                    .filter(|o| owned_by(o))
+                    .map(move |o| (gr.clone(), o.clone()))
+            })
+            .collect()
+    }
+
+    pub fn uid_exists(&self, uid: &str) -> bool {
+        self.objects
+            .values()
+            .flat_map(|m| m.values())
+            .any(|o| meta::str_at(o, "/metadata/uid") == Some(uid))
+    }
+
     /// Stores an object under a new resourceVersion and publishes the change.
     pub fn put(&mut self, gr: &GroupResource, key: ObjectKey, mut obj: Value) -> Arc<Value> {
         self.rv += 1;

@@ -62,6 +62,7 @@ pub fn start(
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, ApiError> {
     let changes = store.subscribe();
     let now = store.resource_version();
+    let mut position = now;
     let kind = req.target.kind.clone();
     let mut queue = VecDeque::new();
     let rv = req.resource_version.as_deref().filter(|rv| *rv != "0");
@@ -75,6 +76,8 @@ pub fn start(
             let from = rv
                 .parse::<u64>()
                 .map_err(|_| ApiError::BadRequest(format!("invalid resource version {rv:?}")))?;
+            // A version from the future: nothing up to it may be sent.
+            position = position.max(from);
             match store.changes_since(from) {
                 Some(history) => {
                     for change in history {
@@ -123,7 +126,7 @@ pub fn start(
         queue,
         changes,
         closed,
-        position: now,
+        position,
         deadline: at + req.timeout,
         next_bookmark: at + req.bookmark_interval,
         done: false,

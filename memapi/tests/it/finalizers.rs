@@ -157,3 +157,78 @@ async fn controller_with_finalizer_helper_cleans_up() {
     .await;
     controller.abort();
 }
+
+/// Dependents go once their last owner is gone (background propagation), and not
+/// while the owner still waits on its finalizers.
+#[tokio::test]
+async fn owner_references_are_garbage_collected() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::Resource;
+
+    let (_server, client) = setup();
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut w = widget("owner", 1);
+    w.metadata.finalizers = Some(vec!["test/hold".into()]);
+    let owner = widgets.create(&PostParams::default(), &w).await.unwrap();
+    let keeper = widgets
+        .create(&PostParams::default(), &widget("keeper", 1))
+        .await
+        .unwrap();
+    let oref = |o: &Widget| o.controller_owner_ref(&()).unwrap();
+
+    let mut child = Secret::default();
+    child.metadata.name = Some("child".into());
+    child.metadata.owner_references = Some(vec![oref(&owner)]);
+    let child = secrets
+        .create(&PostParams::default(), &child)
+        .await
+        .unwrap();
+    let grandchild_ref = OwnerReference {
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        name: "child".into(),
+        uid: child.uid().unwrap(),
+        ..Default::default()
+    };
+    let mut grandchild = ConfigMap::default();
+    grandchild.metadata.name = Some("grandchild".into());
+    grandchild.metadata.owner_references = Some(vec![grandchild_ref]);
+    cms.create(&PostParams::default(), &grandchild)
+        .await
+        .unwrap();
+    let mut shared = ConfigMap::default();
+    shared.metadata.name = Some("shared".into());
+    let mut keeper_ref = oref(&keeper);
+    keeper_ref.controller = None;
+    let mut owner_ref = oref(&owner);
+    owner_ref.controller = None;
+    shared.metadata.owner_references = Some(vec![owner_ref, keeper_ref]);
+    cms.create(&PostParams::default(), &shared).await.unwrap();
+
+    widgets
+        .delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        secrets.get_opt("child").await.unwrap().is_some(),
+        "owner still finalizing"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    widgets
+        .patch("owner", &PatchParams::default(), &Patch::Merge(release))
+        .await
+        .unwrap();
+
+    assert!(secrets.get_opt("child").await.unwrap().is_none());
+    assert!(
+        cms.get_opt("grandchild").await.unwrap().is_none(),
+        "chains are followed"
+    );
+    assert!(
+        cms.get_opt("shared").await.unwrap().is_some(),
+        "another owner remains"
+    );
+}
