@@ -90,13 +90,13 @@
 //!
 //! # Deliberately not supported
 //! Authentication and RBAC, admission webhooks, OpenAPI schema validation, CEL
-//! rules and defaulting of CRD schemas, CRD conversion webhooks, `propagationPolicy`
-//! (foreground and orphan deletion), graceful
-//! deletion periods, namespace finalization (deleting a Namespace does not delete
-//! its contents), protobuf and Table output, `resourceVersionMatch=Exact` and
-//! lists at an older resourceVersion (lists always serve the latest state),
-//! other subresources (`scale`, `log`, `exec`, ...), and a unified storage for
-//! the two Event APIs.
+//! rules and defaulting of CRD schemas, CRD conversion webhooks,
+//! `propagationPolicy` (foreground and orphan deletion), graceful deletion
+//! periods, namespace finalization (deleting a Namespace does not delete its
+//! contents), protobuf and Table output, `resourceVersionMatch=Exact` and lists at
+//! an older resourceVersion (lists always serve the latest state), other
+//! subresources (`scale`, `log`, `exec`, ...), and a unified storage for the two
+//! Event APIs.
 
 mod error;
 mod handlers;
