@@ -1,0 +1,117 @@
+//! An in-memory Kubernetes API server for controller tests, reached through a
+//! real [`kube::Client`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use k8s_openapi::api::core::v1::Secret;
+//! let server = cellplane_memapi::ApiServer::new();
+//! let client = server.client();
+//! let secrets: kube::Api<Secret> = kube::Api::namespaced(client, "default");
+//! let _ = secrets.list(&Default::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The server speaks the apiserver's HTTP/JSON protocol as a tower `Service`, so
+//! everything built on kube (typed and dynamic `Api`, `kube::runtime` watchers,
+//! reflectors, `Controller`, the finalizer helper, `Recorder`, Lease-based leader
+//! election) runs against it unchanged.
+//!
+//! [`ApiServer::serve`] also serves the same API over plain HTTP/1.1 on a loopback
+//! socket, for kubectl or a client built from a kube `Config`.
+//!
+//! Built against kube 5 and k8s-openapi 0.29 with its `v1_33` feature (the
+//! earliest API version 0.29 offers, chosen once for the workspace).
+//!
+//! # Supported
+//! - Kinds: Secrets, ConfigMaps, Namespaces (`default`, `kube-system`, `kube-public`
+//!   and `kube-node-lease` exist from the start), core/v1 and events.k8s.io/v1
+//!   Events (stored separately), coordination.k8s.io/v1 Leases,
+//!   CustomResourceDefinitions, and every kind a CRD describes: POST a CRD, or call
+//!   [`ApiServer::register_crd`] / [`ApiServer::register`]. All served versions of a
+//!   CRD share storage (conversion `None`); `subresources.status` and
+//!   `selectableFields` are honoured. Other kinds via [`ApiServer::register_kind`].
+//! - Verbs: get, list (label selectors `=`, `==`, `!=`, `in`, `notin`, exists,
+//!   `!exists`; field selectors `=`, `==`, `!=` on `metadata.name`,
+//!   `metadata.namespace` and the kind's selectable fields; `limit`/`continue`
+//!   pagination over a snapshot), watch, create (`generateName`, uid,
+//!   creationTimestamp), update, patch, delete (preconditions), deletecollection,
+//!   `dryRun=All`; namespaced, cluster-scoped and all-namespaces paths; discovery
+//!   (`/api`, `/apis`, group versions, `/version`).
+//! - resourceVersion: one global counter; updates carrying a stale one get
+//!   409 Conflict; PUT without one is accepted for built-in kinds and refused with
+//!   422 for custom resources, as the apiserver does. Writes that change nothing
+//!   are not stored: no new resourceVersion, no watch event.
+//! - generation (custom resources and CRDs): starts at 1 and is bumped only when
+//!   something other than metadata (and status, with a status subresource)
+//!   changes, and once when deletion starts (as the apiserver's `markAsDeleting`).
+//! - Status subresource: writes to the main resource keep the stored `.status`
+//!   (it is dropped on create); writes to `/status` change only `.status`.
+//! - Patches: JSON merge patch (RFC 7386); JSON patch (RFC 6902, with the
+//!   apiserver's rule that `test` of a missing path against `null` passes, which
+//!   kube's finalizer helper relies on); strategic merge patch is applied as a
+//!   JSON merge patch (lists replaced, `$patch` directives not interpreted), which
+//!   is what the apiserver does for custom resources anyway.
+//! - Server-side apply (`application/apply-patch+yaml` with a JSON body, which is
+//!   what kube sends; `fieldManager` required, `force`): creates missing objects,
+//!   merges the applied fields, removes fields the manager applied before and no
+//!   longer applies (unless another manager owns them), records `managedFields`
+//!   (FieldsV1) per manager and subresource, and reports conflicts (409 with
+//!   `FieldManagerConflict` causes) when another manager owns a field the apply
+//!   would change; `force` takes ownership. Non-apply writes record `Update`
+//!   entries and take the fields they change without conflicts.
+//!   Simplifications: lists are atomic (no `listType=map`/`set` merging, so
+//!   `conditions` lists are owned whole), applied `null` values are ignored, YAML
+//!   bodies are refused (415).
+//! - Finalizers: DELETE of an object with finalizers sets `deletionTimestamp` and
+//!   `deletionGracePeriodSeconds: 0` and answers 202 with the object; the update or
+//!   patch that removes the last finalizer deletes it (watchers see DELETED); new
+//!   finalizers cannot be added to an object being deleted (422). Without
+//!   finalizers DELETE removes at once and answers a `Status` of Success.
+//! - Watch: newline-delimited JSON events streamed in the response body; initial
+//!   ADDED events when `resourceVersion` is unset or `"0"`; resuming from a
+//!   resourceVersion replays the kept history; `sendInitialEvents` with the
+//!   `k8s.io/initial-events-end` bookmark; label/field selectors with
+//!   ADDED/DELETED when an object enters/leaves the selection; periodic BOOKMARK
+//!   events (and one before a timeout closes the stream) with
+//!   `allowWatchBookmarks`; `timeoutSeconds`; a too-old resourceVersion gets an
+//!   in-stream ERROR event with a 410 Expired `Status`, as the apiserver sends it,
+//!   which makes kube's watcher relist.
+//! - Garbage collection: when an object is removed, every object whose
+//!   `ownerReferences` name only owners that are gone is deleted too (honouring its
+//!   own finalizers, following chains), as the garbage collector does with
+//!   background propagation — but at once rather than asynchronously.
+//! - Errors are `Status` objects: NotFound 404, AlreadyExists/Conflict 409,
+//!   Invalid 422, BadRequest 400, MethodNotAllowed 405, Expired 410.
+//! - Test hooks: [`ApiServer::inject`] / [`ApiServer::fail_next`] make matching
+//!   requests fail; [`ApiServer::request_count`], [`ApiServer::request_count_for`]
+//!   and [`ApiServer::requests`] count and list requests (e.g. to assert no hot
+//!   loop); [`ApiServer::compact`] forces 410 on resuming watches;
+//!   [`ApiServer::close_watches`] ends all open watch streams.
+//!
+//! # Deliberately not supported
+//! Authentication and RBAC, admission webhooks, OpenAPI schema validation, CEL
+//! rules and defaulting of CRD schemas, CRD conversion webhooks,
+//! `propagationPolicy` (foreground and orphan deletion), graceful deletion
+//! periods, namespace finalization (deleting a Namespace does not delete its
+//! contents), protobuf and Table output, `resourceVersionMatch=Exact` and lists at
+//! an older resourceVersion (lists always serve the latest state), other
+//! subresources (`scale`, `log`, `exec`, ...), and a unified storage for the two
+//! Event APIs.
+
+mod error;
+mod handlers;
+mod hooks;
+mod kinds;
+mod managed;
+mod meta;
+mod patch;
+mod path;
+mod selector;
+mod server;
+mod store;
+mod watch;
+
+pub use error::{ApiError, Cause};
+pub use hooks::{Fault, RequestRecord, Verb};
+pub use kinds::ResourceKind;
+pub use server::{ApiServer, ApiServerBuilder, ResponseBody};
