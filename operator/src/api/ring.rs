@@ -38,6 +38,8 @@ const DNS_SUBDOMAIN_PATTERN: &str =
 
 /// Desired state of a deployment ring: which cells it holds, which version they should run,
 /// and how fast and how safely to get there.
+// Each printcolumn(...) repeats the same keys, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "cellplane.io",
@@ -168,7 +170,12 @@ pub struct DeploymentRingSpec {
     // nullable: false stops kube marking the int-or-string nullable, which would keep an
     // explicit null instead of applying the default.
     #[schemars(extend("pattern" = "^([1-9][0-9]?|100)%$", "nullable" = false))]
-    #[x_kube(validation = ("type(self) == string || self >= 1", "maxBatch must be at least 1 or a percentage from 1% to 100%"))]
+    // The pattern checks strings; the rule checks integers (int() of a percentage errors, which
+    // `||` absorbs). Written without type(self) so client-side CEL evaluators agree.
+    #[x_kube(validation = (
+        "string(self).endsWith('%') || int(self) >= 1",
+        "maxBatch must be at least 1 or a percentage from 1% to 100%"
+    ))]
     pub max_batch: IntOrString,
 
     /// Pause after each batch before the gates are checked for the next, e.g. 5m or 1h30m.

@@ -1,4 +1,5 @@
-//! Helpers shared by the CRD tests.
+//! Helpers shared by the CRD tests (each test binary uses a different subset).
+#![allow(dead_code)]
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
