@@ -114,3 +114,37 @@ pub fn crds_yaml() -> Result<Vec<(&'static str, String)>, CrdError> {
         })
         .collect()
 }
+
+/// Every cellplane CRD in one multi-document YAML stream, for `cellplane crds | kubectl apply -f -`.
+pub fn crds_yaml_stream() -> Result<String, CrdError> {
+    Ok(crds_yaml()?
+        .into_iter()
+        .map(|(_, yaml)| yaml)
+        .collect::<Vec<_>>()
+        .join("---\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[test]
+    fn stream_holds_every_crd_once() {
+        let stream = crds_yaml_stream().unwrap();
+        let names: Vec<String> = serde_norway::Deserializer::from_str(&stream)
+            .map(|doc| {
+                let crd = CustomResourceDefinition::deserialize(doc).unwrap();
+                crd.metadata.name.unwrap()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cells.cellplane.io",
+                "namespaces.cellplane.io",
+                "deploymentrings.cellplane.io"
+            ]
+        );
+    }
+}
