@@ -1,0 +1,150 @@
+//! Custom resource types of cellplane (group `cellplane.io`, version `v1alpha1`).
+//!
+//! - [`Cell`]: one cell, a self-contained slice of infrastructure.
+//! - [`Namespace`] (`namespaces.cellplane.io`, short names `cns`, `cellns`): one tenant.
+//! - [`DeploymentRing`] (short name `ring`): one ring of a software rollout.
+//!
+//! All three are cluster-scoped, in the `cellplane` category (`kubectl get cellplane`).
+//! The CRD YAML in `crds/` is generated from these types by [`crds_yaml`] (`make crds`).
+
+pub mod cell;
+pub mod common;
+pub mod conditions;
+pub mod namespace;
+pub mod ring;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use kube::CustomResourceExt;
+
+pub use cell::{Cell, CellSpec, CellStatus};
+pub use common::{SecretReference, WorkflowState, WorkflowStatus};
+pub use conditions::{Condition, ConditionStatus};
+pub use namespace::{Namespace, NamespaceSpec, NamespaceStatus};
+pub use ring::{DeploymentRing, DeploymentRingSpec, DeploymentRingStatus};
+
+/// API group of every cellplane resource.
+pub const GROUP: &str = "cellplane.io";
+/// API version of every cellplane resource.
+pub const VERSION: &str = "v1alpha1";
+
+/// Header written at the top of every generated CRD file.
+pub const GENERATED_HEADER: &str =
+    "# Generated from operator/src/api by `make crds` (or `cellplane crds`). Do not edit.\n";
+
+/// Failure to render the CRDs as YAML.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    /// A CRD could not be serialized.
+    #[error("cannot serialize CRD {name} to YAML: {source}")]
+    Yaml {
+        /// metadata.name of the CRD.
+        name: String,
+        /// The serializer's error.
+        #[source]
+        source: serde_norway::Error,
+    },
+}
+
+/// Every cellplane CRD with the file name it is stored under in `crds/`.
+pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+    let mut crds = vec![
+        ("cell.yaml", Cell::crd()),
+        ("namespace.yaml", Namespace::crd()),
+        ("deploymentring.yaml", DeploymentRing::crd()),
+    ];
+    for (_, crd) in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                unwrap_descriptions(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// Doc comments are wrapped for the source file; `kubectl explain` wraps for the terminal.
+/// Join wrapped lines, keeping blank-line paragraph breaks.
+fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+    if let Some(description) = schema.description.as_mut() {
+        *description = description
+            .split("\n\n")
+            .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    let children = schema
+        .properties
+        .iter_mut()
+        .flat_map(|p| p.values_mut())
+        .chain(schema.all_of.iter_mut().flatten())
+        .chain(schema.any_of.iter_mut().flatten())
+        .chain(schema.one_of.iter_mut().flatten())
+        .chain(schema.not.as_deref_mut());
+    for child in children {
+        unwrap_descriptions(child);
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => unwrap_descriptions(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
+            items.iter_mut().for_each(unwrap_descriptions)
+        }
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(additional)) = schema.additional_properties.as_mut() {
+        unwrap_descriptions(additional);
+    }
+}
+
+/// Every cellplane CRD as `(file name, YAML document)`, exactly as checked in under `crds/`.
+pub fn crds_yaml() -> Result<Vec<(&'static str, String)>, CrdError> {
+    crds()
+        .into_iter()
+        .map(|(file, crd)| {
+            let yaml = serde_norway::to_string(&crd).map_err(|source| CrdError::Yaml {
+                name: crd.metadata.name.clone().unwrap_or_default(),
+                source,
+            })?;
+            Ok((file, format!("{GENERATED_HEADER}{yaml}")))
+        })
+        .collect()
+}
+
+/// Every cellplane CRD in one multi-document YAML stream, for `cellplane crds | kubectl apply -f -`.
+pub fn crds_yaml_stream() -> Result<String, CrdError> {
+    Ok(crds_yaml()?
+        .into_iter()
+        .map(|(_, yaml)| yaml)
+        .collect::<Vec<_>>()
+        .join("---\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[test]
+    fn stream_holds_every_crd_once() {
+        let stream = crds_yaml_stream().unwrap();
+        let names: Vec<String> = serde_norway::Deserializer::from_str(&stream)
+            .map(|doc| {
+                let crd = CustomResourceDefinition::deserialize(doc).unwrap();
+                crd.metadata.name.unwrap()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cells.cellplane.io",
+                "namespaces.cellplane.io",
+                "deploymentrings.cellplane.io"
+            ]
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! The `DeploymentRing` resource: one ring of a software rollout across cells.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{DNS_LABEL_PATTERN, DURATION_PATTERN, VERSION_PATTERN, WorkflowStatus};
+use super::conditions::{Condition, types};
+
+/// Condition: a rollout is moving (batches being upgraded or the bake running). False with a
+/// reason while paused, waiting for approval or for the upstream ring, and when done.
+pub const PROGRESSING: &str = "Progressing";
+/// Condition: every selected cell runs status.targetVersion.
+pub const ROLLED_OUT: &str = "RolledOut";
+/// Condition: the target version stayed healthy through minBakeTime and the gates; it is now
+/// status.bakedVersion and downstream rings may take it.
+pub const BAKED: &str = "Baked";
+/// Condition: a gate failed and the rollout stopped here and downstream (abnormal-true).
+pub const HALTED: &str = "Halted";
+
+/// The per-step conditions of a ring that make it Ready.
+pub const RING_STEPS: &[&str] = &[ROLLED_OUT, BAKED];
+/// Every condition a DeploymentRing carries from first sight (all Unknown until evaluated).
+pub const RING_CONDITIONS: &[&str] = &[
+    types::READY,
+    types::RECONCILING,
+    types::STALLED,
+    PROGRESSING,
+    ROLLED_OUT,
+    BAKED,
+    HALTED,
+];
+
+const DNS_SUBDOMAIN_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// Desired state of a deployment ring: which cells it holds, which version they should run,
+/// and how fast and how safely to get there.
+// Each printcolumn(...) repeats the same keys, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "cellplane.io",
+    version = "v1alpha1",
+    kind = "DeploymentRing",
+    plural = "deploymentrings",
+    shortname = "ring",
+    status = "DeploymentRingStatus",
+    category = "cellplane",
+    derive = "PartialEq",
+    doc = "A DeploymentRing (short name ring) rolls a software version out to the cells its selector matches, batch by batch, checks health gates before each batch and during a bake, and publishes the version as baked for downstream rings. Rings are ordered by spec.order or chained with spec.upstream; a ring with followUpstream takes only versions that finished baking upstream.",
+    printcolumn(
+        name = "Order",
+        type_ = "integer",
+        json_path = ".spec.order",
+        description = "Position in the rollout order"
+    ),
+    printcolumn(
+        name = "Upstream",
+        type_ = "string",
+        json_path = ".spec.upstream",
+        description = "Ring whose baked version this ring follows"
+    ),
+    printcolumn(
+        name = "Target",
+        type_ = "string",
+        json_path = ".status.targetVersion",
+        description = "Version being rolled out"
+    ),
+    printcolumn(
+        name = "Baked",
+        type_ = "string",
+        json_path = ".status.bakedVersion",
+        description = "Newest version that finished baking here"
+    ),
+    printcolumn(
+        name = "Batch",
+        type_ = "integer",
+        json_path = ".status.currentBatch",
+        description = "Batch being rolled out"
+    ),
+    printcolumn(
+        name = "Batches",
+        type_ = "integer",
+        json_path = ".status.totalBatches",
+        description = "Batches in this rollout"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Rollout phase"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Ready condition"
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "boolean",
+        json_path = ".spec.paused",
+        description = "Rollout paused by a person",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Baked Until",
+        type_ = "date",
+        json_path = ".status.bakedUntil",
+        description = "When the current bake ends",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        description = "What the ring is waiting for or why it halted",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = ("!(has(self.order) && has(self.upstream))", "set at most one of order and upstream"))]
+#[x_kube(validation = (
+    "has(self.version) != (has(self.followUpstream) && self.followUpstream)",
+    "set exactly one of version or followUpstream: true"
+))]
+#[x_kube(validation = (
+    "!(has(self.followUpstream) && self.followUpstream) || has(self.upstream) || (has(self.order) && self.order > 0)",
+    "followUpstream needs an upstream ring: set upstream, or an order above 0"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRingSpec {
+    /// Position in the rollout order, from 0 (first) to 1000. The upstream of a ring with an
+    /// order is the ring with the next lower order. Unset, with no upstream: order 0.
+    /// Mutually exclusive with upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub order: Option<i32>,
+
+    /// Name of the DeploymentRing this ring follows. Mutually exclusive with order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub upstream: Option<String>,
+
+    /// Cells in this ring, by their labels. An empty selector selects every cell. A cell
+    /// selected by several rings is upgraded by the one with the lowest order.
+    pub cell_selector: LabelSelector,
+
+    /// Version to roll out, e.g. 1.4.2. A newer version set mid-rollout supersedes the older
+    /// one (its bake starts over). Set exactly one of version and followUpstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = VERSION_PATTERN))]
+    pub version: Option<String>,
+
+    /// When true, roll out whatever version finished baking in the upstream ring
+    /// (its status.bakedVersion). Set exactly one of version and followUpstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_upstream: Option<bool>,
+
+    /// Most cells upgraded at once: a count such as 2, or a percentage of the ring's cells
+    /// such as 25% (rounded up, at least one cell).
+    #[serde(default = "default_max_batch")]
+    // nullable: false stops kube marking the int-or-string nullable, which would keep an
+    // explicit null instead of applying the default.
+    #[schemars(extend("pattern" = "^([1-9][0-9]?|100)%$", "nullable" = false))]
+    // The pattern checks strings; the rule checks integers (int() of a percentage errors, which
+    // `||` absorbs). Written without type(self) so client-side CEL evaluators agree.
+    #[x_kube(validation = (
+        "string(self).endsWith('%') || int(self) >= 1",
+        "maxBatch must be at least 1 or a percentage from 1% to 100%"
+    ))]
+    pub max_batch: IntOrString,
+
+    /// Pause after each batch before the gates are checked for the next, e.g. 5m or 1h30m.
+    #[serde(default = "default_pause_between_batches")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub pause_between_batches: String,
+
+    /// Least time the new version must run healthy in every cell of this ring before it counts
+    /// as baked, e.g. 24h or 7d. The bake restarts when the target version changes.
+    #[serde(default = "default_min_bake_time")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub min_bake_time: String,
+
+    /// Health gates checked before each batch and during the bake. A failing gate halts the
+    /// ring, and every ring downstream of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    #[schemars(length(max = 16))]
+    pub gates: Vec<Gate>,
+
+    /// When true, a rollout does not start until spec.approval.version names the target
+    /// version.
+    #[serde(default)]
+    pub manual_approval: bool,
+
+    /// Approval of a rollout when manualApproval is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+
+    /// When true, no new batch starts; the batch in flight finishes. Timers keep running.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// What happens when a gate fails: none (halt and leave the cells as they are) or
+    /// automatic (halt and roll the changed batches back, newest first).
+    #[serde(default)]
+    pub rollback_policy: RollbackPolicy,
+}
+
+fn default_max_batch() -> IntOrString {
+    IntOrString::Int(1)
+}
+
+fn default_pause_between_batches() -> String {
+    "5m".to_owned()
+}
+
+fn default_min_bake_time() -> String {
+    "1h".to_owned()
+}
+
+/// What happens when a gate fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RollbackPolicy {
+    /// Halt, and leave the cells as they are.
+    #[default]
+    None,
+    /// Halt, and roll back the batches this rollout changed, newest first.
+    Automatic,
+}
+
+/// A person's go-ahead for one version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// The version approved for rollout; must equal status.targetVersion for the rollout to
+    /// start, so an approval never carries over to a later version.
+    #[schemars(length(max = 64), regex(pattern = VERSION_PATTERN))]
+    pub version: String,
+
+    /// Who approved, for the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub approved_by: Option<String>,
+}
+
+/// A health check: after `wait`, the cells must become healthy within `window` and then stay
+/// healthy for `stableFor`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = ("self.kind != 'prometheus' || has(self.prometheus)", "a prometheus gate needs the prometheus settings"))]
+#[x_kube(validation = ("self.kind == 'prometheus' || !has(self.prometheus)", "prometheus settings are only allowed on a prometheus gate"))]
+#[x_kube(validation = ("self.kind == 'cellConditions' || !has(self.conditions)", "conditions are only allowed on a cellConditions gate"))]
+#[serde(rename_all = "camelCase")]
+pub struct Gate {
+    /// Name of the gate, unique within the ring; shown when the gate fails.
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    pub name: String,
+
+    /// What the gate checks: cellConditions (the conditions of the batch's cells) or
+    /// prometheus (a metrics query).
+    pub kind: GateKind,
+
+    /// Cell condition types that must all be True in every cell of the batch, for a
+    /// cellConditions gate. Defaults to Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16))]
+    pub conditions: Option<Vec<String>>,
+
+    /// Query and threshold, for a prometheus gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusGate>,
+
+    /// Time to let the change settle before checking at all, e.g. 2m.
+    #[serde(default = "default_wait")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub wait: String,
+
+    /// Time after `wait` within which the cells must become healthy; otherwise the gate fails.
+    #[serde(default = "default_window")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub window: String,
+
+    /// Time the cells must then stay healthy without interruption for the gate to pass.
+    #[serde(default = "default_stable_for")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub stable_for: String,
+}
+
+fn default_wait() -> String {
+    "0s".to_owned()
+}
+
+fn default_window() -> String {
+    "10m".to_owned()
+}
+
+fn default_stable_for() -> String {
+    "5m".to_owned()
+}
+
+/// What a gate checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum GateKind {
+    /// The conditions of the batch's cells.
+    CellConditions,
+    /// A Prometheus query.
+    Prometheus,
+}
+
+/// A Prometheus query compared with a threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusGate {
+    /// Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090.
+    /// Unset: the operator's default Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = "^https?://"))]
+    pub address: Option<String>,
+
+    /// PromQL instant query. `{cell}` is replaced by each cell's name, so the query is
+    /// evaluated per cell of the batch; every returned sample must satisfy the comparison.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+
+    /// How a sample is compared with threshold: lt, le, gt or ge (healthy when
+    /// `sample <comparison> threshold`).
+    pub comparison: Comparison,
+
+    /// Threshold the samples are compared with, e.g. 0.01 for a 1% error ratio.
+    pub threshold: f64,
+}
+
+/// Comparison of a sample with a threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Comparison {
+    /// Healthy when the sample is less than the threshold.
+    Lt,
+    /// Healthy when the sample is less than or equal to the threshold.
+    Le,
+    /// Healthy when the sample is greater than the threshold.
+    Gt,
+    /// Healthy when the sample is greater than or equal to the threshold.
+    Ge,
+}
+
+/// Rollout phase of the ring: Pending, WaitingForUpstream, WaitingForApproval, Progressing,
+/// Paused, Baking, Baked, Halted or RollingBack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RingPhase {
+    /// Pending: seen, nothing resolved yet.
+    Pending,
+    /// WaitingForUpstream: following the upstream ring, which has not baked a newer version.
+    WaitingForUpstream,
+    /// WaitingForApproval: manualApproval is set and approval.version is not the target.
+    WaitingForApproval,
+    /// Progressing: upgrading cells batch by batch.
+    Progressing,
+    /// Paused: spec.paused is true.
+    Paused,
+    /// Baking: every cell runs the target; waiting out minBakeTime with gates healthy.
+    Baking,
+    /// Baked: the target version finished baking; nothing to do until a new version arrives.
+    Baked,
+    /// Halted: a gate failed; see the Halted condition. Nothing rolls out here or downstream.
+    Halted,
+    /// RollingBack: a gate failed and rollbackPolicy is automatic.
+    RollingBack,
+}
+
+/// Observed state of a DeploymentRing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentRingStatus {
+    /// The metadata.generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Rollout phase of the ring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RingPhase>,
+
+    /// Version this ring is rolling out, resolved from spec.version or the upstream ring's
+    /// bakedVersion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+
+    /// Version every selected cell ran at the end of the last completed rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+
+    /// Newest version that finished baking in this ring; downstream rings with
+    /// followUpstream roll out this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baked_version: Option<String>,
+
+    /// 1-based number of the batch being rolled out; 0 before the first batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub current_batch: Option<i32>,
+
+    /// Batches the current rollout is split into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub total_batches: Option<i32>,
+
+    /// Selected cells grouped by the version they run, newest rollout first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["version".into()]))]
+    pub cells_by_version: Vec<VersionCells>,
+
+    /// When the current rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+
+    /// When the current bake ends, if no gate fails first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baked_until: Option<Time>,
+
+    /// Current state: Ready, Reconciling, Stalled, Progressing, RolledOut, Baked and Halted
+    /// (naming the failed gate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Checkpoint of the ring's rollout workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowStatus>,
+}
+
+/// The selected cells that run one version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionCells {
+    /// The software version (a cell's status.runningVersion).
+    pub version: String,
+    /// How many selected cells run it.
+    pub count: i32,
+    /// Names of the cells that run it (the first 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cells: Vec<String>,
+}

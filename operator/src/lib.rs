@@ -1,0 +1,3 @@
+//! cellplane: a Kubernetes operator for the control plane of a cell-based managed service.
+
+pub mod api;
