@@ -2,6 +2,8 @@
 //! conditions with a deadline.
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +112,35 @@ impl EffectDb {
     pub async fn create_effects_table(&self) {
         self.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, value TEXT NOT NULL, executions BIGINT NOT NULL)")
             .await;
+        self.execute(
+            "CREATE TABLE IF NOT EXISTS executions (workflow_id TEXT NOT NULL, seq BIGINT NOT NULL, owner TEXT NOT NULL, \
+             started_ms BIGINT NOT NULL, ended_ms BIGINT NOT NULL)",
+        )
+        .await;
+    }
+
+    /// Records that `owner` ran a step of `workflow_id` from `started_ms` until now.
+    pub async fn record_execution(&self, workflow_id: &str, seq: i64, owner: &str, started_ms: i64) -> Result<(), sqlx::Error> {
+        const SQL: &str = "INSERT INTO executions (workflow_id, seq, owner, started_ms, ended_ms) VALUES ($1, $2, $3, $4, $5)";
+        let ended = cellplane_workflows::clock::wall_ms();
+        match self {
+            EffectDb::Postgres(pool) => {
+                sqlx::query(SQL).bind(workflow_id).bind(seq).bind(owner).bind(started_ms).bind(ended).execute(pool).await.map(|_| ())
+            }
+            EffectDb::Sqlite(pool) => {
+                sqlx::query(SQL).bind(workflow_id).bind(seq).bind(owner).bind(started_ms).bind(ended).execute(pool).await.map(|_| ())
+            }
+        }
+    }
+
+    /// Every step execution: (workflow, seq, owner, started, ended).
+    pub async fn executions(&self) -> Vec<(String, i64, String, i64, i64)> {
+        const SQL: &str = "SELECT workflow_id, seq, owner, started_ms, ended_ms FROM executions ORDER BY workflow_id, started_ms";
+        match self {
+            EffectDb::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+            EffectDb::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+        }
+        .expect("executions readable")
     }
 
     pub async fn effects(&self) -> Vec<(String, String, i64)> {

@@ -1,0 +1,140 @@
+//! Several engines on one PostgreSQL: they share the work and never run one workflow at once;
+//! a killed engine's workflows pass to the other after its lease expires; an owner paused past
+//! its lease (SIGSTOP) and resumed (SIGCONT) commits nothing.
+
+mod common;
+
+use std::collections::HashMap;
+
+use cellplane_workflows::State;
+use common::child::{ChildSpec, run_child};
+use common::*;
+use tokio::io::{BufReader, Lines};
+use tokio::process::ChildStdout;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child engine of the contention tests; runs only with CHILD_* set"]
+async fn contention_child() {
+    run_child().await
+}
+
+fn spec(db: &TestJournal, owner: &str, workflows: u32, step_ms: u64, lease_ms: u64) -> ChildSpec {
+    ChildSpec {
+        postgres: true,
+        url: db.url.clone(),
+        schema: db.schema.clone(),
+        owner: owner.to_string(),
+        workflows,
+        steps: 5,
+        step_ms,
+        lease_ms,
+    }
+}
+
+/// Reads the child's lines until one satisfies `until`.
+async fn read_until(lines: &mut Lines<BufReader<ChildStdout>>, until: impl Fn(&str) -> bool) {
+    within(async {
+        while let Some(line) = lines.next_line().await.expect("child stdout") {
+            if until(&line) {
+                return;
+            }
+        }
+        panic!("child ended before the expected line");
+    })
+    .await
+}
+
+fn overlaps_between_owners(executions: &[(String, i64, String, i64, i64)]) -> Vec<String> {
+    let mut by_workflow: HashMap<&str, Vec<&(String, i64, String, i64, i64)>> = HashMap::new();
+    for e in executions {
+        by_workflow.entry(e.0.as_str()).or_default().push(e);
+    }
+    let mut overlaps = Vec::new();
+    for (id, runs) in by_workflow {
+        for a in &runs {
+            for b in &runs {
+                if a.2 < b.2 && a.3 < b.4 && b.3 < a.4 {
+                    overlaps.push(format!("{id}: {} and {} ran at once", a.2, b.2));
+                }
+            }
+        }
+    }
+    overlaps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_share_work_and_take_over_from_a_killed_one() {
+    let db = TestJournal::postgres();
+    let journal = db.open().await;
+    let effects = db.pool().await;
+    effects.create_effects_table().await;
+    let (mut a, mut a_lines) = spec(&db, "engine-a", 40, 50, 1_000).spawn("contention_child");
+    let (mut b, mut b_lines) = spec(&db, "engine-b", 40, 50, 1_000).spawn("contention_child");
+    // Both make progress, then A dies mid-flight.
+    read_until(&mut a_lines, |l| l.starts_with("effect ")).await;
+    read_until(&mut b_lines, |l| l.starts_with("effect ")).await;
+    for _ in 0..20 {
+        read_until(&mut a_lines, |l| l.starts_with("effect ")).await;
+    }
+    a.kill().await.expect("SIGKILL a");
+    read_until(&mut b_lines, |l| l == "done").await;
+    b.wait().await.expect("b exits");
+
+    let executions = effects.executions().await;
+    let owners: std::collections::HashSet<&str> = executions.iter().map(|e| e.2.as_str()).collect();
+    assert!(owners.contains("engine-a") && owners.contains("engine-b"), "both engines worked: {owners:?}");
+    assert_eq!(overlaps_between_owners(&executions), Vec::<String>::new());
+    let rows = journal.list(None, 100).await.unwrap();
+    assert!(rows.iter().all(|r| r.checkpoint.state == State::Completed));
+    assert!(rows.iter().any(|r| r.takeovers > 0), "B took over workflows A held when it died");
+    assert_eq!(effects.effects().await.len(), 40 * 5, "each step's effect exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_paused_past_its_lease_commits_nothing_after_it_resumes() {
+    let db = TestJournal::postgres();
+    let journal = db.open().await;
+    let effects = db.pool().await;
+    effects.create_effects_table().await;
+    // Slow steps, so A is inside several steps when it is frozen.
+    let (mut a, mut a_lines) = spec(&db, "paused-a", 20, 300, 1_000).spawn("contention_child");
+    for _ in 0..10 {
+        read_until(&mut a_lines, |l| l.starts_with("effect ")).await;
+    }
+    let pid = a.id().expect("a runs") as i32;
+    signal(pid, "STOP");
+    let events_by = |owner: &'static str| {
+        let journal = journal.clone();
+        async move {
+            let mut count = 0;
+            for row in journal.list(None, 100).await.unwrap() {
+                let history = journal.history(&row.checkpoint.id).await.unwrap();
+                count += history.iter().filter(|e| e.owner.as_deref() == Some(owner)).count();
+            }
+            count
+        }
+    };
+    let before = events_by("paused-a").await;
+
+    let (mut b, mut b_lines) = spec(&db, "engine-b", 20, 10, 1_000).spawn("contention_child");
+    // Wait until B holds or finished every workflow A had: A's leases expired and were taken.
+    eventually("B to take over all of A's workflows", || async {
+        let rows = journal.list(None, 100).await.unwrap();
+        rows.iter().all(|r| r.checkpoint.owner.as_deref() != Some("paused-a")).then_some(())
+    })
+    .await;
+    signal(pid, "CONT");
+    // A wakes up, finds its in-flight commits fenced or its leases gone, and lets go of everything.
+    read_until(&mut a_lines, |l| l.starts_with("status running=0")).await;
+    read_until(&mut b_lines, |l| l == "done").await;
+    b.wait().await.expect("b exits");
+    a.kill().await.expect("a stops");
+
+    assert_eq!(events_by("paused-a").await, before, "the resumed owner wrote nothing to the journal");
+    assert_eq!(effects.effects().await.len(), 20 * 5, "each step's effect exactly once");
+}
+
+fn signal(pid: i32, name: &str) {
+    let status = std::process::Command::new("kill").args([format!("-{name}"), pid.to_string()]).status().expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
