@@ -9,36 +9,14 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    NotFound {
-        message: String,
-        kind: String,
-        group: String,
-        name: String,
-    },
+    NotFound { message: String, kind: String, group: String, name: String },
     #[error("{message}")]
-    AlreadyExists {
-        message: String,
-        kind: String,
-        group: String,
-        name: String,
-    },
+    AlreadyExists { message: String, kind: String, group: String, name: String },
     /// Optimistic-concurrency or server-side-apply conflict.
     #[error("{message}")]
-    Conflict {
-        message: String,
-        kind: String,
-        group: String,
-        name: String,
-        causes: Vec<Cause>,
-    },
+    Conflict { message: String, kind: String, group: String, name: String, causes: Vec<Cause> },
     #[error("{message}")]
-    Invalid {
-        message: String,
-        kind: String,
-        group: String,
-        name: String,
-        causes: Vec<Cause>,
-    },
+    Invalid { message: String, kind: String, group: String, name: String, causes: Vec<Cause> },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -50,11 +28,7 @@ pub enum ApiError {
     Expired(String),
     /// A failure injected by a test hook, or an internal error.
     #[error("{message}")]
-    Custom {
-        code: u16,
-        reason: String,
-        message: String,
-    },
+    Custom { code: u16, reason: String, message: String },
 }
 
 /// One entry of `Status.details.causes`.
@@ -67,11 +41,7 @@ pub struct Cause {
 
 impl Cause {
     pub fn new(reason: &str, field: &str, message: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            message: message.into(),
-            field: field.into(),
-        }
+        Self { reason: reason.into(), message: message.into(), field: field.into() }
     }
 }
 
@@ -85,9 +55,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Expired(_) => StatusCode::GONE,
-            Self::Custom { code, .. } => {
-                StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+            Self::Custom { code, .. } => StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
 
@@ -146,10 +114,7 @@ impl ApiError {
 
     pub fn conflict(resource: &str, group: &str, name: &str, why: &str) -> Self {
         Self::Conflict {
-            message: format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {why}",
-                qualified(resource, group)
-            ),
+            message: format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(resource, group)),
             kind: resource.into(),
             group: group.into(),
             name: name.into(),
@@ -158,16 +123,9 @@ impl ApiError {
     }
 
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let details: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
+        let details: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
         Self::Invalid {
-            message: format!(
-                "{} \"{name}\" is invalid: {}",
-                qualified(kind, group),
-                details.join(", ")
-            ),
+            message: format!("{} \"{name}\" is invalid: {}", qualified(kind, group), details.join(", ")),
             kind: kind.into(),
             group: group.into(),
             name: name.into(),
@@ -176,11 +134,7 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::Custom {
-            code: 500,
-            reason: "InternalError".into(),
-            message: message.into(),
-        }
+        Self::Custom { code: 500, reason: "InternalError".into(), message: message.into() }
     }
 
     /// The `Status` object the apiserver would send for this error.
@@ -195,26 +149,12 @@ impl ApiError {
             "code": self.code().as_u16(),
         });
         let details = match self {
-            Self::NotFound {
-                kind, group, name, ..
+            Self::NotFound { kind, group, name, .. } | Self::AlreadyExists { kind, group, name, .. } => {
+                Some(details(kind, group, name, &[]))
             }
-            | Self::AlreadyExists {
-                kind, group, name, ..
-            } => Some(details(kind, group, name, &[])),
-            Self::Conflict {
-                kind,
-                group,
-                name,
-                causes,
-                ..
+            Self::Conflict { kind, group, name, causes, .. } | Self::Invalid { kind, group, name, causes, .. } => {
+                Some(details(kind, group, name, causes))
             }
-            | Self::Invalid {
-                kind,
-                group,
-                name,
-                causes,
-                ..
-            } => Some(details(kind, group, name, causes)),
             _ => None,
         };
         if let Some(details) = details {
@@ -225,11 +165,7 @@ impl ApiError {
 }
 
 fn qualified(resource: &str, group: &str) -> String {
-    if group.is_empty() {
-        resource.to_string()
-    } else {
-        format!("{resource}.{group}")
-    }
+    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
 }
 
 fn details(kind: &str, group: &str, name: &str, causes: &[Cause]) -> Value {

@@ -35,16 +35,12 @@ impl Target {
     }
 
     fn name(&self) -> Result<&str, ApiError> {
-        self.name
-            .as_deref()
-            .ok_or_else(|| ApiError::MethodNotAllowed("a resource name is required".into()))
+        self.name.as_deref().ok_or_else(|| ApiError::MethodNotAllowed("a resource name is required".into()))
     }
 
     fn scope(&self) -> Result<Scope, ApiError> {
         match self.subresource.as_deref() {
-            None => Ok(Scope::Main {
-                status_subresource: self.kind.status_subresource,
-            }),
+            None => Ok(Scope::Main { status_subresource: self.kind.status_subresource }),
             Some("status") if self.kind.status_subresource => Ok(Scope::Status),
             Some(_) => Err(ApiError::no_route()),
         }
@@ -60,9 +56,7 @@ impl Target {
 
     fn load(&self, store: &Store) -> Result<Arc<Value>, ApiError> {
         let name = self.name()?;
-        store
-            .get(&self.gr(), &self.key(name))
-            .ok_or_else(|| self.not_found(name))
+        store.get(&self.gr(), &self.key(name)).ok_or_else(|| self.not_found(name))
     }
 }
 
@@ -111,9 +105,7 @@ pub fn metadata_only(doc: Value) -> Value {
 
 fn check_type(obj: &Value, kind: &ResourceKind) -> Result<(), ApiError> {
     if !obj.is_object() {
-        return Err(ApiError::BadRequest(
-            "the body of the request must be a JSON object".into(),
-        ));
+        return Err(ApiError::BadRequest("the body of the request must be a JSON object".into()));
     }
     let expected = kind.api_version();
     if let Some(av) = meta::str_at(obj, "/apiVersion")
@@ -137,10 +129,7 @@ fn check_type(obj: &Value, kind: &ResourceKind) -> Result<(), ApiError> {
 fn selectors(t: &Target, q: &Query) -> Result<Selectors, ApiError> {
     Ok(Selectors {
         labels: LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?,
-        fields: FieldSelector::parse(
-            q.get("fieldSelector").unwrap_or_default(),
-            &t.kind.selectable_fields,
-        )?,
+        fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or_default(), &t.kind.selectable_fields)?,
     })
 }
 
@@ -185,15 +174,11 @@ pub fn list(store: &mut Store, t: &Target, q: &Query) -> Result<Value, ApiError>
 /// Fixes the namespace of a new or updated object against the request path.
 fn place(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
     if t.kind.namespaced && t.namespace.is_none() {
-        return Err(ApiError::MethodNotAllowed(format!(
-            "{} is namespaced: use a namespaced path",
-            t.kind.plural
-        )));
+        return Err(ApiError::MethodNotAllowed(format!("{} is namespaced: use a namespaced path", t.kind.plural)));
     }
     match (&t.namespace, meta::namespace(obj)) {
         (Some(path), Some(body)) if path != body => Err(ApiError::BadRequest(
-            "the namespace of the provided object does not match the namespace sent on the request"
-                .into(),
+            "the namespace of the provided object does not match the namespace sent on the request".into(),
         )),
         (Some(path), _) => {
             meta::meta_mut(obj).insert("namespace".into(), path.clone().into());
@@ -224,19 +209,10 @@ pub fn create(
     manager: &str,
 ) -> Result<Value, ApiError> {
     if t.subresource.is_some() || t.name.is_some() {
-        return Err(ApiError::MethodNotAllowed(
-            "POST is only allowed on a collection".into(),
-        ));
+        return Err(ApiError::MethodNotAllowed("POST is only allowed on a collection".into()));
     }
     check_type(&body, &t.kind)?;
-    insert_new(
-        store,
-        settings,
-        t,
-        body,
-        Manager::Update(manager),
-        q.dry_run(),
-    )
+    insert_new(store, settings, t, body, Manager::Update(manager), q.dry_run())
 }
 
 fn insert_new(
@@ -277,10 +253,7 @@ fn insert_new(
     if settings.strict_namespaces
         && let Some(ns) = &t.namespace
     {
-        let ns_gr = GroupResource {
-            group: String::new(),
-            resource: "namespaces".into(),
-        };
+        let ns_gr = GroupResource { group: String::new(), resource: "namespaces".into() };
         let Some(namespace) = store.get(&ns_gr, &(String::new(), ns.clone())) else {
             return Err(ApiError::not_found("namespaces", "", ns));
         };
@@ -288,19 +261,13 @@ fn insert_new(
             return Err(ApiError::Custom {
                 code: 403,
                 reason: "Forbidden".into(),
-                message: format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                ),
+                message: format!("unable to create new content in namespace {ns} because it is being terminated"),
             });
         }
     }
     let key = t.key(&name);
     if store.get(&t.gr(), &key).is_some() {
-        return Err(ApiError::already_exists(
-            &t.kind.plural,
-            &t.kind.group,
-            &name,
-        ));
+        return Err(ApiError::already_exists(&t.kind.plural, &t.kind.group, &name));
     }
 
     let kind = &t.kind;
@@ -309,13 +276,7 @@ fn insert_new(
     m.insert("name".into(), name.clone().into());
     m.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
     m.insert("creationTimestamp".into(), meta::now());
-    for system in [
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "resourceVersion",
-        "selfLink",
-        "generation",
-    ] {
+    for system in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink", "generation"] {
         m.remove(system);
     }
     if kind.generation {
@@ -329,9 +290,7 @@ fn insert_new(
     let new_kinds = on_create_defaults(kind, &mut obj)?;
     meta::normalize(&mut obj);
     if let Manager::Update(manager) = manager {
-        let scope = Scope::Main {
-            status_subresource: kind.status_subresource,
-        };
+        let scope = Scope::Main { status_subresource: kind.status_subresource };
         managed::track_update(None, &mut obj, manager, &kind.api_version(), scope);
     }
     if dry_run {
@@ -411,8 +370,7 @@ pub fn write_update(
         && path != body
     {
         return Err(ApiError::BadRequest(
-            "the namespace of the provided object does not match the namespace sent on the request"
-                .into(),
+            "the namespace of the provided object does not match the namespace sent on the request".into(),
         ));
     }
     match meta::resource_version(&new) {
@@ -439,9 +397,7 @@ pub fn write_update(
             set_or_remove(&mut merged, "status", new.get("status").cloned());
             merged
         }
-        Scope::Main {
-            status_subresource: true,
-        } => {
+        Scope::Main { status_subresource: true } => {
             let mut new = new;
             set_or_remove(&mut new, "status", old.get("status").cloned());
             new
@@ -471,10 +427,7 @@ pub fn write_update(
     }
     if meta::is_deleting(old) {
         let before = meta::finalizers(old);
-        let added: Vec<String> = meta::finalizers(&new)
-            .into_iter()
-            .filter(|f| !before.contains(f))
-            .collect();
+        let added: Vec<String> = meta::finalizers(&new).into_iter().filter(|f| !before.contains(f)).collect();
         if !added.is_empty() {
             return Err(t.invalid(
                 name,
@@ -488,9 +441,7 @@ pub fn write_update(
     }
     meta::normalize(&mut new);
     match req.manager {
-        Manager::Update(manager) => {
-            managed::track_update(Some(old), &mut new, manager, &kind.api_version(), req.scope)
-        }
+        Manager::Update(manager) => managed::track_update(Some(old), &mut new, manager, &kind.api_version(), req.scope),
         Manager::Applied => {
             set_or_remove(meta_value(&mut new), "managedFields", applied_fields);
             meta::normalize(&mut new);
@@ -557,13 +508,7 @@ fn same_object(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
-pub fn replace(
-    store: &mut Store,
-    t: &Target,
-    q: &Query,
-    body: Value,
-    manager: &str,
-) -> Result<Value, ApiError> {
+pub fn replace(store: &mut Store, t: &Target, q: &Query, body: Value, manager: &str) -> Result<Value, ApiError> {
     let scope = t.scope()?;
     check_type(&body, &t.kind)?;
     let old = t.load(store)?;
@@ -604,22 +549,23 @@ pub fn patch(
         let old = old.ok_or_else(|| t.not_found(&name))?;
         let new = patch::apply_patch(&present(&old, &t.kind), patch_type, &body)?;
         let manager = q.get("fieldManager").unwrap_or(default_manager);
-        let req = UpdateRequest {
-            scope,
-            manager: Manager::Update(manager),
-            require_rv: false,
-            dry_run,
-        };
+        let req = UpdateRequest { scope, manager: Manager::Update(manager), require_rv: false, dry_run };
         return Ok((StatusCode::OK, write_update(store, t, &old, new, req)?));
     }
 
     let Some(manager) = q.get("fieldManager") else {
         return Err(ApiError::Invalid {
-            message: "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+            message:
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+                    .into(),
             kind: "PatchOptions".into(),
             group: "meta.k8s.io".into(),
             name: String::new(),
-            causes: vec![Cause::new("FieldValueRequired", "fieldManager", "Required value: is required for apply patch")],
+            causes: vec![Cause::new(
+                "FieldValueRequired",
+                "fieldManager",
+                "Required value: is required for apply patch",
+            )],
         });
     };
     check_type(&body, &t.kind)?;
@@ -631,17 +577,10 @@ pub fn patch(
         )));
     }
     if meta::str_at(&body, "/apiVersion").is_none() || meta::str_at(&body, "/kind").is_none() {
-        return Err(ApiError::BadRequest(
-            "apiVersion and kind must be set in an apply configuration".into(),
-        ));
+        return Err(ApiError::BadRequest("apiVersion and kind must be set in an apply configuration".into()));
     }
     let api_version = t.kind.api_version();
-    let target = ApplyTarget {
-        resource: &t.kind.plural,
-        group: &t.kind.group,
-        name: &name,
-        api_version: &api_version,
-    };
+    let target = ApplyTarget { resource: &t.kind.plural, group: &t.kind.group, name: &name, api_version: &api_version };
     let force = q.flag("force");
     match old {
         None => {
@@ -656,12 +595,7 @@ pub fn patch(
         Some(old) => {
             let live = present(&old, &t.kind);
             let merged = managed::apply(Some(&live), &body, manager, force, scope, &target)?;
-            let req = UpdateRequest {
-                scope,
-                manager: Manager::Applied,
-                require_rv: false,
-                dry_run,
-            };
+            let req = UpdateRequest { scope, manager: Manager::Applied, require_rv: false, dry_run };
             Ok((StatusCode::OK, write_update(store, t, &old, merged, req)?))
         }
     }
@@ -669,23 +603,17 @@ pub fn patch(
 
 pub fn delete(store: &mut Store, t: &Target, q: &Query, body: &[u8]) -> Result<Value, ApiError> {
     if t.subresource.is_some() {
-        return Err(ApiError::MethodNotAllowed(
-            "DELETE is not allowed on a subresource".into(),
-        ));
+        return Err(ApiError::MethodNotAllowed("DELETE is not allowed on a subresource".into()));
     }
     let opts: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
     };
     let old = t.load(store)?;
     let name = t.name()?;
     let kind = &t.kind;
-    for (field, pointer) in [
-        ("UID", "/metadata/uid"),
-        ("ResourceVersion", "/metadata/resourceVersion"),
-    ] {
+    for (field, pointer) in [("UID", "/metadata/uid"), ("ResourceVersion", "/metadata/resourceVersion")] {
         let pre = meta::str_at(&opts, &format!("/preconditions/{}", lower_first(field)));
         let actual = meta::str_at(&old, pointer).unwrap_or_default();
         if let Some(pre) = pre
@@ -695,17 +623,12 @@ pub fn delete(store: &mut Store, t: &Target, q: &Query, body: &[u8]) -> Result<V
                 &kind.plural,
                 &kind.group,
                 name,
-                &format!(
-                    "Precondition failed: {field} in precondition: {pre}, {field} in object meta: {actual}"
-                ),
+                &format!("Precondition failed: {field} in precondition: {pre}, {field} in object meta: {actual}"),
             ));
         }
     }
-    let dry_run = q.dry_run()
-        || opts
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    let dry_run =
+        q.dry_run() || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
     delete_object(store, t, &old, dry_run)
 }
 
@@ -716,21 +639,13 @@ fn lower_first(s: &str) -> String {
     }
 }
 
-fn delete_object(
-    store: &mut Store,
-    t: &Target,
-    old: &Value,
-    dry_run: bool,
-) -> Result<Value, ApiError> {
+fn delete_object(store: &mut Store, t: &Target, old: &Value, dry_run: bool) -> Result<Value, ApiError> {
     let kind = &t.kind;
     let name = meta::name(old).unwrap_or_default().to_string();
     if meta::is_deleting(old) {
         return Ok(present(old, kind));
     }
-    let key = (
-        meta::namespace(old).unwrap_or_default().to_string(),
-        name.clone(),
-    );
+    let key = (meta::namespace(old).unwrap_or_default().to_string(), name.clone());
     if !meta::finalizers(old).is_empty() {
         let mut new = old.clone();
         let generation = meta::generation(old);
@@ -772,16 +687,11 @@ fn after_removal(store: &mut Store, kind: &ResourceKind, last: &Value) {
     if !is_crd(kind) {
         return;
     }
-    let (Some(group), Some(plural)) = (
-        meta::str_at(last, "/spec/group"),
-        meta::str_at(last, "/spec/names/plural"),
-    ) else {
+    let (Some(group), Some(plural)) = (meta::str_at(last, "/spec/group"), meta::str_at(last, "/spec/names/plural"))
+    else {
         return;
     };
-    let gr = GroupResource {
-        group: group.into(),
-        resource: plural.into(),
-    };
+    let gr = GroupResource { group: group.into(), resource: plural.into() };
     store.registry.remove(&gr);
     store.drop_resource(&gr);
 }
@@ -790,11 +700,8 @@ fn after_removal(store: &mut Store, kind: &ResourceKind, last: &Value) {
 /// owners are all gone is deleted (honouring its own finalizers).
 fn collect_garbage(store: &mut Store, owner_uid: &str) {
     for (gr, dependent) in store.dependents_of(owner_uid) {
-        let owners = dependent
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let owners =
+            dependent.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
         let orphaned = owners
             .iter()
             .filter_map(|r| r.get("uid").and_then(Value::as_str))
@@ -819,19 +726,12 @@ fn collect_garbage(store: &mut Store, owner_uid: &str) {
 
 pub fn delete_collection(store: &mut Store, t: &Target, q: &Query) -> Result<Value, ApiError> {
     let sel = selectors(t, q)?;
-    let victims: Vec<Arc<Value>> = store
-        .list(&t.gr(), t.namespace.as_deref())
-        .into_iter()
-        .filter(|o| sel.matches(o))
-        .collect();
+    let victims: Vec<Arc<Value>> =
+        store.list(&t.gr(), t.namespace.as_deref()).into_iter().filter(|o| sel.matches(o)).collect();
     let mut items = Vec::new();
     for old in victims {
         let out = delete_object(store, t, &old, q.dry_run())?;
-        items.push(if out.get("kind") == Some(&json!("Status")) {
-            present(&old, &t.kind)
-        } else {
-            out
-        });
+        items.push(if out.get("kind") == Some(&json!("Status")) { present(&old, &t.kind) } else { out });
     }
     Ok(json!({
         "kind": format!("{}List", t.kind.kind),

@@ -127,14 +127,8 @@ impl Fault {
     fn matches(&self, r: &RequestRecord) -> bool {
         self.verb.is_none_or(|v| v == r.verb)
             && self.resource.as_ref().is_none_or(|p| *p == r.resource)
-            && self
-                .name
-                .as_ref()
-                .is_none_or(|n| Some(n) == r.name.as_ref())
-            && self
-                .subresource
-                .as_ref()
-                .is_none_or(|s| Some(s) == r.subresource.as_ref())
+            && self.name.as_ref().is_none_or(|n| Some(n) == r.name.as_ref())
+            && self.subresource.as_ref().is_none_or(|s| Some(s) == r.subresource.as_ref())
     }
 }
 
@@ -155,17 +149,10 @@ impl Hooks {
         if self.log.len() > LOG_LIMIT {
             self.log.pop_front();
         }
-        let i = self
-            .faults
-            .iter()
-            .position(|f| f.times > 0 && f.matches(r))?;
+        let i = self.faults.iter().position(|f| f.times > 0 && f.matches(r))?;
         let fault = &mut self.faults[i];
         fault.times -= 1;
-        let err = ApiError::Custom {
-            code: fault.code,
-            reason: fault.reason.clone(),
-            message: fault.message.clone(),
-        };
+        let err = ApiError::Custom { code: fault.code, reason: fault.reason.clone(), message: fault.message.clone() };
         if fault.times == 0 {
             self.faults.remove(i);
         }

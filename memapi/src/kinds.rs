@@ -56,10 +56,7 @@ impl ResourceKind {
 
     /// A custom cluster-scoped kind.
     pub fn cluster(group: &str, version: &str, plural: &str, kind: &str) -> Self {
-        Self {
-            namespaced: false,
-            ..Self::namespaced(group, version, plural, kind)
-        }
+        Self { namespaced: false, ..Self::namespaced(group, version, plural, kind) }
     }
 
     /// Enables the `/status` subresource.
@@ -78,18 +75,11 @@ impl ResourceKind {
     }
 
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     pub fn group_resource(&self) -> GroupResource {
-        GroupResource {
-            group: self.group.clone(),
-            resource: self.plural.clone(),
-        }
+        GroupResource { group: self.group.clone(), resource: self.plural.clone() }
     }
 
     /// The kinds every server starts with.
@@ -115,13 +105,8 @@ impl ResourceKind {
         ]
         .map(String::from)
         .to_vec();
-        let mut crd = Self::builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "customresourcedefinitions",
-            "CustomResourceDefinition",
-            false,
-        );
+        let mut crd =
+            Self::builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false);
         crd.status_subresource = true;
         crd.generation = true;
         crd.unconditional_update = false;
@@ -138,10 +123,7 @@ impl ResourceKind {
 
     /// The kinds (one per served version) a CustomResourceDefinition describes.
     pub fn from_crd(crd: &Value) -> Result<Vec<Self>, ApiError> {
-        let name = crd
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let invalid = |field: &str, msg: &str| {
             ApiError::invalid(
                 "CustomResourceDefinition",
@@ -165,10 +147,7 @@ impl ResourceKind {
             _ => return Err(invalid("spec.scope", "must be Namespaced or Cluster")),
         };
         if name != format!("{plural}.{group}") {
-            return Err(invalid(
-                "metadata.name",
-                "must be spec.names.plural+\".\"+spec.group",
-            ));
+            return Err(invalid("metadata.name", "must be spec.names.plural+\".\"+spec.group"));
         }
         let versions = crd
             .pointer("/spec/versions")
@@ -180,10 +159,8 @@ impl ResourceKind {
             if v.get("served").and_then(Value::as_bool) == Some(false) {
                 continue;
             }
-            let version = v
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("spec.versions.name", "Required value"))?;
+            let version =
+                v.get("name").and_then(Value::as_str).ok_or_else(|| invalid("spec.versions.name", "Required value"))?;
             let mut rk = if namespaced {
                 Self::namespaced(group, version, plural, kind)
             } else {
@@ -212,32 +189,22 @@ pub struct Registry {
 
 impl Registry {
     pub fn insert(&mut self, kind: ResourceKind) {
-        let key = (
-            kind.group.clone(),
-            kind.version.clone(),
-            kind.plural.clone(),
-        );
+        let key = (kind.group.clone(), kind.version.clone(), kind.plural.clone());
         self.kinds.insert(key, Arc::new(kind));
     }
 
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceKind>> {
-        self.kinds
-            .get(&(group.to_string(), version.to_string(), plural.to_string()))
-            .cloned()
+        self.kinds.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned()
     }
 
     /// Some served version of a group/resource.
     pub fn any_version(&self, gr: &GroupResource) -> Option<Arc<ResourceKind>> {
-        self.kinds
-            .values()
-            .find(|k| k.group == gr.group && k.plural == gr.resource)
-            .cloned()
+        self.kinds.values().find(|k| k.group == gr.group && k.plural == gr.resource).cloned()
     }
 
     /// Removes every version of a group/resource.
     pub fn remove(&mut self, gr: &GroupResource) {
-        self.kinds
-            .retain(|(g, _, p), _| !(g == &gr.group && p == &gr.resource));
+        self.kinds.retain(|(g, _, p), _| !(g == &gr.group && p == &gr.resource));
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<ResourceKind>> {

@@ -42,10 +42,7 @@ impl Scope {
             "metadata" => {
                 matches!(self, Self::Main { .. })
                     && path.get(1).is_none_or(|f| {
-                        matches!(
-                            f.as_str(),
-                            "labels" | "annotations" | "finalizers" | "ownerReferences"
-                        )
+                        matches!(f.as_str(), "labels" | "annotations" | "finalizers" | "ownerReferences")
                     })
             }
             "status" => match self {
@@ -83,9 +80,7 @@ fn leaves(value: &Value, scope: Scope) -> BTreeSet<Path> {
 }
 
 fn get<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter()
-        .try_fold(v, |cur, key| cur.get(key.as_str()))
-        .filter(|v| !v.is_null())
+    path.iter().try_fold(v, |cur, key| cur.get(key.as_str())).filter(|v| !v.is_null())
 }
 
 /// Whether one path is a prefix of the other (they name overlapping fields).
@@ -134,9 +129,7 @@ fn fields_v1(set: &BTreeSet<Path>) -> Value {
     for path in set {
         let mut cur = &mut root;
         for key in path {
-            let next = cur
-                .entry(format!("f:{key}"))
-                .or_insert_with(|| Value::Object(Map::new()));
+            let next = cur.entry(format!("f:{key}")).or_insert_with(|| Value::Object(Map::new()));
             if !next.is_object() {
                 *next = Value::Object(Map::new());
             }
@@ -168,12 +161,7 @@ fn parse_fields_v1(v: &Value) -> BTreeSet<Path> {
 }
 
 fn read_entries(obj: &Value) -> Vec<Entry> {
-    let s = |e: &Value, k: &str| {
-        e.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let s = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     obj.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .into_iter()
@@ -190,11 +178,7 @@ fn read_entries(obj: &Value) -> Vec<Entry> {
 }
 
 fn write_entries(obj: &mut Value, entries: Vec<Entry>) {
-    let list: Vec<Value> = entries
-        .iter()
-        .filter(|e| !e.fields.is_empty())
-        .map(Entry::to_json)
-        .collect();
+    let list: Vec<Value> = entries.iter().filter(|e| !e.fields.is_empty()).map(Entry::to_json).collect();
     let m = meta::meta_mut(obj);
     if list.is_empty() {
         m.remove("managedFields");
@@ -206,21 +190,12 @@ fn write_entries(obj: &mut Value, entries: Vec<Entry>) {
 /// Records a non-apply write (create, update, merge or JSON patch) by `manager`:
 /// it takes ownership of every field it changed, without conflicts, and fields it
 /// removed are no longer owned by anyone.
-pub fn track_update(
-    old: Option<&Value>,
-    new: &mut Value,
-    manager: &str,
-    api_version: &str,
-    scope: Scope,
-) {
+pub fn track_update(old: Option<&Value>, new: &mut Value, manager: &str, api_version: &str, scope: Scope) {
     let mut entries = old.map(read_entries).unwrap_or_default();
     let new_leaves = leaves(new, scope);
     let old_leaves = old.map(|o| leaves(o, scope)).unwrap_or_default();
-    let changed: BTreeSet<Path> = new_leaves
-        .iter()
-        .filter(|p| old.and_then(|o| get(o, p)) != get(new, p))
-        .cloned()
-        .collect();
+    let changed: BTreeSet<Path> =
+        new_leaves.iter().filter(|p| old.and_then(|o| get(o, p)) != get(new, p)).cloned().collect();
     let removed: BTreeSet<&Path> = old_leaves.difference(&new_leaves).collect();
     if changed.is_empty() && removed.is_empty() {
         write_entries(new, entries);
@@ -228,9 +203,7 @@ pub fn track_update(
     }
     let sub = scope.subresource();
     for e in entries.iter_mut().filter(|e| e.subresource == sub) {
-        e.fields.retain(|q| {
-            !removed.contains(q) && !changed.iter().any(|p| overlaps(p, q) && p.len() <= q.len())
-        });
+        e.fields.retain(|q| !removed.contains(q) && !changed.iter().any(|p| overlaps(p, q) && p.len() <= q.len()));
     }
     let idx = match entries.iter().position(|e| e.is(manager, "Update", sub)) {
         Some(i) => i,
@@ -247,8 +220,7 @@ pub fn track_update(
         }
     };
     let own = &mut entries[idx];
-    own.fields
-        .retain(|q| !changed.iter().any(|p| overlaps(p, q)));
+    own.fields.retain(|q| !changed.iter().any(|p| overlaps(p, q)));
     own.fields.extend(changed);
     own.time = meta::now();
     own.api_version = api_version.into();
@@ -302,29 +274,12 @@ pub fn apply(
         conflicts.dedup();
         let causes: Vec<Cause> = conflicts
             .iter()
-            .map(|(m, v, p)| {
-                Cause::new(
-                    "FieldManagerConflict",
-                    &dotted(p),
-                    format!("conflict with \"{m}\" using {v}"),
-                )
-            })
+            .map(|(m, v, p)| Cause::new("FieldManagerConflict", &dotted(p), format!("conflict with \"{m}\" using {v}")))
             .collect();
-        let list: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.message, c.field))
-            .collect();
-        let noun = if causes.len() == 1 {
-            "conflict"
-        } else {
-            "conflicts"
-        };
+        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.message, c.field)).collect();
+        let noun = if causes.len() == 1 { "conflict" } else { "conflicts" };
         return Err(ApiError::Conflict {
-            message: format!(
-                "Apply failed with {} {noun}: {}",
-                causes.len(),
-                list.join("\n")
-            ),
+            message: format!("Apply failed with {} {noun}: {}", causes.len(), list.join("\n")),
             kind: target.resource.into(),
             group: target.group.into(),
             name: target.name.into(),
@@ -333,11 +288,7 @@ pub fn apply(
     }
 
     let mut result = base;
-    let previous = entries
-        .iter()
-        .find(|e| e.is(manager, "Apply", sub))
-        .map(|e| e.fields.clone())
-        .unwrap_or_default();
+    let previous = entries.iter().find(|e| e.is(manager, "Apply", sub)).map(|e| e.fields.clone()).unwrap_or_default();
     for p in previous.difference(&new_set) {
         let owned_elsewhere = entries
             .iter()
@@ -414,17 +365,10 @@ fn merge_applied(dst: &mut Value, src: &Value) {
 mod tests {
     use super::*;
 
-    const MAIN: Scope = Scope::Main {
-        status_subresource: true,
-    };
+    const MAIN: Scope = Scope::Main { status_subresource: true };
 
     fn target() -> ApplyTarget<'static> {
-        ApplyTarget {
-            resource: "things",
-            group: "example.com",
-            name: "a",
-            api_version: "example.com/v1",
-        }
+        ApplyTarget { resource: "things", group: "example.com", name: "a", api_version: "example.com/v1" }
     }
 
     #[test]
@@ -432,15 +376,11 @@ mod tests {
         let obj = json!({"apiVersion": "v1", "metadata": {"name": "a", "labels": {"x": "1"}},
                          "spec": {"a": 1, "b": {"c": [1]}, "e": {}}, "status": {"s": 1}});
         let set = leaves(&obj, MAIN);
-        let expected: BTreeSet<Path> = [
-            vec!["metadata", "labels", "x"],
-            vec!["spec", "a"],
-            vec!["spec", "b", "c"],
-            vec!["spec", "e"],
-        ]
-        .into_iter()
-        .map(|p| p.into_iter().map(String::from).collect())
-        .collect();
+        let expected: BTreeSet<Path> =
+            [vec!["metadata", "labels", "x"], vec!["spec", "a"], vec!["spec", "b", "c"], vec!["spec", "e"]]
+                .into_iter()
+                .map(|p| p.into_iter().map(String::from).collect())
+                .collect();
         assert_eq!(set, expected);
         assert_eq!(parse_fields_v1(&fields_v1(&set)), set);
     }
@@ -456,44 +396,13 @@ mod tests {
 
     #[test]
     fn apply_conflicts_with_other_manager_unless_forced() {
-        let live = apply(
-            None,
-            &json!({"spec": {"a": 1}}),
-            "one",
-            false,
-            MAIN,
-            &target(),
-        )
-        .unwrap();
-        let same = apply(
-            Some(&live),
-            &json!({"spec": {"a": 1}}),
-            "two",
-            false,
-            MAIN,
-            &target(),
-        );
+        let live = apply(None, &json!({"spec": {"a": 1}}), "one", false, MAIN, &target()).unwrap();
+        let same = apply(Some(&live), &json!({"spec": {"a": 1}}), "two", false, MAIN, &target());
         assert!(same.is_ok(), "same value is shared ownership");
-        let err = apply(
-            Some(&live),
-            &json!({"spec": {"a": 2}}),
-            "two",
-            false,
-            MAIN,
-            &target(),
-        )
-        .unwrap_err();
+        let err = apply(Some(&live), &json!({"spec": {"a": 2}}), "two", false, MAIN, &target()).unwrap_err();
         assert_eq!(err.code(), http::StatusCode::CONFLICT);
         assert!(err.to_string().contains("conflict with \"one\""), "{err}");
-        let forced = apply(
-            Some(&live),
-            &json!({"spec": {"a": 2}}),
-            "two",
-            true,
-            MAIN,
-            &target(),
-        )
-        .unwrap();
+        let forced = apply(Some(&live), &json!({"spec": {"a": 2}}), "two", true, MAIN, &target()).unwrap();
         assert_eq!(forced["spec"]["a"], 2);
         let owners = read_entries(&forced);
         assert!(owners.iter().all(|e| e.manager != "one"), "ownership moved");

@@ -38,9 +38,7 @@ pub fn apply_patch(target: &Value, kind: PatchType, body: &Value) -> Result<Valu
     match kind {
         PatchType::Merge | PatchType::Strategic => {
             if !body.is_object() {
-                return Err(ApiError::BadRequest(
-                    "merge patch body must be a JSON object".into(),
-                ));
+                return Err(ApiError::BadRequest("merge patch body must be a JSON object".into()));
             }
             json_patch::merge(&mut doc, body);
         }
@@ -49,9 +47,7 @@ pub fn apply_patch(target: &Value, kind: PatchType, body: &Value) -> Result<Valu
                 .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
             let ops = lenient_tests(&doc, ops);
             json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::Invalid {
-                message: format!(
-                    "the server rejected our request due to an error in our request: {e}"
-                ),
+                message: format!("the server rejected our request due to an error in our request: {e}"),
                 kind: String::new(),
                 group: String::new(),
                 name: String::new(),
@@ -59,9 +55,7 @@ pub fn apply_patch(target: &Value, kind: PatchType, body: &Value) -> Result<Valu
             })?;
         }
         PatchType::Apply => {
-            return Err(ApiError::internal(
-                "apply patches are handled by managed.rs",
-            ));
+            return Err(ApiError::internal("apply patches are handled by managed.rs"));
         }
     }
     Ok(doc)
@@ -74,9 +68,7 @@ fn lenient_tests(doc: &Value, ops: json_patch::Patch) -> json_patch::Patch {
         .0
         .into_iter()
         .filter(|op| match op {
-            json_patch::PatchOperation::Test(t) => {
-                !(t.value.is_null() && doc.pointer(t.path.as_str()).is_none())
-            }
+            json_patch::PatchOperation::Test(t) => !(t.value.is_null() && doc.pointer(t.path.as_str()).is_none()),
             _ => true,
         })
         .collect();
@@ -91,12 +83,7 @@ mod tests {
     #[test]
     fn merge_patch_follows_rfc7386() {
         let doc = json!({"a": {"b": 1, "c": 2}, "l": [1, 2]});
-        let out = apply_patch(
-            &doc,
-            PatchType::Merge,
-            &json!({"a": {"b": null, "d": 3}, "l": [3]}),
-        )
-        .unwrap();
+        let out = apply_patch(&doc, PatchType::Merge, &json!({"a": {"b": null, "d": 3}, "l": [3]})).unwrap();
         assert_eq!(out, json!({"a": {"c": 2, "d": 3}, "l": [3]}));
     }
 

@@ -53,14 +53,9 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
         })
     };
     Ok(match rest {
-        [] => Route::Resources {
-            group: group.into(),
-            version: version.into(),
-        },
+        [] => Route::Resources { group: group.into(), version: version.into() },
         // A Namespace object and its subresources.
-        ["namespaces", name, sub @ ("status" | "finalize")] => {
-            route("namespaces", None, Some(name), Some(sub))
-        }
+        ["namespaces", name, sub @ ("status" | "finalize")] => route("namespaces", None, Some(name), Some(sub)),
         ["namespaces", ns, plural, tail @ ..] => match tail {
             [] => route(plural, Some(ns), None, None),
             [name] => route(plural, Some(ns), Some(name), None),
@@ -80,18 +75,11 @@ pub struct Query(HashMap<String, String>);
 
 impl Query {
     pub fn parse(query: Option<&str>) -> Self {
-        Self(
-            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect(),
-        )
+        Self(form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect())
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .get(key)
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
+        self.0.get(key).map(String::as_str).filter(|s| !s.is_empty())
     }
 
     pub fn flag(&self, key: &str) -> bool {
@@ -100,10 +88,7 @@ impl Query {
 
     pub fn number(&self, key: &str) -> Result<Option<u64>, ApiError> {
         self.get(key)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| ApiError::BadRequest(format!("invalid value for {key}: {v:?}")))
-            })
+            .map(|v| v.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("invalid value for {key}: {v:?}"))))
             .transpose()
     }
 
@@ -126,29 +111,14 @@ mod tests {
     #[test]
     fn parses_core_group_and_scoped_paths() {
         let p = object("/api/v1/namespaces/ns1/secrets/s1");
-        assert_eq!(
-            (p.group.as_str(), p.version.as_str(), p.plural.as_str()),
-            ("", "v1", "secrets")
-        );
-        assert_eq!(
-            (p.namespace.as_deref(), p.name.as_deref()),
-            (Some("ns1"), Some("s1"))
-        );
+        assert_eq!((p.group.as_str(), p.version.as_str(), p.plural.as_str()), ("", "v1", "secrets"));
+        assert_eq!((p.namespace.as_deref(), p.name.as_deref()), (Some("ns1"), Some("s1")));
         let p = object("/apis/cellplane.io/v1alpha1/cells/c1/status");
-        assert_eq!(
-            (p.group.as_str(), p.namespace, p.subresource.as_deref()),
-            ("cellplane.io", None, Some("status"))
-        );
+        assert_eq!((p.group.as_str(), p.namespace, p.subresource.as_deref()), ("cellplane.io", None, Some("status")));
         let p = object("/api/v1/namespaces/ns1");
-        assert_eq!(
-            (p.plural.as_str(), p.name.as_deref(), p.namespace),
-            ("namespaces", Some("ns1"), None)
-        );
+        assert_eq!((p.plural.as_str(), p.name.as_deref(), p.namespace), ("namespaces", Some("ns1"), None));
         let p = object("/api/v1/namespaces/ns1/status");
-        assert_eq!(
-            (p.plural.as_str(), p.subresource.as_deref()),
-            ("namespaces", Some("status"))
-        );
+        assert_eq!((p.plural.as_str(), p.subresource.as_deref()), ("namespaces", Some("status")));
         let p = object("/apis/coordination.k8s.io/v1/namespaces/ns/leases");
         assert_eq!((p.plural.as_str(), p.name), ("leases", None));
         assert_eq!(parse("/apis").unwrap(), Route::Groups);

@@ -24,9 +24,7 @@ pub struct LabelSelector(Vec<Requirement>);
 
 impl LabelSelector {
     pub fn parse(input: &str) -> Result<Self, ApiError> {
-        let bad = |why: &str| {
-            ApiError::BadRequest(format!("unable to parse requirement: {why}: {input:?}"))
-        };
+        let bad = |why: &str| ApiError::BadRequest(format!("unable to parse requirement: {why}: {input:?}"));
         let mut reqs = Vec::new();
         for term in split_terms(input) {
             let term = term.trim();
@@ -41,20 +39,11 @@ impl LabelSelector {
                     label_value(v.trim()).map_err(|e| bad(&e))?,
                 )
             } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                Requirement::Eq(
-                    label_key(k.trim()).map_err(|e| bad(&e))?,
-                    label_value(v.trim()).map_err(|e| bad(&e))?,
-                )
+                Requirement::Eq(label_key(k.trim()).map_err(|e| bad(&e))?, label_value(v.trim()).map_err(|e| bad(&e))?)
             } else if let Some((k, set)) = split_set_op(term, " notin ") {
-                Requirement::NotIn(
-                    label_key(k).map_err(|e| bad(&e))?,
-                    set_values(set).map_err(|e| bad(&e))?,
-                )
+                Requirement::NotIn(label_key(k).map_err(|e| bad(&e))?, set_values(set).map_err(|e| bad(&e))?)
             } else if let Some((k, set)) = split_set_op(term, " in ") {
-                Requirement::In(
-                    label_key(k).map_err(|e| bad(&e))?,
-                    set_values(set).map_err(|e| bad(&e))?,
-                )
+                Requirement::In(label_key(k).map_err(|e| bad(&e))?, set_values(set).map_err(|e| bad(&e))?)
             } else {
                 Requirement::Exists(label_key(term).map_err(|e| bad(&e))?)
             };
@@ -106,10 +95,7 @@ fn set_values(set: &str) -> Result<BTreeSet<String>, String> {
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
         .ok_or_else(|| "expected a parenthesised set of values".to_string())?;
-    inner
-        .split(',')
-        .map(|v| label_value(v.trim()))
-        .collect::<Result<_, _>>()
+    inner.split(',').map(|v| label_value(v.trim())).collect::<Result<_, _>>()
 }
 
 /// Checks a label key: optional DNS-subdomain prefix and a name of at most 63
@@ -142,8 +128,7 @@ fn is_label_token(s: &str) -> bool {
     s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// RFC 1123 subdomain: lower-case alphanumerics, '-' and '.', at most 253 characters.
@@ -154,9 +139,7 @@ pub fn is_dns_subdomain(s: &str) -> bool {
             !part.is_empty()
                 && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
                 && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         })
 }
 
@@ -174,17 +157,13 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (f, true, v)
             } else {
-                return Err(ApiError::BadRequest(format!(
-                    "invalid selector: '{input}'; can't understand '{term}'"
-                )));
+                return Err(ApiError::BadRequest(format!("invalid selector: '{input}'; can't understand '{term}'")));
             };
             let field = field.trim();
-            let known = matches!(field, "metadata.name" | "metadata.namespace")
-                || selectable.iter().any(|s| s == field);
+            let known =
+                matches!(field, "metadata.name" | "metadata.namespace") || selectable.iter().any(|s| s == field);
             if !known {
-                return Err(ApiError::BadRequest(format!(
-                    "field label not supported: {field}"
-                )));
+                return Err(ApiError::BadRequest(format!("field label not supported: {field}")));
             }
             terms.push((field.to_string(), equal, value.trim().to_string()));
         }
@@ -237,9 +216,7 @@ mod tests {
         assert!(m("app=web", &o) && m("app==web", &o) && !m("app=db", &o));
         assert!(m("app!=db", &o) && m("app!=db", &none) && !m("app!=web", &o));
         assert!(m("app in (web, db)", &o) && !m("app in (db)", &o) && !m("app in (web)", &none));
-        assert!(
-            m("app notin (db)", &o) && m("app notin (web)", &none) && !m("app notin (web)", &o)
-        );
+        assert!(m("app notin (db)", &o) && m("app notin (web)", &none) && !m("app notin (web)", &o));
         assert!(m("app", &o) && !m("app", &none) && m("!app", &none) && !m("!app", &o));
         assert!(m("app in (web,db),tier=front,!gone", &o));
         assert!(!m("app in (web,db),tier=back", &o));

@@ -56,11 +56,7 @@ pub struct ApiServerBuilder {
 
 impl Default for ApiServerBuilder {
     fn default() -> Self {
-        Self {
-            history_limit: 10_000,
-            bookmark_interval: Duration::from_secs(60),
-            strict_namespaces: false,
-        }
+        Self { history_limit: 10_000, bookmark_interval: Duration::from_secs(60), strict_namespaces: false }
     }
 }
 
@@ -95,9 +91,7 @@ impl ApiServerBuilder {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
                 hooks: Mutex::new(Hooks::default()),
-                settings: Settings {
-                    strict_namespaces: self.strict_namespaces,
-                },
+                settings: Settings { strict_namespaces: self.strict_namespaces },
                 bookmark_interval: self.bookmark_interval,
                 closed: watch::Sender::new(0),
             }),
@@ -143,12 +137,7 @@ impl ApiServer {
             .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
             .ok_or_else(ApiError::no_route)?;
         let name = crate::meta::name(&body).unwrap_or_default().to_string();
-        let mut target = Target {
-            kind,
-            namespace: None,
-            name: None,
-            subresource: None,
-        };
+        let mut target = Target { kind, namespace: None, name: None, subresource: None };
         let existing = store.get(&target.gr(), &(String::new(), name.clone()));
         match existing {
             None => {
@@ -158,9 +147,7 @@ impl ApiServer {
             Some(old) => {
                 target.name = Some(name);
                 let req = UpdateRequest {
-                    scope: Scope::Main {
-                        status_subresource: true,
-                    },
+                    scope: Scope::Main { status_subresource: true },
                     manager: Manager::Update("memapi"),
                     require_rv: false,
                     dry_run: false,
@@ -240,10 +227,7 @@ impl ApiServer {
             let service = hyper_util::service::TowerToHyperService::new(self.clone());
             tokio::spawn(async move {
                 let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await
-                {
+                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
                     tracing::debug!(%peer, error = %e, "memapi connection ended with an error");
                 }
             });
@@ -251,17 +235,11 @@ impl ApiServer {
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
-        self.inner
-            .store
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn hooks(&self) -> MutexGuard<'_, Hooks> {
-        self.inner
-            .hooks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.hooks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn seed_namespaces(&self) {
@@ -269,22 +247,12 @@ impl ApiServer {
         let Some(kind) = store.registry.get("", "v1", "namespaces") else {
             return;
         };
-        let target = Target {
-            kind,
-            namespace: None,
-            name: None,
-            subresource: None,
-        };
+        let target = Target { kind, namespace: None, name: None, subresource: None };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            if let Err(e) = handlers::create(
-                &mut store,
-                self.inner.settings,
-                &target,
-                &Query::default(),
-                body,
-                "memapi",
-            ) {
+            if let Err(e) =
+                handlers::create(&mut store, self.inner.settings, &target, &Query::default(), body, "memapi")
+            {
                 tracing::warn!(namespace = ns, error = %e, "could not create namespace");
             }
         }
@@ -303,9 +271,7 @@ impl ApiServer {
                 return error_response(&err);
             }
         };
-        let response = self
-            .route(&parts, &body)
-            .unwrap_or_else(|e| error_response(&e));
+        let response = self.route(&parts, &body).unwrap_or_else(|e| error_response(&e));
         tracing::debug!(method = %parts.method, uri = %parts.uri, status = response.status().as_u16(), "memapi request");
         response
     }
@@ -313,10 +279,7 @@ impl ApiServer {
     fn route(&self, parts: &Parts, body: &Bytes) -> Result<Response<ResponseBody>, ApiError> {
         let route = path::parse(parts.uri.path())?;
         if !matches!(route, Route::Object(_)) && parts.method != Method::GET {
-            return Err(ApiError::MethodNotAllowed(format!(
-                "{} is not supported on discovery paths",
-                parts.method
-            )));
+            return Err(ApiError::MethodNotAllowed(format!("{} is not supported on discovery paths", parts.method)));
         }
         let store = self.store();
         let doc = match route {
@@ -337,18 +300,9 @@ impl ApiServer {
         Ok(json_response(StatusCode::OK, &doc))
     }
 
-    fn resource(
-        &self,
-        parts: &Parts,
-        p: ResourcePath,
-        body: &Bytes,
-    ) -> Result<Response<ResponseBody>, ApiError> {
+    fn resource(&self, parts: &Parts, p: ResourcePath, body: &Bytes) -> Result<Response<ResponseBody>, ApiError> {
         let q = Query::parse(parts.uri.query());
-        let kind = self
-            .store()
-            .registry
-            .get(&p.group, &p.version, &p.plural)
-            .ok_or_else(ApiError::no_route)?;
+        let kind = self.store().registry.get(&p.group, &p.version, &p.plural).ok_or_else(ApiError::no_route)?;
         if p.namespace.is_some() && !kind.namespaced {
             return Err(ApiError::no_route());
         }
@@ -384,20 +338,12 @@ impl ApiServer {
         if let Some(err) = self.hooks().on_request(&record) {
             return Err(err);
         }
-        let target = Target {
-            kind,
-            namespace: p.namespace,
-            name: p.name,
-            subresource: p.subresource,
-        };
+        let target = Target { kind, namespace: p.namespace, name: p.name, subresource: p.subresource };
         let manager = default_manager(parts);
         let settings = self.inner.settings;
         let json_body = || -> Result<Value, ApiError> {
-            serde_json::from_slice(body).map_err(|e| {
-                ApiError::BadRequest(format!(
-                    "the body of the request could not be decoded as JSON: {e}"
-                ))
-            })
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("the body of the request could not be decoded as JSON: {e}")))
         };
         let metadata_only = parts
             .headers
@@ -411,45 +357,27 @@ impl ApiServer {
             Verb::Watch => return self.watch(&store, target, &q, metadata_only),
             Verb::Create => {
                 let manager = q.get("fieldManager").unwrap_or(&manager);
-                let created =
-                    handlers::create(&mut store, settings, &target, &q, json_body()?, manager)?;
+                let created = handlers::create(&mut store, settings, &target, &q, json_body()?, manager)?;
                 (StatusCode::CREATED, created)
             }
             Verb::Update => {
                 let manager = q.get("fieldManager").unwrap_or(&manager);
-                (
-                    StatusCode::OK,
-                    handlers::replace(&mut store, &target, &q, json_body()?, manager)?,
-                )
+                (StatusCode::OK, handlers::replace(&mut store, &target, &q, json_body()?, manager)?)
             }
             Verb::Patch => {
-                let ct = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
+                let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
                 handlers::patch(&mut store, settings, &target, &q, ct, body, &manager)?
             }
             Verb::Delete => {
                 let out = handlers::delete(&mut store, &target, &q, body)?;
                 // 202 when the object lingers (finalizers), as the apiserver answers.
-                let code = if out.get("kind") == Some(&json!("Status")) {
-                    StatusCode::OK
-                } else {
-                    StatusCode::ACCEPTED
-                };
+                let code =
+                    if out.get("kind") == Some(&json!("Status")) { StatusCode::OK } else { StatusCode::ACCEPTED };
                 (code, out)
             }
-            Verb::DeleteCollection => (
-                StatusCode::OK,
-                handlers::delete_collection(&mut store, &target, &q)?,
-            ),
+            Verb::DeleteCollection => (StatusCode::OK, handlers::delete_collection(&mut store, &target, &q)?),
         };
-        let doc = if metadata_only {
-            handlers::metadata_only(doc)
-        } else {
-            doc
-        };
+        let doc = if metadata_only { handlers::metadata_only(doc) } else { doc };
         Ok(json_response(code, &doc))
     }
 
@@ -462,10 +390,7 @@ impl ApiServer {
     ) -> Result<Response<ResponseBody>, ApiError> {
         let selectors = Selectors {
             labels: LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?,
-            fields: FieldSelector::parse(
-                q.get("fieldSelector").unwrap_or_default(),
-                &target.kind.selectable_fields,
-            )?,
+            fields: FieldSelector::parse(q.get("fieldSelector").unwrap_or_default(), &target.kind.selectable_fields)?,
         };
         let req = WatchRequest {
             target,
@@ -480,10 +405,7 @@ impl ApiServer {
         let lines = watches::start(store, self.inner.closed.subscribe(), req)?;
         let body = StreamBody::new(lines.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))));
         let mut resp = Response::new(BodyExt::boxed_unsync(body));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(resp)
     }
 }
@@ -512,10 +434,8 @@ fn discovery_groups(store: &Store) -> Value {
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(name, versions)| {
-            let versions: Vec<Value> = versions
-                .iter()
-                .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
-                .collect();
+            let versions: Vec<Value> =
+                versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
             json!({"name": name, "versions": versions, "preferredVersion": versions[0]})
         })
         .collect();
@@ -524,11 +444,7 @@ fn discovery_groups(store: &Store) -> Value {
 
 fn discovery_resources(store: &Store, group: &str, version: &str) -> Result<Value, ApiError> {
     let mut resources = Vec::new();
-    for k in store
-        .registry
-        .all()
-        .filter(|k| k.group == group && k.version == version)
-    {
+    for k in store.registry.all().filter(|k| k.group == group && k.version == version) {
         resources.push(json!({
             "name": k.plural, "singularName": k.kind.to_lowercase(), "namespaced": k.namespaced,
             "kind": k.kind,
@@ -544,24 +460,15 @@ fn discovery_resources(store: &Store, group: &str, version: &str) -> Result<Valu
     if resources.is_empty() {
         return Err(ApiError::no_route());
     }
-    let group_version = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Ok(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}),
-    )
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Ok(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
 }
 
 fn json_response(code: StatusCode, doc: &Value) -> Response<ResponseBody> {
     let bytes = serde_json::to_vec(doc).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
     *resp.status_mut() = code;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

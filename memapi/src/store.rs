@@ -112,26 +112,16 @@ impl Store {
         let owned_by = |obj: &Value| {
             obj.pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
-                .is_some_and(|refs| {
-                    refs.iter()
-                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-                })
+                .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
         };
         self.objects
             .iter()
-            .flat_map(|(gr, map)| {
-                map.values()
-                    .filter(|o| owned_by(o))
-                    .map(move |o| (gr.clone(), o.clone()))
-            })
+            .flat_map(|(gr, map)| map.values().filter(|o| owned_by(o)).map(move |o| (gr.clone(), o.clone())))
             .collect()
     }
 
     pub fn uid_exists(&self, uid: &str) -> bool {
-        self.objects
-            .values()
-            .flat_map(|m| m.values())
-            .any(|o| meta::str_at(o, "/metadata/uid") == Some(uid))
+        self.objects.values().flat_map(|m| m.values()).any(|o| meta::str_at(o, "/metadata/uid") == Some(uid))
     }
 
     /// Stores an object under a new resourceVersion and publishes the change.
@@ -139,16 +129,8 @@ impl Store {
         self.rv += 1;
         meta::meta_mut(&mut obj).insert("resourceVersion".into(), self.rv.to_string().into());
         let obj = Arc::new(obj);
-        let previous = self
-            .objects
-            .entry(gr.clone())
-            .or_default()
-            .insert(key, obj.clone());
-        let event = if previous.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
+        let previous = self.objects.entry(gr.clone()).or_default().insert(key, obj.clone());
+        let event = if previous.is_some() { EventType::Modified } else { EventType::Added };
         self.publish(gr, event, obj.clone(), previous);
         obj
     }
@@ -177,20 +159,8 @@ impl Store {
         }
     }
 
-    fn publish(
-        &mut self,
-        gr: &GroupResource,
-        event: EventType,
-        object: Arc<Value>,
-        previous: Option<Arc<Value>>,
-    ) {
-        let change = Arc::new(Change {
-            rv: self.rv,
-            resource: gr.clone(),
-            event,
-            object,
-            previous,
-        });
+    fn publish(&mut self, gr: &GroupResource, event: EventType, object: Arc<Value>, previous: Option<Arc<Value>>) {
+        let change = Arc::new(Change { rv: self.rv, resource: gr.clone(), event, object, previous });
         self.history.push_back(change.clone());
         while self.history.len() > self.history_limit {
             if let Some(old) = self.history.pop_front() {
@@ -222,8 +192,7 @@ impl Store {
     /// Keeps the rest of a list for a later `continue` request; returns the token.
     pub fn keep_pending(&mut self, rv: u64, items: Vec<Value>) -> String {
         let token = uuid::Uuid::new_v4().simple().to_string();
-        self.pending
-            .push_back((token.clone(), Pending { rv, items }));
+        self.pending.push_back((token.clone(), Pending { rv, items }));
         while self.pending.len() > MAX_PENDING_LISTS {
             self.pending.pop_front();
         }

@@ -33,11 +33,7 @@ pub struct WatchRequest {
 impl WatchRequest {
     fn render(&self, obj: &Value) -> Value {
         let doc = present(obj, &self.target.kind);
-        if self.metadata_only {
-            metadata_only(doc)
-        } else {
-            doc
-        }
+        if self.metadata_only { metadata_only(doc) } else { doc }
     }
 }
 
@@ -73,9 +69,8 @@ pub fn start(
             ));
         }
         Some(rv) => {
-            let from = rv
-                .parse::<u64>()
-                .map_err(|_| ApiError::BadRequest(format!("invalid resource version {rv:?}")))?;
+            let from =
+                rv.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("invalid resource version {rv:?}")))?;
             // A version from the future: nothing up to it may be sent.
             position = position.max(from);
             match store.changes_since(from) {
@@ -89,10 +84,8 @@ pub fn start(
                 // The apiserver answers 200 and sends one ERROR event; kube's watcher
                 // relists on it.
                 None => {
-                    let err = ApiError::Expired(format!(
-                        "too old resource version: {from} ({})",
-                        store.compacted_rv() + 1
-                    ));
+                    let err =
+                        ApiError::Expired(format!("too old resource version: {from} ({})", store.compacted_rv() + 1));
                     queue.push_back(line("ERROR", &err.to_status()));
                     let at = Instant::now();
                     return Ok(stream(Watcher {
@@ -187,10 +180,7 @@ fn event_line(req: &WatchRequest, change: &Change) -> Option<Bytes> {
         return None;
     }
     let now = req.selectors.matches(&change.object);
-    let before = change
-        .previous
-        .as_deref()
-        .is_some_and(|p| req.selectors.matches(p));
+    let before = change.previous.as_deref().is_some_and(|p| req.selectors.matches(p));
     let event = match (change.event, before, now) {
         (EventType::Added, _, true) => EventType::Added,
         (EventType::Deleted, true, _) => EventType::Deleted,
@@ -200,8 +190,7 @@ fn event_line(req: &WatchRequest, change: &Change) -> Option<Bytes> {
             // Like the apiserver's watch cache: the last state that matched, at the
             // resourceVersion of the change.
             let mut last = req.render(change.previous.as_deref()?);
-            meta::meta_mut(&mut last)
-                .insert("resourceVersion".into(), change.rv.to_string().into());
+            meta::meta_mut(&mut last).insert("resourceVersion".into(), change.rv.to_string().into());
             return Some(line("DELETED", &last));
         }
         _ => return None,
@@ -218,8 +207,7 @@ fn bookmark(kind: &ResourceKind, rv: u64) -> Value {
 }
 
 fn line(event: &str, object: &Value) -> Bytes {
-    let mut buf = serde_json::to_vec(&json!({"type": event, "object": object}))
-        .unwrap_or_else(|_| b"{}".to_vec());
+    let mut buf = serde_json::to_vec(&json!({"type": event, "object": object})).unwrap_or_else(|_| b"{}".to_vec());
     buf.push(b'\n');
     Bytes::from(buf)
 }

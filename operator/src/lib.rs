@@ -1,3 +1,4 @@
 //! cellplane: a Kubernetes operator for the control plane of a cell-based managed service.
 
 pub mod api;
+pub mod cli;

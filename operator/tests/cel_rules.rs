@@ -25,10 +25,7 @@ fn assert_valid(kind: &str, object: &Value) {
 #[track_caller]
 fn assert_rejected(kind: &str, object: &Value, old: Option<&Value>, message: &str) {
     let errs = errors(kind, object, old);
-    assert!(
-        errs.iter().any(|e| e.contains(message)),
-        "expected an error containing {message:?}, got {errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.contains(message)), "expected an error containing {message:?}, got {errs:?}");
 }
 
 fn with(mut object: Value, pointer: &str, value: Value) -> Value {
@@ -39,12 +36,7 @@ fn with(mut object: Value, pointer: &str, value: Value) -> Value {
 
 fn without(mut object: Value, pointer: &str) -> Value {
     let (parent, key) = pointer.rsplit_once('/').unwrap();
-    object
-        .pointer_mut(parent)
-        .unwrap()
-        .as_object_mut()
-        .unwrap()
-        .remove(key);
+    object.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
     object
 }
 
@@ -72,10 +64,7 @@ fn cell() -> Value {
 #[test]
 fn cell_accepts_a_complete_spec() {
     assert_valid("Cell", &cell());
-    let sim = without(
-        with(cell(), "/spec/provider", json!("sim")),
-        "/spec/credentialsSecretRef",
-    );
+    let sim = without(with(cell(), "/spec/provider", json!("sim")), "/spec/credentialsSecretRef");
     assert_valid("Cell", &sim);
 }
 
@@ -88,12 +77,7 @@ fn cell_needs_credentials_on_a_real_cloud() {
 #[test]
 fn cell_node_pool_bounds() {
     let object = with(cell(), "/spec/cluster/nodePools/0/minNodes", json!(5));
-    assert_rejected(
-        "Cell",
-        &object,
-        None,
-        "minNodes must not be greater than maxNodes",
-    );
+    assert_rejected("Cell", &object, None, "minNodes must not be greater than maxNodes");
 }
 
 #[test]
@@ -111,11 +95,7 @@ fn cell_provider_region_and_cidr_are_immutable() {
     let changes = [
         ("/spec/provider", json!("gcp"), "provider is immutable"),
         ("/spec/region", json!("eu-central-1"), "region is immutable"),
-        (
-            "/spec/network/cidr",
-            json!("10.30.0.0/16"),
-            "network.cidr is immutable",
-        ),
+        ("/spec/network/cidr", json!("10.30.0.0/16"), "network.cidr is immutable"),
     ];
     for (pointer, value, message) in changes {
         assert_rejected("Cell", &with(cell(), pointer, value), Some(&old), message);
@@ -142,17 +122,10 @@ const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\
 #[test]
 fn namespace_accepts_either_mtls_mode() {
     assert_valid("Namespace", &namespace());
+    assert_valid("Namespace", &with(namespace(), "/spec/mtls", json!({"acceptedClientCA": PEM})));
     assert_valid(
         "Namespace",
-        &with(namespace(), "/spec/mtls", json!({"acceptedClientCA": PEM})),
-    );
-    assert_valid(
-        "Namespace",
-        &with(
-            namespace(),
-            "/spec/mtls",
-            json!({"acceptedClientCA": PEM, "issueClientCertificate": false}),
-        ),
+        &with(namespace(), "/spec/mtls", json!({"acceptedClientCA": PEM, "issueClientCertificate": false})),
     );
 }
 
@@ -160,45 +133,21 @@ fn namespace_accepts_either_mtls_mode() {
 fn namespace_mtls_needs_exactly_one_mode() {
     let message = "set exactly one of acceptedClientCA or issueClientCertificate";
     let both = json!({"acceptedClientCA": PEM, "issueClientCertificate": true});
-    assert_rejected(
-        "Namespace",
-        &with(namespace(), "/spec/mtls", both),
-        None,
-        message,
-    );
-    assert_rejected(
-        "Namespace",
-        &with(namespace(), "/spec/mtls", json!({})),
-        None,
-        message,
-    );
+    assert_rejected("Namespace", &with(namespace(), "/spec/mtls", both), None, message);
+    assert_rejected("Namespace", &with(namespace(), "/spec/mtls", json!({})), None, message);
     let off = json!({"issueClientCertificate": false});
-    assert_rejected(
-        "Namespace",
-        &with(namespace(), "/spec/mtls", off),
-        None,
-        message,
-    );
+    assert_rejected("Namespace", &with(namespace(), "/spec/mtls", off), None, message);
 }
 
 #[test]
 fn namespace_endpoint_template_names_the_namespace() {
-    let object = with(
-        namespace(),
-        "/spec/endpoint",
-        json!({"hostnameTemplate": "{cell}.{domain}"}),
-    );
+    let object = with(namespace(), "/spec/endpoint", json!({"hostnameTemplate": "{cell}.{domain}"}));
     assert_rejected("Namespace", &object, None, "must contain {namespace}");
 }
 
 #[test]
 fn namespace_name_is_a_dns_label_and_region_immutable() {
-    assert_rejected(
-        "Namespace",
-        &with(namespace(), "/metadata/name", json!("a.b")),
-        None,
-        "DNS label",
-    );
+    assert_rejected("Namespace", &with(namespace(), "/metadata/name", json!("a.b")), None, "DNS label");
     let old = namespace();
     let moved = with(namespace(), "/spec/region", json!("us-east-1"));
     assert_rejected("Namespace", &moved, Some(&old), "region is immutable");
@@ -243,12 +192,7 @@ fn ring_accepts_version_or_follow_upstream() {
 #[test]
 fn ring_order_and_upstream_are_exclusive() {
     let object = with(ring(), "/spec/upstream", json!("canary"));
-    assert_rejected(
-        "DeploymentRing",
-        &object,
-        None,
-        "set at most one of order and upstream",
-    );
+    assert_rejected("DeploymentRing", &object, None, "set at most one of order and upstream");
 }
 
 #[test]
@@ -262,27 +206,15 @@ fn ring_version_and_follow_upstream_are_exclusive() {
 
 #[test]
 fn ring_follow_upstream_needs_an_upstream() {
-    let first = with(
-        without(ring(), "/spec/version"),
-        "/spec/followUpstream",
-        json!(true),
-    );
-    assert_rejected(
-        "DeploymentRing",
-        &first,
-        None,
-        "followUpstream needs an upstream ring",
-    );
+    let first = with(without(ring(), "/spec/version"), "/spec/followUpstream", json!(true));
+    assert_rejected("DeploymentRing", &first, None, "followUpstream needs an upstream ring");
     assert_valid("DeploymentRing", &with(first, "/spec/order", json!(1)));
 }
 
 #[test]
 fn ring_max_batch_is_a_positive_count_or_percentage() {
     assert_valid("DeploymentRing", &with(ring(), "/spec/maxBatch", json!(3)));
-    assert_valid(
-        "DeploymentRing",
-        &with(ring(), "/spec/maxBatch", json!("100%")),
-    );
+    assert_valid("DeploymentRing", &with(ring(), "/spec/maxBatch", json!("100%")));
     let zero = with(ring(), "/spec/maxBatch", json!(0));
     assert_rejected("DeploymentRing", &zero, None, "maxBatch must be at least 1");
 }
@@ -291,32 +223,17 @@ fn ring_max_batch_is_a_positive_count_or_percentage() {
 fn ring_gate_settings_match_its_kind() {
     let no_query = json!([{"name": "errors", "kind": "prometheus"}]);
     let object = with(ring(), "/spec/gates", no_query);
-    assert_rejected(
-        "DeploymentRing",
-        &object,
-        None,
-        "a prometheus gate needs the prometheus settings",
-    );
+    assert_rejected("DeploymentRing", &object, None, "a prometheus gate needs the prometheus settings");
 
     let stray = json!([{"name": "ready", "kind": "cellConditions",
         "prometheus": {"query": "up", "comparison": "gt", "threshold": 0}}]);
     let object = with(ring(), "/spec/gates", stray);
-    assert_rejected(
-        "DeploymentRing",
-        &object,
-        None,
-        "only allowed on a prometheus gate",
-    );
+    assert_rejected("DeploymentRing", &object, None, "only allowed on a prometheus gate");
 
     let conditions = json!([{"name": "errors", "kind": "prometheus", "conditions": ["Ready"],
         "prometheus": {"query": "up", "comparison": "gt", "threshold": 0}}]);
     let object = with(ring(), "/spec/gates", conditions);
-    assert_rejected(
-        "DeploymentRing",
-        &object,
-        None,
-        "only allowed on a cellConditions gate",
-    );
+    assert_rejected("DeploymentRing", &object, None, "only allowed on a cellConditions gate");
 }
 
 /// A minimal manifest, defaulted by the schema as the API server would, reads back into the
@@ -332,20 +249,11 @@ fn defaulted_minimal_manifests_deserialize() {
     let ns: Namespace = serde_json::from_value(defaulted("Namespace", namespace())).unwrap();
     assert_eq!(ns.spec.retention.days, 30);
     assert_eq!(ns.spec.endpoint.hostname_template, "{namespace}.{domain}");
-    assert_eq!(
-        ns.spec.placement.tier,
-        cellplane::api::namespace::Tier::Standard
-    );
+    assert_eq!(ns.spec.placement.tier, cellplane::api::namespace::Tier::Standard);
 
     let ring: DeploymentRing = serde_json::from_value(defaulted("DeploymentRing", ring())).unwrap();
     assert_eq!(ring.spec.pause_between_batches, "5m");
     assert_eq!(ring.spec.min_bake_time, "1h");
-    assert_eq!(
-        ring.spec.max_batch,
-        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)
-    );
-    assert_eq!(
-        ring.spec.rollback_policy,
-        cellplane::api::ring::RollbackPolicy::None
-    );
+    assert_eq!(ring.spec.max_batch, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1));
+    assert_eq!(ring.spec.rollback_policy, cellplane::api::ring::RollbackPolicy::None);
 }

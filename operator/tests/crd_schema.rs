@@ -9,40 +9,23 @@ use serde_json::Value;
 
 #[test]
 fn names_scope_and_subresources() {
-    let expected_short_names: [(&str, &[&str]); 3] = [
-        ("Cell", &[]),
-        ("Namespace", &["cns", "cellns"]),
-        ("DeploymentRing", &["ring"]),
-    ];
+    let expected_short_names: [(&str, &[&str]); 3] =
+        [("Cell", &[]), ("Namespace", &["cns", "cellns"]), ("DeploymentRing", &["ring"])];
     for (kind, short_names) in expected_short_names {
         let crd = crd(kind);
         let names = &crd.spec.names;
         assert_eq!(crd.spec.group, "cellplane.io");
         assert_eq!(crd.spec.scope, "Cluster", "{kind} must be cluster-scoped");
-        assert_eq!(
-            names.categories.as_deref(),
-            Some(&["cellplane".to_string()][..]),
-            "{kind}"
-        );
-        assert_eq!(
-            names.short_names.clone().unwrap_or_default(),
-            short_names,
-            "{kind}"
-        );
+        assert_eq!(names.categories.as_deref(), Some(&["cellplane".to_string()][..]), "{kind}");
+        assert_eq!(names.short_names.clone().unwrap_or_default(), short_names, "{kind}");
         assert_eq!(crd.spec.versions.len(), 1);
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(version.served && version.storage);
         let subresources = version.subresources.as_ref().expect("subresources");
-        assert!(
-            subresources.status.is_some(),
-            "{kind} needs the status subresource"
-        );
+        assert!(subresources.status.is_some(), "{kind} needs the status subresource");
     }
-    assert_eq!(
-        crd("Namespace").metadata.name.as_deref(),
-        Some("namespaces.cellplane.io")
-    );
+    assert_eq!(crd("Namespace").metadata.name.as_deref(), Some("namespaces.cellplane.io"));
     assert_eq!(crd("DeploymentRing").spec.names.plural, "deploymentrings");
 }
 
@@ -50,37 +33,20 @@ fn names_scope_and_subresources() {
 fn printer_columns_show_phase_ready_and_age() {
     for kind in KINDS {
         let crd = crd(kind);
-        let columns = crd.spec.versions[0]
-            .additional_printer_columns
-            .clone()
-            .unwrap_or_default();
+        let columns = crd.spec.versions[0].additional_printer_columns.clone().unwrap_or_default();
         let by_name = |name: &str| columns.iter().find(|c| c.name == name);
-        assert_eq!(
-            by_name("Phase").map(|c| c.json_path.as_str()),
-            Some(".status.phase"),
-            "{kind}"
-        );
+        assert_eq!(by_name("Phase").map(|c| c.json_path.as_str()), Some(".status.phase"), "{kind}");
         assert_eq!(
             by_name("Ready").map(|c| c.json_path.as_str()),
             Some(r#".status.conditions[?(@.type=="Ready")].status"#),
             "{kind}"
         );
-        assert_eq!(
-            by_name("Age").map(|c| c.type_.as_str()),
-            Some("date"),
-            "{kind}"
-        );
-        assert_eq!(
-            columns.last().map(|c| c.name.as_str()),
-            Some("Age"),
-            "{kind}: Age goes last"
-        );
+        assert_eq!(by_name("Age").map(|c| c.type_.as_str()), Some("date"), "{kind}");
+        assert_eq!(columns.last().map(|c| c.name.as_str()), Some("Age"), "{kind}: Age goes last");
         for column in &columns {
             let path = column.json_path.split('[').next().unwrap_or_default();
             assert!(
-                path.starts_with(".spec.")
-                    || path.starts_with(".status.")
-                    || path == ".metadata.creationTimestamp",
+                path.starts_with(".spec.") || path.starts_with(".status.") || path == ".metadata.creationTimestamp",
                 "{kind}: column {} has path {}",
                 column.name,
                 column.json_path
@@ -88,22 +54,14 @@ fn printer_columns_show_phase_ready_and_age() {
         }
     }
     let cell = crd("Cell");
-    let cell_columns: Vec<_> = cell.spec.versions[0]
-        .additional_printer_columns
-        .iter()
-        .flatten()
-        .map(|c| c.name.as_str())
-        .collect();
+    let cell_columns: Vec<_> =
+        cell.spec.versions[0].additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
     for name in ["Provider", "Region", "Version", "Running"] {
         assert!(cell_columns.contains(&name), "Cell lacks column {name}");
     }
     let ns = crd("Namespace");
     assert!(
-        ns.spec.versions[0]
-            .additional_printer_columns
-            .iter()
-            .flatten()
-            .any(|c| c.json_path == ".status.assignedCell")
+        ns.spec.versions[0].additional_printer_columns.iter().flatten().any(|c| c.json_path == ".status.assignedCell")
     );
 }
 
@@ -117,25 +75,15 @@ fn every_property_has_a_description() {
                 return;
             };
             for (name, prop) in props {
-                let described = prop
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .is_some_and(|d| !d.trim().is_empty());
+                let described = prop.get("description").and_then(Value::as_str).is_some_and(|d| !d.trim().is_empty());
                 if !described {
                     missing.push(format!("{path}.{name}"));
                 }
             }
         });
-        assert!(
-            schema.get("description").is_some(),
-            "{kind} has no root description"
-        );
+        assert!(schema.get("description").is_some(), "{kind} has no root description");
     }
-    assert!(
-        missing.is_empty(),
-        "properties without a description:\n{}",
-        missing.join("\n")
-    );
+    assert!(missing.is_empty(), "properties without a description:\n{}", missing.join("\n"));
 }
 
 #[test]
@@ -143,10 +91,7 @@ fn descriptions_are_unwrapped() {
     for kind in KINDS {
         walk(kind, &schema(&crd(kind)), &mut |path, node| {
             if let Some(d) = node.get("description").and_then(Value::as_str) {
-                assert!(
-                    !d.replace("\n\n", "").contains('\n'),
-                    "{path}: wrapped description {d:?}"
-                );
+                assert!(!d.replace("\n\n", "").contains('\n'), "{path}: wrapped description {d:?}");
             }
         });
     }
@@ -156,16 +101,8 @@ fn descriptions_are_unwrapped() {
 fn rules(kind: &str) -> Vec<(String, serde_json::Map<String, Value>)> {
     let mut found = vec![];
     walk(kind, &schema(&crd(kind)), &mut |path, node| {
-        for rule in node
-            .get("x-kubernetes-validations")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            found.push((
-                path.to_owned(),
-                rule.as_object().cloned().unwrap_or_default(),
-            ));
+        for rule in node.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
+            found.push((path.to_owned(), rule.as_object().cloned().unwrap_or_default()));
         }
     });
     found
@@ -178,22 +115,12 @@ fn validations_use_only_rule_and_message() {
         for (path, rule) in rules(kind) {
             total += 1;
             let keys: Vec<_> = rule.keys().map(String::as_str).collect();
-            assert_eq!(
-                keys,
-                ["message", "rule"],
-                "{path}: keys {keys:?}; Kubernetes 1.25 knows only rule and message"
-            );
+            assert_eq!(keys, ["message", "rule"], "{path}: keys {keys:?}; Kubernetes 1.25 knows only rule and message");
             let message = rule["message"].as_str().unwrap_or_default();
-            assert!(
-                !message.is_empty() && !message.contains('\n'),
-                "{path}: bad message {message:?}"
-            );
+            assert!(!message.is_empty() && !message.contains('\n'), "{path}: bad message {message:?}");
         }
     }
-    assert!(
-        total >= 15,
-        "expected the CEL rules to be present, found {total}"
-    );
+    assert!(total >= 15, "expected the CEL rules to be present, found {total}");
 }
 
 /// CEL functions and macros Kubernetes 1.25 offers that these rules may use. Newer libraries
@@ -250,10 +177,7 @@ fn cel_rules_use_only_functions_available_in_kubernetes_1_25() {
     for kind in KINDS {
         for (path, rule) in rules(kind) {
             let expr = rule["rule"].as_str().unwrap_or_default();
-            assert!(
-                !expr.contains(".?"),
-                "{path}: optional field selection needs Kubernetes 1.29"
-            );
+            assert!(!expr.contains(".?"), "{path}: optional field selection needs Kubernetes 1.29");
             for function in called_functions(expr) {
                 assert!(
                     CEL_FUNCTIONS_IN_1_25.contains(&function.as_str()),
@@ -262,10 +186,7 @@ fn cel_rules_use_only_functions_available_in_kubernetes_1_25() {
             }
         }
     }
-    assert_eq!(
-        called_functions("has(self.a) && self.b.matches('x(y)')"),
-        ["has", "matches"]
-    );
+    assert_eq!(called_functions("has(self.a) && self.b.matches('x(y)')"), ["has", "matches"]);
 }
 
 #[test]
@@ -275,31 +196,21 @@ fn cel_rules_compile_and_stay_in_budget() {
         let compiled = compile_schema(&schema);
         let mut errors = vec![];
         collect_errors(kind, &compiled, &mut errors);
-        assert!(
-            errors.is_empty(),
-            "CEL rules that do not compile:\n{}",
-            errors.join("\n")
-        );
+        assert!(errors.is_empty(), "CEL rules that do not compile:\n{}", errors.join("\n"));
 
         for (path, rule) in rules(kind) {
             let expr = rule["rule"].as_str().unwrap_or_default();
             // kube-cel's scope check takes CEL type names (`type(self) == string`) for variables.
             let warnings: Vec<_> = analyze_rule(expr, &compiled, ScopeContext::CrdValidation)
                 .into_iter()
-                .filter(|w| {
-                    !CEL_TYPE_NAMES
-                        .iter()
-                        .any(|t| w.message.starts_with(&format!("variable '{t}'")))
-                })
+                .filter(|w| !CEL_TYPE_NAMES.iter().any(|t| w.message.starts_with(&format!("variable '{t}'"))))
                 .collect();
             assert!(warnings.is_empty(), "{path}: {expr}: {warnings:?}");
         }
     }
 }
 
-const CEL_TYPE_NAMES: &[&str] = &[
-    "int", "uint", "double", "bool", "string", "bytes", "list", "map",
-];
+const CEL_TYPE_NAMES: &[&str] = &["int", "uint", "double", "bool", "string", "bytes", "list", "map"];
 
 fn collect_errors(path: &str, node: &kube::core::cel::CompiledSchema, errors: &mut Vec<String>) {
     for err in node.compilation_errors() {
@@ -334,10 +245,7 @@ fn patterns_are_valid_regular_expressions() {
     for kind in KINDS {
         walk(kind, &schema(&crd(kind)), &mut |path, node| {
             if let Some(pattern) = node.get("pattern").and_then(Value::as_str) {
-                assert!(
-                    regex::Regex::new(pattern).is_ok(),
-                    "{path}: bad pattern {pattern}"
-                );
+                assert!(regex::Regex::new(pattern).is_ok(), "{path}: bad pattern {pattern}");
             }
         });
     }
@@ -349,16 +257,10 @@ fn status_conditions_are_list_maps_keyed_by_type() {
         let schema = schema(&crd(kind));
         let conditions = &schema["properties"]["status"]["properties"]["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], "map", "{kind}");
-        assert_eq!(
-            conditions["x-kubernetes-list-map-keys"],
-            serde_json::json!(["type"]),
-            "{kind}"
-        );
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]), "{kind}");
         for field in ["observedGeneration", "workflow", "phase"] {
             assert!(
-                schema["properties"]["status"]["properties"]
-                    .get(field)
-                    .is_some(),
+                schema["properties"]["status"]["properties"].get(field).is_some(),
                 "{kind}: status.{field} missing"
             );
         }

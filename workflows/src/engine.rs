@@ -52,7 +52,10 @@ fn erase<W: Workflow>(workflow: Arc<W>) -> ErasedWorkflow {
 /// How an engine runs. The defaults suit one operator replica.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// This engine's identity in leases (unique per process: a pod name plus a random suffix).
+    /// This engine's identity in leases; unique among live engines. The default is the pod name
+    /// plus the process id and a random suffix. An engine releases, when it starts, any lease
+    /// still held under its own id (left by an earlier process with the same identity), so a
+    /// restarted process with a stable id resumes its workflows at once.
     pub owner: String,
     /// How long a claim lasts without renewal; renewed every third of it.
     pub lease: Duration,
@@ -416,6 +419,9 @@ async fn claim_loop(shared: Arc<Shared>) {
     if types.is_empty() {
         return;
     }
+    if let Err(e) = shared.journal.release(&shared.config.owner, None).await {
+        tracing::warn!(error = %e, "could not release leases of an earlier process with this owner id");
+    }
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -451,8 +457,10 @@ async fn claim_available(shared: &Arc<Shared>, types: &[(String, i32)]) -> Resul
         let count = claimed.len();
         let runs: Vec<(Claimed, CancellationToken, CancellationToken)> =
             claimed.into_iter().map(|c| register_resident(shared, c)).collect();
-        let claimed_runs: Vec<(String, i64)> = runs.iter().map(|(c, ..)| (c.id.clone(), c.run)).collect();
-        let mut histories: HashMap<String, Vec<Event>> = match shared.journal.histories(&claimed_runs).await {
+        let replays: Vec<(String, i64)> =
+            runs.iter().filter(|(c, ..)| c.has_history).map(|(c, ..)| (c.id.clone(), c.run)).collect();
+        let loaded = if replays.is_empty() { Ok(Vec::new()) } else { shared.journal.histories(&replays).await };
+        let mut histories: HashMap<String, Vec<Event>> = match loaded {
             Ok(histories) => histories.into_iter().collect(),
             Err(e) => {
                 for (c, ..) in &runs {
@@ -514,7 +522,7 @@ async fn run_workflow(
     let workflow = shared.workflows.get(&(claimed.name.clone(), claimed.version)).cloned();
     let (halt_tx, halt_rx) = oneshot::channel();
     let ctx = Ctx::new(shared.clone(), &claimed, history, cancel, lost.clone(), halt_tx);
-    if claimed.state == State::Pending {
+    if !claimed.has_history {
         shared.metrics.started.with_label_values(&[&claimed.name]).inc();
     }
     ctx.publish_running();

@@ -144,7 +144,7 @@ async fn a_restarted_engine_replays_completed_steps_without_rerunning_them(postg
     eventually("step b to start", || async { (calls.get("b") == 1).then_some(()) }).await;
     first.abort().await; // as if the process died inside step b
 
-    let (workflow, _, ..) = three_steps(true);
+    let (workflow, ..) = three_steps(true);
     let workflow = ThreeSteps { calls: calls.clone(), ..workflow };
     let second = engine(journal.clone(), "second").register(workflow).start().unwrap();
     gate_open.store(true, Ordering::SeqCst);

@@ -44,17 +44,20 @@ async fn read_until(lines: &mut Lines<BufReader<ChildStdout>>, until: impl Fn(&s
     .await
 }
 
-fn overlaps_between_owners(executions: &[(String, i64, String, i64, i64)]) -> Vec<String> {
-    let mut by_workflow: HashMap<&str, Vec<&(String, i64, String, i64, i64)>> = HashMap::new();
+fn overlaps_between_owners(executions: &[Execution]) -> Vec<String> {
+    let mut by_workflow: HashMap<&str, Vec<&Execution>> = HashMap::new();
     for e in executions {
-        by_workflow.entry(e.0.as_str()).or_default().push(e);
+        by_workflow.entry(e.workflow_id.as_str()).or_default().push(e);
     }
     let mut overlaps = Vec::new();
     for (id, runs) in by_workflow {
         for a in &runs {
             for b in &runs {
-                if a.2 < b.2 && a.3 < b.4 && b.3 < a.4 {
-                    overlaps.push(format!("{id}: {} and {} ran at once", a.2, b.2));
+                if a.owner < b.owner && a.started_ms < b.ended_ms && b.started_ms < a.ended_ms {
+                    overlaps.push(format!(
+                        "{id}: step {} on {} and step {} on {} ran at once",
+                        a.seq, a.owner, b.seq, b.owner
+                    ));
                 }
             }
         }
@@ -81,7 +84,7 @@ async fn two_engines_share_work_and_take_over_from_a_killed_one() {
     b.wait().await.expect("b exits");
 
     let executions = effects.executions().await;
-    let owners: std::collections::HashSet<&str> = executions.iter().map(|e| e.2.as_str()).collect();
+    let owners: std::collections::HashSet<&str> = executions.iter().map(|e| e.owner.as_str()).collect();
     assert!(owners.contains("engine-a") && owners.contains("engine-b"), "both engines worked: {owners:?}");
     assert_eq!(overlaps_between_owners(&executions), Vec::<String>::new());
     let rows = journal.list(None, 100).await.unwrap();

@@ -12,13 +12,7 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A namespaced test kind with a status subresource.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "test.cellplane.io",
-    version = "v1",
-    kind = "Widget",
-    namespaced,
-    status = "WidgetStatus"
-)]
+#[kube(group = "test.cellplane.io", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
 pub struct WidgetSpec {
     pub size: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

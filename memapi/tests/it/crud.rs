@@ -10,10 +10,7 @@ use crate::common::*;
 
 fn secret(name: &str) -> Secret {
     Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
         string_data: None,
         data: None,
         ..Default::default()
@@ -24,10 +21,7 @@ fn secret(name: &str) -> Secret {
 async fn create_get_and_typed_errors() {
     let (_server, client) = setup();
     let secrets: Api<Secret> = Api::namespaced(client, "default");
-    let created = secrets
-        .create(&PostParams::default(), &secret("s1"))
-        .await
-        .unwrap();
+    let created = secrets.create(&PostParams::default(), &secret("s1")).await.unwrap();
     assert!(created.metadata.uid.is_some());
     assert!(created.metadata.creation_timestamp.is_some());
     assert!(created.resource_version().unwrap().parse::<u64>().unwrap() > 0);
@@ -36,12 +30,7 @@ async fn create_get_and_typed_errors() {
     let fetched = secrets.get("s1").await.unwrap();
     assert_eq!(fetched.metadata.uid, created.metadata.uid);
 
-    let dup = api_error(
-        secrets
-            .create(&PostParams::default(), &secret("s1"))
-            .await
-            .unwrap_err(),
-    );
+    let dup = api_error(secrets.create(&PostParams::default(), &secret("s1")).await.unwrap_err());
     assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
 
     let missing = api_error(secrets.get("nope").await.unwrap_err());
@@ -49,19 +38,9 @@ async fn create_get_and_typed_errors() {
     assert_eq!(missing.message, "secrets \"nope\" not found");
     assert!(secrets.get_opt("nope").await.unwrap().is_none());
 
-    let unnamed = api_error(
-        secrets
-            .create(&PostParams::default(), &Secret::default())
-            .await
-            .unwrap_err(),
-    );
+    let unnamed = api_error(secrets.create(&PostParams::default(), &Secret::default()).await.unwrap_err());
     assert_eq!((unnamed.code, unnamed.reason.as_str()), (422, "Invalid"));
-    let bad_name = api_error(
-        secrets
-            .create(&PostParams::default(), &secret("Not_Valid"))
-            .await
-            .unwrap_err(),
-    );
+    let bad_name = api_error(secrets.create(&PostParams::default(), &secret("Not_Valid")).await.unwrap_err());
     assert_eq!(bad_name.code, 422);
 }
 
@@ -82,14 +61,8 @@ async fn stale_resource_version_is_a_conflict() {
     let (_server, client) = setup();
     let leases: Api<Lease> = Api::namespaced(client, "default");
     let mut lease = Lease {
-        metadata: ObjectMeta {
-            name: Some("leader".into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some("a".into()),
-            ..Default::default()
-        }),
+        metadata: ObjectMeta { name: Some("leader".into()), ..Default::default() },
+        spec: Some(LeaseSpec { holder_identity: Some("a".into()), ..Default::default() }),
     };
     lease = leases.create(&PostParams::default(), &lease).await.unwrap();
 
@@ -98,32 +71,15 @@ async fn stale_resource_version_is_a_conflict() {
     first.spec.as_mut().unwrap().holder_identity = Some("b".into());
     let mut second = lease.clone();
     second.spec.as_mut().unwrap().holder_identity = Some("c".into());
-    let won = leases
-        .replace("leader", &PostParams::default(), &first)
-        .await
-        .unwrap();
+    let won = leases.replace("leader", &PostParams::default(), &first).await.unwrap();
     assert_ne!(won.resource_version(), lease.resource_version());
-    let lost = api_error(
-        leases
-            .replace("leader", &PostParams::default(), &second)
-            .await
-            .unwrap_err(),
-    );
+    let lost = api_error(leases.replace("leader", &PostParams::default(), &second).await.unwrap_err());
     assert_eq!((lost.code, lost.reason.as_str()), (409, "Conflict"));
-    assert!(
-        lost.message.contains("the object has been modified"),
-        "{}",
-        lost.message
-    );
+    assert!(lost.message.contains("the object has been modified"), "{}", lost.message);
 
     // A merge patch carrying a stale resourceVersion is refused the same way.
     let stale = json!({"metadata": {"resourceVersion": lease.resource_version()}, "spec": {"holderIdentity": "d"}});
-    let err = api_error(
-        leases
-            .patch("leader", &PatchParams::default(), &Patch::Merge(&stale))
-            .await
-            .unwrap_err(),
-    );
+    let err = api_error(leases.patch("leader", &PatchParams::default(), &Patch::Merge(&stale)).await.unwrap_err());
     assert_eq!(err.code, 409);
     let current = leases.get("leader").await.unwrap();
     assert_eq!(current.spec.unwrap().holder_identity.as_deref(), Some("b"));
@@ -133,37 +89,18 @@ async fn stale_resource_version_is_a_conflict() {
 async fn put_without_resource_version_is_refused_only_for_custom_resources() {
     let (_server, client) = setup();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    secrets
-        .create(&PostParams::default(), &secret("s"))
-        .await
-        .unwrap();
+    secrets.create(&PostParams::default(), &secret("s")).await.unwrap();
     let mut s = secret("s");
     s.string_data = None;
     s.type_ = Some("Opaque".into());
-    let replaced = secrets
-        .replace("s", &PostParams::default(), &s)
-        .await
-        .unwrap();
+    let replaced = secrets.replace("s", &PostParams::default(), &s).await.unwrap();
     assert_eq!(replaced.type_.as_deref(), Some("Opaque"));
 
     let widgets: Api<Widget> = Api::namespaced(client, "default");
-    widgets
-        .create(&PostParams::default(), &widget("w", 1))
-        .await
-        .unwrap();
-    let err = api_error(
-        widgets
-            .replace("w", &PostParams::default(), &widget("w", 2))
-            .await
-            .unwrap_err(),
-    );
+    widgets.create(&PostParams::default(), &widget("w", 1)).await.unwrap();
+    let err = api_error(widgets.replace("w", &PostParams::default(), &widget("w", 2)).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
-    let missing = api_error(
-        widgets
-            .replace("other", &PostParams::default(), &widget("other", 2))
-            .await
-            .unwrap_err(),
-    );
+    let missing = api_error(widgets.replace("other", &PostParams::default(), &widget("other", 2)).await.unwrap_err());
     assert_eq!(missing.code, 404);
 }
 
@@ -172,24 +109,11 @@ async fn resource_versions_increase_across_kinds() {
     let (server, client) = setup();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     let widgets: Api<Widget> = Api::namespaced(client, "default");
-    let a = secrets
-        .create(&PostParams::default(), &secret("a"))
-        .await
-        .unwrap();
-    let w = widgets
-        .create(&PostParams::default(), &widget("w", 1))
-        .await
-        .unwrap();
-    let b = secrets
-        .create(&PostParams::default(), &secret("b"))
-        .await
-        .unwrap();
+    let a = secrets.create(&PostParams::default(), &secret("a")).await.unwrap();
+    let w = widgets.create(&PostParams::default(), &widget("w", 1)).await.unwrap();
+    let b = secrets.create(&PostParams::default(), &secret("b")).await.unwrap();
     let rv = |s: Option<String>| s.unwrap().parse::<u64>().unwrap();
-    let (a, w, b) = (
-        rv(a.resource_version()),
-        rv(w.resource_version()),
-        rv(b.resource_version()),
-    );
+    let (a, w, b) = (rv(a.resource_version()), rv(w.resource_version()), rv(b.resource_version()));
     assert!(a < w && w < b, "{a} {w} {b}");
     assert_eq!(server.resource_version(), b);
     let list = secrets.list(&ListParams::default()).await.unwrap();
@@ -200,49 +124,26 @@ async fn resource_versions_increase_across_kinds() {
 async fn generation_moves_only_with_spec() {
     let (_server, client) = setup();
     let widgets: Api<Widget> = Api::namespaced(client, "default");
-    let w = widgets
-        .create(&PostParams::default(), &widget("w", 1))
-        .await
-        .unwrap();
+    let w = widgets.create(&PostParams::default(), &widget("w", 1)).await.unwrap();
     assert_eq!(w.metadata.generation, Some(1));
 
     let labelled = widgets
-        .patch(
-            "w",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
-        )
+        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
         .await
         .unwrap();
     assert_eq!(labelled.metadata.generation, Some(1), "metadata change");
     assert_ne!(labelled.resource_version(), w.resource_version());
 
     let status = json!({"status": {"phase": "Ready"}});
-    let with_status = widgets
-        .patch_status("w", &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .unwrap();
+    let with_status = widgets.patch_status("w", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
     assert_eq!(with_status.metadata.generation, Some(1), "status change");
 
-    let resized = widgets
-        .patch(
-            "w",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"size": 2}})),
-        )
-        .await
-        .unwrap();
+    let resized =
+        widgets.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 2}}))).await.unwrap();
     assert_eq!(resized.metadata.generation, Some(2), "spec change");
 
     // Writing the same spec again is a no-op: same generation and resourceVersion.
-    let again = widgets
-        .patch(
-            "w",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"size": 2}})),
-        )
-        .await
-        .unwrap();
+    let again = widgets.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 2}}))).await.unwrap();
     assert_eq!(again.metadata.generation, Some(2));
     assert_eq!(again.resource_version(), resized.resource_version());
 }
@@ -252,41 +153,25 @@ async fn status_subresource_is_separate_from_the_main_resource() {
     let (_server, client) = setup();
     let widgets: Api<Widget> = Api::namespaced(client, "default");
     let mut w = widget("w", 1);
-    w.status = Some(WidgetStatus {
-        phase: "Injected".into(),
-        observed_generation: None,
-    });
+    w.status = Some(WidgetStatus { phase: "Injected".into(), observed_generation: None });
     let created = widgets.create(&PostParams::default(), &w).await.unwrap();
     assert_eq!(created.status, None, "create drops status");
 
     let set = json!({"status": {"phase": "Ready"}, "spec": {"size": 99}});
-    let after = widgets
-        .patch_status("w", &PatchParams::default(), &Patch::Merge(set))
-        .await
-        .unwrap();
+    let after = widgets.patch_status("w", &PatchParams::default(), &Patch::Merge(set)).await.unwrap();
     assert_eq!(after.status.as_ref().unwrap().phase, "Ready");
     assert_eq!(after.spec.size, 1, "status writes cannot change spec");
 
     let mut main = after.clone();
     main.spec.size = 5;
     main.status.as_mut().unwrap().phase = "Hacked".into();
-    let replaced = widgets
-        .replace("w", &PostParams::default(), &main)
-        .await
-        .unwrap();
+    let replaced = widgets.replace("w", &PostParams::default(), &main).await.unwrap();
     assert_eq!(replaced.spec.size, 5);
-    assert_eq!(
-        replaced.status.unwrap().phase,
-        "Ready",
-        "main writes cannot change status"
-    );
+    assert_eq!(replaced.status.unwrap().phase, "Ready", "main writes cannot change status");
 
     let mut via_put = widgets.get_status("w").await.unwrap();
     via_put.status.as_mut().unwrap().phase = "Done".into();
-    let done = widgets
-        .replace_status("w", &PostParams::default(), &via_put)
-        .await
-        .unwrap();
+    let done = widgets.replace_status("w", &PostParams::default(), &via_put).await.unwrap();
     assert_eq!(done.status.unwrap().phase, "Done");
     assert_eq!(done.metadata.generation, Some(2));
 }
@@ -295,33 +180,14 @@ async fn status_subresource_is_separate_from_the_main_resource() {
 async fn cluster_scoped_kind_without_status_subresource() {
     let (_server, client) = setup();
     let gadgets: Api<Gadget> = Api::all(client.clone());
-    let g = gadgets
-        .create(
-            &PostParams::default(),
-            &Gadget::new("g", GadgetSpec { size: 1 }),
-        )
-        .await
-        .unwrap();
+    let g = gadgets.create(&PostParams::default(), &Gadget::new("g", GadgetSpec { size: 1 })).await.unwrap();
     assert_eq!(g.namespace(), None);
     // Without a status subresource, everything but metadata is "spec".
-    let patched = gadgets
-        .patch(
-            "g",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"x": 1}})),
-        )
-        .await
-        .unwrap();
+    let patched =
+        gadgets.patch("g", &PatchParams::default(), &Patch::Merge(json!({"status": {"x": 1}}))).await.unwrap();
     assert_eq!(patched.metadata.generation, Some(2));
     let status_path = api_error(
-        gadgets
-            .patch_status(
-                "g",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {}})),
-            )
-            .await
-            .unwrap_err(),
+        gadgets.patch_status("g", &PatchParams::default(), &Patch::Merge(json!({"status": {}}))).await.unwrap_err(),
     );
     assert_eq!(status_path.code, 404);
     // A cluster-scoped kind has no namespaced path.
@@ -337,20 +203,11 @@ async fn list_in_one_namespace_and_across_all() {
     for ns in ["a", "b"] {
         let widgets: Api<Widget> = Api::namespaced(client.clone(), ns);
         for name in ["x", "y"] {
-            widgets
-                .create(&PostParams::default(), &widget(name, 1))
-                .await
-                .unwrap();
+            widgets.create(&PostParams::default(), &widget(name, 1)).await.unwrap();
         }
     }
     let in_a: Api<Widget> = Api::namespaced(client.clone(), "a");
-    let names: Vec<_> = in_a
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|w| w.name_any())
-        .collect();
+    let names: Vec<_> = in_a.list(&ListParams::default()).await.unwrap().iter().map(|w| w.name_any()).collect();
     assert_eq!(names, ["x", "y"]);
     let all: Api<Widget> = Api::all(client);
     let keys: Vec<_> = all
@@ -368,10 +225,7 @@ async fn list_pages_with_limit_and_continue() {
     let (_server, client) = setup();
     let secrets: Api<Secret> = Api::namespaced(client, "default");
     for i in 0..5 {
-        secrets
-            .create(&PostParams::default(), &secret(&format!("s{i}")))
-            .await
-            .unwrap();
+        secrets.create(&PostParams::default(), &secret(&format!("s{i}"))).await.unwrap();
     }
     let mut names = Vec::new();
     let mut lp = ListParams::default().limit(2);
@@ -394,41 +248,20 @@ async fn list_pages_with_limit_and_continue() {
 async fn delete_without_finalizers_is_immediate() {
     let (_server, client) = setup();
     let secrets: Api<Secret> = Api::namespaced(client, "default");
-    let s = secrets
-        .create(&PostParams::default(), &secret("s"))
-        .await
-        .unwrap();
+    let s = secrets.create(&PostParams::default(), &secret("s")).await.unwrap();
     let gone = secrets.delete("s", &DeleteParams::default()).await.unwrap();
     let status = gone.right().expect("a Status for an immediate delete");
     assert_eq!(status.details.unwrap().uid, s.uid().unwrap());
     assert_eq!(api_error(secrets.get("s").await.unwrap_err()).code, 404);
-    assert_eq!(
-        api_error(
-            secrets
-                .delete("s", &DeleteParams::default())
-                .await
-                .unwrap_err()
-        )
-        .code,
-        404
-    );
+    assert_eq!(api_error(secrets.delete("s", &DeleteParams::default()).await.unwrap_err()).code, 404);
 
     // Preconditions are checked.
-    secrets
-        .create(&PostParams::default(), &secret("t"))
-        .await
-        .unwrap();
+    secrets.create(&PostParams::default(), &secret("t")).await.unwrap();
     let dp = DeleteParams {
-        preconditions: Some(kube::api::Preconditions {
-            uid: Some("not-the-uid".into()),
-            resource_version: None,
-        }),
+        preconditions: Some(kube::api::Preconditions { uid: Some("not-the-uid".into()), resource_version: None }),
         ..Default::default()
     };
-    assert_eq!(
-        api_error(secrets.delete("t", &dp).await.unwrap_err()).code,
-        409
-    );
+    assert_eq!(api_error(secrets.delete("t", &dp).await.unwrap_err()).code, 409);
 }
 
 #[tokio::test]
@@ -440,20 +273,8 @@ async fn delete_collection_honours_selectors() {
         s.metadata.labels = Some([("team".to_string(), team.to_string())].into());
         secrets.create(&PostParams::default(), &s).await.unwrap();
     }
-    secrets
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels("team=red"),
-        )
-        .await
-        .unwrap();
-    let left: Vec<_> = secrets
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.name_any())
-        .collect();
+    secrets.delete_collection(&DeleteParams::default(), &ListParams::default().labels("team=red")).await.unwrap();
+    let left: Vec<_> = secrets.list(&ListParams::default()).await.unwrap().iter().map(|s| s.name_any()).collect();
     assert_eq!(left, ["c"]);
 }
 
@@ -462,10 +283,7 @@ async fn dry_run_changes_nothing() {
     let (server, client) = setup();
     let secrets: Api<Secret> = Api::namespaced(client, "default");
     let before = server.resource_version();
-    let pp = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
+    let pp = PostParams { dry_run: true, ..Default::default() };
     let s = secrets.create(&pp, &secret("dry")).await.unwrap();
     assert_eq!(s.name_any(), "dry");
     assert!(secrets.get_opt("dry").await.unwrap().is_none());
@@ -477,16 +295,10 @@ async fn posting_a_crd_serves_its_kind_and_deleting_it_removes_it() {
     let server = cellplane_memapi::ApiServer::new();
     let client = server.client();
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
-    assert_eq!(
-        api_error(widgets.list(&ListParams::default()).await.unwrap_err()).code,
-        404
-    );
+    assert_eq!(api_error(widgets.list(&ListParams::default()).await.unwrap_err()).code, 404);
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crds
-        .create(&PostParams::default(), &Widget::crd())
-        .await
-        .unwrap();
+    let crd = crds.create(&PostParams::default(), &Widget::crd()).await.unwrap();
     let established = crd
         .status
         .and_then(|s| s.conditions)
@@ -494,10 +306,7 @@ async fn posting_a_crd_serves_its_kind_and_deleting_it_removes_it() {
         .iter()
         .any(|c| c.type_ == "Established" && c.status == "True");
     assert!(established);
-    widgets
-        .create(&PostParams::default(), &widget("w", 1))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("w", 1)).await.unwrap();
 
     // The same kind, seen dynamically.
     let gvk = GroupVersionKind::gvk("test.cellplane.io", "v1", "Widget");
@@ -506,48 +315,25 @@ async fn posting_a_crd_serves_its_kind_and_deleting_it_removes_it() {
     let obj = dynamic.get("w").await.unwrap();
     assert_eq!(obj.data["spec"]["size"], 1);
 
-    crds.delete("widgets.test.cellplane.io", &DeleteParams::default())
-        .await
-        .unwrap();
+    crds.delete("widgets.test.cellplane.io", &DeleteParams::default()).await.unwrap();
     assert_eq!(api_error(widgets.get("w").await.unwrap_err()).code, 404);
 }
 
 #[tokio::test]
 async fn namespaces_exist_and_strict_mode_requires_them() {
-    let server = cellplane_memapi::ApiServer::builder()
-        .strict_namespaces(true)
-        .build();
+    let server = cellplane_memapi::ApiServer::builder().strict_namespaces(true).build();
     let (_server, client) = setup_with(server);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let default = namespaces.get("default").await.unwrap();
     assert_eq!(default.status.unwrap().phase.as_deref(), Some("Active"));
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "tenant");
-    let err = api_error(
-        secrets
-            .create(&PostParams::default(), &secret("s"))
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(
-        (err.code, err.message.as_str()),
-        (404, "namespaces \"tenant\" not found")
-    );
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some("tenant".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret("s"))
-        .await
-        .unwrap();
+    let err = api_error(secrets.create(&PostParams::default(), &secret("s")).await.unwrap_err());
+    assert_eq!((err.code, err.message.as_str()), (404, "namespaces \"tenant\" not found"));
+    let ns =
+        Namespace { metadata: ObjectMeta { name: Some("tenant".into()), ..Default::default() }, ..Default::default() };
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    secrets.create(&PostParams::default(), &secret("s")).await.unwrap();
 }
 
 #[tokio::test]
@@ -557,14 +343,8 @@ async fn events_recorder_creates_then_patches_a_series() {
 
     let (_server, client) = setup();
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
-    let w = widgets
-        .create(&PostParams::default(), &widget("w", 1))
-        .await
-        .unwrap();
-    let reporter = Reporter {
-        controller: "cellplane".into(),
-        instance: None,
-    };
+    let w = widgets.create(&PostParams::default(), &widget("w", 1)).await.unwrap();
+    let reporter = Reporter { controller: "cellplane".into(), instance: None };
     let recorder = Recorder::new(client.clone(), reporter);
     let ev = Event {
         type_: EventType::Normal,
@@ -582,8 +362,5 @@ async fn events_recorder_creates_then_patches_a_series() {
     let e = &list.items[0];
     assert_eq!(e.reason.as_deref(), Some("Provisioned"));
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
-    assert_eq!(
-        e.regarding.as_ref().and_then(|r| r.name.as_deref()),
-        Some("w")
-    );
+    assert_eq!(e.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("w"));
 }

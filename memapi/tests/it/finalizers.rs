@@ -18,70 +18,34 @@ async fn delete_waits_for_finalizers_then_removes() {
     let mut w = widget("w", 1);
     w.metadata.finalizers = Some(vec!["a.test/x".into(), "b.test/y".into()]);
     let created = widgets.create(&PostParams::default(), &w).await.unwrap();
-    let mut events = widgets
-        .watch(
-            &WatchParams::default(),
-            &created.resource_version().unwrap(),
-        )
-        .await
-        .unwrap()
-        .boxed();
+    let mut events =
+        widgets.watch(&WatchParams::default(), &created.resource_version().unwrap()).await.unwrap().boxed();
 
     let pending = widgets.delete("w", &DeleteParams::default()).await.unwrap();
-    let pending = pending
-        .left()
-        .expect("the object lingers while finalizers remain");
+    let pending = pending.left().expect("the object lingers while finalizers remain");
     assert!(pending.metadata.deletion_timestamp.is_some());
     assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(0));
-    assert_eq!(
-        pending.metadata.generation,
-        Some(2),
-        "deletion bumps generation"
-    );
+    assert_eq!(pending.metadata.generation, Some(2), "deletion bumps generation");
     // Deleting again changes nothing.
-    let again = widgets
-        .delete("w", &DeleteParams::default())
-        .await
-        .unwrap()
-        .left()
-        .unwrap();
+    let again = widgets.delete("w", &DeleteParams::default()).await.unwrap().left().unwrap();
     assert_eq!(again.resource_version(), pending.resource_version());
 
     let add = json!({"metadata": {"finalizers": ["a.test/x", "b.test/y", "c.test/new"]}});
-    let err = api_error(
-        widgets
-            .patch("w", &PatchParams::default(), &Patch::Merge(add))
-            .await
-            .unwrap_err(),
-    );
+    let err = api_error(widgets.patch("w", &PatchParams::default(), &Patch::Merge(add)).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
 
     let one_left = json!({"metadata": {"finalizers": ["b.test/y"]}});
-    let still = widgets
-        .patch("w", &PatchParams::default(), &Patch::Merge(one_left))
-        .await
-        .unwrap();
+    let still = widgets.patch("w", &PatchParams::default(), &Patch::Merge(one_left)).await.unwrap();
     assert_eq!(still.finalizers(), ["b.test/y"]);
     let none_left = json!({"metadata": {"finalizers": null}});
-    let last = widgets
-        .patch("w", &PatchParams::default(), &Patch::Merge(none_left))
-        .await
-        .unwrap();
+    let last = widgets.patch("w", &PatchParams::default(), &Patch::Merge(none_left)).await.unwrap();
     assert!(last.finalizers().is_empty());
     assert_eq!(api_error(widgets.get("w").await.unwrap_err()).code, 404);
 
-    let deleted = next_matching(&mut events, "DELETED", |e| {
-        matches!(e, Ok(WatchEvent::Deleted(_)))
-    })
-    .await;
-    let Ok(WatchEvent::Deleted(obj)) = deleted else {
-        unreachable!()
-    };
+    let deleted = next_matching(&mut events, "DELETED", |e| matches!(e, Ok(WatchEvent::Deleted(_)))).await;
+    let Ok(WatchEvent::Deleted(obj)) = deleted else { unreachable!() };
     let rv = |o: &Widget| o.resource_version().unwrap().parse::<u64>().unwrap();
-    assert!(
-        rv(&obj) > rv(&still),
-        "DELETED carries the deletion's resourceVersion"
-    );
+    assert!(rv(&obj) > rv(&still), "DELETED carries the deletion's resourceVersion");
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,17 +65,15 @@ async fn controller_with_finalizer_helper_cleans_up() {
         api: Api<Widget>,
         cleaned: mpsc::UnboundedSender<String>,
     }
-    let ctx = Arc::new(Ctx {
-        api: widgets.clone(),
-        cleaned: tx,
-    });
+    let ctx = Arc::new(Ctx { api: widgets.clone(), cleaned: tx });
     let controller = Controller::new(widgets.clone(), watcher::Config::default())
         .run(
             |obj: Arc<Widget>, ctx: Arc<Ctx>| async move {
                 finalizer(&ctx.api, FINALIZER, obj, |event| async {
                     match event {
                         Finalizer::Apply(w) => {
-                            let status = json!({"status": {"phase": "Ready", "observedGeneration": w.metadata.generation}});
+                            let status =
+                                json!({"status": {"phase": "Ready", "observedGeneration": w.metadata.generation}});
                             ctx.api
                                 .patch_status(&w.name_any(), &PatchParams::default(), &Patch::Merge(status))
                                 .await
@@ -133,10 +95,7 @@ async fn controller_with_finalizer_helper_cleans_up() {
         .for_each(|_| async {});
     let controller = tokio::spawn(controller);
 
-    widgets
-        .create(&PostParams::default(), &widget("w", 3))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("w", 3)).await.unwrap();
     let ready = eventually("finalizer and Ready status", || async {
         let w = widgets.get("w").await.ok()?;
         let ready = w.status.as_ref().is_some_and(|s| s.phase == "Ready");
@@ -146,15 +105,9 @@ async fn controller_with_finalizer_helper_cleans_up() {
     assert_eq!(ready.status.unwrap().observed_generation, Some(1));
 
     widgets.delete("w", &DeleteParams::default()).await.unwrap();
-    let name = tokio::time::timeout(DEADLINE, cleaned.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let name = tokio::time::timeout(DEADLINE, cleaned.recv()).await.unwrap().unwrap();
     assert_eq!(name, "w");
-    eventually("object gone", || async {
-        widgets.get_opt("w").await.unwrap().is_none().then_some(())
-    })
-    .await;
+    eventually("object gone", || async { widgets.get_opt("w").await.unwrap().is_none().then_some(()) }).await;
     controller.abort();
 }
 
@@ -173,19 +126,13 @@ async fn owner_references_are_garbage_collected() {
     let mut w = widget("owner", 1);
     w.metadata.finalizers = Some(vec!["test/hold".into()]);
     let owner = widgets.create(&PostParams::default(), &w).await.unwrap();
-    let keeper = widgets
-        .create(&PostParams::default(), &widget("keeper", 1))
-        .await
-        .unwrap();
+    let keeper = widgets.create(&PostParams::default(), &widget("keeper", 1)).await.unwrap();
     let oref = |o: &Widget| o.controller_owner_ref(&()).unwrap();
 
     let mut child = Secret::default();
     child.metadata.name = Some("child".into());
     child.metadata.owner_references = Some(vec![oref(&owner)]);
-    let child = secrets
-        .create(&PostParams::default(), &child)
-        .await
-        .unwrap();
+    let child = secrets.create(&PostParams::default(), &child).await.unwrap();
     let grandchild_ref = OwnerReference {
         api_version: "v1".into(),
         kind: "Secret".into(),
@@ -196,9 +143,7 @@ async fn owner_references_are_garbage_collected() {
     let mut grandchild = ConfigMap::default();
     grandchild.metadata.name = Some("grandchild".into());
     grandchild.metadata.owner_references = Some(vec![grandchild_ref]);
-    cms.create(&PostParams::default(), &grandchild)
-        .await
-        .unwrap();
+    cms.create(&PostParams::default(), &grandchild).await.unwrap();
     let mut shared = ConfigMap::default();
     shared.metadata.name = Some("shared".into());
     let mut keeper_ref = oref(&keeper);
@@ -208,27 +153,12 @@ async fn owner_references_are_garbage_collected() {
     shared.metadata.owner_references = Some(vec![owner_ref, keeper_ref]);
     cms.create(&PostParams::default(), &shared).await.unwrap();
 
-    widgets
-        .delete("owner", &DeleteParams::default())
-        .await
-        .unwrap();
-    assert!(
-        secrets.get_opt("child").await.unwrap().is_some(),
-        "owner still finalizing"
-    );
+    widgets.delete("owner", &DeleteParams::default()).await.unwrap();
+    assert!(secrets.get_opt("child").await.unwrap().is_some(), "owner still finalizing");
     let release = json!({"metadata": {"finalizers": null}});
-    widgets
-        .patch("owner", &PatchParams::default(), &Patch::Merge(release))
-        .await
-        .unwrap();
+    widgets.patch("owner", &PatchParams::default(), &Patch::Merge(release)).await.unwrap();
 
     assert!(secrets.get_opt("child").await.unwrap().is_none());
-    assert!(
-        cms.get_opt("grandchild").await.unwrap().is_none(),
-        "chains are followed"
-    );
-    assert!(
-        cms.get_opt("shared").await.unwrap().is_some(),
-        "another owner remains"
-    );
+    assert!(cms.get_opt("grandchild").await.unwrap().is_none(), "chains are followed");
+    assert!(cms.get_opt("shared").await.unwrap().is_some(), "another owner remains");
 }

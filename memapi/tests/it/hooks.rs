@@ -15,32 +15,17 @@ use crate::common::*;
 async fn injected_failures_hit_matching_requests_only() {
     let (server, client) = setup();
     let widgets: Api<Widget> = Api::namespaced(client, "default");
-    widgets
-        .create(&PostParams::default(), &widget("w", 1))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("w", 1)).await.unwrap();
     server.fail_next(Verb::Patch, "widgets", 2, 500);
     server.inject(Fault::new(409).verb(Verb::Get).name("other"));
 
     let patch = Patch::Merge(json!({"spec": {"size": 2}}));
     for _ in 0..2 {
-        let err = api_error(
-            widgets
-                .patch("w", &PatchParams::default(), &patch)
-                .await
-                .unwrap_err(),
-        );
+        let err = api_error(widgets.patch("w", &PatchParams::default(), &patch).await.unwrap_err());
         assert_eq!((err.code, err.reason.as_str()), (500, "InternalError"));
     }
-    assert_eq!(
-        widgets.get("w").await.unwrap().spec.size,
-        1,
-        "failed requests change nothing"
-    );
-    widgets
-        .patch("w", &PatchParams::default(), &patch)
-        .await
-        .unwrap();
+    assert_eq!(widgets.get("w").await.unwrap().spec.size, 1, "failed requests change nothing");
+    widgets.patch("w", &PatchParams::default(), &patch).await.unwrap();
     assert_eq!(api_error(widgets.get("other").await.unwrap_err()).code, 409);
     assert_eq!(api_error(widgets.get("other").await.unwrap_err()).code, 404);
 
@@ -62,10 +47,7 @@ struct ReconcileError;
 async fn idempotent_status_writes_do_not_hot_loop() {
     let (server, client) = setup();
     let widgets: Api<Widget> = Api::namespaced(client, "default");
-    widgets
-        .create(&PostParams::default(), &widget("w", 1))
-        .await
-        .unwrap();
+    widgets.create(&PostParams::default(), &widget("w", 1)).await.unwrap();
     let api = widgets.clone();
     let controller = Controller::new(widgets.clone(), watcher::Config::default())
         .run(
@@ -75,9 +57,7 @@ async fn idempotent_status_writes_do_not_hot_loop() {
                     "status": {"phase": "Ready", "observedGeneration": w.metadata.generation},
                 });
                 let pp = PatchParams::apply("widget-controller").force();
-                api.patch_status(&w.name_any(), &pp, &Patch::Apply(&status))
-                    .await
-                    .map_err(|_| ReconcileError)?;
+                api.patch_status(&w.name_any(), &pp, &Patch::Apply(&status)).await.map_err(|_| ReconcileError)?;
                 Ok::<_, ReconcileError>(Action::await_change())
             },
             |_, _, _| Action::requeue(Duration::from_secs(60)),
@@ -88,19 +68,13 @@ async fn idempotent_status_writes_do_not_hot_loop() {
 
     let settled = eventually("Ready", || async {
         let w = widgets.get("w").await.ok()?;
-        w.status
-            .as_ref()
-            .is_some_and(|s| s.phase == "Ready")
-            .then_some(w)
+        w.status.as_ref().is_some_and(|s| s.phase == "Ready").then_some(w)
     })
     .await;
     // After the status landed, nothing else may be written: a watch from that
     // version sees no event within a generous window.
     let mut stream = widgets
-        .watch(
-            &WatchParams::default().disable_bookmarks(),
-            &settled.resource_version().unwrap(),
-        )
+        .watch(&WatchParams::default().disable_bookmarks(), &settled.resource_version().unwrap())
         .await
         .unwrap()
         .boxed();

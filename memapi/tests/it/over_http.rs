@@ -22,23 +22,13 @@ async fn serves_a_config_built_client_over_http() {
     let client = kube::Client::try_from(config).unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
 
-    let mut stream = cms
-        .watch(&WatchParams::default().timeout(2), "0")
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = cms.watch(&WatchParams::default().timeout(2), "0").await.unwrap().boxed();
     let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some("over-http".into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some("over-http".into()), ..Default::default() },
         ..Default::default()
     };
     cms.create(&PostParams::default(), &cm).await.unwrap();
-    let added = next_matching(&mut stream, "ADDED over http", |e| {
-        matches!(e, Ok(WatchEvent::Added(_)))
-    })
-    .await;
+    let added = next_matching(&mut stream, "ADDED over http", |e| matches!(e, Ok(WatchEvent::Added(_)))).await;
     assert!(added.is_ok());
     assert_eq!(api_error(cms.get("missing").await.unwrap_err()).code, 404);
     // The stream ends when its timeout passes, over the socket as well.

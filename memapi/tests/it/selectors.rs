@@ -18,12 +18,7 @@ async fn seeded() -> Api<Secret> {
         let s = Secret {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
                 ..Default::default()
             },
             type_: Some(type_.into()),
@@ -35,13 +30,7 @@ async fn seeded() -> Api<Secret> {
 }
 
 async fn names(api: &Api<Secret>, lp: ListParams) -> Vec<String> {
-    let mut names: Vec<String> = api
-        .list(&lp)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.name_any())
-        .collect();
+    let mut names: Vec<String> = api.list(&lp).await.unwrap().iter().map(|s| s.name_any()).collect();
     names.sort();
     names
 }
@@ -58,10 +47,7 @@ async fn label_selectors_of_every_operator() {
     assert_eq!(names(&api, by("app notin (web,db)")).await, ["api", "bare"]);
     assert_eq!(names(&api, by("tier")).await, ["api", "web"]);
     assert_eq!(names(&api, by("!tier")).await, ["bare", "db"]);
-    assert_eq!(
-        names(&api, by("app,tier notin (front)")).await,
-        ["api", "db"]
-    );
+    assert_eq!(names(&api, by("app,tier notin (front)")).await, ["api", "db"]);
 }
 
 #[tokio::test]
@@ -69,22 +55,13 @@ async fn field_selectors_on_metadata_and_selectable_fields() {
     let api = seeded().await;
     let by = |s: &str| ListParams::default().fields(s);
     assert_eq!(names(&api, by("metadata.name=db")).await, ["db"]);
-    assert_eq!(
-        names(&api, by("metadata.name!=db,metadata.namespace=default"))
-            .await
-            .len(),
-        3
-    );
+    assert_eq!(names(&api, by("metadata.name!=db,metadata.namespace=default")).await.len(), 3);
     assert_eq!(names(&api, by("type=kubernetes.io/tls")).await, ["db"]);
     let combined = ListParams::default().labels("app").fields("type==Opaque");
     assert_eq!(names(&api, combined).await, ["api", "web"]);
 
     let err = api_error(api.list(&by("spec.nothing=1")).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
-    let err = api_error(
-        api.list(&ListParams::default().labels("app in web"))
-            .await
-            .unwrap_err(),
-    );
+    let err = api_error(api.list(&ListParams::default().labels("app in web")).await.unwrap_err());
     assert_eq!(err.code, 400);
 }

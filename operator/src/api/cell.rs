@@ -19,12 +19,7 @@ pub const NODE_POOLS_READY: &str = "NodePoolsReady";
 pub const COMPONENTS_READY: &str = "ComponentsReady";
 
 /// The per-step conditions of a Cell, in the order provisioning makes them True.
-pub const CELL_STEPS: &[&str] = &[
-    NETWORK_READY,
-    CLUSTER_READY,
-    NODE_POOLS_READY,
-    COMPONENTS_READY,
-];
+pub const CELL_STEPS: &[&str] = &[NETWORK_READY, CLUSTER_READY, NODE_POOLS_READY, COMPONENTS_READY];
 /// Every condition a Cell carries from first sight (all Unknown until evaluated).
 pub const CELL_CONDITIONS: &[&str] = &[
     types::READY,
@@ -43,8 +38,7 @@ pub const CIDR_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.
 pub const KUBERNETES_VERSION_PATTERN: &str = r"^1\.[0-9]{2}$";
 
 /// DNS subdomain, used for domains and hosts.
-const DNS_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// Desired state of a Cell: one self-contained slice of infrastructure (its own cloud account
 /// or project, network, Kubernetes cluster, database and ingress) that tenant namespaces are
@@ -166,10 +160,7 @@ pub struct NodePool {
     pub name: String,
 
     /// Provider machine type, e.g. m6i.xlarge (aws) or n2-standard-4 (gcp); any value for sim.
-    #[schemars(
-        length(min = 1, max = 64),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    )]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
     pub instance_type: String,
 
     /// Fewest nodes the pool scales down to.

@@ -91,10 +91,7 @@ pub struct DurationError {
 
 /// Parse a duration in the format the CRDs accept ([`DURATION_PATTERN`]), e.g. `1h30m` or `7d`.
 pub fn parse_duration(input: &str) -> Result<std::time::Duration, DurationError> {
-    let err = |reason| DurationError {
-        input: input.to_owned(),
-        reason,
-    };
+    let err = |reason| DurationError { input: input.to_owned(), reason };
     if input.is_empty() {
         return Err(err("empty"));
     }
@@ -118,10 +115,7 @@ pub fn parse_duration(input: &str) -> Result<std::time::Duration, DurationError>
             _ => return Err(err("unknown unit; use d, h, m or s")),
         };
         let n = number.take().ok_or_else(|| err("unit without a number"))?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|secs| total.checked_add(secs))
-            .ok_or_else(|| err("too large"))?;
+        total = n.checked_mul(unit).and_then(|secs| total.checked_add(secs)).ok_or_else(|| err("too large"))?;
     }
     if number.is_some() {
         return Err(err("number without a unit"));
@@ -145,16 +139,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_durations() {
-        for bad in [
-            "",
-            "5",
-            "m",
-            "1h30",
-            "5ms",
-            "1.5h",
-            "-1m",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "5", "m", "1h30", "5ms", "1.5h", "-1m", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
         }
     }

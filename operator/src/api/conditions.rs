@@ -157,12 +157,7 @@ pub fn set_condition(conditions: &mut Vec<Condition>, update: Condition) -> bool
 
 /// Add every condition of `types` that is missing, with status Unknown and reason
 /// Initializing; existing conditions are left alone. Returns true when any was added.
-pub fn init_conditions(
-    conditions: &mut Vec<Condition>,
-    types: &[&str],
-    generation: Option<i64>,
-    now: &Time,
-) -> bool {
+pub fn init_conditions(conditions: &mut Vec<Condition>, types: &[&str], generation: Option<i64>, now: &Time) -> bool {
     let mut added = false;
     for type_ in types {
         if find(conditions, type_).is_none() {
@@ -223,12 +218,7 @@ pub fn summarize(
     if let Some(stall) = stall {
         return Summary {
             ready: cond(types::READY, False, &stall.reason, stall.message.clone()),
-            reconciling: cond(
-                types::RECONCILING,
-                False,
-                &stall.reason,
-                stall.message.clone(),
-            ),
+            reconciling: cond(types::RECONCILING, False, &stall.reason, stall.message.clone()),
             stalled: cond(types::STALLED, True, &stall.reason, stall.message.clone()),
         };
     }
@@ -241,29 +231,16 @@ pub fn summarize(
         .or_else(|| steps.iter().find(|s| pending(find(conditions, s))));
 
     let Some(step) = blocker else {
-        let message = if steps.is_empty() {
-            "reconciled".to_owned()
-        } else {
-            format!("{} are True", steps.join(", "))
-        };
+        let message = if steps.is_empty() { "reconciled".to_owned() } else { format!("{} are True", steps.join(", ")) };
         return Summary {
             ready: cond(types::READY, True, reasons::RECONCILED, message.clone()),
-            reconciling: cond(
-                types::RECONCILING,
-                False,
-                reasons::RECONCILED,
-                message.clone(),
-            ),
+            reconciling: cond(types::RECONCILING, False, reasons::RECONCILED, message.clone()),
             stalled: cond(types::STALLED, False, reasons::RECONCILED, message),
         };
     };
 
     let (ready_status, reason, message) = match find(conditions, step) {
-        None => (
-            Unknown,
-            reasons::INITIALIZING.to_owned(),
-            format!("waiting for {step}: not yet observed"),
-        ),
+        None => (Unknown, reasons::INITIALIZING.to_owned(), format!("waiting for {step}: not yet observed")),
         Some(c) if c.is_stale(generation) => (
             Unknown,
             reasons::STALE_GENERATION.to_owned(),
@@ -295,15 +272,9 @@ pub fn set_summary(
     stall: Option<&Stall>,
     now: &Time,
 ) -> bool {
-    let Summary {
-        ready,
-        reconciling,
-        stalled,
-    } = summarize(conditions, steps, generation, stall, now);
+    let Summary { ready, reconciling, stalled } = summarize(conditions, steps, generation, stall, now);
     // Non-short-circuiting: all three must be written.
-    set_condition(conditions, ready)
-        | set_condition(conditions, reconciling)
-        | set_condition(conditions, stalled)
+    set_condition(conditions, ready) | set_condition(conditions, reconciling) | set_condition(conditions, stalled)
 }
 
 #[cfg(test)]
@@ -325,24 +296,14 @@ mod tests {
     #[test]
     fn set_condition_inserts_new() {
         let mut conds = vec![];
-        assert!(set_condition(
-            &mut conds,
-            c("Ready", Unknown, "Initializing", 1)
-        ));
+        assert!(set_condition(&mut conds, c("Ready", Unknown, "Initializing", 1)));
         assert_eq!(conds.len(), 1);
     }
 
     #[test]
     fn set_condition_keeps_transition_time_when_status_unchanged() {
         let mut conds = vec![c("DatabaseReady", False, "Connecting", 1)];
-        let update = Condition::new(
-            "DatabaseReady",
-            False,
-            "AuthFailed",
-            "bad password",
-            Some(2),
-            at(100),
-        );
+        let update = Condition::new("DatabaseReady", False, "AuthFailed", "bad password", Some(2), at(100));
         assert!(set_condition(&mut conds, update));
         assert_eq!(conds[0].last_transition_time, at(0));
         assert_eq!(conds[0].reason, "AuthFailed");
@@ -361,10 +322,7 @@ mod tests {
     #[test]
     fn set_condition_moves_transition_time_when_status_changes() {
         let mut conds = vec![c("DatabaseReady", False, "Connecting", 1)];
-        assert!(set_condition(
-            &mut conds,
-            Condition::new("DatabaseReady", True, "Ready", "", Some(1), at(100))
-        ));
+        assert!(set_condition(&mut conds, Condition::new("DatabaseReady", True, "Ready", "", Some(1), at(100))));
         assert_eq!(conds[0].status, True);
         assert_eq!(conds[0].last_transition_time, at(100));
     }
@@ -376,10 +334,7 @@ mod tests {
         assert_eq!(conds.len(), 3);
         assert_eq!(find(&conds, "CellSelected").unwrap().status, True);
         let db = find(&conds, "DatabaseReady").unwrap();
-        assert_eq!(
-            (db.status, db.reason.as_str()),
-            (Unknown, reasons::INITIALIZING)
-        );
+        assert_eq!((db.status, db.reason.as_str()), (Unknown, reasons::INITIALIZING));
         assert!(!init_conditions(&mut conds, STEPS, Some(1), &at(6)));
     }
 
@@ -391,11 +346,7 @@ mod tests {
         assert_eq!(s.ready.status, Unknown);
         assert_eq!(s.reconciling.status, True);
         assert_eq!(s.stalled.status, False);
-        assert!(
-            s.ready.message.contains("CellSelected"),
-            "{}",
-            s.ready.message
-        );
+        assert!(s.ready.message.contains("CellSelected"), "{}", s.ready.message);
     }
 
     #[test]
@@ -423,22 +374,12 @@ mod tests {
     fn false_step_wins_over_earlier_unknown() {
         let conds = vec![
             c("CellSelected", Unknown, "Initializing", 1),
-            Condition::new(
-                "DatabaseReady",
-                False,
-                "AuthFailed",
-                "attempt 3: bad password",
-                Some(1),
-                at(0),
-            ),
+            Condition::new("DatabaseReady", False, "AuthFailed", "attempt 3: bad password", Some(1), at(0)),
         ];
         let s = summarize(&conds, STEPS, Some(1), None, &at(0));
         assert_eq!(s.ready.status, False);
         assert_eq!(s.ready.reason, "AuthFailed");
-        assert_eq!(
-            s.ready.message,
-            "waiting for DatabaseReady: attempt 3: bad password"
-        );
+        assert_eq!(s.ready.message, "waiting for DatabaseReady: attempt 3: bad password");
         assert_eq!(s.reconciling.status, True);
         assert_eq!(s.stalled.status, False);
     }
@@ -446,15 +387,9 @@ mod tests {
     #[test]
     fn stall_overrides_everything() {
         let conds: Vec<_> = STEPS.iter().map(|s| c(s, True, "Done", 1)).collect();
-        let stall = Stall {
-            reason: "AccessDenied".into(),
-            message: "ec2:CreateVpc denied".into(),
-        };
+        let stall = Stall { reason: "AccessDenied".into(), message: "ec2:CreateVpc denied".into() };
         let s = summarize(&conds, STEPS, Some(1), Some(&stall), &at(0));
-        assert_eq!(
-            (s.stalled.status, s.stalled.reason.as_str()),
-            (True, "AccessDenied")
-        );
+        assert_eq!((s.stalled.status, s.stalled.reason.as_str()), (True, "AccessDenied"));
         assert_eq!(s.ready.status, False);
         assert_eq!(s.reconciling.status, False);
     }
@@ -465,12 +400,7 @@ mod tests {
         init_conditions(&mut conds, STEPS, Some(1), &at(0));
         assert!(set_summary(&mut conds, STEPS, Some(1), None, &at(1)));
         assert!(!set_summary(&mut conds, STEPS, Some(1), None, &at(2)));
-        assert_eq!(
-            find(&conds, types::RECONCILING)
-                .unwrap()
-                .last_transition_time,
-            at(1)
-        );
+        assert_eq!(find(&conds, types::RECONCILING).unwrap().last_transition_time, at(1));
         assert!(is_true(&conds, types::RECONCILING));
     }
 

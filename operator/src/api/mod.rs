@@ -56,11 +56,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     ];
     for (_, crd) in &mut crds {
         for version in &mut crd.spec.versions {
-            if let Some(schema) = version
-                .schema
-                .as_mut()
-                .and_then(|s| s.open_api_v3_schema.as_mut())
-            {
+            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
                 unwrap_descriptions(schema);
             }
         }
@@ -91,9 +87,7 @@ fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
     }
     match schema.items.as_mut() {
         Some(JSONSchemaPropsOrArray::Schema(item)) => unwrap_descriptions(item),
-        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
-            items.iter_mut().for_each(unwrap_descriptions)
-        }
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(unwrap_descriptions),
         None => {}
     }
     if let Some(JSONSchemaPropsOrBool::Schema(additional)) = schema.additional_properties.as_mut() {
@@ -106,10 +100,8 @@ pub fn crds_yaml() -> Result<Vec<(&'static str, String)>, CrdError> {
     crds()
         .into_iter()
         .map(|(file, crd)| {
-            let yaml = serde_norway::to_string(&crd).map_err(|source| CrdError::Yaml {
-                name: crd.metadata.name.clone().unwrap_or_default(),
-                source,
-            })?;
+            let yaml = serde_norway::to_string(&crd)
+                .map_err(|source| CrdError::Yaml { name: crd.metadata.name.clone().unwrap_or_default(), source })?;
             Ok((file, format!("{GENERATED_HEADER}{yaml}")))
         })
         .collect()
@@ -117,11 +109,7 @@ pub fn crds_yaml() -> Result<Vec<(&'static str, String)>, CrdError> {
 
 /// Every cellplane CRD in one multi-document YAML stream, for `cellplane crds | kubectl apply -f -`.
 pub fn crds_yaml_stream() -> Result<String, CrdError> {
-    Ok(crds_yaml()?
-        .into_iter()
-        .map(|(_, yaml)| yaml)
-        .collect::<Vec<_>>()
-        .join("---\n"))
+    Ok(crds_yaml()?.into_iter().map(|(_, yaml)| yaml).collect::<Vec<_>>().join("---\n"))
 }
 
 #[cfg(test)]
@@ -138,13 +126,6 @@ mod tests {
                 crd.metadata.name.unwrap()
             })
             .collect();
-        assert_eq!(
-            names,
-            [
-                "cells.cellplane.io",
-                "namespaces.cellplane.io",
-                "deploymentrings.cellplane.io"
-            ]
-        );
+        assert_eq!(names, ["cells.cellplane.io", "namespaces.cellplane.io", "deploymentrings.cellplane.io"]);
     }
 }

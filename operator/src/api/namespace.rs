@@ -23,13 +23,7 @@ pub const INGRESS_READY: &str = "IngressReady";
 pub const CONNECTED: &str = "Connected";
 
 /// The per-step conditions of a Namespace, in the order provisioning makes them True.
-pub const NAMESPACE_STEPS: &[&str] = &[
-    CELL_SELECTED,
-    DATABASE_READY,
-    CERTIFICATES_READY,
-    INGRESS_READY,
-    CONNECTED,
-];
+pub const NAMESPACE_STEPS: &[&str] = &[CELL_SELECTED, DATABASE_READY, CERTIFICATES_READY, INGRESS_READY, CONNECTED];
 /// Every condition a Namespace carries from first sight (all Unknown until evaluated).
 pub const NAMESPACE_CONDITIONS: &[&str] = &[
     types::READY,
@@ -138,9 +132,7 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self {
-            days: default_retention_days(),
-        }
+        Self { days: default_retention_days() }
     }
 }
 
@@ -159,15 +151,8 @@ fn default_retention_days() -> i32 {
 pub struct MtlsSpec {
     /// PEM-encoded CA certificate(s) that sign the tenant's client certificates. Clients
     /// presenting a certificate from another CA are refused.
-    #[serde(
-        rename = "acceptedClientCA",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    #[schemars(
-        length(min = 1, max = 65536),
-        regex(pattern = r"^\s*-----BEGIN CERTIFICATE-----")
-    )]
+    #[serde(rename = "acceptedClientCA", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536), regex(pattern = r"^\s*-----BEGIN CERTIFICATE-----"))]
     pub accepted_client_ca: Option<String>,
 
     /// When true, the operator creates a CA for the tenant, issues a client certificate and
@@ -191,9 +176,7 @@ pub struct EndpointSpec {
 
 impl Default for EndpointSpec {
     fn default() -> Self {
-        Self {
-            hostname_template: default_hostname_template(),
-        }
+        Self { hostname_template: default_hostname_template() }
     }
 }
 

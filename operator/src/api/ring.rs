@@ -23,18 +23,10 @@ pub const HALTED: &str = "Halted";
 /// The per-step conditions of a ring that make it Ready.
 pub const RING_STEPS: &[&str] = &[ROLLED_OUT, BAKED];
 /// Every condition a DeploymentRing carries from first sight (all Unknown until evaluated).
-pub const RING_CONDITIONS: &[&str] = &[
-    types::READY,
-    types::RECONCILING,
-    types::STALLED,
-    PROGRESSING,
-    ROLLED_OUT,
-    BAKED,
-    HALTED,
-];
+pub const RING_CONDITIONS: &[&str] =
+    &[types::READY, types::RECONCILING, types::STALLED, PROGRESSING, ROLLED_OUT, BAKED, HALTED];
 
-const DNS_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 
 /// Desired state of a deployment ring: which cells it holds, which version they should run,
 /// and how fast and how safely to get there.
@@ -87,12 +79,7 @@ const DNS_SUBDOMAIN_PATTERN: &str =
         json_path = ".status.totalBatches",
         description = "Batches in this rollout"
     ),
-    printcolumn(
-        name = "Phase",
-        type_ = "string",
-        json_path = ".status.phase",
-        description = "Rollout phase"
-    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Rollout phase"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -120,11 +107,7 @@ const DNS_SUBDOMAIN_PATTERN: &str =
         description = "What the ring is waiting for or why it halted",
         priority = 1
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = ("!(has(self.order) && has(self.upstream))", "set at most one of order and upstream"))]
 #[x_kube(validation = (

@@ -38,13 +38,7 @@ pub fn walk(path: &str, node: &Value, visit: &mut dyn FnMut(&str, &Value)) {
         walk(&format!("{path}{{}}"), additional, visit);
     }
     for key in ["allOf", "anyOf", "oneOf"] {
-        for (i, child) in node
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, child) in node.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
             walk(&format!("{path}.{key}[{i}]"), child, visit);
         }
     }

@@ -29,7 +29,7 @@ CREATE INDEX workflows_runnable ON workflows (wake_at)
     WHERE lease_owner IS NULL AND state IN ('Pending', 'Running', 'Sleeping', 'WaitingSignal');
 CREATE INDEX workflows_leases ON workflows (lease_expires_at) WHERE lease_owner IS NOT NULL;
 CREATE INDEX workflows_owner ON workflows (lease_owner) WHERE lease_owner IS NOT NULL;
-CREATE INDEX workflows_state ON workflows (state, updated_at);
+CREATE INDEX workflows_state ON workflows (state);
 
 -- History: the records of each durable operation (seq) of each run.
 CREATE TABLE events (

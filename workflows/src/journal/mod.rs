@@ -55,6 +55,8 @@ pub struct Claimed {
     /// The previous owner whose lease expired, when this claim is a takeover.
     pub taken_from: Option<String>,
     pub created_at: i64,
+    /// Whether the claimed run has history to replay (saves a query for fresh workflows).
+    pub has_history: bool,
 }
 
 /// Which workflows a worker may claim and until when.
@@ -303,6 +305,7 @@ struct RawClaim {
     cancel_requested: bool,
     taken_from: Option<String>,
     created_at: i64,
+    has_history: bool,
 }
 
 impl TryFrom<RawClaim> for Claimed {
@@ -320,6 +323,7 @@ impl TryFrom<RawClaim> for Claimed {
             cancel_requested: raw.cancel_requested,
             taken_from: raw.taken_from,
             created_at: raw.created_at,
+            has_history: raw.has_history,
         })
     }
 }

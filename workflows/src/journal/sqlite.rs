@@ -189,7 +189,8 @@ impl Journal for SqliteJournal {
                   AND ((lease_owner IS NULL AND wake_at <= ?3) OR (lease_owner IS NOT NULL AND lease_expires_at < ?4)) \
                 ORDER BY wake_at LIMIT ?5) \
              RETURNING id, name, version, run, state, input, parent_id, epoch, cancel_requested, \
-                previous_owner AS taken_from, created_at"
+                previous_owner AS taken_from, created_at, \
+                EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = workflows.id AND e.run = workflows.run) AS has_history"
         )))
         .bind(&req.owner)
         .bind(serde_json::to_string(&type_keys(&req.types))?)

@@ -85,6 +85,16 @@ impl Drop for TestJournal {
     }
 }
 
+/// One run of a step body, as the step recorded it.
+#[derive(sqlx::FromRow)]
+pub struct Execution {
+    pub workflow_id: String,
+    pub seq: i64,
+    pub owner: String,
+    pub started_ms: i64,
+    pub ended_ms: i64,
+}
+
 pub enum EffectDb {
     Postgres(sqlx::PgPool),
     Sqlite(sqlx::SqlitePool),
@@ -120,22 +130,42 @@ impl EffectDb {
     }
 
     /// Records that `owner` ran a step of `workflow_id` from `started_ms` until now.
-    pub async fn record_execution(&self, workflow_id: &str, seq: i64, owner: &str, started_ms: i64) -> Result<(), sqlx::Error> {
-        const SQL: &str = "INSERT INTO executions (workflow_id, seq, owner, started_ms, ended_ms) VALUES ($1, $2, $3, $4, $5)";
+    pub async fn record_execution(
+        &self,
+        workflow_id: &str,
+        seq: i64,
+        owner: &str,
+        started_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        const SQL: &str =
+            "INSERT INTO executions (workflow_id, seq, owner, started_ms, ended_ms) VALUES ($1, $2, $3, $4, $5)";
         let ended = cellplane_workflows::clock::wall_ms();
         match self {
-            EffectDb::Postgres(pool) => {
-                sqlx::query(SQL).bind(workflow_id).bind(seq).bind(owner).bind(started_ms).bind(ended).execute(pool).await.map(|_| ())
-            }
-            EffectDb::Sqlite(pool) => {
-                sqlx::query(SQL).bind(workflow_id).bind(seq).bind(owner).bind(started_ms).bind(ended).execute(pool).await.map(|_| ())
-            }
+            EffectDb::Postgres(pool) => sqlx::query(SQL)
+                .bind(workflow_id)
+                .bind(seq)
+                .bind(owner)
+                .bind(started_ms)
+                .bind(ended)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            EffectDb::Sqlite(pool) => sqlx::query(SQL)
+                .bind(workflow_id)
+                .bind(seq)
+                .bind(owner)
+                .bind(started_ms)
+                .bind(ended)
+                .execute(pool)
+                .await
+                .map(|_| ()),
         }
     }
 
-    /// Every step execution: (workflow, seq, owner, started, ended).
-    pub async fn executions(&self) -> Vec<(String, i64, String, i64, i64)> {
-        const SQL: &str = "SELECT workflow_id, seq, owner, started_ms, ended_ms FROM executions ORDER BY workflow_id, started_ms";
+    /// Every step execution, in order of start per workflow.
+    pub async fn executions(&self) -> Vec<Execution> {
+        const SQL: &str =
+            "SELECT workflow_id, seq, owner, started_ms, ended_ms FROM executions ORDER BY workflow_id, started_ms";
         match self {
             EffectDb::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
             EffectDb::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,

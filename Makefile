@@ -1,0 +1,53 @@
+# The commands a person types. `make run` shows the whole system converge; `make test` is what CI runs.
+CARGO ?= cargo
+JOURNAL ?= sqlite://$(CURDIR)/target/bench-journal.db
+
+.PHONY: build test lint fmt run bench e2e crds help
+
+## build: compile the workspace
+build:
+	$(CARGO) build --workspace
+
+## test: every test, against PostgreSQL (found or started by scripts/with-postgres.sh) and SQLite
+test:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  scripts/with-postgres.sh $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  echo "cargo-nextest not installed: using cargo test"; \
+	  scripts/with-postgres.sh $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## run: the sandbox: controllers, engine and simulated cloud on an in-memory API, applying examples/
+run:
+	$(CARGO) run --release -p cellplane -- sandbox examples
+
+## bench: the engine benchmarks of the README, against PostgreSQL and SQLite
+bench:
+	$(CARGO) build --release -p cellplane
+	scripts/with-postgres.sh sh -c '\
+	  set -e; B=target/release/cellplane; \
+	  $$B bench engine --journal "$$DATABASE_URL" --journal-schema bench --workflows 1000 --steps 10 --concurrency 32; \
+	  $$B bench engine --journal "$$DATABASE_URL" --journal-schema bench --workflows 200 --steps 10 --concurrency 1; \
+	  $$B bench recovery --journal "$$DATABASE_URL" --journal-schema bench --workflows 10000; \
+	  $$B bench sleepers --journal "$$DATABASE_URL" --journal-schema bench --workflows 10000; \
+	  rm -f target/bench-journal.db*; \
+	  $$B bench engine --journal "$(JOURNAL)" --workflows 1000 --steps 10 --concurrency 32'
+
+## e2e: the end-to-end scenarios against the cluster named by E2E_KUBECONFIG
+e2e:
+	$(CARGO) test -p cellplane-e2e -- --nocapture
+
+## crds: regenerate crds/ from the Rust types
+crds:
+	$(CARGO) run --quiet -p cellplane -- crds --dir crds
+
+help:
+	@grep -E '^## ' Makefile | sed 's/^## /  /'

@@ -1,0 +1,142 @@
+//! The `cellplane` command line.
+
+mod bench;
+mod workflows;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "cellplane", version, about = "Control plane operator for a cell-based managed service")]
+pub struct Cli {
+    /// Log filter (tracing env-filter syntax, e.g. `info` or `cellplane=debug,warn`).
+    #[arg(long, global = true, env = "CELLPLANE_LOG", default_value = "info,sqlx=warn")]
+    log_level: String,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions (or write one file per kind into --dir).
+    Crds {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Inspect and steer workflows in a journal.
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowsCommand),
+    /// Benchmarks that print their figures as one JSON line.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Where the workflow journal lives; shared by every command that reads or writes it.
+#[derive(clap::Args, Clone, Debug)]
+pub struct JournalArgs {
+    /// `postgres://USER@HOST:PORT/DB` or `sqlite://PATH`.
+    #[arg(long, env = "CELLPLANE_JOURNAL", default_value = "sqlite://cellplane.db")]
+    pub journal: String,
+    /// PostgreSQL schema holding the journal's tables.
+    #[arg(long, env = "CELLPLANE_JOURNAL_SCHEMA", default_value = "cellplane")]
+    pub journal_schema: String,
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    init_tracing(&cli.log_level, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Crds { dir } => crds(dir),
+            Command::Workflows(command) => workflows::run(command).await,
+            Command::Bench(command) => bench::run(command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str, format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn crds(dir: Option<PathBuf>) -> Result<(), String> {
+    let Some(dir) = dir else {
+        print!("{}", crate::api::crds_yaml_stream().map_err(|e| e.to_string())?);
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (name, yaml) in crate::api::crds_yaml().map_err(|e| e.to_string())? {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Opens the journal, refusing to create an SQLite file that does not exist yet.
+pub(crate) async fn open_journal(
+    args: &JournalArgs,
+    create: bool,
+) -> Result<std::sync::Arc<dyn cellplane_workflows::journal::Journal>, String> {
+    if let Some(path) = args.journal.strip_prefix("sqlite://")
+        && !create
+        && !std::path::Path::new(path).exists()
+    {
+        return Err(format!("no journal at {path} (check --journal or CELLPLANE_JOURNAL)"));
+    }
+    cellplane_workflows::journal::open(&args.journal, &args.journal_schema)
+        .await
+        .map_err(|e| format!("cannot open the journal at {}: {e}", redact(&args.journal)))
+}
+
+/// Hides a password in a database URL before it is printed.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_in_journal_urls_are_hidden() {
+        assert_eq!(super::redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(super::redact("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(super::redact("sqlite:///var/lib/j.db"), "sqlite:///var/lib/j.db");
+    }
+}
