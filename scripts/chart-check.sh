@@ -2,8 +2,8 @@
 # Checks the Helm chart offline, as CI does (`make chart`):
 #   helm lint --strict and helm template with the default values and every
 #   charts/cellplane/ci/*-values.yaml profile; every rendered object validated against
-#   the Kubernetes schema (kubernetes-validate) plus the chart's own promises; renders
-#   that must fail do; yamllint on values and examples; every value documented in the
+#   the Kubernetes schema (kubernetes-validate) plus the chart's own promises; the
+#   values in examples/gitops/ render; renders that must fail do; yamllint on values and examples; every value documented in the
 #   chart README; the Argo CD health checks run against sample objects; the chart's
 #   CRDs match crds/.
 #
@@ -150,6 +150,32 @@ for profile in "${profiles[@]}"; do
   check_verbose "validate: $profile" "$py" "$root/scripts/validate-rendered-chart.py" \
     "$out/$profile.yaml" "$profile" "$kube_version"
 done
+
+# The values in the GitOps examples must stay valid for the chart.
+example_values_render() {
+  "$py" - "$root/examples/gitops" "$out" <<'PY' || return 1
+import glob, os, sys, yaml
+src, out = sys.argv[1:3]
+found = 0
+for path in sorted(glob.glob(os.path.join(src, "*.yaml"))):
+    for doc in yaml.safe_load_all(open(path)):
+        spec = (doc or {}).get("spec", {})
+        values = spec.get("values") if doc["kind"] == "HelmRelease" else \
+            spec.get("source", {}).get("helm", {}).get("valuesObject")
+        if values is not None:
+            found += 1
+            name = f"example-{doc['kind']}-{doc['metadata']['name']}.yaml"
+            yaml.safe_dump(values, open(os.path.join(out, name), "w"))
+sys.exit(0 if found == 2 else f"expected values in 2 examples, found {found}")
+PY
+  local file
+  for file in "$out"/example-*.yaml; do
+    basename "$file"
+    "$helm" template cellplane "$chart" --namespace "$namespace" --kube-version "$kube_version" \
+      --values "$file" >/dev/null || return 1
+  done
+}
+check "values of the Argo CD Application and Flux HelmRelease examples render" example_values_render
 
 say "== renders that must fail"
 # must_fail EXPECTED-MESSAGE HELM-TEMPLATE-ARGS...: the render fails and says why.
