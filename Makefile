@@ -45,9 +45,12 @@ bench:
 e2e:
 	$(CARGO) test -p cellplane-e2e -- --nocapture
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ from the Rust types, and the chart's copy
 crds:
 	$(CARGO) run --quiet -p cellplane -- crds --dir crds
+	bash scripts/sync-chart-crds.sh
+
+include chart.mk
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  /'

@@ -25,3 +25,19 @@ fn checked_in_crds_match_the_rust_types() {
     }
     assert!(problems.is_empty(), "{}\nRun `make crds` and commit the result.", problems.join("\n"));
 }
+
+#[test]
+fn the_charts_crd_templates_match_crds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new("bash")
+        .arg(root.join("scripts/sync-chart-crds.sh"))
+        .arg("--check")
+        .output()
+        .expect("bash runs scripts/sync-chart-crds.sh");
+    assert!(
+        output.status.success(),
+        "{}{}\nRun `make crds` and commit the result.",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
