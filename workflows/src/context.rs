@@ -409,17 +409,12 @@ impl Ctx {
     fn row(&self, state: State, reason: Option<String>) -> RowUpdate {
         let cp = lock(&self.inner.checkpoint);
         RowUpdate {
-            state,
             reason,
             step: cp.step.clone(),
             step_seq: cp.step_seq,
             attempt: cp.attempt,
             last_error: cp.last_error.clone(),
-            wake_at: 0,
-            release: false,
-            seen_signal_version: None,
-            output: None,
-            next_run_input: None,
+            ..RowUpdate::new(state)
         }
     }
 

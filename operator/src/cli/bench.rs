@@ -300,17 +300,10 @@ async fn strand_mid_flight(
                     at: now,
                 }],
                 row: RowUpdate {
-                    state: State::Running,
-                    reason: None,
                     step: Some("noop-0".into()),
                     step_seq: Some(0),
                     attempt: 1,
-                    last_error: None,
-                    wake_at: 0,
-                    release: false,
-                    seen_signal_version: None,
-                    output: None,
-                    next_run_input: None,
+                    ..RowUpdate::new(State::Running)
                 },
                 consume_signal: None,
                 send_signals: Vec::new(),

@@ -93,6 +93,25 @@ pub struct RowUpdate {
     pub next_run_input: Option<Value>,
 }
 
+impl RowUpdate {
+    /// A checkpoint in `state` with nothing else set: runnable now, lease kept.
+    pub fn new(state: State) -> Self {
+        RowUpdate {
+            state,
+            reason: None,
+            step: None,
+            step_seq: None,
+            attempt: 0,
+            last_error: None,
+            wake_at: 0,
+            release: false,
+            seen_signal_version: None,
+            output: None,
+            next_run_input: None,
+        }
+    }
+}
+
 /// A signal sent as part of a commit (a child's result to its parent).
 #[derive(Clone, Debug)]
 pub struct OutgoingSignal {
@@ -328,16 +347,37 @@ impl TryFrom<RawClaim> for Claimed {
     }
 }
 
-/// For `retry`: the first sequence number of the current run to forget, so the failed step (or,
-/// when no step failed, the failing end of the run) executes again.
-fn retry_from_seq(run: i64, history: &[Event]) -> Option<i64> {
-    let run_events = history.iter().filter(|e| e.run == run);
-    let failed_step = run_events
-        .clone()
-        .filter(|e| matches!(&e.record, crate::Record::StepDone { result: Err(_), .. }))
-        .map(|e| e.seq)
-        .next_back();
-    failed_step.or_else(|| run_events.filter(|e| e.op == crate::Op::Finish).map(|e| e.seq).min())
+/// What `retry` does to a workflow, decided the same way for every journal.
+struct RetryPlan {
+    state: State,
+    run: i64,
+    /// The first sequence number of the run to forget, so the failed step (or, when no step
+    /// failed, the failing end of the run) executes again. None for a non-deterministic workflow,
+    /// whose fixed code replays its whole history.
+    forget_from: Option<i64>,
+}
+
+async fn plan_retry(journal: &dyn Journal, id: &str) -> Result<RetryPlan> {
+    let row = journal.get(id).await?.ok_or_else(|| crate::Error::NotFound(id.to_string()))?;
+    let (state, run) = (row.checkpoint.state, row.checkpoint.run);
+    let forget_from = match state {
+        State::Failed => {
+            let history = journal.history(id).await?;
+            let run_events = history.iter().filter(|e| e.run == run);
+            let failed_step = run_events
+                .clone()
+                .filter(|e| matches!(&e.record, crate::Record::StepDone { result: Err(_), .. }))
+                .map(|e| e.seq)
+                .next_back();
+            failed_step.or_else(|| run_events.filter(|e| e.op == crate::Op::Finish).map(|e| e.seq).min())
+        }
+        State::NonDeterministic => None,
+        _ => {
+            let needed = "Failed or NonDeterministic";
+            return Err(crate::Error::WrongState { id: id.into(), state, action: "retry", needed });
+        }
+    };
+    Ok(RetryPlan { state, run, forget_from })
 }
 
 /// The signal a child's end sends to its parent.

@@ -373,18 +373,7 @@ impl Journal for PgJournal {
     }
 
     async fn retry(&self, id: &str, now: i64) -> Result<()> {
-        let row = self.get(id).await?.ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let state = row.checkpoint.state;
-        if !matches!(state, State::Failed | State::NonDeterministic) {
-            return Err(Error::WrongState {
-                id: id.into(),
-                state,
-                action: "retry",
-                needed: "Failed or NonDeterministic",
-            });
-        }
-        let run = row.checkpoint.run;
-        let from_seq = retry_from_seq(run, &self.history(id).await?);
+        let RetryPlan { state, run, forget_from } = plan_retry(self, id).await?;
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE workflows SET state = 'Pending', reason = NULL, last_error = NULL, output = NULL, attempt = 0, \
@@ -399,7 +388,7 @@ impl Journal for PgJournal {
         if updated.rows_affected() == 0 {
             return Err(Error::WrongState { id: id.into(), state, action: "retry", needed: "unchanged meanwhile" });
         }
-        if let (State::Failed, Some(seq)) = (state, from_seq) {
+        if let Some(seq) = forget_from {
             sqlx::query("DELETE FROM events WHERE workflow_id = $1 AND run = $2 AND seq >= $3")
                 .bind(id)
                 .bind(run)
