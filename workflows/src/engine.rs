@@ -190,8 +190,7 @@ impl EngineBuilder {
     /// Starts the workers: claiming, lease renewal and group commit.
     pub fn start(self) -> Result<Engine> {
         let registry = self.registry.unwrap_or_default();
-        let metrics = Metrics::new(&registry)
-            .map_err(|e| Error::Json(serde::de::Error::custom(format!("metrics registration: {e}"))))?;
+        let metrics = Metrics::new(&registry)?;
         let (commits, commit_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             journal: self.journal,
