@@ -1,3 +1,6 @@
 //! cellplane: a Kubernetes operator for the control plane of a cell-based managed service.
 
 pub mod api;
+pub mod cell;
+pub mod cloud;
+pub mod flows;
