@@ -4,3 +4,4 @@ pub mod api;
 pub mod cell;
 pub mod cloud;
 pub mod flows;
+pub mod controllers;

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use cellplane_workflows::{Ctx, WfError, Workflow};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
 use super::cell::{CellCommand, UpgradeReply};
 use super::fleet::RingView;
-use super::placement::{Candidate, selector_matches};
+use super::placement::Candidate;
 use super::{FlowDeps, ids, request};
 use crate::api::ring::RingPhase;
 
@@ -24,7 +23,8 @@ pub const RESUME: &str = "resume";
 pub struct RingInput {
     pub ring: String,
     pub version: String,
-    pub cell_selector: LabelSelector,
+    /// The ring's cells, sorted, as the controller saw them when the rollout started.
+    pub cells: Vec<Candidate>,
     pub max_batch: IntOrString,
     pub pause_between_batches_ms: u64,
     pub min_bake_time_ms: u64,
@@ -68,18 +68,9 @@ impl Workflow for RingRollout {
         let id = ctx.id().to_string();
         let show = |update: &dyn Fn(&mut RingView)| deps.fleet.update_ring(&id, |v| update(v));
         let started = ms(ctx.now().await?);
-        let (fleet, selector) = (&deps.fleet, &input.cell_selector);
-        let cells: Vec<Candidate> = ctx
-            .step("plan-batches")
-            .run(|_| async move {
-                let cells = fleet.cells();
-                let selected = cells.iter().filter(|(entry, _)| selector_matches(selector, &entry.labels));
-                Ok(selected
-                    .map(|(entry, _)| Candidate { cell: entry.name.clone(), workflow_id: entry.workflow_id.clone() })
-                    .collect())
-            })
-            .await?;
-        let batches = plan_batches(&cells, &input.max_batch);
+        let fleet = &deps.fleet;
+        let cells = &input.cells;
+        let batches = plan_batches(cells, &input.max_batch);
         show(&|v| {
             v.phase = Some(RingPhase::Progressing);
             v.version = input.version.clone();
