@@ -5,3 +5,6 @@ pub mod cell;
 pub mod cloud;
 pub mod flows;
 pub mod controllers;
+pub mod http;
+pub mod operator;
+pub mod fixtures;
