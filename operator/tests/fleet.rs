@@ -55,3 +55,163 @@ async fn three_cells_twenty_namespaces_and_two_rings_converge_to_ready() {
     assert!(fleet.cloud.duplicates().is_empty(), "duplicates: {:?}", fleet.cloud.duplicates());
     fleet.stop().await;
 }
+
+fn ready_status<K: kube::Resource>(obj: &K, conditions: &[cellplane::api::Condition]) -> bool {
+    fixtures::is_ready(obj, conditions)
+}
+
+fn condition(conditions: &[cellplane::api::Condition], type_: &str) -> Option<cellplane::api::Condition> {
+    cellplane::api::conditions::find(conditions, type_).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_releases_its_capacity_and_removes_its_finalizer() {
+    let fleet = Fleet::start(quick_cloud(), None).await;
+    fixtures::create(&fleet.cells(), &cell("solo", "eu-west-1", &[], 1, "1.0.0")).await.unwrap();
+    fixtures::create(&fleet.namespaces(), &namespace("first", "eu-west-1", Tier::Standard)).await.unwrap();
+    let first = fleet.namespace_ready("first").await;
+    assert!(first.metadata.finalizers.unwrap_or_default().contains(&"cellplane.io/teardown".to_string()));
+    assert_eq!(fleet.services.live().len(), 3, "database, certificates and route exist");
+
+    fixtures::create(&fleet.namespaces(), &namespace("second", "eu-west-1", Tier::Standard)).await.unwrap();
+    let waits_for_room = |n: Option<&cellplane::api::Namespace>| {
+        let conditions = n.and_then(|n| n.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default();
+        condition(&conditions, "Ready").is_some_and(|c| c.message.contains("full (1/1 namespaces)"))
+    };
+    fixtures::wait_for(&fleet.namespaces(), "second", "waits for room", support::WITHIN, waits_for_room).await.unwrap();
+
+    fleet.namespaces().delete("first", &Default::default()).await.unwrap();
+    fleet.gone(&fleet.namespaces(), "first").await;
+    assert!(fleet.services.live().iter().all(|o| !o.ends_with("/first")), "{:?}", fleet.services.live());
+    let second = fleet.namespace_ready("second").await;
+    assert_eq!(second.status.unwrap().assigned_cell.as_deref(), Some("solo"));
+    let one_used = |c: Option<&cellplane::api::Cell>| {
+        c.and_then(|c| c.status.as_ref()).and_then(|s| s.capacity_used.clone()).is_some_and(|u| u.namespaces == 1)
+    };
+    fixtures::wait_for(&fleet.cells(), "solo", "1 namespace used", support::WITHIN, one_used).await.unwrap();
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_namespaces_at_once_never_overcommit_a_cell() {
+    let fleet = Fleet::start(SimConfig { latency: Duration::ZERO, ..SimConfig::default() }, None).await;
+    for name in ["cell-a", "cell-b"] {
+        fixtures::create(&fleet.cells(), &cell(name, "eu-west-1", &[], 30, "1.0.0")).await.unwrap();
+    }
+    fleet.cell_ready("cell-a").await;
+    fleet.cell_ready("cell-b").await;
+    let api = fleet.namespaces();
+    let creates = (0..100).map(|i| {
+        let api = api.clone();
+        async move { fixtures::create(&api, &namespace(&format!("ns-{i}"), "eu-west-1", Tier::Standard)).await }
+    });
+    for result in futures::future::join_all(creates).await {
+        result.unwrap();
+    }
+    let settled = |n: Option<&cellplane::api::Namespace>| {
+        let Some(n) = n else { return false };
+        let conditions = n.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        ready_status(n, &conditions)
+            || condition(&conditions, "Ready").is_some_and(|c| c.message.contains("full (30/30 namespaces)"))
+    };
+    let mut per_cell = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..100 {
+        let name = format!("ns-{i}");
+        let Ok(Some(ns)) = fixtures::wait_for(&api, &name, "Ready or refused", Duration::from_secs(120), settled).await
+        else {
+            let ns = api.get(&name).await.unwrap();
+            panic!("{name} did not settle: {:#?}", ns.status);
+        };
+        let conditions = ns.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        if ready_status(&ns, &conditions) {
+            *per_cell.entry(ns.status.unwrap().assigned_cell.unwrap()).or_default() += 1;
+        }
+    }
+    assert_eq!(per_cell.values().sum::<usize>(), 60, "{per_cell:?}");
+    assert!(per_cell.values().all(|n| *n == 30), "{per_cell:?}");
+    for name in ["cell-a", "cell-b"] {
+        let used = |c: Option<&cellplane::api::Cell>| {
+            c.and_then(|c| c.status.as_ref()).and_then(|s| s.capacity_used.clone()).is_some_and(|u| u.namespaces == 30)
+        };
+        fixtures::wait_for(&fleet.cells(), name, "30 used", support::WITHIN, used).await.unwrap();
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_flight_converges_with_no_duplicate_and_no_leak() {
+    let config = SimConfig { latency: Duration::from_millis(20), transient_failure_rate: 0.2, seed: 9, ..SimConfig::default() };
+    let mut fleet = Fleet::start(config, None).await;
+    let cells = ["crash-a", "crash-b", "crash-c"];
+    for name in cells {
+        fixtures::create(&fleet.cells(), &cell(name, "eu-west-1", &[], 10, "1.0.0")).await.unwrap();
+    }
+    for i in 0..8 {
+        fixtures::create(&fleet.namespaces(), &namespace(&format!("crash-ns-{i}"), "eu-west-1", Tier::Standard)).await.unwrap();
+    }
+    let network_ready = |c: Option<&cellplane::api::Cell>| {
+        let conditions = c.and_then(|c| c.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default();
+        condition(&conditions, "NetworkReady").is_some_and(|c| c.status == cellplane::api::ConditionStatus::True)
+    };
+    fixtures::wait_for(&fleet.cells(), "crash-a", "network created", support::WITHIN, network_ready).await.unwrap();
+    fleet.crash_and_restart().await;
+
+    for name in cells {
+        fleet.cell_ready(name).await;
+    }
+    for i in 0..8 {
+        fleet.namespace_ready(&format!("crash-ns-{i}")).await;
+    }
+    for i in 0..8 {
+        fleet.namespaces().delete(&format!("crash-ns-{i}"), &Default::default()).await.unwrap();
+    }
+    for i in 0..8 {
+        fleet.gone(&fleet.namespaces(), &format!("crash-ns-{i}")).await;
+    }
+    for name in cells {
+        fleet.cells().delete(name, &Default::default()).await.unwrap();
+    }
+    for name in cells {
+        fleet.gone(&fleet.cells(), name).await;
+    }
+    assert!(fleet.cloud.duplicates().is_empty(), "created twice: {:?}", fleet.cloud.duplicates());
+    assert!(fleet.cloud.leaks(cells).is_empty(), "leaked: {:?}", fleet.cloud.leaks(cells));
+    assert!(fleet.services.live().is_empty(), "left in cells: {:?}", fleet.services.live());
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_object_is_stalled_without_a_hot_loop() {
+    let fleet = Fleet::start(quick_cloud(), None).await;
+    let mut bad = namespace("bad-template", "eu-west-1", Tier::Standard);
+    // The schema's CEL rule refuses this; an API server without it (or an old one) does not.
+    bad.spec.endpoint.hostname_template = "{cell}.example.com".into();
+    fixtures::create(&fleet.namespaces(), &bad).await.unwrap();
+    let mut bad_ring = ring("bad-ring", 0, "canary", Some("1.0.0"), "0s");
+    bad_ring.spec.min_bake_time = "5 weeks".into();
+    fixtures::create(&fleet.rings(), &bad_ring).await.unwrap();
+
+    let stalled = |conditions: &[cellplane::api::Condition]| {
+        condition(conditions, "Stalled").is_some_and(|c| c.status == cellplane::api::ConditionStatus::True && c.reason == "InvalidSpec")
+    };
+    fixtures::wait_for(&fleet.namespaces(), "bad-template", "Stalled", support::WITHIN, move |n| {
+        stalled(&n.and_then(|n| n.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default())
+    })
+    .await
+    .unwrap();
+    let ring = fixtures::wait_for(&fleet.rings(), "bad-ring", "Stalled", support::WITHIN, move |r| {
+        stalled(&r.and_then(|r| r.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let message = condition(&ring.status.unwrap().conditions, "Stalled").unwrap().message;
+    assert!(message.contains("minBakeTime"), "{message}");
+
+    // A hot loop would write or read these objects many times a second; measure a window.
+    let before = fleet.server.total_requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = fleet.server.total_requests() - before;
+    assert!(during < 20, "{during} requests in 3s while nothing changed");
+    fleet.stop().await;
+}
