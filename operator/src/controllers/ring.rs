@@ -34,14 +34,17 @@ const KIND: &str = "DeploymentRing";
 
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default());
+    let controller = Controller::new(api.clone(), watcher::Config::default());
     let store = controller.store();
-    // Any ring's or cell's progress can change what a ring waits for (an upstream bake, a cell
-    // becoming Ready): reconcile every ring, there are few.
-    let all_rings = triggers::<DeploymentRing>(&ctx.engine, &ctx.fleet, &[Owner::Ring, Owner::Cell])
-        .flat_map(move |_| futures::stream::iter(store.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>()));
+    let every_ring = move || store.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
+    // What a ring waits for can change elsewhere (an upstream ring's bake, a cell becoming
+    // Ready): any ring's or cell's progress and any ring's status reconcile every ring.
+    let all = every_ring.clone();
+    let progress = triggers::<DeploymentRing>(&ctx.engine, &ctx.fleet, &[Owner::Ring, Owner::Cell])
+        .flat_map(move |_| futures::stream::iter(all()));
     controller
-        .reconcile_on(all_rings)
+        .watches(api, watcher::Config::default(), move |_| every_ring())
+        .reconcile_on(progress)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
