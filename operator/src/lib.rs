@@ -8,3 +8,4 @@ pub mod controllers;
 pub mod http;
 pub mod operator;
 pub mod fixtures;
+pub mod cli;

@@ -293,18 +293,22 @@ pub fn workflow_status(cp: &Checkpoint) -> WorkflowStatus {
 
 /// What a person should read about the step in progress: step, attempt, last error, wait.
 pub fn progress_message(cp: &Checkpoint) -> String {
-    let mut message = match &cp.step {
-        Some(step) if cp.attempt > 1 => format!("step {step} (attempt {})", cp.attempt),
-        Some(step) => format!("step {step}"),
-        None => "starting".to_string(),
-    };
+    let mut parts = Vec::new();
+    match &cp.step {
+        Some(step) if cp.attempt > 1 => parts.push(format!("step {step} (attempt {})", cp.attempt)),
+        Some(step) => parts.push(format!("step {step}")),
+        None => {}
+    }
     if let Some(error) = &cp.last_error {
-        message.push_str(&format!("; last error: {error}"));
+        parts.push(format!("last error: {error}"));
     }
     if let Some(reason) = &cp.reason {
-        message.push_str(&format!("; {reason}"));
+        parts.push(reason.clone());
     }
-    message
+    if parts.is_empty() {
+        parts.push(format!("workflow {}", cp.state));
+    }
+    parts.join("; ")
 }
 
 /// Why a finished workflow stopped, as a Stall (None while it is active or completed).
