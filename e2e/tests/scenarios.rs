@@ -13,7 +13,9 @@ async fn cells_namespaces_and_rings_converge_then_tear_down() {
     let p = prefix();
     let canary = format!("{p}-canary");
     let prod = format!("{p}-prod");
-    fixtures::create(&cells, &cell(&canary, "eu-west-1", &[("cellplane.io/ring", &canary)], 10, "1.0.0")).await.unwrap();
+    fixtures::create(&cells, &cell(&canary, "eu-west-1", &[("cellplane.io/ring", &canary)], 10, "1.0.0"))
+        .await
+        .unwrap();
     fixtures::create(&cells, &cell(&prod, "eu-west-1", &[("cellplane.io/ring", &prod)], 10, "1.0.0")).await.unwrap();
     let ns_names: Vec<String> = (0..5).map(|i| format!("{p}-ns-{i}")).collect();
     for name in &ns_names {
@@ -43,7 +45,9 @@ async fn cells_namespaces_and_rings_converge_then_tear_down() {
         cells.delete(name, &Default::default()).await.unwrap();
     }
     for name in [&canary, &prod] {
-        fixtures::wait_for(&cells, name, "deleted", WITHIN, |c: Option<&cellplane::api::Cell>| c.is_none()).await.unwrap();
+        fixtures::wait_for(&cells, name, "deleted", WITHIN, |c: Option<&cellplane::api::Cell>| c.is_none())
+            .await
+            .unwrap();
     }
     assert!(running.cloud.duplicates().is_empty());
     assert!(running.cloud.leaks([canary.as_str(), prod.as_str()]).is_empty());

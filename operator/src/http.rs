@@ -32,7 +32,8 @@ pub async fn serve(
                 let response = respond(&request, &registry, ready.as_ref());
                 async move { Ok::<_, Infallible>(response) }
             });
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+            if let Err(e) =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
             {
                 tracing::debug!(error = %e, "metrics connection ended with an error");
             }
@@ -40,7 +41,11 @@ pub async fn serve(
     }
 }
 
-fn respond(request: &Request<Incoming>, registry: &Registry, ready: &(dyn Fn() -> bool + Send + Sync)) -> Response<Full<Bytes>> {
+fn respond(
+    request: &Request<Incoming>,
+    registry: &Registry,
+    ready: &(dyn Fn() -> bool + Send + Sync),
+) -> Response<Full<Bytes>> {
     let (status, body) = match request.uri().path() {
         "/metrics" => {
             let mut buffer = Vec::new();

@@ -16,7 +16,7 @@ use crate::cell::CellServices;
 use crate::cloud::CloudProvider;
 use crate::controllers::leader::LeaderElection;
 use crate::controllers::{self, Context, ControllerMetrics};
-use crate::flows::{self, FlowDeps, Fleet};
+use crate::flows::{self, Fleet, FlowDeps};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {

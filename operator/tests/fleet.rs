@@ -140,14 +140,17 @@ async fn a_hundred_namespaces_at_once_never_overcommit_a_cell() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_flight_converges_with_no_duplicate_and_no_leak() {
-    let config = SimConfig { latency: Duration::from_millis(20), transient_failure_rate: 0.2, seed: 9, ..SimConfig::default() };
+    let config =
+        SimConfig { latency: Duration::from_millis(20), transient_failure_rate: 0.2, seed: 9, ..SimConfig::default() };
     let mut fleet = Fleet::start(config, None).await;
     let cells = ["crash-a", "crash-b", "crash-c"];
     for name in cells {
         fixtures::create(&fleet.cells(), &cell(name, "eu-west-1", &[], 10, "1.0.0")).await.unwrap();
     }
     for i in 0..8 {
-        fixtures::create(&fleet.namespaces(), &namespace(&format!("crash-ns-{i}"), "eu-west-1", Tier::Standard)).await.unwrap();
+        fixtures::create(&fleet.namespaces(), &namespace(&format!("crash-ns-{i}"), "eu-west-1", Tier::Standard))
+            .await
+            .unwrap();
     }
     let network_ready = |c: Option<&cellplane::api::Cell>| {
         let conditions = c.and_then(|c| c.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default();
@@ -192,7 +195,8 @@ async fn a_malformed_object_is_stalled_without_a_hot_loop() {
     fixtures::create(&fleet.rings(), &bad_ring).await.unwrap();
 
     let stalled = |conditions: &[cellplane::api::Condition]| {
-        condition(conditions, "Stalled").is_some_and(|c| c.status == cellplane::api::ConditionStatus::True && c.reason == "InvalidSpec")
+        condition(conditions, "Stalled")
+            .is_some_and(|c| c.status == cellplane::api::ConditionStatus::True && c.reason == "InvalidSpec")
     };
     fixtures::wait_for(&fleet.namespaces(), "bad-template", "Stalled", support::WITHIN, move |n| {
         stalled(&n.and_then(|n| n.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default())

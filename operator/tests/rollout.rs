@@ -22,7 +22,12 @@ fn status_of(r: Option<&DeploymentRing>) -> cellplane::api::DeploymentRingStatus
     r.and_then(|r| r.status.clone()).unwrap_or_default()
 }
 
-async fn wait_ring(fleet: &Fleet, name: &str, what: &str, check: impl Fn(&cellplane::api::DeploymentRingStatus) -> bool + Send + 'static) {
+async fn wait_ring(
+    fleet: &Fleet,
+    name: &str,
+    what: &str,
+    check: impl Fn(&cellplane::api::DeploymentRingStatus) -> bool + Send + 'static,
+) {
     if let Err(e) = fixtures::wait_for(&fleet.rings(), name, what, WITHIN, move |r| check(&status_of(r))).await {
         let ring = fleet.rings().get(name).await.unwrap();
         panic!("{e}: {:#?}", ring.status);
@@ -53,12 +58,16 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
     fixtures::create(&fleet.rings(), &follower).await.unwrap();
 
     // The first version bakes in ring 0 before ring 1 sees it.
-    wait_ring(&fleet, "ring-0", "baking 1.0.0", |s| s.phase == Some(RingPhase::Baking) && s.baked_until.is_some()).await;
+    wait_ring(&fleet, "ring-0", "baking 1.0.0", |s| s.phase == Some(RingPhase::Baking) && s.baked_until.is_some())
+        .await;
     wait_ring(&fleet, "ring-1", "waiting for upstream", |s| s.phase == Some(RingPhase::WaitingForUpstream)).await;
     clock.advance(Duration::from_secs(3601));
     wait_ring(&fleet, "ring-0", "baked 1.0.0", |s| s.baked_version.as_deref() == Some("1.0.0")).await;
     wait_ring(&fleet, "ring-1", "pausing after batch 1", |s| {
-        s.target_version.as_deref() == Some("1.0.0") && s.current_batch == Some(1) && s.total_batches == Some(2) && sleeping(s)
+        s.target_version.as_deref() == Some("1.0.0")
+            && s.current_batch == Some(1)
+            && s.total_batches == Some(2)
+            && sleeping(s)
     })
     .await;
     clock.advance(Duration::from_secs(601));

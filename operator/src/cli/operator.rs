@@ -187,11 +187,8 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("journal.db").display());
     let journal = cellplane_workflows::journal::open(&url, "cellplane").await?;
-    let cloud_config = SimConfig {
-        latency: Duration::from_millis(150),
-        transient_failure_rate: 0.05,
-        ..SimConfig::default()
-    };
+    let cloud_config =
+        SimConfig { latency: Duration::from_millis(150), transient_failure_rate: 0.05, ..SimConfig::default() };
     let cloud = Arc::new(SimCloud::new(cloud_config));
     let services = Arc::new(SimCellServices::new(Duration::from_millis(100)));
     let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, OperatorOptions::default())?);
@@ -406,8 +403,7 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     while Instant::now() < deadline {
         ticker.tick().await;
         let cells_ready = cells.list(&ListParams::default()).await?.items.iter().filter(|c| is_ready_cell(c)).count();
-        let ns_ready =
-            namespaces.list(&ListParams::default()).await?.items.iter().filter(|n| is_ready_ns(n)).count();
+        let ns_ready = namespaces.list(&ListParams::default()).await?.items.iter().filter(|n| is_ready_ns(n)).count();
         ready = cells_ready + ns_ready;
         if ready == args.cells + args.namespaces {
             break;

@@ -126,7 +126,13 @@ impl Context {
     }
 
     /// Sends a signal at most once per process (workflows tolerate a repeat after a restart).
-    pub async fn signal_once<T: Serialize>(&self, id: &str, name: &str, key: &str, payload: &T) -> Result<(), ReconcileError> {
+    pub async fn signal_once<T: Serialize>(
+        &self,
+        id: &str,
+        name: &str,
+        key: &str,
+        payload: &T,
+    ) -> Result<(), ReconcileError> {
         let once = format!("{id}#{name}#{key}");
         if lock(&self.signalled).contains(&once) {
             return Ok(());
@@ -322,10 +328,9 @@ pub fn stall_of(cp: &Checkpoint) -> Option<Stall> {
                 cp.reason.clone().or(cp.last_error.clone()).unwrap_or_default()
             ),
         }),
-        State::NonDeterministic => Some(Stall {
-            reason: "NonDeterministic".into(),
-            message: cp.reason.clone().unwrap_or_default(),
-        }),
+        State::NonDeterministic => {
+            Some(Stall { reason: "NonDeterministic".into(), message: cp.reason.clone().unwrap_or_default() })
+        }
         _ => None,
     }
 }
@@ -369,7 +374,8 @@ pub fn conditions_for(
 pub fn set_deleting(conditions: &mut Vec<Condition>, blocker: Option<(&str, String)>, generation: Option<i64>) {
     match blocker {
         Some((reason, message)) => {
-            let c = Condition::new(conditions::types::DELETING, ConditionStatus::False, reason, message, generation, now());
+            let c =
+                Condition::new(conditions::types::DELETING, ConditionStatus::False, reason, message, generation, now());
             conditions::set_condition(conditions, c);
         }
         None => conditions.retain(|c| c.type_ != conditions::types::DELETING),

@@ -122,12 +122,14 @@ async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action,
     };
     ctx.fleet.set_ring_paused(&name, ring.spec.paused);
     let cells: Vec<Cell> = Api::<Cell>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
-    let selected: Vec<&Cell> = cells.iter().filter(|c| selector_matches(&ring.spec.cell_selector, c.labels())).collect();
+    let selected: Vec<&Cell> =
+        cells.iter().filter(|c| selector_matches(&ring.spec.cell_selector, c.labels())).collect();
     status.cells_by_version = cells_by_version(&selected);
     let target = match &ring.spec.version {
         Some(version) => Some(version.clone()),
         None => {
-            let rings: Vec<DeploymentRing> = Api::<DeploymentRing>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
+            let rings: Vec<DeploymentRing> =
+                Api::<DeploymentRing>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
             upstream(ring, &rings).and_then(|u| u.status.as_ref()).and_then(|s| s.baked_version.clone())
         }
     };
@@ -149,7 +151,9 @@ async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action,
         }
         let not_ready: Vec<String> = selected
             .iter()
-            .filter(|c| !c.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, conditions::types::READY)))
+            .filter(|c| {
+                !c.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, conditions::types::READY))
+            })
             .map(|c| c.name_any())
             .collect();
         if selected.is_empty() || !not_ready.is_empty() {
@@ -265,8 +269,15 @@ async fn finish_status(
     stall: Option<Stall>,
 ) -> Result<(), ReconcileError> {
     let generation = ring.metadata.generation;
-    let mut conditions =
-        conditions_for(&status.conditions, RING_CONDITIONS, RING_STEPS, done, waiting.clone(), generation, stall.as_ref());
+    let mut conditions = conditions_for(
+        &status.conditions,
+        RING_CONDITIONS,
+        RING_STEPS,
+        done,
+        waiting.clone(),
+        generation,
+        stall.as_ref(),
+    );
     let now = super::now();
     let progressing = matches!(status.phase, Some(RingPhase::Progressing | RingPhase::Baking));
     let (status_of, reason) = if progressing {
@@ -288,13 +299,15 @@ async fn finish_status(
             generation,
             now,
         ),
-        None => conditions::Condition::new(HALTED, conditions::ConditionStatus::False, "NotHalted", "", generation, now),
+        None => {
+            conditions::Condition::new(HALTED, conditions::ConditionStatus::False, "NotHalted", "", generation, now)
+        }
     };
     conditions::set_condition(&mut conditions, halted);
-    if stall.is_some() && status.phase != ring.status.as_ref().and_then(|s| s.phase) {
-        if let Some(stall) = &stall {
-            ctx.event(ring, true, &stall.reason, stall.message.clone()).await;
-        }
+    if let Some(stall) = &stall
+        && status.phase != ring.status.as_ref().and_then(|s| s.phase)
+    {
+        ctx.event(ring, true, &stall.reason, stall.message.clone()).await;
     }
     status.conditions = conditions;
     status.observed_generation = generation;

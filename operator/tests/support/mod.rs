@@ -30,16 +30,15 @@ pub struct Fleet {
 }
 
 fn engine_config() -> EngineConfig {
-    EngineConfig {
-        lease: Duration::from_secs(2),
-        poll_interval: Duration::from_millis(200),
-        ..EngineConfig::default()
-    }
+    EngineConfig { lease: Duration::from_secs(2), poll_interval: Duration::from_millis(200), ..EngineConfig::default() }
 }
 
 impl Fleet {
     pub async fn start(cloud: SimConfig, clock: Option<Arc<dyn Clock>>) -> Fleet {
-        let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
         let server = ApiServer::new();
         server.register::<Cell>().expect("register Cell");
         server.register::<Namespace>().expect("register Namespace");
@@ -61,7 +60,8 @@ impl Fleet {
             task.abort();
             let _ = task.await;
         }
-        let (operator, token, task) = launch(&self.client, &self.dir, &self.cloud, &self.services, self.clock.clone()).await;
+        let (operator, token, task) =
+            launch(&self.client, &self.dir, &self.cloud, &self.services, self.clock.clone()).await;
         self.operator = operator;
         self.token = token;
         self.task = Some(task);
@@ -80,13 +80,20 @@ impl Fleet {
     }
 
     pub async fn cell_ready(&self, name: &str) -> Cell {
-        let ready = |c: Option<&Cell>| c.is_some_and(|c| is_ready(c, &c.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()));
+        let ready = |c: Option<&Cell>| {
+            c.is_some_and(|c| is_ready(c, &c.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()))
+        };
         fixtures::wait_for(&self.cells(), name, "Ready", WITHIN, ready).await.expect("cell Ready").expect("cell exists")
     }
 
     pub async fn namespace_ready(&self, name: &str) -> Namespace {
-        let ready = |n: Option<&Namespace>| n.is_some_and(|n| is_ready(n, &n.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()));
-        fixtures::wait_for(&self.namespaces(), name, "Ready", WITHIN, ready).await.expect("namespace Ready").expect("namespace exists")
+        let ready = |n: Option<&Namespace>| {
+            n.is_some_and(|n| is_ready(n, &n.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()))
+        };
+        fixtures::wait_for(&self.namespaces(), name, "Ready", WITHIN, ready)
+            .await
+            .expect("namespace Ready")
+            .expect("namespace exists")
     }
 
     pub async fn gone<K>(&self, api: &Api<K>, name: &str)
