@@ -219,3 +219,25 @@ async fn a_malformed_object_is_stalled_without_a_hot_loop() {
     assert!(during < 20, "{during} requests in 3s while nothing changed");
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cell_waits_for_its_namespaces_and_names_them() {
+    let fleet = Fleet::start(quick_cloud(), None).await;
+    fixtures::create(&fleet.cells(), &cell("busy", "eu-west-1", &[], 5, "1.0.0")).await.unwrap();
+    fixtures::create(&fleet.namespaces(), &namespace("tenant-x", "eu-west-1", Tier::Standard)).await.unwrap();
+    fleet.namespace_ready("tenant-x").await;
+
+    fleet.cells().delete("busy", &Default::default()).await.unwrap();
+    let blocked = |c: Option<&cellplane::api::Cell>| {
+        let conditions = c.and_then(|c| c.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default();
+        condition(&conditions, "Deleting").is_some_and(|d| d.reason == "NamespacesRemain" && d.message.contains("tenant-x"))
+    };
+    fixtures::wait_for(&fleet.cells(), "busy", "Deleting names tenant-x", support::WITHIN, blocked).await.unwrap();
+    assert!(!fleet.cloud.live_in("busy").is_empty(), "nothing is torn down while a tenant lives there");
+
+    fleet.namespaces().delete("tenant-x", &Default::default()).await.unwrap();
+    fleet.gone(&fleet.namespaces(), "tenant-x").await;
+    fleet.gone(&fleet.cells(), "busy").await;
+    assert!(fleet.cloud.leaks(["busy"]).is_empty(), "leaked: {:?}", fleet.cloud.leaks(["busy"]));
+    fleet.stop().await;
+}

@@ -24,6 +24,7 @@ const KIND: &str = "Cell";
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Cell> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default())
+        .with_config(super::controller_config())
         .reconcile_on(triggers(&ctx.engine, &ctx.fleet, &[Owner::Cell]))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
@@ -71,7 +72,13 @@ async fn reconcile_inner(cell: &Cell, ctx: &Context) -> Result<Action, Reconcile
     let input = CellInput { cell: name.clone(), spec: cell.spec.clone(), generation, state: None };
     ctx.ensure::<CellWorkflow>(&id, &input).await?;
     let view = ctx.fleet.cell_view(&id);
-    if view.as_ref().is_some_and(|v| v.provisioned && v.applied_generation < generation) {
+    if view.is_none() {
+        ctx.refresh(&id).await?;
+    }
+    // Without a view (the workflow has not run in this process yet) the workflow decides: it
+    // ignores generations it has applied.
+    let applied = view.as_ref().map_or(1, |v| v.applied_generation);
+    if generation > applied {
         let command = CellCommand::ApplySpec { generation, spec: Box::new(cell.spec.clone()) };
         ctx.signal_once(&id, COMMAND, &generation.to_string(), &command).await?;
     }

@@ -33,6 +33,8 @@ use crate::flows::{Fleet, Owner, ids};
 
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "cellplane";
+/// The signal that makes a waiting workflow replay (see [`Context::refresh`]).
+pub const REFRESH: &str = "refresh";
 /// Finalizer on every cellplane object: teardown runs before the object goes.
 pub const FINALIZER: &str = "cellplane.io/teardown";
 
@@ -142,6 +144,17 @@ impl Context {
             Err(e) => return Err(e.into()),
         }
         lock(&self.signalled).insert(once);
+        Ok(())
+    }
+
+    /// Wakes a workflow parked on a signal so that it replays and shows its view again: after
+    /// a restart, a workflow that waits (for days, maybe) has not run in this process. The
+    /// signal has a name no workflow waits for; it stays unconsumed in the journal.
+    pub async fn refresh(&self, id: &str) -> Result<(), ReconcileError> {
+        let waiting = self.engine.checkpoint(id).await?.is_some_and(|cp| cp.state == State::WaitingSignal);
+        if waiting {
+            self.signal_once(id, REFRESH, "", &()).await?;
+        }
         Ok(())
     }
 
@@ -411,6 +424,11 @@ fn receiver_stream<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> imp
             }
         }
     })
+}
+
+/// Bursts of workflow progress (several checkpoints per step) collapse into one reconcile.
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().debounce(Duration::from_millis(250))
 }
 
 /// Runs the three controllers until `shutdown`.

@@ -25,6 +25,7 @@ const KIND: &str = "Namespace";
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default())
+        .with_config(super::controller_config())
         .reconcile_on(triggers(&ctx.engine, &ctx.fleet, &[Owner::Namespace]))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
@@ -56,6 +57,9 @@ async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, Reconc
     let id = ids::namespace(&name, &uid);
     let input = NamespaceInput { name, uid, spec: ns.spec.clone() };
     ctx.ensure::<NamespaceWorkflow>(&id, &input).await?;
+    if ctx.fleet.namespace_view(&id).is_none() {
+        ctx.refresh(&id).await?;
+    }
     write_status(ns, ctx, &api, Some(&id), None, None).await?;
     Ok(Action::requeue(std::time::Duration::from_secs(600)))
 }
@@ -183,7 +187,9 @@ async fn cleanup(ns: &Namespace, ctx: &Context, api: &Api<Namespace>) -> Result<
     }
     let placed = ns.status.as_ref().and_then(|s| s.assigned_cell.as_ref()).is_some()
         || ctx.fleet.namespace_view(&id).is_some_and(|v| v.assigned_cell.is_some());
-    if placed {
+    // Only while choosing a cell does the workflow hold nothing that teardown must release.
+    let choosing = matches!(checkpoint.step.as_deref(), None | Some("select-cell"));
+    if placed || !choosing {
         ctx.signal_once(&id, DELETE, "delete", &()).await?;
     } else {
         // Still looking for a cell: nothing to release, stop looking.

@@ -34,7 +34,7 @@ const KIND: &str = "DeploymentRing";
 
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api.clone(), watcher::Config::default());
+    let controller = Controller::new(api.clone(), watcher::Config::default()).with_config(super::controller_config());
     let store = controller.store();
     let every_ring = move || store.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
     // What a ring waits for can change elsewhere (an upstream ring's bake, a cell becoming

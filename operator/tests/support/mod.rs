@@ -90,10 +90,13 @@ impl Fleet {
         let ready = |n: Option<&Namespace>| {
             n.is_some_and(|n| is_ready(n, &n.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()))
         };
-        fixtures::wait_for(&self.namespaces(), name, "Ready", WITHIN, ready)
-            .await
-            .expect("namespace Ready")
-            .expect("namespace exists")
+        match fixtures::wait_for(&self.namespaces(), name, "Ready", WITHIN, ready).await {
+            Ok(Some(ns)) => ns,
+            other => {
+                let now = self.namespaces().get(name).await.ok().and_then(|n| n.status);
+                panic!("{name} not Ready ({other:?}): {now:#?}");
+            }
+        }
     }
 
     pub async fn gone<K>(&self, api: &Api<K>, name: &str)
