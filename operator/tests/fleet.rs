@@ -241,3 +241,28 @@ async fn deleting_a_cell_waits_for_its_namespaces_and_names_them() {
     assert!(fleet.cloud.leaks(["busy"]).is_empty(), "leaked: {:?}", fleet.cloud.leaks(["busy"]));
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_is_applied_by_the_cell_workflow() {
+    let fleet = Fleet::start(quick_cloud(), None).await;
+    fixtures::create(&fleet.cells(), &cell("growing", "eu-west-1", &[], 5, "1.0.0")).await.unwrap();
+    fleet.cell_ready("growing").await;
+    let patch = serde_json::json!({"spec": {"cluster": {"nodePools": [
+        {"name": "general", "instanceType": "sim.large", "minNodes": 1, "maxNodes": 3},
+        {"name": "gpu", "instanceType": "sim.gpu", "minNodes": 0, "maxNodes": 2}
+    ]}, "version": "1.2.0"}});
+    let params = kube::api::PatchParams::default();
+    fleet.cells().patch("growing", &params, &kube::api::Patch::Merge(&patch)).await.unwrap();
+    let applied = |c: Option<&cellplane::api::Cell>| {
+        c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+            s.running_version.as_deref() == Some("1.2.0")
+                && s.resources.as_ref().is_some_and(|r| r.node_pool_ids.contains_key("gpu"))
+        })
+    };
+    fixtures::wait_for(&fleet.cells(), "growing", "gpu pool and 1.2.0", support::WITHIN, applied).await.unwrap();
+    let ready = fleet.cell_ready("growing").await;
+    assert_eq!(ready.status.unwrap().observed_generation, Some(2));
+    assert!(fleet.cloud.live_in("growing").contains(&"pool/gpu".to_string()));
+    assert!(fleet.cloud.duplicates().is_empty());
+    fleet.stop().await;
+}
