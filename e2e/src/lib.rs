@@ -26,11 +26,16 @@ pub async fn cluster(scenario: &str) -> Option<Client> {
         println!("e2e scenario {scenario:?} DID NOT RUN: set E2E_KUBECONFIG to run it against a cluster");
         return None;
     };
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("E2E_KUBECONFIG is readable");
+    Some(connect(std::path::Path::new(&path)).await)
+}
+
+/// A client for the cluster a kubeconfig names, with the cellplane CRDs installed.
+pub async fn connect(kubeconfig: &std::path::Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig is readable");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("kubeconfig");
     let client = Client::try_from(config).expect("client");
     install_crds(&client).await;
-    Some(client)
+    client
 }
 
 async fn install_crds(client: &Client) {
@@ -90,6 +95,62 @@ impl Running {
         self.token.cancel();
         let _ = self.task.await;
     }
+}
+
+/// Scenario: cells, namespaces and a ring converge to Ready; then everything is deleted and
+/// the sim cloud shows no duplicate and no leak.
+pub async fn converge_then_tear_down(client: &Client) {
+    use cellplane::api::namespace::Tier;
+    use cellplane::fixtures::{self, cell, is_ready, namespace, ring};
+    let running = start_operator(client).await;
+    let (cells, namespaces, rings) = apis(client);
+    let p = prefix();
+    let canary = format!("{p}-canary");
+    let prod = format!("{p}-prod");
+    let ring_name = format!("{p}-ring-0");
+    fixtures::create(&cells, &cell(&canary, "eu-west-1", &[("cellplane.io/ring", &canary)], 10, "1.0.0"))
+        .await
+        .unwrap();
+    fixtures::create(&cells, &cell(&prod, "eu-west-1", &[("cellplane.io/ring", &prod)], 10, "1.0.0")).await.unwrap();
+    let ns_names: Vec<String> = (0..5).map(|i| format!("{p}-ns-{i}")).collect();
+    for name in &ns_names {
+        fixtures::create(&namespaces, &namespace(name, "eu-west-1", Tier::Standard)).await.unwrap();
+    }
+    fixtures::create(&rings, &ring(&ring_name, 0, &canary, Some("1.0.0"), "0s")).await.unwrap();
+
+    for name in [&canary, &prod] {
+        fixtures::wait_for(&cells, name, "Ready", WITHIN, |c: Option<&Cell>| {
+            c.is_some_and(|c| is_ready(c, &c.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()))
+        })
+        .await
+        .unwrap();
+    }
+    for name in &ns_names {
+        fixtures::wait_for(&namespaces, name, "Ready", WITHIN, |n: Option<&Namespace>| {
+            n.is_some_and(|n| is_ready(n, &n.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()))
+        })
+        .await
+        .unwrap();
+    }
+    fixtures::wait_for(&rings, &ring_name, "baked", WITHIN, |r: Option<&DeploymentRing>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.baked_version.as_deref() == Some("1.0.0"))
+    })
+    .await
+    .unwrap();
+    for name in &ns_names {
+        namespaces.delete(name, &Default::default()).await.unwrap();
+    }
+    rings.delete(&ring_name, &Default::default()).await.unwrap();
+    for name in [&canary, &prod] {
+        cells.delete(name, &Default::default()).await.unwrap();
+    }
+    for name in [&canary, &prod] {
+        fixtures::wait_for(&cells, name, "deleted", WITHIN, |c: Option<&Cell>| c.is_none()).await.unwrap();
+    }
+    assert!(running.cloud.duplicates().is_empty(), "created twice: {:?}", running.cloud.duplicates());
+    let leaks = running.cloud.leaks([canary.as_str(), prod.as_str()]);
+    assert!(leaks.is_empty(), "leaked: {leaks:?}");
+    running.stop().await;
 }
 
 pub fn apis(client: &Client) -> (Api<Cell>, Api<Namespace>, Api<DeploymentRing>) {

@@ -230,7 +230,8 @@ async fn deleting_a_cell_waits_for_its_namespaces_and_names_them() {
     fleet.cells().delete("busy", &Default::default()).await.unwrap();
     let blocked = |c: Option<&cellplane::api::Cell>| {
         let conditions = c.and_then(|c| c.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default();
-        condition(&conditions, "Deleting").is_some_and(|d| d.reason == "NamespacesRemain" && d.message.contains("tenant-x"))
+        condition(&conditions, "Deleting")
+            .is_some_and(|d| d.reason == "NamespacesRemain" && d.message.contains("tenant-x"))
     };
     fixtures::wait_for(&fleet.cells(), "busy", "Deleting names tenant-x", support::WITHIN, blocked).await.unwrap();
     assert!(!fleet.cloud.live_in("busy").is_empty(), "nothing is torn down while a tenant lives there");
