@@ -23,9 +23,10 @@ const KIND: &str = "Cell";
 
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Cell> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
-        .with_config(super::controller_config())
-        .reconcile_on(triggers(&ctx.engine, &ctx.fleet, &[Owner::Cell]))
+    let controller = Controller::new(api, watcher::Config::default()).with_config(super::controller_config());
+    let progress = triggers(&ctx.engine, &ctx.fleet, &[Owner::Cell], controller.store());
+    controller
+        .reconcile_on(progress)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -20,7 +20,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus::{IntCounterVec, Opts, Registry};
 use serde::Serialize;
@@ -396,32 +396,39 @@ pub fn set_deleting(conditions: &mut Vec<Condition>, blocker: Option<(&str, Stri
 }
 
 /// Reconcile triggers for objects of one kind: every workflow checkpoint and fleet view change
-/// of a workflow it owns, as an ObjectRef.
+/// of a workflow it owns, as an ObjectRef. When the channels overflowed (a burst larger than
+/// their buffers), every object in `store` is reconciled, so no final progress goes unseen.
 pub fn triggers<K>(
     engine: &Engine,
     fleet: &Fleet,
     owners: &'static [Owner],
+    store: Store<K>,
 ) -> impl Stream<Item = ObjectRef<K>> + Send + use<K>
 where
-    K: Resource<DynamicType = ()> + 'static,
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    let checkpoints = receiver_stream(engine.subscribe()).map(|cp: Checkpoint| cp.id);
+    let checkpoints = receiver_stream(engine.subscribe()).map(|cp: Option<Checkpoint>| cp.map(|cp| cp.id));
     let views = receiver_stream(fleet.subscribe());
-    futures::stream::select(checkpoints, views).filter_map(move |id| async move {
-        let (owner, name) = ids::owner(&id)?;
-        owners.contains(&owner).then(|| ObjectRef::new(name))
+    futures::stream::select(checkpoints, views).flat_map(move |id| {
+        let refs: Vec<ObjectRef<K>> = match id {
+            Some(id) => ids::owner(&id)
+                .filter(|(owner, _)| owners.contains(owner))
+                .map(|(_, name)| ObjectRef::new(name))
+                .into_iter()
+                .collect(),
+            None => store.state().iter().map(|obj| ObjectRef::from(obj.as_ref())).collect(),
+        };
+        futures::stream::iter(refs)
     })
 }
 
-fn receiver_stream<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> impl Stream<Item = T> + Send {
+/// Items of a broadcast channel; None where some were missed.
+fn receiver_stream<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> impl Stream<Item = Option<T>> + Send {
     futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(item) => return Some((item, rx)),
-                // Missed some: the next ones still trigger, and watches cover the rest.
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+        match rx.recv().await {
+            Ok(item) => Some((Some(item), rx)),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some((None, rx)),
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     })
 }

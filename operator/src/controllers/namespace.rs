@@ -24,9 +24,10 @@ const KIND: &str = "Namespace";
 
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Namespace> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
-        .with_config(super::controller_config())
-        .reconcile_on(triggers(&ctx.engine, &ctx.fleet, &[Owner::Namespace]))
+    let controller = Controller::new(api, watcher::Config::default()).with_config(super::controller_config());
+    let progress = triggers(&ctx.engine, &ctx.fleet, &[Owner::Namespace], controller.store());
+    controller
+        .reconcile_on(progress)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -36,11 +36,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
     let controller = Controller::new(api.clone(), watcher::Config::default()).with_config(super::controller_config());
     let store = controller.store();
-    let every_ring = move || store.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
+    let rings = store.clone();
+    let every_ring = move || rings.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
     // What a ring waits for can change elsewhere (an upstream ring's bake, a cell becoming
     // Ready): any ring's or cell's progress and any ring's status reconcile every ring.
     let all = every_ring.clone();
-    let progress = triggers::<DeploymentRing>(&ctx.engine, &ctx.fleet, &[Owner::Ring, Owner::Cell])
+    let progress = triggers::<DeploymentRing>(&ctx.engine, &ctx.fleet, &[Owner::Ring, Owner::Cell], store.clone())
         .flat_map(move |_| futures::stream::iter(all()));
     controller
         .watches(api, watcher::Config::default(), move |_| every_ring())
