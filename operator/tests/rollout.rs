@@ -117,3 +117,26 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
     assert_eq!(fleet.cloud.components_version("canary-1").as_deref(), Some("1.1.0"));
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_ring_holds_its_next_batch_until_resumed() {
+    let fleet = Fleet::start(SimConfig { latency: Duration::ZERO, ..SimConfig::default() }, None).await;
+    fixtures::create(&fleet.cells(), &cell("held-1", "eu-west-1", &[("cellplane.io/ring", "held")], 10, "1.0.0"))
+        .await
+        .unwrap();
+    fleet.cell_ready("held-1").await;
+    let mut paused = ring("held", 0, "held", Some("1.1.0"), "0s");
+    paused.spec.paused = true;
+    fixtures::create(&fleet.rings(), &paused).await.unwrap();
+    wait_ring(&fleet, "held", "paused before its first batch", |s| {
+        s.phase == Some(RingPhase::Paused) && s.workflow.as_ref().is_some_and(|w| w.waiting_for.is_some())
+    })
+    .await;
+    assert_eq!(fleet.cloud.components_version("held-1").as_deref(), Some("1.0.0"));
+
+    let patch = serde_json::json!({"spec": {"paused": false}});
+    fleet.rings().patch("held", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_ring(&fleet, "held", "baked after resuming", |s| s.baked_version.as_deref() == Some("1.1.0")).await;
+    assert_eq!(fleet.cloud.components_version("held-1").as_deref(), Some("1.1.0"));
+    fleet.stop().await;
+}
