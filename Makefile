@@ -2,7 +2,7 @@
 CARGO ?= cargo
 JOURNAL ?= sqlite://$(CURDIR)/target/bench-journal.db
 
-.PHONY: build test lint fmt run bench e2e crds help
+.PHONY: build test lint fmt run bench bench-fleet e2e crds help
 
 ## build: compile the workspace
 build:
@@ -40,6 +40,10 @@ bench:
 	  $$B bench sleepers --journal "$$DATABASE_URL" --journal-schema bench --workflows 10000; \
 	  rm -f target/bench-journal.db*; \
 	  $$B bench engine --journal "$(JOURNAL)" --workflows 1000 --steps 10 --concurrency 32'
+
+## bench-fleet: 200 cells and 10,000 namespaces on the in-memory API until all are Ready
+bench-fleet:
+	$(CARGO) run --release --quiet -p cellplane -- bench fleet --cells 200 --namespaces 10000
 
 ## e2e: the end-to-end scenarios against the cluster named by E2E_KUBECONFIG
 e2e:

@@ -1,4 +1,11 @@
 //! cellplane: a Kubernetes operator for the control plane of a cell-based managed service.
 
 pub mod api;
+pub mod cell;
 pub mod cli;
+pub mod cloud;
+pub mod controllers;
+pub mod fixtures;
+pub mod flows;
+pub mod http;
+pub mod operator;

@@ -32,6 +32,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("workflow {id:?} ended {state}: {reason}")]
     Unsuccessful { id: String, state: State, reason: String },
+    #[error("the engine is shutting down")]
+    ShuttingDown,
     #[error("cannot register the engine's metrics (is another engine using this registry?): {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -16,6 +16,8 @@ use super::{JournalArgs, open_journal};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// C cells and N namespaces until all are Ready: seconds, reconciles/s, peak RSS.
+    Fleet(super::operator::FleetArgs),
     /// N workflows of M no-op steps at concurrency C: throughput and step latency.
     Engine(EngineBench),
     /// N workflows left mid-flight under a dead owner: how fast a new engine resumes them all.
@@ -55,6 +57,7 @@ pub struct EngineBench {
 
 pub async fn run(command: BenchCommand) -> Result<(), String> {
     match command {
+        BenchCommand::Fleet(args) => super::operator::bench_fleet(args).await.map_err(|e| e.to_string()),
         BenchCommand::Engine(args) => engine_bench(args).await,
         BenchCommand::Recovery { journal, workflows } => recovery_bench(journal, workflows).await,
         BenchCommand::Sleepers { journal, workflows } => sleepers_bench(journal, workflows).await,

@@ -1,6 +1,7 @@
 //! The `cellplane` command line.
 
 mod bench;
+pub mod operator;
 mod workflows;
 
 use std::path::PathBuf;
@@ -28,6 +29,11 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator against a cluster (kubeconfig or in-cluster).
+    Run(operator::RunArgs),
+    /// Run the operator on an in-memory API server and a simulated cloud, apply DIR, watch it
+    /// converge (no cluster, no database needed).
+    Sandbox(operator::SandboxArgs),
     /// Print the CustomResourceDefinitions (or write one file per kind into --dir).
     Crds {
         #[arg(long)]
@@ -63,6 +69,8 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => operator::run(args).await.map_err(|e| e.to_string()),
+            Command::Sandbox(args) => operator::sandbox(args).await.map_err(|e| e.to_string()),
             Command::Crds { dir } => crds(dir),
             Command::Workflows(command) => workflows::run(command).await,
             Command::Bench(command) => bench::run(command).await,

@@ -1,0 +1,101 @@
+//! Simulated in-cell services: they keep what they created in memory so tests can check that
+//! teardown leaves nothing behind.
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant};
+
+#[derive(Default)]
+pub struct SimCellServices {
+    latency: Duration,
+    /// Live objects as `cell/kind/tenant`.
+    live: Mutex<BTreeSet<String>>,
+}
+
+impl SimCellServices {
+    pub fn new(latency: Duration) -> Self {
+        SimCellServices { latency, live: Mutex::default() }
+    }
+
+    /// Objects that exist now, as `cell/kind/tenant` (kinds: database, certificates, route).
+    pub fn live(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn put(&self, cell: &CellContext, kind: &str, tenant: &Tenant) {
+        tokio::time::sleep(self.latency).await;
+        self.lock().insert(format!("{}/{kind}/{}", cell.name, tenant.name));
+    }
+
+    async fn remove(&self, cell: &CellContext, kind: &str, tenant: &Tenant) {
+        tokio::time::sleep(self.latency).await;
+        self.lock().remove(&format!("{}/{kind}/{}", cell.name, tenant.name));
+    }
+}
+
+#[async_trait]
+impl CellServices for SimCellServices {
+    async fn create_database(
+        &self,
+        _key: &str,
+        cell: &CellContext,
+        tenant: &Tenant,
+    ) -> Result<DatabaseGrant, CellError> {
+        self.put(cell, "database", tenant).await;
+        let name = format!("tenant_{}", tenant.name.replace('-', "_"));
+        Ok(DatabaseGrant { role: name.clone(), database: name, secret: format!("{}-db", tenant.name) })
+    }
+
+    async fn drop_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        self.remove(cell, "database", tenant).await;
+        Ok(())
+    }
+
+    async fn issue_certificates(
+        &self,
+        _key: &str,
+        cell: &CellContext,
+        tenant: &Tenant,
+    ) -> Result<Certificates, CellError> {
+        self.put(cell, "certificates", tenant).await;
+        let issue_client = tenant.mtls.issue_client_certificate.unwrap_or(false);
+        Ok(Certificates {
+            server_secret: format!("{}-server-tls", tenant.name),
+            client_ca_secret: format!("{}-client-ca", tenant.name),
+            client_secret: issue_client.then(|| format!("{}-client-tls", tenant.name)),
+        })
+    }
+
+    async fn remove_certificates(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        self.remove(cell, "certificates", tenant).await;
+        Ok(())
+    }
+
+    async fn create_route(&self, _key: &str, cell: &CellContext, tenant: &Tenant) -> Result<Route, CellError> {
+        self.put(cell, "route", tenant).await;
+        Ok(Route { name: format!("tenant-{}", tenant.name) })
+    }
+
+    async fn delete_route(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        self.remove(cell, "route", tenant).await;
+        Ok(())
+    }
+
+    async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        tokio::time::sleep(self.latency).await;
+        let route = format!("{}/route/{}", cell.name, tenant.name);
+        if self.lock().contains(&route) {
+            Ok(())
+        } else {
+            Err(CellError::Transient(format!("no route answers for {}", tenant.endpoint)))
+        }
+    }
+}

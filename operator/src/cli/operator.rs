@@ -1,0 +1,410 @@
+//! `cellplane run`, `cellplane sandbox [DIR]`, `cellplane crds` and `cellplane bench fleet`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::conditions::{self, Condition};
+use crate::api::{Cell, DeploymentRing, Namespace};
+use crate::cell::sim::SimCellServices;
+use crate::cloud::sim::{SimCloud, SimConfig};
+use crate::fixtures;
+use crate::operator::{LeaderOptions, Operator, OperatorError, OperatorOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("cluster configuration: {0}")]
+    Config(#[from] kube::config::InferConfigError),
+    #[error("workflow journal: {0}")]
+    Journal(#[from] cellplane_workflows::Error),
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{path}: {message}")]
+    Manifest { path: String, message: String },
+    #[error(transparent)]
+    Crd(#[from] crate::api::CrdError),
+    #[error("in-memory API: {0}")]
+    MemApi(String),
+    #[error(transparent)]
+    Wait(#[from] fixtures::WaitError),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Kubeconfig to use; unset: in-cluster configuration, then ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub journal: super::JournalArgs,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Run the controllers only while holding a Lease (for several replicas); workflow workers
+    /// run in every replica.
+    #[arg(long, env = "CELLPLANE_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease (the pod's own, from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "cellplane-system")]
+    pub leader_election_namespace: String,
+    #[arg(long, default_value = "cellplane-leader")]
+    pub lease_name: String,
+}
+
+async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, CliError> {
+    match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            let config =
+                kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+            Ok(Client::try_from(config)?)
+        }
+        None => Ok(Client::try_default().await?),
+    }
+}
+
+/// Cancels the token on SIGTERM or Ctrl-C.
+fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => futures::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = futures::future::pending::<()>();
+        tokio::select! {
+            _ = term => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+        }
+        token.cancel();
+    });
+}
+
+/// `cellplane run`: the operator against a real cluster.
+pub async fn run(args: RunArgs) -> Result<(), CliError> {
+    let client = client_from(args.kubeconfig.as_deref()).await?;
+    let journal = cellplane_workflows::journal::open(&args.journal.journal, &args.journal.journal_schema).await?;
+    let registry = prometheus::Registry::new();
+    let leader = args.leader_election.then(|| LeaderOptions {
+        namespace: args.leader_election_namespace.clone(),
+        name: args.lease_name.clone(),
+        lease_duration: Duration::from_secs(15),
+    });
+    let options = OperatorOptions { leader, registry: registry.clone(), ..OperatorOptions::default() };
+    // Only the sim provider exists so far; aws and gcp cells are refused with a Stalled reason.
+    let cloud = Arc::new(SimCloud::new(SimConfig::default()));
+    let services = Arc::new(SimCellServices::new(Duration::from_millis(5)));
+    let operator = Arc::new(Operator::new(client, journal, cloud, services, options)?);
+    let token = CancellationToken::new();
+    cancel_on_signals(token.clone());
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    tracing::info!(addr = %args.metrics_addr, "serving /metrics, /healthz and /readyz");
+    let ready_operator = operator.clone();
+    let ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || ready_operator.is_ready());
+    tokio::spawn(crate::http::serve(listener, registry, ready, token.clone()));
+    operator.run(token).await?;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SandboxArgs {
+    /// Directory of manifests (YAML, several documents per file) to apply.
+    #[arg(default_value = "examples")]
+    pub dir: PathBuf,
+    /// Give up waiting for every resource to be Ready after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+    /// Also serve the in-memory API over HTTP here, for kubectl (`--server http://ADDR`).
+    #[arg(long)]
+    pub serve: Option<SocketAddr>,
+    /// Keep running after everything is Ready (until Ctrl-C).
+    #[arg(long, default_value_t = false)]
+    pub keep: bool,
+}
+
+/// `cellplane sandbox`: the whole operator on an in-memory API server and a simulated cloud.
+pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
+    let server = cellplane_memapi::ApiServer::new();
+    for register in [
+        cellplane_memapi::ApiServer::register::<Cell>,
+        cellplane_memapi::ApiServer::register::<Namespace>,
+        cellplane_memapi::ApiServer::register::<DeploymentRing>,
+    ] {
+        register(&server).map_err(|e| CliError::MemApi(e.to_string()))?;
+    }
+    if let Some(addr) = args.serve {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("in-memory API at http://{addr}  (kubectl --server http://{addr} get cellplane)");
+        let server = server.clone();
+        tokio::spawn(async move { server.serve(listener).await });
+    }
+    let client = server.client();
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("journal.db").display());
+    let journal = cellplane_workflows::journal::open(&url, "cellplane").await?;
+    let cloud_config =
+        SimConfig { latency: Duration::from_millis(150), transient_failure_rate: 0.05, ..SimConfig::default() };
+    let cloud = Arc::new(SimCloud::new(cloud_config));
+    let services = Arc::new(SimCellServices::new(Duration::from_millis(100)));
+    let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, OperatorOptions::default())?);
+    let token = CancellationToken::new();
+    cancel_on_signals(token.clone());
+    let running = {
+        let (operator, token) = (operator.clone(), token.clone());
+        tokio::spawn(async move { operator.run(token).await })
+    };
+    let applied = apply_dir(&client, &args.dir).await?;
+    println!("applied {applied} resources from {}; watching them converge\n", args.dir.display());
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut shown: BTreeMap<String, String> = BTreeMap::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let rows = rows(&client).await?;
+        for row in &rows {
+            let line = format!("{:<18} {:<8} {:<26} {}", row.phase, row.ready, row.step, row.message);
+            if shown.get(&row.id) != Some(&line) {
+                println!("{:<28} {line}", row.id);
+                shown.insert(row.id.clone(), line);
+            }
+        }
+        let all_ready = !rows.is_empty() && rows.iter().all(|r| r.ready == "True");
+        if (all_ready && !args.keep) || Instant::now() > deadline {
+            if !all_ready {
+                println!("\nnot everything became Ready within {}s", args.timeout);
+            }
+            break;
+        }
+    }
+    println!();
+    print_table(&rows(&client).await?);
+    token.cancel();
+    if let Ok(Err(e)) = running.await {
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Applies every YAML document under `dir` (files in name order); returns how many.
+pub async fn apply_dir(client: &Client, dir: &Path) -> Result<usize, CliError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    let mut applied = 0;
+    for path in files {
+        let text = std::fs::read_to_string(&path)?;
+        let bad = |message: String| CliError::Manifest { path: path.display().to_string(), message };
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(document).map_err(|e| bad(e.to_string()))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+            match kind.as_str() {
+                "Cell" => create_from::<Cell>(client, value).await.map_err(bad)?,
+                "Namespace" => create_from::<Namespace>(client, value).await.map_err(bad)?,
+                "DeploymentRing" => create_from::<DeploymentRing>(client, value).await.map_err(bad)?,
+                other => return Err(bad(format!("kind {other:?} is not a cellplane.io kind"))),
+            }
+            applied += 1;
+        }
+    }
+    Ok(applied)
+}
+
+async fn create_from<K>(client: &Client, value: Value) -> Result<(), String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    fixtures::create(&Api::<K>::all(client.clone()), &obj).await.map_err(|e| e.to_string())
+}
+
+struct Row {
+    id: String,
+    phase: String,
+    ready: String,
+    step: String,
+    message: String,
+    conditions: String,
+}
+
+fn row<K: kube::Resource<DynamicType = ()>>(
+    obj: &K,
+    phase: Option<String>,
+    conditions: &[Condition],
+    step: Option<String>,
+) -> Row {
+    let ready = conditions::find(conditions, conditions::types::READY);
+    Row {
+        id: format!("{}/{}", K::kind(&()), obj.meta().name.clone().unwrap_or_default()),
+        phase: phase.unwrap_or_else(|| "-".into()),
+        ready: ready.map_or("-".into(), |c| c.status.as_str().to_string()),
+        step: step.unwrap_or_else(|| "-".into()),
+        message: ready.map(|c| c.message.chars().take(90).collect()).unwrap_or_default(),
+        conditions: conditions
+            .iter()
+            .filter(|c| !matches!(c.type_.as_str(), "Ready" | "Reconciling" | "Stalled"))
+            .map(|c| format!("{}={}", c.type_, c.status.as_str()))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+async fn rows(client: &Client) -> Result<Vec<Row>, CliError> {
+    let lp = ListParams::default();
+    let mut rows = Vec::new();
+    for c in Api::<Cell>::all(client.clone()).list(&lp).await?.items {
+        let s = c.status.clone().unwrap_or_default();
+        let step = s.workflow.as_ref().and_then(|w| w.step.clone());
+        rows.push(row(&c, s.phase.map(|p| format!("{p:?}")), &s.conditions, step));
+    }
+    for r in Api::<DeploymentRing>::all(client.clone()).list(&lp).await?.items {
+        let s = r.status.clone().unwrap_or_default();
+        let step = s.workflow.as_ref().and_then(|w| w.step.clone());
+        rows.push(row(&r, s.phase.map(|p| format!("{p:?}")), &s.conditions, step));
+    }
+    for n in Api::<Namespace>::all(client.clone()).list(&lp).await?.items {
+        let s = n.status.clone().unwrap_or_default();
+        let step = s.workflow.as_ref().and_then(|w| w.step.clone());
+        rows.push(row(&n, s.phase.map(|p| format!("{p:?}")), &s.conditions, step));
+    }
+    Ok(rows)
+}
+
+fn print_table(rows: &[Row]) {
+    let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
+    println!("{:<width$}  {:<18}  {:<7}  CONDITIONS", "NAME", "PHASE", "READY");
+    for r in rows {
+        println!("{:<width$}  {:<18}  {:<7}  {}", r.id, r.phase, r.ready, r.conditions);
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct FleetArgs {
+    #[arg(long, default_value_t = 200)]
+    pub cells: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub namespaces: usize,
+    /// A real cluster to run against; unset: the in-memory API server in this process.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+}
+
+/// `cellplane bench fleet`: creates cells and namespaces, waits until all are Ready and prints
+/// JSON figures.
+pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
+    let server = cellplane_memapi::ApiServer::builder().history_limit(2_000).build();
+    let client = match &args.kubeconfig {
+        Some(path) => client_from(Some(path)).await?,
+        None => {
+            for register in [
+                cellplane_memapi::ApiServer::register::<Cell>,
+                cellplane_memapi::ApiServer::register::<Namespace>,
+                cellplane_memapi::ApiServer::register::<DeploymentRing>,
+            ] {
+                register(&server).map_err(|e| CliError::MemApi(e.to_string()))?;
+            }
+            server.client()
+        }
+    };
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("journal.db").display());
+    let journal = cellplane_workflows::journal::open(&url, "cellplane").await?;
+    let cloud = Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(1), ..SimConfig::default() }));
+    let services = Arc::new(SimCellServices::new(Duration::ZERO));
+    let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, OperatorOptions::default())?);
+    let token = CancellationToken::new();
+    let running = {
+        let (operator, token) = (operator.clone(), token.clone());
+        tokio::spawn(async move { operator.run(token).await })
+    };
+    let started = Instant::now();
+    let per_cell = (args.namespaces.div_ceil(args.cells.max(1)) * 2) as i32;
+    let regions = ["bench-a", "bench-b"];
+    let cells: Api<Cell> = Api::all(client.clone());
+    for i in 0..args.cells {
+        let cell = fixtures::cell(&format!("bench-cell-{i}"), regions[i % 2], &[], per_cell, "1.0.0");
+        fixtures::create(&cells, &cell).await?;
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let names: Vec<String> = (0..args.namespaces).map(|i| format!("bench-ns-{i}")).collect();
+    for chunk in names.chunks(100) {
+        let creates = chunk.iter().enumerate().map(|(i, name)| {
+            let ns = fixtures::namespace(name, regions[i % 2], crate::api::namespace::Tier::Standard);
+            let api = namespaces.clone();
+            async move { fixtures::create(&api, &ns).await }
+        });
+        for result in futures::future::join_all(creates).await {
+            result?;
+        }
+    }
+    let deadline = started + Duration::from_secs(args.timeout);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut ready = 0;
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        let cells_ready = cells.list(&ListParams::default()).await?.items.iter().filter(|c| is_ready_cell(c)).count();
+        let ns_ready = namespaces.list(&ListParams::default()).await?.items.iter().filter(|n| is_ready_ns(n)).count();
+        ready = cells_ready + ns_ready;
+        if ready == args.cells + args.namespaces {
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let reconciles = operator.metrics().total();
+    let figures = serde_json::json!({
+        "cells": args.cells,
+        "namespaces": args.namespaces,
+        "ready": ready,
+        "seconds_to_all_ready": if ready == args.cells + args.namespaces { Some(seconds) } else { None },
+        "reconciles_per_sec": reconciles as f64 / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "api": if args.kubeconfig.is_some() { "cluster" } else { "in-memory (its memory is included)" },
+    });
+    println!("{figures}");
+    token.cancel();
+    let _ = running.await;
+    Ok(())
+}
+
+fn is_ready_cell(c: &Cell) -> bool {
+    fixtures::is_ready(c, &c.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default())
+}
+
+fn is_ready_ns(n: &Namespace) -> bool {
+    fixtures::is_ready(n, &n.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default())
+}
+
+/// Peak resident set size of this process (VmHWM), in MiB; None where /proc is missing.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

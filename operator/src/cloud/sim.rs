@@ -1,0 +1,427 @@
+//! A simulated cloud for tests, the sandbox and benchmarks: configurable latency per call,
+//! injectable transient and permanent failures (seeded, so a run can be replayed), and an
+//! effect ledger recording every create, upgrade and delete with its idempotency key.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{
+    CellScope, CloudError, CloudProvider, Cluster, ClusterRequest, Components, ComponentsRequest, Network,
+    NetworkRequest, NodePool, NodePoolRequest,
+};
+
+/// How the simulated cloud behaves.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Latency of every call without an entry in `op_latency`.
+    pub latency: Duration,
+    /// Latency by operation name (`create_network`, `install_components`, ...).
+    pub op_latency: BTreeMap<String, Duration>,
+    /// Probability (0..=1) that a call fails transiently; half of these fail after the effect
+    /// happened (the response was lost), which is what idempotency keys are for.
+    pub transient_failure_rate: f64,
+    /// Probability (0..=1) that a create fails with access denied.
+    pub permanent_failure_rate: f64,
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            latency: Duration::from_millis(5),
+            op_latency: BTreeMap::new(),
+            transient_failure_rate: 0.0,
+            permanent_failure_rate: 0.0,
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceKind {
+    Network,
+    Cluster,
+    NodePool,
+    Components,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EffectOp {
+    Create,
+    Upgrade,
+    Delete,
+}
+
+/// One effect the simulated cloud applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Effect {
+    pub op: EffectOp,
+    pub kind: ResourceKind,
+    pub cell: String,
+    /// The resource's name within its cell: `network`, `cluster`, `pool/NAME`, `components`.
+    pub name: String,
+    pub id: String,
+    pub key: String,
+    pub version: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Live {
+    kind: ResourceKind,
+    cell: String,
+    name: String,
+    version: Option<String>,
+}
+
+struct State {
+    rng: StdRng,
+    next_id: u64,
+    /// Result of each create, by idempotency key.
+    done: HashMap<String, (String, Option<String>)>,
+    live: BTreeMap<String, Live>,
+    ledger: Vec<Effect>,
+    failing_versions: BTreeSet<String>,
+    calls: u64,
+}
+
+/// The simulated cloud. Cheap to share behind an `Arc`; tests keep a handle to read the ledger.
+pub struct SimCloud {
+    config: SimConfig,
+    state: Mutex<State>,
+}
+
+impl SimCloud {
+    pub fn new(config: SimConfig) -> Self {
+        let state = State {
+            rng: StdRng::seed_from_u64(config.seed),
+            next_id: 1,
+            done: HashMap::new(),
+            live: BTreeMap::new(),
+            ledger: Vec::new(),
+            failing_versions: BTreeSet::new(),
+            calls: 0,
+        };
+        SimCloud { config, state: Mutex::new(state) }
+    }
+
+    /// Makes every install of `version` fail terminally (a bad release), for rollout tests.
+    pub fn fail_version(&self, version: &str) {
+        self.lock().failing_versions.insert(version.to_string());
+    }
+
+    /// Every effect applied so far, in order.
+    pub fn ledger(&self) -> Vec<Effect> {
+        self.lock().ledger.clone()
+    }
+
+    /// API calls made so far (including failed ones).
+    pub fn calls(&self) -> u64 {
+        self.lock().calls
+    }
+
+    /// Resources that exist now, as `cell/name`.
+    pub fn live(&self) -> Vec<String> {
+        self.lock().live.values().map(|l| format!("{}/{}", l.cell, l.name)).collect()
+    }
+
+    /// Resources that exist now in one cell, as names within the cell.
+    pub fn live_in(&self, cell: &str) -> Vec<String> {
+        self.lock().live.values().filter(|l| l.cell == cell).map(|l| l.name.clone()).collect()
+    }
+
+    /// The version the components of `cell` run, if installed.
+    pub fn components_version(&self, cell: &str) -> Option<String> {
+        let state = self.lock();
+        state.live.values().find(|l| l.cell == cell && l.kind == ResourceKind::Components)?.version.clone()
+    }
+
+    /// Logical resources created a second time while the first still existed (a retried
+    /// create that lost its idempotency key), as `cell/name`. Empty when effects were exactly-once.
+    pub fn duplicates(&self) -> Vec<String> {
+        let mut live = BTreeSet::new();
+        let mut duplicates = Vec::new();
+        for effect in &self.lock().ledger {
+            let name = format!("{}/{}", effect.cell, effect.name);
+            match effect.op {
+                EffectOp::Create if !live.insert(name.clone()) => duplicates.push(name),
+                EffectOp::Delete => {
+                    live.remove(&name);
+                }
+                _ => {}
+            }
+        }
+        duplicates
+    }
+
+    /// Resources of `cells` still alive: after their teardown, anything here leaked.
+    pub fn leaks<'a>(&self, cells: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let cells: BTreeSet<&str> = cells.into_iter().collect();
+        self.lock()
+            .live
+            .values()
+            .filter(|l| cells.contains(l.cell.as_str()))
+            .map(|l| format!("{}/{}", l.cell, l.name))
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn call(&self, op: &str) -> Result<bool, CloudError> {
+        let latency = self.config.op_latency.get(op).copied().unwrap_or(self.config.latency);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let mut state = self.lock();
+        state.calls += 1;
+        let roll: f64 = state.rng.random();
+        let lose_response = roll < self.config.transient_failure_rate / 2.0;
+        if roll >= self.config.transient_failure_rate / 2.0 && roll < self.config.transient_failure_rate {
+            return Err(CloudError::Transient(format!("{op}: simulated throttling (retry later)")));
+        }
+        let denied: f64 = state.rng.random();
+        if op.starts_with("create") && denied < self.config.permanent_failure_rate {
+            return Err(CloudError::AccessDenied(format!("{op}: simulated missing permission")));
+        }
+        Ok(lose_response)
+    }
+
+    /// Applies a create once per key; returns the id (and version) of the resource.
+    fn create(&self, key: &str, kind: ResourceKind, scope: &CellScope, name: &str, version: Option<&str>) -> String {
+        let mut state = self.lock();
+        if let Some((id, _)) = state.done.get(key) {
+            return id.clone();
+        }
+        let prefix = match kind {
+            ResourceKind::Network => "net",
+            ResourceKind::Cluster => "cls",
+            ResourceKind::NodePool => "np",
+            ResourceKind::Components => "cmp",
+        };
+        let id = format!("sim-{prefix}-{:06}", state.next_id);
+        state.next_id += 1;
+        let version = version.map(str::to_string);
+        state.done.insert(key.to_string(), (id.clone(), version.clone()));
+        state.live.insert(
+            id.clone(),
+            Live { kind, cell: scope.cell.clone(), name: name.to_string(), version: version.clone() },
+        );
+        state.ledger.push(Effect {
+            op: EffectOp::Create,
+            kind,
+            cell: scope.cell.clone(),
+            name: name.to_string(),
+            id: id.clone(),
+            key: key.to_string(),
+            version,
+        });
+        id
+    }
+
+    fn delete(&self, key: &str, id: &str) {
+        let mut state = self.lock();
+        // Already gone counts as deleted.
+        if let Some(live) = state.live.remove(id) {
+            state.ledger.push(Effect {
+                op: EffectOp::Delete,
+                kind: live.kind,
+                cell: live.cell,
+                name: live.name,
+                id: id.to_string(),
+                key: key.to_string(),
+                version: live.version,
+            });
+        }
+    }
+
+    fn finish<T>(lose_response: bool, op: &str, value: T) -> Result<T, CloudError> {
+        if lose_response {
+            return Err(CloudError::Transient(format!("{op}: simulated timeout after the request was applied")));
+        }
+        Ok(value)
+    }
+}
+
+impl Default for SimCloud {
+    fn default() -> Self {
+        SimCloud::new(SimConfig::default())
+    }
+}
+
+#[async_trait]
+impl CloudProvider for SimCloud {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    async fn create_network(&self, key: &str, request: &NetworkRequest) -> Result<Network, CloudError> {
+        let lose = self.call("create_network").await?;
+        let id = self.create(key, ResourceKind::Network, &request.scope, "network", None);
+        let subnet_ids = (1..=3).map(|zone| format!("{id}-subnet-{zone}")).collect();
+        Self::finish(lose, "create_network", Network { id, subnet_ids })
+    }
+
+    async fn delete_network(&self, key: &str, _scope: &CellScope, id: &str) -> Result<(), CloudError> {
+        let lose = self.call("delete_network").await?;
+        self.delete(key, id);
+        Self::finish(lose, "delete_network", ())
+    }
+
+    async fn create_cluster(&self, key: &str, request: &ClusterRequest) -> Result<Cluster, CloudError> {
+        let lose = self.call("create_cluster").await?;
+        let id = self.create(key, ResourceKind::Cluster, &request.scope, "cluster", None);
+        let endpoint = format!("https://{}.{}.sim.cellplane.invalid", request.scope.cell, request.scope.region);
+        Self::finish(lose, "create_cluster", Cluster { id, endpoint })
+    }
+
+    async fn delete_cluster(&self, key: &str, _scope: &CellScope, id: &str) -> Result<(), CloudError> {
+        let lose = self.call("delete_cluster").await?;
+        self.delete(key, id);
+        Self::finish(lose, "delete_cluster", ())
+    }
+
+    async fn create_node_pool(&self, key: &str, request: &NodePoolRequest) -> Result<NodePool, CloudError> {
+        if request.min_nodes > request.max_nodes {
+            return Err(CloudError::Invalid(format!(
+                "node pool {}: minNodes {} is greater than maxNodes {}",
+                request.name, request.min_nodes, request.max_nodes
+            )));
+        }
+        let lose = self.call("create_node_pool").await?;
+        let name = format!("pool/{}", request.name);
+        let id = self.create(key, ResourceKind::NodePool, &request.scope, &name, None);
+        Self::finish(lose, "create_node_pool", NodePool { id })
+    }
+
+    async fn delete_node_pool(&self, key: &str, _scope: &CellScope, id: &str) -> Result<(), CloudError> {
+        let lose = self.call("delete_node_pool").await?;
+        self.delete(key, id);
+        Self::finish(lose, "delete_node_pool", ())
+    }
+
+    async fn install_components(&self, key: &str, request: &ComponentsRequest) -> Result<Components, CloudError> {
+        if self.lock().failing_versions.contains(&request.version) {
+            return Err(CloudError::Invalid(format!(
+                "components {} failed their health checks in cell {}",
+                request.version, request.scope.cell
+            )));
+        }
+        let lose = self.call("install_components").await?;
+        let mut state = self.lock();
+        if let Some((id, version)) = state.done.get(key) {
+            let components = Components { id: id.clone(), version: version.clone().unwrap_or_default() };
+            drop(state);
+            return Self::finish(lose, "install_components", components);
+        }
+        let existing =
+            state.live.iter_mut().find(|(_, l)| l.cell == request.scope.cell && l.kind == ResourceKind::Components);
+        if let Some((id, live)) = existing {
+            // An upgrade in place: same resource, new version.
+            let id = id.clone();
+            live.version = Some(request.version.clone());
+            state.done.insert(key.to_string(), (id.clone(), Some(request.version.clone())));
+            state.ledger.push(Effect {
+                op: EffectOp::Upgrade,
+                kind: ResourceKind::Components,
+                cell: request.scope.cell.clone(),
+                name: "components".into(),
+                id: id.clone(),
+                key: key.to_string(),
+                version: Some(request.version.clone()),
+            });
+            drop(state);
+            return Self::finish(lose, "install_components", Components { id, version: request.version.clone() });
+        }
+        drop(state);
+        let id = self.create(key, ResourceKind::Components, &request.scope, "components", Some(&request.version));
+        Self::finish(lose, "install_components", Components { id, version: request.version.clone() })
+    }
+
+    async fn delete_components(&self, key: &str, _scope: &CellScope, id: &str) -> Result<(), CloudError> {
+        let lose = self.call("delete_components").await?;
+        self.delete(key, id);
+        Self::finish(lose, "delete_components", ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> CellScope {
+        CellScope { cell: "cell-a".into(), region: "eu-west-1".into() }
+    }
+
+    fn network() -> NetworkRequest {
+        NetworkRequest { scope: scope(), cidr: "10.0.0.0/16".into() }
+    }
+
+    fn quick() -> SimConfig {
+        SimConfig { latency: Duration::ZERO, ..SimConfig::default() }
+    }
+
+    #[tokio::test]
+    async fn a_create_retried_with_its_key_has_one_effect() {
+        let cloud = SimCloud::new(quick());
+        let first = cloud.create_network("k1", &network()).await.unwrap();
+        let again = cloud.create_network("k1", &network()).await.unwrap();
+        assert_eq!(first, again);
+        assert_eq!(cloud.ledger().len(), 1);
+        assert!(cloud.duplicates().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_create_under_a_new_key_while_the_first_lives_is_a_duplicate() {
+        let cloud = SimCloud::new(quick());
+        cloud.create_network("k1", &network()).await.unwrap();
+        cloud.create_network("k2", &network()).await.unwrap();
+        assert_eq!(cloud.duplicates(), vec!["cell-a/network".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn deleting_twice_is_fine_and_leaves_no_leak() {
+        let cloud = SimCloud::new(quick());
+        let net = cloud.create_network("k1", &network()).await.unwrap();
+        assert_eq!(cloud.leaks(["cell-a"]), vec!["cell-a/network".to_string()]);
+        cloud.delete_network("d1", &scope(), &net.id).await.unwrap();
+        cloud.delete_network("d1", &scope(), &net.id).await.unwrap();
+        assert!(cloud.leaks(["cell-a"]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn lost_responses_still_apply_the_effect_exactly_once() {
+        let cloud = SimCloud::new(SimConfig { transient_failure_rate: 0.9, seed: 7, ..quick() });
+        let mut attempts = 0;
+        let net = loop {
+            attempts += 1;
+            match cloud.create_network("k1", &network()).await {
+                Ok(net) => break net,
+                Err(e) => assert!(e.is_transient()),
+            }
+            assert!(attempts < 200, "never succeeded");
+        };
+        assert_eq!(cloud.live(), vec!["cell-a/network".to_string()]);
+        assert_eq!(cloud.ledger().len(), 1);
+        assert!(net.id.starts_with("sim-net-"));
+    }
+
+    #[tokio::test]
+    async fn a_failing_version_is_a_terminal_error_and_upgrades_happen_in_place() {
+        let cloud = SimCloud::new(quick());
+        let request = |v: &str| ComponentsRequest { scope: scope(), cluster_id: "c".into(), version: v.into() };
+        let first = cloud.install_components("i1", &request("1.0.0")).await.unwrap();
+        let second = cloud.install_components("i2", &request("1.1.0")).await.unwrap();
+        assert_eq!(first.id, second.id);
+        assert_eq!(cloud.components_version("cell-a").as_deref(), Some("1.1.0"));
+        cloud.fail_version("2.0.0");
+        let error = cloud.install_components("i3", &request("2.0.0")).await.unwrap_err();
+        assert!(!error.is_transient());
+        assert!(cloud.duplicates().is_empty());
+    }
+}

@@ -1,0 +1,226 @@
+//! The Cell controller: keeps one entity workflow per cell and mirrors it into status.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{
+    Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, error_policy, is_dns_label,
+    progress_message, remove_finalizer, set_deleting, stall_of, triggers, workflow_status,
+};
+use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, Provider};
+use crate::api::conditions::{self, Stall};
+use crate::flows::cell::{COMMAND, CellCommand, CellInput, CellWorkflow};
+use crate::flows::fleet::CellEntry;
+use crate::flows::{Owner, ids};
+
+const KIND: &str = "Cell";
+
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let api: Api<Cell> = Api::all(ctx.client.clone());
+    let controller = Controller::new(api, watcher::Config::default()).with_config(super::controller_config());
+    let progress = triggers(&ctx.engine, &ctx.fleet, &[Owner::Cell], controller.store());
+    controller
+        .reconcile_on(progress)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+async fn reconcile(cell: Arc<Cell>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let span = tracing::info_span!("reconcile", kind = KIND, name = %cell.name_any());
+    let result = reconcile_inner(&cell, &ctx).instrument(span).await;
+    counted(KIND, cell.as_ref(), &ctx, result).await
+}
+
+async fn reconcile_inner(cell: &Cell, ctx: &Context) -> Result<Action, ReconcileError> {
+    let api: Api<Cell> = Api::all(ctx.client.clone());
+    if cell.metadata.deletion_timestamp.is_some() {
+        return cleanup(cell, ctx, &api).await;
+    }
+    if ensure_finalizer(&api, cell).await? {
+        return Ok(Action::await_change());
+    }
+    let name = cell.name_any();
+    if let Err(problem) = validate(cell) {
+        let stall = Stall { reason: "InvalidSpec".into(), message: problem };
+        write_status(cell, ctx, &api, None, Some(&stall), None).await?;
+        return Ok(Action::await_change());
+    }
+    let uid = cell.uid().ok_or(ReconcileError::MissingField("metadata.uid"))?;
+    let id = ids::cell(&name, &uid);
+    let status = cell.status.clone().unwrap_or_default();
+    ctx.fleet.upsert_cell(CellEntry {
+        name: name.clone(),
+        workflow_id: id.clone(),
+        region: cell.spec.region.clone(),
+        labels: cell.labels().clone(),
+        cordoned: cell.spec.cordoned,
+        max_namespaces: cell.spec.capacity.max_namespaces,
+        max_units: cell.spec.capacity.max_units,
+        ingress: cell.spec.ingress.clone(),
+        database: cell.spec.database.clone(),
+        used: status.capacity_used.clone().unwrap_or_default(),
+        running_version: status.running_version.clone(),
+    });
+    let generation = cell.metadata.generation.unwrap_or(1);
+    let input = CellInput { cell: name.clone(), spec: cell.spec.clone(), generation, state: None };
+    ctx.ensure::<CellWorkflow>(&id, &input).await?;
+    let view = ctx.fleet.cell_view(&id);
+    if view.is_none() {
+        ctx.refresh(&id).await?;
+    }
+    // Without a view (the workflow has not run in this process yet) the workflow decides: it
+    // ignores generations it has applied.
+    let applied = view.as_ref().map_or(1, |v| v.applied_generation);
+    if generation > applied {
+        let command = CellCommand::ApplySpec { generation, spec: Box::new(cell.spec.clone()) };
+        ctx.signal_once(&id, COMMAND, &generation.to_string(), &command).await?;
+    }
+    write_status(cell, ctx, &api, Some(&id), None, None).await?;
+    Ok(Action::requeue(std::time::Duration::from_secs(600)))
+}
+
+fn validate(cell: &Cell) -> Result<(), String> {
+    let name = cell.name_any();
+    if !is_dns_label(&name) {
+        return Err(format!("metadata.name {name:?} must be a DNS label (it names cloud resources)"));
+    }
+    if !is_dns_label(&cell.spec.region) {
+        return Err(format!("spec.region {:?} must be a DNS label", cell.spec.region));
+    }
+    if cell.spec.provider != Provider::Sim {
+        return Err(format!("provider {:?} is not available in this build; use sim", cell.spec.provider));
+    }
+    for pool in &cell.spec.cluster.node_pools {
+        if !is_dns_label(&pool.name) {
+            return Err(format!("node pool name {:?} must be a DNS label", pool.name));
+        }
+        if pool.min_nodes > pool.max_nodes {
+            return Err(format!("node pool {}: minNodes must not be greater than maxNodes", pool.name));
+        }
+    }
+    if cell.spec.capacity.max_namespaces < 0 {
+        return Err("spec.capacity.maxNamespaces must not be negative".into());
+    }
+    Ok(())
+}
+
+/// Status from the workflow's checkpoint and view; what this replica has not seen (a workflow
+/// resident elsewhere, or not replayed since a restart) keeps its last written value.
+async fn write_status(
+    cell: &Cell,
+    ctx: &Context,
+    api: &Api<Cell>,
+    id: Option<&str>,
+    stall: Option<&Stall>,
+    deleting: Option<(&str, String)>,
+) -> Result<(), ReconcileError> {
+    let current = cell.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    let generation = cell.metadata.generation;
+    let checkpoint = match id {
+        Some(id) => ctx.engine.checkpoint(id).await?,
+        None => None,
+    };
+    let view = id.and_then(|id| ctx.fleet.cell_view(id));
+    let workflow_stall = checkpoint.as_ref().and_then(stall_of);
+    let stall = stall.cloned().or(workflow_stall);
+    let done: Vec<&str> = match &view {
+        Some(view) => view.done.clone(),
+        None => CELL_STEPS.iter().copied().filter(|s| conditions::is_true(&status.conditions, s)).collect(),
+    };
+    let waiting = checkpoint.as_ref().map(progress_message);
+    let before = status.phase;
+    if let Some(view) = &view {
+        status.phase = view.phase;
+        status.resources = Some(view.resources.clone());
+        status.endpoint = view.endpoint.clone();
+        status.running_version = view.running_version.clone();
+        status.capacity_used = Some(view.used.clone());
+    }
+    if stall.is_some() {
+        status.phase = Some(CellPhase::Failed);
+    }
+    status.phase = status.phase.or(Some(CellPhase::Pending));
+    status.capacity_used.get_or_insert_with(CapacityUsage::default);
+    let mut conditions =
+        conditions_for(&status.conditions, CELL_CONDITIONS, CELL_STEPS, &done, waiting, generation, stall.as_ref());
+    set_deleting(&mut conditions, deleting, generation);
+    status.conditions = conditions;
+    status.observed_generation = generation;
+    status.workflow = checkpoint.as_ref().map(workflow_status);
+    apply_status(api, cell, current.as_ref(), &status).await?;
+    announce(cell, ctx, before, status.phase, stall.as_ref(), view.and_then(|v| v.last_failure)).await;
+    Ok(())
+}
+
+async fn announce(
+    cell: &Cell,
+    ctx: &Context,
+    before: Option<CellPhase>,
+    after: Option<CellPhase>,
+    stall: Option<&Stall>,
+    failure: Option<String>,
+) {
+    if before == after {
+        return;
+    }
+    match (after, stall) {
+        (_, Some(stall)) => ctx.event(cell, true, &stall.reason, stall.message.clone()).await,
+        (Some(CellPhase::Ready), _) => {
+            let version = cell.status.as_ref().and_then(|s| s.running_version.clone()).unwrap_or_default();
+            let note = match failure {
+                Some(failure) => format!("cell is ready; {failure}"),
+                None => format!("cell is ready {version}"),
+            };
+            ctx.event(cell, false, "Ready", note).await
+        }
+        (Some(phase), _) => ctx.event(cell, false, &format!("{phase:?}"), format!("cell is {phase:?}")).await,
+        (None, _) => {}
+    }
+}
+
+/// Teardown through the entity workflow, which refuses while namespaces are placed.
+async fn cleanup(cell: &Cell, ctx: &Context, api: &Api<Cell>) -> Result<Action, ReconcileError> {
+    let name = cell.name_any();
+    let Some(uid) = cell.uid() else { return Ok(Action::await_change()) };
+    let id = ids::cell(&name, &uid);
+    let checkpoint = ctx.engine.checkpoint(&id).await?;
+    let Some(checkpoint) = checkpoint else {
+        ctx.fleet.remove_cell(&name);
+        remove_finalizer(api, cell).await?;
+        return Ok(Action::await_change());
+    };
+    match checkpoint.state {
+        cellplane_workflows::State::Completed | cellplane_workflows::State::Cancelled => {
+            ctx.event(cell, false, "Deleted", "cloud resources deleted".into()).await;
+            ctx.fleet.remove_cell(&name);
+            remove_finalizer(api, cell).await?;
+            return Ok(Action::await_change());
+        }
+        cellplane_workflows::State::Failed | cellplane_workflows::State::NonDeterministic => {
+            let message = format!(
+                "the cell's workflow ended {}: {}; its cloud resources may remain",
+                checkpoint.state,
+                checkpoint.reason.clone().unwrap_or_default()
+            );
+            write_status(cell, ctx, api, Some(&id), None, Some(("WorkflowFailed", message))).await?;
+            return Ok(Action::await_change());
+        }
+        _ => {}
+    }
+    ctx.signal_once(&id, COMMAND, "delete", &CellCommand::Delete).await?;
+    let blocker = match ctx.fleet.cell_view(&id).and_then(|v| v.blocked) {
+        Some(blocked) => ("NamespacesRemain", blocked),
+        None => ("TearingDown", progress_message(&checkpoint)),
+    };
+    write_status(cell, ctx, api, Some(&id), None, Some(blocker)).await?;
+    Ok(Action::requeue(std::time::Duration::from_secs(300)))
+}

@@ -1,0 +1,448 @@
+//! The controllers, one file per kind. A reconcile returns in milliseconds and never waits:
+//! finalizer first, then validation, then an idempotent `ensure` of the object's workflow, then
+//! status mirrored from the workflow (through server-side apply on the status subresource).
+//! Reconciles are triggered by watches and by workflow progress, never by polling.
+
+pub mod cell;
+pub mod leader;
+pub mod namespace;
+pub mod ring;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cellplane_workflows::{Checkpoint, Engine, State};
+use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+
+use crate::api::common::{WorkflowState, WorkflowStatus};
+use crate::api::conditions::{self, Condition, ConditionStatus, Stall};
+use crate::flows::{Fleet, Owner, ids};
+
+/// Field manager of every write the operator makes.
+pub const MANAGER: &str = "cellplane";
+/// The signal that makes a waiting workflow replay (see [`Context::refresh`]).
+pub const REFRESH: &str = "refresh";
+/// Finalizer on every cellplane object: teardown runs before the object goes.
+pub const FINALIZER: &str = "cellplane.io/teardown";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("workflow engine error: {0}")]
+    Engine(#[from] cellplane_workflows::Error),
+    #[error("the object has no {0}")]
+    MissingField(&'static str),
+    #[error("could not encode status: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Counts reconciles by kind and result.
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    reconciles: IntCounterVec,
+}
+
+impl ControllerMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let reconciles = IntCounterVec::new(
+            Opts::new("cellplane_reconciles_total", "Reconciles by kind and result"),
+            &["kind", "result"],
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        Ok(ControllerMetrics { reconciles })
+    }
+
+    pub fn count(&self, kind: &str, ok: bool) {
+        self.reconciles.with_label_values(&[kind, if ok { "ok" } else { "error" }]).inc();
+    }
+
+    /// Reconciles so far, all kinds and results.
+    pub fn total(&self) -> u64 {
+        ["Cell", "Namespace", "DeploymentRing"]
+            .iter()
+            .flat_map(|kind| ["ok", "error"].map(|result| self.reconciles.with_label_values(&[kind, result]).get()))
+            .sum()
+    }
+}
+
+/// What every reconcile works with.
+pub struct Context {
+    pub client: Client,
+    pub engine: Arc<Engine>,
+    pub fleet: Arc<Fleet>,
+    pub recorder: Recorder,
+    pub metrics: ControllerMetrics,
+    /// Workflow ids known to exist, so a reconcile storm does not hit the journal.
+    started: Mutex<HashSet<String>>,
+    /// Signals already sent by this process, as `workflow id + signal`.
+    signalled: Mutex<HashSet<String>>,
+    /// Consecutive failures per object, for the error backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Context {
+    pub fn new(client: Client, engine: Arc<Engine>, fleet: Arc<Fleet>, metrics: ControllerMetrics) -> Arc<Self> {
+        let reporter = Reporter { controller: MANAGER.into(), instance: Some(engine.owner().to_string()) };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            engine,
+            fleet,
+            metrics,
+            started: Mutex::default(),
+            signalled: Mutex::default(),
+            failures: Mutex::default(),
+        })
+    }
+
+    /// Starts a workflow unless it is known to exist; idempotent either way.
+    pub async fn ensure<W: cellplane_workflows::Workflow>(
+        &self,
+        id: &str,
+        input: &W::Input,
+    ) -> Result<(), ReconcileError> {
+        if lock(&self.started).contains(id) {
+            return Ok(());
+        }
+        self.engine.start::<W>(id, input).await?;
+        lock(&self.started).insert(id.to_string());
+        Ok(())
+    }
+
+    /// Sends a signal at most once per process (workflows tolerate a repeat after a restart).
+    pub async fn signal_once<T: Serialize>(
+        &self,
+        id: &str,
+        name: &str,
+        key: &str,
+        payload: &T,
+    ) -> Result<(), ReconcileError> {
+        let once = format!("{id}#{name}#{key}");
+        if lock(&self.signalled).contains(&once) {
+            return Ok(());
+        }
+        match self.engine.signal(id, name, payload).await {
+            Ok(()) | Err(cellplane_workflows::Error::WrongState { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        lock(&self.signalled).insert(once);
+        Ok(())
+    }
+
+    /// Wakes a workflow parked on a signal so that it replays and shows its view again: after
+    /// a restart, a workflow that waits (for days, maybe) has not run in this process. The
+    /// signal has a name no workflow waits for; it stays unconsumed in the journal.
+    pub async fn refresh(&self, id: &str) -> Result<(), ReconcileError> {
+        let waiting = self.engine.checkpoint(id).await?.is_some_and(|cp| cp.state == State::WaitingSignal);
+        if waiting {
+            self.signal_once(id, REFRESH, "", &()).await?;
+        }
+        Ok(())
+    }
+
+    fn succeeded(&self, key: &str) {
+        lock(&self.failures).remove(key);
+    }
+
+    /// The next retry delay for an object that failed: exponential with jitter, 1s to 5m.
+    fn backoff(&self, key: &str) -> Duration {
+        let mut failures = lock(&self.failures);
+        let count = failures.entry(key.to_string()).or_default();
+        *count = count.saturating_add(1);
+        let base = Duration::from_secs(1).saturating_mul(1 << (*count - 1).min(8)).min(Duration::from_secs(300));
+        base.mul_f64(0.8 + 0.4 * rand::random::<f64>())
+    }
+
+    /// Publishes a Kubernetes Event about `obj`; failing to record one never fails a reconcile.
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::debug!(error = %e, "could not publish an event");
+        }
+    }
+}
+
+/// The error policy shared by the controllers: back off with jitter, per object.
+pub fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&obj.name_any());
+    tracing::warn!(name = %obj.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Wraps a reconcile: counts it and resets the object's backoff on success.
+pub async fn counted<K: ResourceExt>(
+    kind: &str,
+    obj: &K,
+    ctx: &Context,
+    result: Result<Action, ReconcileError>,
+) -> Result<Action, ReconcileError> {
+    ctx.metrics.count(kind, result.is_ok());
+    if result.is_ok() {
+        ctx.succeeded(&obj.name_any());
+    }
+    result
+}
+
+/// Whether a name can be a DNS label (names reach hostnames, cloud tags and SQL identifiers).
+pub fn is_dns_label(name: &str) -> bool {
+    // The same rule as DNS_LABEL_PATTERN, without a regex engine.
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Adds the finalizer if missing. Returns true when it was added (the write re-triggers us).
+pub async fn ensure_finalizer<K>(api: &Api<K>, obj: &K) -> Result<bool, ReconcileError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    if obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(false);
+    }
+    let mut finalizers = obj.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    patch_finalizers(api, obj, finalizers).await?;
+    Ok(true)
+}
+
+/// Removes the finalizer; an object that is already gone is fine.
+pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K) -> Result<(), ReconcileError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let finalizers: Vec<String> = obj.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    match patch_finalizers(api, obj, finalizers).await {
+        Err(ReconcileError::Kube(kube::Error::Api(status))) if status.code == 404 => Ok(()),
+        other => other,
+    }
+}
+
+async fn patch_finalizers<K>(api: &Api<K>, obj: &K, finalizers: Vec<String>) -> Result<(), ReconcileError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let name = obj.meta().name.as_deref().ok_or(ReconcileError::MissingField("metadata.name"))?;
+    // The resourceVersion makes a concurrent change to the list a conflict, not an overwrite.
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": obj.meta().resource_version }
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Writes `status` through server-side apply on the status subresource, unless it is unchanged.
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let name = obj.meta().name.as_deref().ok_or(ReconcileError::MissingField("metadata.name"))?;
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    match api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing left to report on.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+pub fn time_ms(ms: i64) -> Option<Time> {
+    Timestamp::from_millisecond(ms).ok().map(Time)
+}
+
+/// The `workflow` block of a status, from the engine's checkpoint.
+pub fn workflow_status(cp: &Checkpoint) -> WorkflowStatus {
+    let state = match cp.state {
+        State::Pending => WorkflowState::Pending,
+        State::Running => WorkflowState::Running,
+        State::Sleeping if cp.last_error.is_some() => WorkflowState::Retrying,
+        State::Sleeping | State::WaitingSignal => WorkflowState::Waiting,
+        State::Completed => WorkflowState::Completed,
+        State::Failed | State::NonDeterministic => WorkflowState::Failed,
+        State::Cancelled => WorkflowState::Cancelled,
+    };
+    WorkflowStatus {
+        id: cp.id.clone(),
+        state,
+        step: cp.step.clone(),
+        attempt: (cp.attempt > 0).then_some(cp.attempt),
+        last_error: cp.last_error.clone(),
+        waiting_for: cp.reason.clone(),
+        next_attempt_at: cp.next_attempt_at.and_then(time_ms),
+        updated_at: time_ms(cp.updated_at),
+    }
+}
+
+/// What a person should read about the step in progress: step, attempt, last error, wait.
+pub fn progress_message(cp: &Checkpoint) -> String {
+    let mut parts = Vec::new();
+    match &cp.step {
+        Some(step) if cp.attempt > 1 => parts.push(format!("step {step} (attempt {})", cp.attempt)),
+        Some(step) => parts.push(format!("step {step}")),
+        None => {}
+    }
+    if let Some(error) = &cp.last_error {
+        parts.push(format!("last error: {error}"));
+    }
+    if let Some(reason) = &cp.reason {
+        parts.push(reason.clone());
+    }
+    if parts.is_empty() {
+        parts.push(format!("workflow {}", cp.state));
+    }
+    parts.join("; ")
+}
+
+/// Why a finished workflow stopped, as a Stall (None while it is active or completed).
+pub fn stall_of(cp: &Checkpoint) -> Option<Stall> {
+    match cp.state {
+        State::Failed => Some(Stall {
+            reason: "WorkflowFailed".into(),
+            message: format!(
+                "workflow {} failed: {}",
+                cp.id,
+                cp.reason.clone().or(cp.last_error.clone()).unwrap_or_default()
+            ),
+        }),
+        State::NonDeterministic => {
+            Some(Stall { reason: "NonDeterministic".into(), message: cp.reason.clone().unwrap_or_default() })
+        }
+        _ => None,
+    }
+}
+
+/// The conditions of an object: every type Unknown on first sight, the steps in `done` True,
+/// the first pending step Unknown with what it waits for, then Ready/Reconciling/Stalled.
+pub fn conditions_for(
+    existing: &[Condition],
+    all: &[&str],
+    steps: &[&str],
+    done: &[&str],
+    waiting: Option<String>,
+    generation: Option<i64>,
+    stall: Option<&Stall>,
+) -> Vec<Condition> {
+    let now = now();
+    let mut conditions = existing.to_vec();
+    conditions::init_conditions(&mut conditions, all, generation, &now);
+    let mut first_pending = true;
+    for step in steps {
+        let update = if done.contains(step) {
+            Condition::new(*step, ConditionStatus::True, "Succeeded", "", generation, now.clone())
+        } else if first_pending {
+            first_pending = false;
+            let (status, reason) = match stall {
+                Some(stall) => (ConditionStatus::False, stall.reason.as_str()),
+                None => (ConditionStatus::Unknown, "InProgress"),
+            };
+            let message = stall.map(|s| s.message.clone()).or(waiting.clone()).unwrap_or_default();
+            Condition::new(*step, status, reason, message, generation, now.clone())
+        } else {
+            continue;
+        };
+        conditions::set_condition(&mut conditions, update);
+    }
+    conditions::set_summary(&mut conditions, steps, generation, stall, &now);
+    conditions
+}
+
+/// Sets (or, with None, removes) the Deleting condition.
+pub fn set_deleting(conditions: &mut Vec<Condition>, blocker: Option<(&str, String)>, generation: Option<i64>) {
+    match blocker {
+        Some((reason, message)) => {
+            let c =
+                Condition::new(conditions::types::DELETING, ConditionStatus::False, reason, message, generation, now());
+            conditions::set_condition(conditions, c);
+        }
+        None => conditions.retain(|c| c.type_ != conditions::types::DELETING),
+    }
+}
+
+/// Reconcile triggers for objects of one kind: every workflow checkpoint and fleet view change
+/// of a workflow it owns, as an ObjectRef. When the channels overflowed (a burst larger than
+/// their buffers), every object in `store` is reconciled, so no final progress goes unseen.
+pub fn triggers<K>(
+    engine: &Engine,
+    fleet: &Fleet,
+    owners: &'static [Owner],
+    store: Store<K>,
+) -> impl Stream<Item = ObjectRef<K>> + Send + use<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let checkpoints = receiver_stream(engine.subscribe()).map(|cp: Option<Checkpoint>| cp.map(|cp| cp.id));
+    let views = receiver_stream(fleet.subscribe());
+    futures::stream::select(checkpoints, views).flat_map(move |id| {
+        let refs: Vec<ObjectRef<K>> = match id {
+            Some(id) => ids::owner(&id)
+                .filter(|(owner, _)| owners.contains(owner))
+                .map(|(_, name)| ObjectRef::new(name))
+                .into_iter()
+                .collect(),
+            None => store.state().iter().map(|obj| ObjectRef::from(obj.as_ref())).collect(),
+        };
+        futures::stream::iter(refs)
+    })
+}
+
+/// Items of a broadcast channel; None where some were missed.
+fn receiver_stream<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> impl Stream<Item = Option<T>> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(item) => Some((Some(item), rx)),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some((None, rx)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    })
+}
+
+/// Bursts of workflow progress (several checkpoints per step) collapse into one reconcile.
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().debounce(Duration::from_millis(250))
+}
+
+/// Runs the three controllers until `shutdown`.
+pub async fn run_all(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToken) {
+    tokio::join!(
+        cell::run(ctx.clone(), shutdown.clone()),
+        namespace::run(ctx.clone(), shutdown.clone()),
+        ring::run(ctx, shutdown),
+    );
+}

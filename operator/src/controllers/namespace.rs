@@ -1,0 +1,205 @@
+//! The Namespace controller: one provisioning workflow per namespace, mirrored into status.
+
+use std::sync::Arc;
+
+use cellplane_workflows::State;
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{
+    Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, error_policy, is_dns_label,
+    progress_message, remove_finalizer, set_deleting, stall_of, triggers, workflow_status,
+};
+use crate::api::conditions::{self, Stall};
+use crate::api::namespace::{NAMESPACE_CONDITIONS, NAMESPACE_STEPS, Namespace, NamespacePhase};
+use crate::flows::namespace::{DELETE, NamespaceInput, NamespaceWorkflow};
+use crate::flows::placement::render_hostname;
+use crate::flows::{Owner, ids};
+
+const KIND: &str = "Namespace";
+
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let controller = Controller::new(api, watcher::Config::default()).with_config(super::controller_config());
+    let progress = triggers(&ctx.engine, &ctx.fleet, &[Owner::Namespace], controller.store());
+    controller
+        .reconcile_on(progress)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let span = tracing::info_span!("reconcile", kind = KIND, name = %ns.name_any());
+    let result = reconcile_inner(&ns, &ctx).instrument(span).await;
+    counted(KIND, ns.as_ref(), &ctx, result).await
+}
+
+async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, ReconcileError> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    if ns.metadata.deletion_timestamp.is_some() {
+        return cleanup(ns, ctx, &api).await;
+    }
+    if ensure_finalizer(&api, ns).await? {
+        return Ok(Action::await_change());
+    }
+    if let Err(problem) = validate(ns) {
+        let stall = Stall { reason: "InvalidSpec".into(), message: problem };
+        write_status(ns, ctx, &api, None, Some(&stall), None).await?;
+        return Ok(Action::await_change());
+    }
+    let name = ns.name_any();
+    let uid = ns.uid().ok_or(ReconcileError::MissingField("metadata.uid"))?;
+    let id = ids::namespace(&name, &uid);
+    let input = NamespaceInput { name, uid, spec: ns.spec.clone() };
+    ctx.ensure::<NamespaceWorkflow>(&id, &input).await?;
+    if ctx.fleet.namespace_view(&id).is_none() {
+        ctx.refresh(&id).await?;
+    }
+    write_status(ns, ctx, &api, Some(&id), None, None).await?;
+    Ok(Action::requeue(std::time::Duration::from_secs(600)))
+}
+
+/// What the schema should have refused, checked again: names reach hostnames and SQL.
+fn validate(ns: &Namespace) -> Result<(), String> {
+    let name = ns.name_any();
+    if !is_dns_label(&name) {
+        return Err(format!("metadata.name {name:?} must be a DNS label: at most 63 of a-z, 0-9 and '-'"));
+    }
+    if !is_dns_label(&ns.spec.region) {
+        return Err(format!("spec.region {:?} must be a DNS label", ns.spec.region));
+    }
+    let template = &ns.spec.endpoint.hostname_template;
+    if !template.contains("{namespace}") {
+        return Err(format!("spec.endpoint.hostnameTemplate {template:?} must contain {{namespace}}"));
+    }
+    let sample = render_hostname(template, &name, "cell", "region", "example.com");
+    if sample.len() > 253 || !sample.split('.').all(is_dns_label) {
+        return Err(format!("spec.endpoint.hostnameTemplate {template:?} does not render a valid hostname ({sample})"));
+    }
+    let mtls = &ns.spec.mtls;
+    if mtls.accepted_client_ca.is_some() == mtls.issue_client_certificate.unwrap_or(false) {
+        return Err("spec.mtls: set exactly one of acceptedClientCA or issueClientCertificate: true".into());
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ns: &Namespace,
+    ctx: &Context,
+    api: &Api<Namespace>,
+    id: Option<&str>,
+    stall: Option<&Stall>,
+    deleting: Option<(&str, String)>,
+) -> Result<(), ReconcileError> {
+    let current = ns.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    let generation = ns.metadata.generation;
+    let checkpoint = match id {
+        Some(id) => ctx.engine.checkpoint(id).await?,
+        None => None,
+    };
+    let view = id.and_then(|id| ctx.fleet.namespace_view(id));
+    let stall = stall.cloned().or(checkpoint.as_ref().and_then(stall_of));
+    let done: Vec<&str> = match &view {
+        Some(view) => view.done.clone(),
+        None => NAMESPACE_STEPS.iter().copied().filter(|s| conditions::is_true(&status.conditions, s)).collect(),
+    };
+    let waiting = match (&view, &checkpoint) {
+        (Some(view), _) if view.waiting.is_some() => view.waiting.clone(),
+        (_, Some(cp)) => Some(progress_message(cp)),
+        _ => None,
+    };
+    let before = status.phase;
+    if let Some(view) = &view {
+        status.phase = view.phase.or(status.phase);
+        if view.assigned_cell.is_some() {
+            status.assigned_cell = view.assigned_cell.clone();
+        }
+        status.endpoint = view.endpoint.clone().or(status.endpoint);
+        status.secrets = view.secrets.clone().or(status.secrets);
+    }
+    if stall.is_some() {
+        status.phase = Some(NamespacePhase::Failed);
+    }
+    status.phase = status.phase.or(Some(NamespacePhase::Pending));
+    let mut conditions = conditions_for(
+        &status.conditions,
+        NAMESPACE_CONDITIONS,
+        NAMESPACE_STEPS,
+        &done,
+        waiting,
+        generation,
+        stall.as_ref(),
+    );
+    set_deleting(&mut conditions, deleting, generation);
+    status.conditions = conditions;
+    status.observed_generation = generation;
+    status.workflow = checkpoint.as_ref().map(workflow_status);
+    apply_status(api, ns, current.as_ref(), &status).await?;
+    if before != status.phase {
+        match (&stall, status.phase) {
+            (Some(stall), _) => ctx.event(ns, true, &stall.reason, stall.message.clone()).await,
+            (None, Some(NamespacePhase::Ready)) => {
+                let note = format!(
+                    "serving at {} in cell {}",
+                    status.endpoint.clone().unwrap_or_default(),
+                    status.assigned_cell.clone().unwrap_or_default()
+                );
+                ctx.event(ns, false, "Ready", note).await
+            }
+            (None, Some(phase)) => ctx.event(ns, false, &format!("{phase:?}"), format!("namespace is {phase:?}")).await,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Teardown: the workflow releases everything; the finalizer goes when it has finished.
+async fn cleanup(ns: &Namespace, ctx: &Context, api: &Api<Namespace>) -> Result<Action, ReconcileError> {
+    let Some(uid) = ns.uid() else { return Ok(Action::await_change()) };
+    let id = ids::namespace(&ns.name_any(), &uid);
+    let Some(checkpoint) = ctx.engine.checkpoint(&id).await? else {
+        remove_finalizer(api, ns).await?;
+        return Ok(Action::await_change());
+    };
+    match checkpoint.state {
+        State::Completed | State::Cancelled => {
+            ctx.event(ns, false, "Deleted", "database, certificates, route and capacity released".into()).await;
+            ctx.fleet.forget_namespace(&id);
+            remove_finalizer(api, ns).await?;
+            return Ok(Action::await_change());
+        }
+        State::Failed | State::NonDeterministic => {
+            let message = format!(
+                "the provisioning workflow ended {} ({}); retry it with `cellplane workflows retry {id}`",
+                checkpoint.state,
+                checkpoint.reason.clone().unwrap_or_default()
+            );
+            write_status(ns, ctx, api, Some(&id), None, Some(("WorkflowFailed", message))).await?;
+            return Ok(Action::await_change());
+        }
+        _ => {}
+    }
+    let placed = ns.status.as_ref().and_then(|s| s.assigned_cell.as_ref()).is_some()
+        || ctx.fleet.namespace_view(&id).is_some_and(|v| v.assigned_cell.is_some());
+    // Only while choosing a cell does the workflow hold nothing that teardown must release.
+    let choosing = matches!(checkpoint.step.as_deref(), None | Some("select-cell"));
+    if placed || !choosing {
+        ctx.signal_once(&id, DELETE, "delete", &()).await?;
+    } else {
+        // Still looking for a cell: nothing to release, stop looking.
+        match ctx.engine.cancel(&id).await {
+            Ok(()) | Err(cellplane_workflows::Error::WrongState { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let blocker = ("TearingDown", progress_message(&checkpoint));
+    write_status(ns, ctx, api, Some(&id), None, Some(blocker)).await?;
+    Ok(Action::requeue(std::time::Duration::from_secs(300)))
+}

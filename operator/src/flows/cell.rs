@@ -1,0 +1,446 @@
+//! The cell entity workflow: provisions the cell, then takes commands one at a time (apply a
+//! spec generation, upgrade, reserve or release capacity, drain, delete) until it is deleted.
+//! Serialising every change to a cell through it makes over-commit impossible without locks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cellplane_workflows::{Ctx, WfError, Workflow};
+use serde::{Deserialize, Serialize};
+
+use super::{FlowDeps, call_retry, ids, send_from_step};
+use crate::api::cell::{
+    CLUSTER_READY, COMPONENTS_READY, CapacityUsage, CellPhase, CellSpec, CloudResources, NETWORK_READY,
+    NODE_POOLS_READY,
+};
+use crate::cell::CellContext;
+use crate::cloud::{
+    CellScope, CloudError, Cluster, ClusterRequest, Components, ComponentsRequest, Network, NetworkRequest,
+    NodePoolRequest,
+};
+
+/// Commands handled per run before the workflow continues as new (keeps replay short).
+pub const COMMANDS_PER_RUN: u32 = 50;
+
+/// The signal every command arrives on.
+pub const COMMAND: &str = "command";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CellInput {
+    pub cell: String,
+    pub spec: CellSpec,
+    pub generation: i64,
+    /// Carried over by continue-as-new.
+    #[serde(default)]
+    pub state: Option<CellState>,
+}
+
+/// Everything the workflow knows about its cell.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CellState {
+    pub network: Option<Network>,
+    pub cluster: Option<Cluster>,
+    pub node_pools: BTreeMap<String, String>,
+    pub components: Option<Components>,
+    pub spec: Option<CellSpec>,
+    pub applied_generation: i64,
+    /// Units reserved, by namespace.
+    pub reservations: BTreeMap<String, i32>,
+    pub draining: bool,
+    pub delete_requested: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum CellCommand {
+    ApplySpec { generation: i64, spec: Box<CellSpec> },
+    Upgrade { version: String, reply_to: String, request_id: String },
+    Reserve { namespace: String, units: i32, reply_to: String, request_id: String },
+    Release { namespace: String },
+    Drain { draining: bool },
+    Delete,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ReserveReply {
+    Accepted { cell: CellContext },
+    Refused { reason: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UpgradeReply {
+    pub version: String,
+    pub error: Option<String>,
+}
+
+pub struct CellWorkflow {
+    pub deps: Arc<FlowDeps>,
+}
+
+impl Workflow for CellWorkflow {
+    const NAME: &'static str = "cell";
+    type Input = CellInput;
+    type Output = ();
+
+    async fn run(self: Arc<Self>, ctx: Ctx, input: CellInput) -> Result<(), WfError> {
+        let mut state = input.state.clone().unwrap_or_default();
+        let spec = match &state.spec {
+            Some(spec) => spec.clone(),
+            None => {
+                state.spec = Some(input.spec.clone());
+                state.applied_generation = input.generation;
+                input.spec.clone()
+            }
+        };
+        let scope = CellScope { cell: input.cell.clone(), region: input.spec.region.clone() };
+        let mut entity = Entity { ctx: &ctx, deps: &self.deps, scope, spec, state };
+        entity.publish(|v| v.phase = Some(CellPhase::Provisioning));
+        entity.provision().await?;
+        entity.publish(|v| v.phase = Some(CellPhase::Ready));
+        let mut handled = 0;
+        loop {
+            if entity.state.delete_requested && entity.state.reservations.is_empty() {
+                entity.publish(|v| v.phase = Some(CellPhase::Deleting));
+                entity.teardown().await?;
+                return Ok(());
+            }
+            let command: CellCommand = ctx
+                .wait_signal(COMMAND, None)
+                .await?
+                .ok_or_else(|| WfError::failed("a command wait without timeout timed out"))?;
+            entity.handle(command).await?;
+            handled += 1;
+            if handled >= COMMANDS_PER_RUN {
+                let next = CellInput { state: Some(entity.state.clone()), ..input };
+                return ctx.continue_as_new(&next).await;
+            }
+        }
+    }
+}
+
+struct Entity<'a> {
+    ctx: &'a Ctx,
+    deps: &'a FlowDeps,
+    scope: CellScope,
+    /// The spec last applied (also in `state.spec`, for continue-as-new).
+    spec: CellSpec,
+    state: CellState,
+}
+
+impl Entity<'_> {
+    fn spec(&self) -> &CellSpec {
+        &self.spec
+    }
+
+    fn key(key: &cellplane_workflows::IdempotencyKey) -> String {
+        key.digest()
+    }
+
+    /// Creates whatever of network, cluster, node pools and components does not exist yet.
+    async fn provision(&mut self) -> Result<(), WfError> {
+        let (ctx, cloud, scope) = (self.ctx, &self.deps.cloud, &self.scope);
+        if self.state.network.is_none() {
+            let request = NetworkRequest { scope: scope.clone(), cidr: self.spec().network.cidr.clone() };
+            let network = ctx
+                .step("create-network")
+                .retry(call_retry())
+                .run(|key| {
+                    let request = &request;
+                    async move { cloud.create_network(&Self::key(&key), request).await.map_err(CloudError::into_step) }
+                })
+                .await?;
+            self.state.network = Some(network);
+        }
+        self.publish(|v| v.done.push(NETWORK_READY));
+        if self.state.cluster.is_none() {
+            let network_id = self.state.network.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+            let request = ClusterRequest {
+                scope: scope.clone(),
+                network_id,
+                kubernetes_version: self.spec().cluster.kubernetes_version.clone(),
+            };
+            let cluster = ctx
+                .step("create-cluster")
+                .retry(call_retry())
+                .run(|key| {
+                    let request = &request;
+                    async move { cloud.create_cluster(&Self::key(&key), request).await.map_err(CloudError::into_step) }
+                })
+                .await?;
+            self.state.cluster = Some(cluster);
+        }
+        self.publish(|v| v.done.push(CLUSTER_READY));
+        let pools = self.spec().cluster.node_pools.clone();
+        for pool in pools {
+            self.create_node_pool(&pool).await?;
+        }
+        self.publish(|v| v.done.push(NODE_POOLS_READY));
+        if self.state.components.is_none() {
+            let version = self.spec().version.clone();
+            let components = self.install(&version).await?;
+            self.state.components = Some(components);
+        }
+        self.publish(|v| {
+            v.done.push(COMPONENTS_READY);
+            v.provisioned = true;
+        });
+        Ok(())
+    }
+
+    async fn create_node_pool(&mut self, pool: &crate::api::cell::NodePool) -> Result<(), WfError> {
+        if self.state.node_pools.contains_key(&pool.name) {
+            return Ok(());
+        }
+        let cloud = &self.deps.cloud;
+        let request = NodePoolRequest {
+            scope: self.scope.clone(),
+            cluster_id: self.cluster_id(),
+            name: pool.name.clone(),
+            instance_type: pool.instance_type.clone(),
+            min_nodes: pool.min_nodes,
+            max_nodes: pool.max_nodes,
+            labels: pool.labels.clone(),
+        };
+        let created = self
+            .ctx
+            .step(format!("create-node-pool-{}", pool.name))
+            .retry(call_retry())
+            .run(|key| {
+                let request = &request;
+                async move { cloud.create_node_pool(&Self::key(&key), request).await.map_err(CloudError::into_step) }
+            })
+            .await?;
+        self.state.node_pools.insert(pool.name.clone(), created.id);
+        Ok(())
+    }
+
+    fn cluster_id(&self) -> String {
+        self.state.cluster.as_ref().map(|c| c.id.clone()).unwrap_or_default()
+    }
+
+    async fn install(&self, version: &str) -> Result<Components, WfError> {
+        let cloud = &self.deps.cloud;
+        let request = ComponentsRequest {
+            scope: self.scope.clone(),
+            cluster_id: self.cluster_id(),
+            version: version.to_string(),
+        };
+        self.ctx
+            .step(format!("install-components-{version}"))
+            .retry(call_retry())
+            .run(|key| {
+                let request = &request;
+                async move { cloud.install_components(&Self::key(&key), request).await.map_err(CloudError::into_step) }
+            })
+            .await
+    }
+
+    async fn handle(&mut self, command: CellCommand) -> Result<(), WfError> {
+        match command {
+            CellCommand::ApplySpec { generation, spec } => self.apply_spec(generation, *spec).await?,
+            CellCommand::Upgrade { version, reply_to, request_id } => {
+                let reply = self.upgrade(&version).await?;
+                self.reply(&reply_to, &request_id, &reply).await?;
+            }
+            CellCommand::Reserve { namespace, units, reply_to, request_id } => {
+                let reply = self.reserve(&namespace, units);
+                self.publish(|_| {});
+                self.reply(&reply_to, &request_id, &reply).await?;
+            }
+            CellCommand::Release { namespace } => {
+                self.state.reservations.remove(&namespace);
+            }
+            CellCommand::Drain { draining } => self.state.draining = draining,
+            CellCommand::Delete => self.state.delete_requested = true,
+        }
+        self.publish(|_| {});
+        Ok(())
+    }
+
+    async fn apply_spec(&mut self, generation: i64, spec: CellSpec) -> Result<(), WfError> {
+        if generation <= self.state.applied_generation {
+            return Ok(());
+        }
+        self.publish(|v| v.phase = Some(CellPhase::Updating));
+        let previous_version = self.spec().version.clone();
+        let wanted: Vec<String> = spec.cluster.node_pools.iter().map(|p| p.name.clone()).collect();
+        for pool in &spec.cluster.node_pools {
+            self.create_node_pool(pool).await?;
+        }
+        let removed: Vec<(String, String)> = self
+            .state
+            .node_pools
+            .iter()
+            .filter(|(n, _)| !wanted.contains(n))
+            .map(|(n, id)| (n.clone(), id.clone()))
+            .collect();
+        for (name, id) in removed {
+            self.delete_node_pool(&name, &id).await?;
+            self.state.node_pools.remove(&name);
+        }
+        let new_version = spec.version.clone();
+        self.state.spec = Some(spec.clone());
+        self.spec = spec;
+        self.state.applied_generation = generation;
+        // A person edited spec.version (rings upgrade by command and leave the spec alone).
+        if new_version != previous_version {
+            let reply = self.upgrade(&new_version).await?;
+            if let Some(error) = reply.error {
+                self.publish(|v| v.last_failure = Some(error));
+            }
+        }
+        self.publish(|v| v.phase = Some(CellPhase::Ready));
+        Ok(())
+    }
+
+    async fn upgrade(&mut self, version: &str) -> Result<UpgradeReply, WfError> {
+        if self.state.components.as_ref().is_some_and(|c| c.version == version) {
+            return Ok(UpgradeReply { version: version.to_string(), error: None });
+        }
+        self.publish(|v| v.phase = Some(CellPhase::Upgrading));
+        let reply = match self.install(version).await {
+            Ok(components) => {
+                self.state.components = Some(components);
+                self.publish(|v| v.last_failure = None);
+                UpgradeReply { version: version.to_string(), error: None }
+            }
+            // The cell stays on its version; the requester decides what a failed upgrade means.
+            Err(WfError::Step { error, .. }) => {
+                let message = format!("upgrade to {version} failed: {error}");
+                self.publish(|v| v.last_failure = Some(message.clone()));
+                UpgradeReply { version: version.to_string(), error: Some(message) }
+            }
+            Err(other) => return Err(other),
+        };
+        self.publish(|v| v.phase = Some(CellPhase::Ready));
+        Ok(reply)
+    }
+
+    fn reserve(&mut self, namespace: &str, units: i32) -> ReserveReply {
+        let spec = self.spec().clone();
+        let refuse = |reason: String| ReserveReply::Refused { reason };
+        if !self.state.reservations.contains_key(namespace) {
+            if self.state.delete_requested {
+                return refuse("the cell is being deleted".into());
+            }
+            if self.state.draining || spec.cordoned {
+                return refuse("the cell is cordoned".into());
+            }
+            let used = self.usage();
+            if used.namespaces >= spec.capacity.max_namespaces {
+                return refuse(format!("full ({}/{} namespaces)", used.namespaces, spec.capacity.max_namespaces));
+            }
+            if let Some(max_units) = spec.capacity.max_units
+                && used.units + units > max_units
+            {
+                return refuse(format!("full ({}/{max_units} units)", used.units));
+            }
+            self.state.reservations.insert(namespace.to_string(), units);
+        }
+        ReserveReply::Accepted {
+            cell: CellContext {
+                name: self.scope.cell.clone(),
+                region: self.scope.region.clone(),
+                ingress: spec.ingress.clone(),
+                database: spec.database.clone(),
+            },
+        }
+    }
+
+    fn usage(&self) -> CapacityUsage {
+        CapacityUsage {
+            namespaces: self.state.reservations.len() as i32,
+            units: self.state.reservations.values().sum(),
+        }
+    }
+
+    async fn reply<T: Serialize + Sync>(&self, to: &str, request_id: &str, payload: &T) -> Result<(), WfError> {
+        // A requester that is gone no longer needs the answer.
+        send_from_step(self.ctx, self.deps, "reply", to, &ids::reply(request_id), payload).await?;
+        Ok(())
+    }
+
+    async fn delete_node_pool(&self, name: &str, id: &str) -> Result<(), WfError> {
+        let (cloud, scope) = (&self.deps.cloud, &self.scope);
+        self.ctx
+            .step(format!("delete-node-pool-{name}"))
+            .retry(call_retry())
+            .run(|key| async move {
+                cloud.delete_node_pool(&Self::key(&key), scope, id).await.map_err(CloudError::into_step)
+            })
+            .await
+    }
+
+    /// Deletes what provisioning created, in reverse order.
+    async fn teardown(&mut self) -> Result<(), WfError> {
+        let (ctx, cloud, scope) = (self.ctx, &self.deps.cloud, &self.scope);
+        if let Some(components) = self.state.components.take() {
+            let id = components.id.as_str();
+            ctx.step("delete-components")
+                .retry(call_retry())
+                .run(|key| async move {
+                    cloud.delete_components(&Self::key(&key), scope, id).await.map_err(CloudError::into_step)
+                })
+                .await?;
+        }
+        let pools: Vec<(String, String)> = std::mem::take(&mut self.state.node_pools).into_iter().rev().collect();
+        for (name, id) in pools {
+            self.delete_node_pool(&name, &id).await?;
+        }
+        if let Some(cluster) = self.state.cluster.take() {
+            let id = cluster.id.as_str();
+            ctx.step("delete-cluster")
+                .retry(call_retry())
+                .run(|key| async move {
+                    cloud.delete_cluster(&Self::key(&key), scope, id).await.map_err(CloudError::into_step)
+                })
+                .await?;
+        }
+        if let Some(network) = self.state.network.take() {
+            let id = network.id.as_str();
+            ctx.step("delete-network")
+                .retry(call_retry())
+                .run(|key| async move {
+                    cloud.delete_network(&Self::key(&key), scope, id).await.map_err(CloudError::into_step)
+                })
+                .await?;
+        }
+        self.publish(|v| {
+            v.done.clear();
+            v.provisioned = false;
+            v.resources = CloudResources::default();
+        });
+        Ok(())
+    }
+
+    /// Shows the workflow's state to the controllers, after `update` adds what is new.
+    fn publish(&self, update: impl FnOnce(&mut super::fleet::CellView)) {
+        let used = self.usage();
+        let state = &self.state;
+        let blocked = (state.delete_requested && !state.reservations.is_empty()).then(|| {
+            let names: Vec<&str> = state.reservations.keys().map(String::as_str).take(10).collect();
+            format!("{} namespaces are still placed in the cell: {}", state.reservations.len(), names.join(", "))
+        });
+        self.deps.fleet.update_cell(self.ctx.id(), |view| {
+            update(view);
+            view.done.sort_unstable();
+            view.done.dedup();
+            view.used = used;
+            view.tenants = state.reservations.keys().cloned().collect();
+            view.applied_generation = state.applied_generation;
+            view.running_version = state.components.as_ref().map(|c| c.version.clone());
+            view.endpoint = state.cluster.as_ref().map(|c| c.endpoint.clone());
+            view.resources = CloudResources {
+                network_id: state.network.as_ref().map(|n| n.id.clone()),
+                subnet_ids: state.network.as_ref().map(|n| n.subnet_ids.clone()).unwrap_or_default(),
+                cluster_id: state.cluster.as_ref().map(|c| c.id.clone()),
+                node_pool_ids: state.node_pools.clone(),
+            };
+            view.blocked = blocked;
+            if state.delete_requested {
+                view.phase = Some(CellPhase::Deleting);
+            }
+        });
+    }
+}

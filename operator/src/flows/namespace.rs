@@ -1,0 +1,177 @@
+//! Namespace provisioning: place the tenant in a cell (reserving capacity through the cell's
+//! entity workflow), create its database, certificates and ingress route there, probe the
+//! endpoint, then hold until deletion and tear everything down again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cellplane_workflows::{Ctx, RetryPolicy, StepError, WfError, Workflow};
+use serde::{Deserialize, Serialize};
+
+use super::cell::{COMMAND, CellCommand, ReserveReply};
+use super::fleet::NamespaceView;
+use super::placement::{self, Candidate};
+use super::{FlowDeps, call_retry, ids, request, send_from_step};
+use crate::api::namespace::{
+    CELL_SELECTED, CERTIFICATES_READY, CONNECTED, DATABASE_READY, INGRESS_READY, NamespacePhase, NamespaceSecrets,
+    NamespaceSpec,
+};
+use crate::cell::{CellContext, CellError, Tenant};
+
+/// The signal that starts teardown.
+pub const DELETE: &str = "delete";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NamespaceInput {
+    pub name: String,
+    pub uid: String,
+    pub spec: NamespaceSpec,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NamespaceOutput {
+    pub cell: String,
+}
+
+pub struct NamespaceWorkflow {
+    pub deps: Arc<FlowDeps>,
+}
+
+/// Waiting for a cell to have room: patient, unbounded, and visible in status as attempts.
+fn placement_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Duration::from_millis(250),
+        backoff_coefficient: 1.5,
+        max_interval: Duration::from_secs(15),
+        max_attempts: 0,
+        jitter: 0.2,
+        non_retryable: Vec::new(),
+    }
+}
+
+impl Workflow for NamespaceWorkflow {
+    const NAME: &'static str = "namespace";
+    type Input = NamespaceInput;
+    type Output = NamespaceOutput;
+
+    async fn run(self: Arc<Self>, ctx: Ctx, input: NamespaceInput) -> Result<NamespaceOutput, WfError> {
+        let deps = &self.deps;
+        let id = ctx.id().to_string();
+        deps.fleet.update_namespace(&id, |v| v.phase = Some(NamespacePhase::Pending));
+        let (candidate, cell) = place(&ctx, deps, &input).await?;
+        let endpoint = placement::render_hostname(
+            &input.spec.endpoint.hostname_template,
+            &input.name,
+            &cell.name,
+            &cell.region,
+            &cell.ingress.domain,
+        );
+        let tenant =
+            Tenant { name: input.name.clone(), uid: input.uid.clone(), mtls: input.spec.mtls.clone(), endpoint };
+        let show = |update: &dyn Fn(&mut NamespaceView)| deps.fleet.update_namespace(&id, |v| update(v));
+        show(&|v| {
+            v.phase = Some(NamespacePhase::Provisioning);
+            v.assigned_cell = Some(cell.name.clone());
+            v.done = vec![CELL_SELECTED];
+            v.waiting = None;
+        });
+
+        let services = &deps.services;
+        let (c, t) = (&cell, &tenant);
+        let grant = ctx
+            .step("create-database")
+            .retry(call_retry())
+            .run(|key| async move { services.create_database(&key.digest(), c, t).await.map_err(CellError::into_step) })
+            .await?;
+        show(&|v| v.done.push(DATABASE_READY));
+        let certificates =
+            ctx.step("issue-certificates")
+                .retry(call_retry())
+                .run(|key| async move {
+                    services.issue_certificates(&key.digest(), c, t).await.map_err(CellError::into_step)
+                })
+                .await?;
+        show(&|v| v.done.push(CERTIFICATES_READY));
+        ctx.step("create-route")
+            .retry(call_retry())
+            .run(|key| async move { services.create_route(&key.digest(), c, t).await.map_err(CellError::into_step) })
+            .await?;
+        show(&|v| v.done.push(INGRESS_READY));
+        ctx.step("probe-endpoint")
+            .retry(call_retry())
+            .run(|_| async move { services.probe(c, t).await.map_err(CellError::into_step) })
+            .await?;
+        let secrets = NamespaceSecrets {
+            server_certificate: Some(certificates.server_secret.clone()),
+            client_certificate: certificates.client_secret.clone(),
+            client_ca: Some(certificates.client_ca_secret.clone()),
+            database_credentials: Some(grant.secret.clone()),
+        };
+        show(&|v| {
+            v.done.push(CONNECTED);
+            v.phase = Some(NamespacePhase::Ready);
+            v.endpoint = Some(tenant.endpoint.clone());
+            v.secrets = Some(secrets.clone());
+        });
+
+        ctx.wait_signal::<()>(DELETE, None).await?;
+        show(&|v| v.phase = Some(NamespacePhase::Deleting));
+        ctx.step("delete-route")
+            .retry(call_retry())
+            .run(|_| async move { services.delete_route(c, t).await.map_err(CellError::into_step) })
+            .await?;
+        ctx.step("remove-certificates")
+            .retry(call_retry())
+            .run(|_| async move { services.remove_certificates(c, t).await.map_err(CellError::into_step) })
+            .await?;
+        ctx.step("drop-database")
+            .retry(call_retry())
+            .run(|_| async move { services.drop_database(c, t).await.map_err(CellError::into_step) })
+            .await?;
+        let release = CellCommand::Release { namespace: input.name.clone() };
+        send_from_step(&ctx, deps, "release-capacity", &candidate.workflow_id, COMMAND, &release).await?;
+        show(&|v| v.done.clear());
+        Ok(NamespaceOutput { cell: cell.name })
+    }
+}
+
+/// Tries the eligible cells, least loaded first, until one accepts the reservation; waits
+/// (durably) and tries again while none can.
+async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Candidate, CellContext), WfError> {
+    let units = placement::units(input.spec.placement.tier);
+    let id = ctx.id().to_string();
+    loop {
+        let (fleet, spec) = (&deps.fleet, &input.spec);
+        let candidates: Vec<Candidate> = ctx
+            .step("select-cell")
+            .retry(placement_retry())
+            .run(|_| async move {
+                placement::rank(&fleet.cells(), &spec.region, &spec.placement)
+                    .map_err(|refusals| StepError::of_kind("no-eligible-cell", format!("no eligible cell: {refusals}")))
+            })
+            .await?;
+        let mut refusals = Vec::new();
+        for candidate in candidates {
+            let reserve = |request_id| CellCommand::Reserve {
+                namespace: input.name.clone(),
+                units,
+                reply_to: id.clone(),
+                request_id,
+            };
+            let Some(request_id) = request(ctx, deps, "reserve-capacity", &candidate.workflow_id, reserve).await?
+            else {
+                refusals.push(format!("{}: being deleted", candidate.cell));
+                continue;
+            };
+            let reply: Option<ReserveReply> = ctx.wait_signal(&ids::reply(&request_id), None).await?;
+            match reply {
+                Some(ReserveReply::Accepted { cell }) => return Ok((candidate, cell)),
+                Some(ReserveReply::Refused { reason }) => refusals.push(format!("{}: {reason}", candidate.cell)),
+                None => refusals.push(format!("{}: no answer", candidate.cell)),
+            }
+        }
+        let waiting = format!("every eligible cell refused: {}", refusals.join("; "));
+        deps.fleet.update_namespace(&id, |v| v.waiting = Some(waiting));
+        ctx.sleep(Duration::from_secs(5)).await?;
+    }
+}

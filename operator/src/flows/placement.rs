@@ -1,0 +1,199 @@
+//! Choosing a cell for a namespace: pure functions over what the fleet knows.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::fleet::{CellEntry, CellView};
+use crate::api::namespace::{Placement, Tier};
+
+/// Cells with this label value may hold critical-tier namespaces.
+pub const TIER_LABEL: &str = "cellplane.io/tier";
+
+/// Capacity units a namespace of `tier` takes.
+pub fn units(tier: Tier) -> i32 {
+    match tier {
+        Tier::Standard => 1,
+        Tier::Critical => 4,
+    }
+}
+
+/// A cell that could take the namespace.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Candidate {
+    pub cell: String,
+    pub workflow_id: String,
+}
+
+/// Eligible cells, least loaded first (ties by name); or why every cell was refused.
+pub fn rank(cells: &[(CellEntry, CellView)], region: &str, placement: &Placement) -> Result<Vec<Candidate>, String> {
+    let mut eligible = Vec::new();
+    let mut refusals = Vec::new();
+    for (entry, view) in cells {
+        match refuse(entry, view, region, placement) {
+            Some(reason) => refusals.push(format!("{}: {reason}", entry.name)),
+            None => eligible.push((load(entry, view), entry)),
+        }
+    }
+    if eligible.is_empty() {
+        if refusals.is_empty() {
+            return Err("no cells exist".into());
+        }
+        return Err(refusals.join("; "));
+    }
+    eligible.sort_by(|(a, ea), (b, eb)| a.total_cmp(b).then_with(|| ea.name.cmp(&eb.name)));
+    Ok(eligible
+        .into_iter()
+        .map(|(_, entry)| Candidate { cell: entry.name.clone(), workflow_id: entry.workflow_id.clone() })
+        .collect())
+}
+
+fn used(entry: &CellEntry, view: &CellView) -> (i32, i32) {
+    // The workflow's view is authoritative when this replica runs it; else the object's status.
+    if view.provisioned { (view.used.namespaces, view.used.units) } else { (entry.used.namespaces, entry.used.units) }
+}
+
+fn load(entry: &CellEntry, view: &CellView) -> f64 {
+    let (namespaces, _) = used(entry, view);
+    f64::from(namespaces) / f64::from(entry.max_namespaces.max(1))
+}
+
+fn refuse(entry: &CellEntry, view: &CellView, region: &str, placement: &Placement) -> Option<String> {
+    if entry.region != region {
+        return Some(format!("in region {}", entry.region));
+    }
+    if entry.cordoned {
+        return Some("cordoned".into());
+    }
+    if !view.provisioned && entry.running_version.is_none() {
+        return Some("not provisioned yet".into());
+    }
+    if placement.tier == Tier::Critical && entry.labels.get(TIER_LABEL).map(String::as_str) != Some("critical") {
+        return Some(format!("not labelled {TIER_LABEL}=critical"));
+    }
+    if let Some(selector) = &placement.cell_selector
+        && !selector_matches(selector, &entry.labels)
+    {
+        return Some("labels do not match the cell selector".into());
+    }
+    let (namespaces, units_used) = used(entry, view);
+    if namespaces >= entry.max_namespaces {
+        return Some(format!("full ({namespaces}/{} namespaces)", entry.max_namespaces));
+    }
+    if let Some(max_units) = entry.max_units
+        && units_used + units(placement.tier) > max_units
+    {
+        return Some(format!("full ({units_used}/{max_units} units)"));
+    }
+    None
+}
+
+/// Whether `labels` match a Kubernetes label selector (matchLabels and matchExpressions).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_match =
+        selector.match_labels.iter().flatten().all(|(key, value)| labels.get(key).is_some_and(|v| v == value));
+    let expressions_match = selector.match_expressions.iter().flatten().all(|expr| {
+        let values = expr.values.as_deref().unwrap_or_default();
+        let value = labels.get(&expr.key);
+        match expr.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_match && expressions_match
+}
+
+/// The endpoint hostname from a template with `{namespace}`, `{cell}`, `{region}`, `{domain}`.
+pub fn render_hostname(template: &str, namespace: &str, cell: &str, region: &str, domain: &str) -> String {
+    template
+        .replace("{namespace}", namespace)
+        .replace("{cell}", cell)
+        .replace("{region}", region)
+        .replace("{domain}", domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cell::{CapacityUsage, IngressSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn cell(name: &str, region: &str, used: i32, max: i32) -> (CellEntry, CellView) {
+        let entry = CellEntry {
+            name: name.into(),
+            workflow_id: format!("cell/{name}/uid"),
+            region: region.into(),
+            labels: BTreeMap::new(),
+            cordoned: false,
+            max_namespaces: max,
+            max_units: None,
+            ingress: IngressSpec { domain: "example.com".into(), class_name: None, annotations: BTreeMap::new() },
+            database: None,
+            used: CapacityUsage::default(),
+            running_version: None,
+        };
+        let view =
+            CellView { provisioned: true, used: CapacityUsage { namespaces: used, units: used }, ..Default::default() };
+        (entry, view)
+    }
+
+    fn names(ranked: Vec<Candidate>) -> Vec<String> {
+        ranked.into_iter().map(|c| c.cell).collect()
+    }
+
+    #[test]
+    fn least_loaded_cell_of_the_region_comes_first() {
+        let cells = vec![cell("a", "eu", 5, 10), cell("b", "eu", 1, 10), cell("c", "us", 0, 10)];
+        assert_eq!(names(rank(&cells, "eu", &Placement::default()).unwrap()), ["b", "a"]);
+    }
+
+    #[test]
+    fn full_cordoned_and_unprovisioned_cells_are_refused_with_reasons() {
+        let mut cordoned = cell("b", "eu", 0, 10);
+        cordoned.0.cordoned = true;
+        let mut fresh = cell("c", "eu", 0, 10);
+        fresh.1.provisioned = false;
+        let cells = vec![cell("a", "eu", 10, 10), cordoned, fresh];
+        let refusal = rank(&cells, "eu", &Placement::default()).unwrap_err();
+        assert_eq!(refusal, "a: full (10/10 namespaces); b: cordoned; c: not provisioned yet");
+    }
+
+    #[test]
+    fn critical_tier_needs_a_labelled_cell_and_units() {
+        let mut labelled = cell("b", "eu", 0, 10);
+        labelled.0.labels.insert(TIER_LABEL.into(), "critical".into());
+        let cells = vec![cell("a", "eu", 0, 10), labelled.clone()];
+        let critical = Placement { tier: Tier::Critical, ..Placement::default() };
+        assert_eq!(names(rank(&cells, "eu", &critical).unwrap()), ["b"]);
+        labelled.0.max_units = Some(3);
+        assert!(rank(&[labelled], "eu", &critical).unwrap_err().contains("units"));
+    }
+
+    #[test]
+    fn selectors_match_labels_and_expressions() {
+        let labels: BTreeMap<String, String> = [("ring".to_string(), "canary".to_string())].into();
+        let by_label = LabelSelector { match_labels: Some(labels.clone()), ..Default::default() };
+        assert!(selector_matches(&by_label, &labels));
+        assert!(!selector_matches(&by_label, &BTreeMap::new()));
+        let not_in = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "ring".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["canary".into()]),
+            }]),
+            ..Default::default()
+        };
+        assert!(!selector_matches(&not_in, &labels));
+        assert!(selector_matches(&not_in, &BTreeMap::new()));
+        assert!(selector_matches(&LabelSelector::default(), &labels));
+    }
+
+    #[test]
+    fn hostnames_render_every_placeholder() {
+        let host = render_hostname("{namespace}.{cell}.{region}.{domain}", "acme", "c1", "eu", "example.com");
+        assert_eq!(host, "acme.c1.eu.example.com");
+    }
+}
