@@ -117,8 +117,6 @@ async fn an_owner_paused_past_its_lease_commits_nothing_after_it_resumes() {
             count
         }
     };
-    let before = events_by("paused-a").await;
-
     let (mut b, mut b_lines) = spec(&db, "engine-b", 20, 10, 1_000).spawn("contention_child");
     // Wait until B holds or finished every workflow A had: A's leases expired and were taken.
     eventually("B to take over all of A's workflows", || async {
@@ -126,6 +124,8 @@ async fn an_owner_paused_past_its_lease_commits_nothing_after_it_resumes() {
         rows.iter().all(|r| r.checkpoint.owner.as_deref() != Some("paused-a")).then_some(())
     })
     .await;
+    // Counted after the takeover: commits A sent just before it froze have landed by now.
+    let before = events_by("paused-a").await;
     signal(pid, "CONT");
     // A wakes up, finds its in-flight commits fenced or its leases gone, and lets go of everything.
     read_until(&mut a_lines, |l| l.starts_with("status running=0")).await;
