@@ -138,6 +138,10 @@ pub struct SandboxArgs {
     /// Keep running after everything is Ready (until Ctrl-C).
     #[arg(long, default_value_t = false)]
     pub keep: bool,
+    /// Only serve the in-memory API (needs --serve): no operator, nothing applied. For running
+    /// `bench fleet --kubeconfig` against it, so the benchmark measures the operator alone.
+    #[arg(long, default_value_t = false, requires = "serve")]
+    pub api_only: bool,
 }
 
 /// `cellplane sandbox`: the whole operator on an in-memory API server and a simulated cloud.
@@ -153,6 +157,9 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     if let Some(addr) = args.serve {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("in-memory API at http://{addr}  (kubectl --server http://{addr} get cellplane)");
+        if args.api_only {
+            return Ok(server.serve(listener).await?);
+        }
         let server = server.clone();
         tokio::spawn(async move { server.serve(listener).await });
     }
@@ -314,6 +321,9 @@ pub struct FleetArgs {
     pub kubeconfig: Option<PathBuf>,
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
+    /// Workflows the engine holds in memory at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_concurrent: usize,
 }
 
 /// `cellplane bench fleet`: creates cells and namespaces, waits until all are Ready and prints
@@ -338,7 +348,9 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     let journal = cellplane_workflows::journal::open(&url, "cellplane").await?;
     let cloud = Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(1), ..SimConfig::default() }));
     let services = Arc::new(SimCellServices::new(Duration::ZERO));
-    let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, OperatorOptions::default())?);
+    let engine = cellplane_workflows::EngineConfig { max_concurrent: args.max_concurrent, ..Default::default() };
+    let options = OperatorOptions { engine, ..OperatorOptions::default() };
+    let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, options)?);
     let token = CancellationToken::new();
     let running = {
         let (operator, token) = (operator.clone(), token.clone());
@@ -369,8 +381,8 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     let mut ready = 0;
     while Instant::now() < deadline {
         ticker.tick().await;
-        let cells_ready = cells.list(&ListParams::default()).await?.items.iter().filter(|c| is_ready_cell(c)).count();
-        let ns_ready = namespaces.list(&ListParams::default()).await?.items.iter().filter(|n| is_ready_ns(n)).count();
+        let cells_ready = count_ready(&cells, is_ready_cell).await?;
+        let ns_ready = count_ready(&namespaces, is_ready_ns).await?;
         ready = cells_ready + ns_ready;
         if ready == args.cells + args.namespaces {
             break;
@@ -391,6 +403,23 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     token.cancel();
     let _ = running.await;
     Ok(())
+}
+
+/// Counts Ready objects page by page, so the benchmark's own memory stays small.
+async fn count_ready<K>(api: &Api<K>, ready: fn(&K) -> bool) -> Result<usize, CliError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut count = 0;
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        count += page.items.iter().filter(|obj| ready(obj)).count();
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(count),
+        }
+    }
 }
 
 fn is_ready_cell(c: &Cell) -> bool {

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,7 +22,7 @@ const KIND: &str = "Cell";
 
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Cell> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default()).with_config(super::controller_config());
+    let controller = super::controller_for(api);
     let progress = triggers(&ctx.engine, &ctx.fleet, &[Owner::Cell], controller.store());
     controller
         .reconcile_on(progress)

@@ -433,6 +433,21 @@ fn receiver_stream<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> imp
     })
 }
 
+/// A controller whose cache drops managedFields (most of an object's bytes, never read here).
+pub fn controller_for<K>(api: Api<K>) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (reader, writer) = reflector::store();
+    let objects = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|obj| obj.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    kube::runtime::Controller::for_stream(objects, reader).with_config(controller_config())
+}
+
 /// Bursts of workflow progress (several checkpoints per step) collapse into one reconcile.
 pub fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().debounce(Duration::from_millis(250))

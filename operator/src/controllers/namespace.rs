@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use cellplane_workflows::State;
 use futures::StreamExt;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -24,7 +23,7 @@ const KIND: &str = "Namespace";
 
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Namespace> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default()).with_config(super::controller_config());
+    let controller = super::controller_for(api);
     let progress = triggers(&ctx.engine, &ctx.fleet, &[Owner::Namespace], controller.store());
     controller
         .reconcile_on(progress)
@@ -153,7 +152,7 @@ async fn write_status(
                 );
                 ctx.event(ns, false, "Ready", note).await
             }
-            (None, Some(phase)) => ctx.event(ns, false, &format!("{phase:?}"), format!("namespace is {phase:?}")).await,
+            // Intermediate phases are in status; events are kept for milestones and failures.
             _ => {}
         }
     }

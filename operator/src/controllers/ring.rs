@@ -8,7 +8,7 @@ use std::time::Duration;
 use cellplane_workflows::State;
 use futures::StreamExt;
 use kube::api::ListParams;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -34,7 +34,7 @@ const KIND: &str = "DeploymentRing";
 
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api.clone(), watcher::Config::default()).with_config(super::controller_config());
+    let controller = super::controller_for(api.clone());
     let store = controller.store();
     let rings = store.clone();
     let every_ring = move || rings.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
