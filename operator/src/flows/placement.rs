@@ -25,14 +25,16 @@ pub struct Candidate {
     pub workflow_id: String,
 }
 
-/// Eligible cells, least loaded first (ties by name); or why every cell was refused.
+/// Eligible cells, least loaded first (ties by name); or why every cell was refused. Tenants of
+/// other tiers go to cells labelled critical only when no other cell can take them, so the
+/// critical cells' capacity stays for the critical tenants that can live nowhere else.
 pub fn rank(cells: &[(CellEntry, CellView)], region: &str, placement: &Placement) -> Result<Vec<Candidate>, String> {
     let mut eligible = Vec::new();
     let mut refusals = Vec::new();
     for (entry, view) in cells {
         match refuse(entry, view, region, placement) {
             Some(reason) => refusals.push(format!("{}: {reason}", entry.name)),
-            None => eligible.push((load(entry, view), entry)),
+            None => eligible.push(((spends_critical_capacity(entry, placement), load(entry, view)), entry)),
         }
     }
     if eligible.is_empty() {
@@ -41,11 +43,17 @@ pub fn rank(cells: &[(CellEntry, CellView)], region: &str, placement: &Placement
         }
         return Err(refusals.join("; "));
     }
-    eligible.sort_by(|(a, ea), (b, eb)| a.total_cmp(b).then_with(|| ea.name.cmp(&eb.name)));
+    eligible.sort_by(|((ca, la), ea), ((cb, lb), eb)| {
+        ca.cmp(cb).then_with(|| la.total_cmp(lb)).then_with(|| ea.name.cmp(&eb.name))
+    });
     Ok(eligible
         .into_iter()
         .map(|(_, entry)| Candidate { cell: entry.name.clone(), workflow_id: entry.workflow_id.clone() })
         .collect())
+}
+
+fn spends_critical_capacity(entry: &CellEntry, placement: &Placement) -> bool {
+    placement.tier != Tier::Critical && entry.labels.get(TIER_LABEL).map(String::as_str) == Some("critical")
 }
 
 fn used(entry: &CellEntry, view: &CellView) -> (i32, i32) {
@@ -170,6 +178,15 @@ mod tests {
         assert_eq!(names(rank(&cells, "eu", &critical).unwrap()), ["b"]);
         labelled.0.max_units = Some(3);
         assert!(rank(&[labelled], "eu", &critical).unwrap_err().contains("units"));
+    }
+
+    #[test]
+    fn other_tiers_use_a_critical_cell_only_when_no_other_cell_can_take_them() {
+        let mut critical = cell("a", "eu", 0, 10);
+        critical.0.labels.insert(TIER_LABEL.into(), "critical".into());
+        let cells = vec![critical.clone(), cell("b", "eu", 9, 10)];
+        assert_eq!(names(rank(&cells, "eu", &Placement::default()).unwrap()), ["b", "a"]);
+        assert_eq!(names(rank(&[critical], "eu", &Placement::default()).unwrap()), ["a"]);
     }
 
     #[test]
