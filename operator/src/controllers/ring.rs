@@ -39,11 +39,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let rings = store.clone();
     let every_ring = move || rings.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
     // What a ring waits for can change elsewhere (an upstream ring's bake, a cell becoming
-    // Ready): any ring's or cell's progress and any ring's status reconcile every ring.
+    // Ready): any ring's or cell's progress, any ring's status and any change to a Cell object
+    // (its Ready condition is written after the progress that led to it) reconcile every ring.
     let all = every_ring.clone();
     let progress = triggers::<DeploymentRing>(&ctx.engine, &ctx.fleet, &[Owner::Ring, Owner::Cell], store.clone())
         .flat_map(move |_| futures::stream::iter(all()));
+    let on_cells = every_ring.clone();
     controller
+        .watches(Api::<Cell>::all(ctx.client.clone()), watcher::Config::default(), move |_| on_cells())
         .watches(api, watcher::Config::default(), move |_| every_ring())
         .reconcile_on(progress)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
