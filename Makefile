@@ -11,7 +11,8 @@ build:
 ## test: every test, against PostgreSQL (found or started by scripts/with-postgres.sh) and SQLite
 test:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  scripts/with-postgres.sh $(CARGO) nextest run --workspace --no-fail-fast; \
+	  scripts/with-postgres.sh $(CARGO) nextest run --workspace --no-fail-fast && \
+	  $(CARGO) test --workspace --doc; \
 	else \
 	  echo "cargo-nextest not installed: using cargo test"; \
 	  scripts/with-postgres.sh $(CARGO) test --workspace --no-fail-fast; \

@@ -16,7 +16,13 @@
 //!     type Input = String;
 //!     type Output = String;
 //!     async fn run(self: Arc<Self>, ctx: Ctx, name: String) -> Result<String, WfError> {
-//!         let greeting = ctx.step("compose").run(|_key| async move { Ok(format!("hello {name}")) }).await?;
+//!         let greeting: String = ctx
+//!             .step("compose")
+//!             .run(|_key| {
+//!                 let name = name.clone();
+//!                 async move { Ok(format!("hello {name}")) }
+//!             })
+//!             .await?;
 //!         ctx.sleep(std::time::Duration::from_secs(3600)).await?;
 //!         Ok(greeting)
 //!     }
@@ -26,7 +32,7 @@
 //! let journal = cellplane_workflows::journal::open("sqlite://cellplane.db", "cellplane").await?;
 //! let engine = Engine::builder(journal).register(Greet).start()?;
 //! engine.start::<Greet>("greet-1", &"world".to_string()).await?;
-//! let greeting = engine.result::<Greet>("greet-1").await?;
+//! assert_eq!(engine.result::<Greet>("greet-1").await?, "hello world");
 //! # Ok(()) }
 //! ```
 
