@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
 use tokio::sync::Mutex;
 
@@ -32,26 +33,27 @@ impl PgJournal {
         let options = PgConnectOptions::from_str(url)?
             .application_name("cellplane")
             .options([("search_path", schema), ("plan_cache_mode", "force_generic_plan")]);
+        // Set up on a connection of its own: an unreachable server fails here at once, with the
+        // driver's own reason (refused, unknown host, authentication) rather than a pool timeout.
+        let mut conn = PgConnection::connect_with(&options).await?;
+        // Serialise first-time set-up between engines starting together.
+        sqlx::query("SELECT pg_advisory_lock(4242424201)").execute(&mut conn).await?;
+        let setup = async {
+            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).execute(&mut conn).await?;
+            sqlx::migrate!("./migrations/postgres").run(&mut conn).await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock(4242424201)").execute(&mut conn).await?;
+        setup?;
+        conn.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             // A ping before every checkout costs a round trip per commit; a broken connection
             // shows up as a failed statement instead, which the engine already handles.
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        let mut conn = pool.acquire().await?;
-        // Serialise first-time set-up between engines starting together.
-        sqlx::query("SELECT pg_advisory_lock(4242424201)").execute(&mut *conn).await?;
-        let setup = async {
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).execute(&mut *conn).await?;
-            sqlx::migrate!("./migrations/postgres").run(&mut *conn).await?;
-            Ok::<_, Error>(())
-        }
-        .await;
-        sqlx::query("SELECT pg_advisory_unlock(4242424201)").execute(&mut *conn).await?;
-        setup?;
-        drop(conn);
+            .connect_lazy_with(options);
         Ok(PgJournal { pool, channel: format!("cellplane_wakeup_{schema}"), listener: Mutex::new(None) })
     }
 
