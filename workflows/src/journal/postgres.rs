@@ -9,7 +9,9 @@ use serde_json::Value;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
-use tokio::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::Notify;
 
 use super::*;
 use crate::{Error, Started};
@@ -23,7 +25,8 @@ const ACTIVE: &str = "('Pending', 'Running', 'Sleeping', 'WaitingSignal')";
 pub struct PgJournal {
     pool: PgPool,
     channel: String,
-    listener: Mutex<Option<PgListener>>,
+    wakeups: Arc<Notify>,
+    listening: AtomicBool,
 }
 
 impl PgJournal {
@@ -54,7 +57,12 @@ impl PgJournal {
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(PgJournal { pool, channel: format!("cellplane_wakeup_{schema}"), listener: Mutex::new(None) })
+        Ok(PgJournal {
+            pool,
+            channel: format!("cellplane_wakeup_{schema}"),
+            wakeups: Arc::new(Notify::new()),
+            listening: AtomicBool::new(false),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -194,11 +202,19 @@ impl Journal for PgJournal {
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         let rows: Vec<RawClaim> = sqlx::query_as(AssertSqlSafe(format!(
-            "WITH c AS ( \
+            // Two index scans rather than one OR: workflows that wait (timers, signals) must not
+            // cost a claim anything, however many there are.
+            "WITH ready AS ( \
                 SELECT id FROM workflows \
-                WHERE state IN {ACTIVE} AND (name || '@' || version) = ANY($2) \
-                  AND ((lease_owner IS NULL AND wake_at <= $3) OR (lease_owner IS NOT NULL AND lease_expires_at < $4)) \
-                ORDER BY wake_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                WHERE lease_owner IS NULL AND state IN {ACTIVE} AND wake_at <= $3 \
+                  AND (name || '@' || version) = ANY($2) \
+                ORDER BY wake_at LIMIT $5 FOR UPDATE SKIP LOCKED), \
+             expired AS ( \
+                SELECT id FROM workflows \
+                WHERE lease_owner IS NOT NULL AND lease_expires_at < $4 AND state IN {ACTIVE} \
+                  AND (name || '@' || version) = ANY($2) \
+                ORDER BY lease_expires_at LIMIT $5 FOR UPDATE SKIP LOCKED), \
+             c AS (SELECT id FROM ready UNION SELECT id FROM expired LIMIT $5) \
              UPDATE workflows w SET previous_owner = w.lease_owner, \
                 takeovers = w.takeovers + (w.lease_owner IS NOT NULL)::int, \
                 lease_owner = $1, lease_expires_at = $6, epoch = w.epoch + 1 \
@@ -436,28 +452,31 @@ impl Journal for PgJournal {
     }
 
     async fn wait_for_wakeup(&self) {
-        let mut guard = self.listener.lock().await;
-        if guard.is_none() {
-            match PgListener::connect_with(&self.pool).await {
-                Ok(mut listener) => match listener.listen(&self.channel).await {
-                    Ok(()) => *guard = Some(listener),
-                    Err(e) => tracing::debug!(error = %e, "cannot LISTEN for wake-ups; polling only"),
-                },
-                Err(e) => tracing::debug!(error = %e, "cannot connect a wake-up listener; polling only"),
-            }
+        // The listener runs as a task of its own: a wait is cancelled whenever the engine wakes
+        // for another reason, and a connection set up inside it would be torn down each time.
+        if !self.listening.swap(true, Ordering::SeqCst) {
+            tokio::spawn(listen(self.pool.clone(), self.channel.clone(), self.wakeups.clone()));
         }
-        match guard.as_mut() {
-            Some(listener) => {
-                if let Err(e) = listener.recv().await {
-                    tracing::debug!(error = %e, "wake-up listener failed; reconnecting on next wait");
-                    *guard = None;
+        self.wakeups.notified().await
+    }
+}
+
+/// Forwards NOTIFYs on `channel` to `wakeups`, reconnecting after failures.
+async fn listen(pool: PgPool, channel: String, wakeups: Arc<Notify>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(&channel).await {
+                Ok(()) => {
+                    while listener.recv().await.is_ok() {
+                        wakeups.notify_one();
+                    }
+                    tracing::debug!("wake-up listener lost its connection; reconnecting");
                 }
-            }
-            None => {
-                drop(guard);
-                futures::future::pending::<()>().await
-            }
+                Err(e) => tracing::debug!(error = %e, "cannot LISTEN for wake-ups; polling meanwhile"),
+            },
+            Err(e) => tracing::debug!(error = %e, "cannot connect a wake-up listener; polling meanwhile"),
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

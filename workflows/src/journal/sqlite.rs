@@ -184,10 +184,18 @@ impl Journal for SqliteJournal {
             "UPDATE workflows SET previous_owner = lease_owner, takeovers = takeovers + (lease_owner IS NOT NULL), \
                 lease_owner = ?1, lease_expires_at = ?6, epoch = epoch + 1 \
              WHERE id IN ( \
-                SELECT id FROM workflows \
-                WHERE state IN {ACTIVE} AND (name || '@' || version) IN (SELECT value FROM json_each(?2)) \
-                  AND ((lease_owner IS NULL AND wake_at <= ?3) OR (lease_owner IS NOT NULL AND lease_expires_at < ?4)) \
-                ORDER BY wake_at LIMIT ?5) \
+                SELECT id FROM ( \
+                    SELECT id FROM workflows \
+                    WHERE lease_owner IS NULL AND state IN {ACTIVE} AND wake_at <= ?3 \
+                      AND (name || '@' || version) IN (SELECT value FROM json_each(?2)) \
+                    ORDER BY wake_at LIMIT ?5) \
+                UNION \
+                SELECT id FROM ( \
+                    SELECT id FROM workflows \
+                    WHERE lease_owner IS NOT NULL AND lease_expires_at < ?4 AND state IN {ACTIVE} \
+                      AND (name || '@' || version) IN (SELECT value FROM json_each(?2)) \
+                    ORDER BY lease_expires_at LIMIT ?5) \
+                LIMIT ?5) \
              RETURNING id, name, version, run, state, input, parent_id, epoch, cancel_requested, \
                 previous_owner AS taken_from, created_at, \
                 EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = workflows.id AND e.run = workflows.run) AS has_history"
