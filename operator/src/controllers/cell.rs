@@ -2,15 +2,14 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, error_policy, is_dns_label,
-    progress_message, remove_finalizer, set_deleting, stall_of, triggers, workflow_status,
+    Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, is_dns_label, progress_message,
+    remove_finalizer, set_deleting, stall_of, workflow_status,
 };
 use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, Provider};
 use crate::api::conditions::{self, Stall};
@@ -21,15 +20,7 @@ use crate::flows::{Owner, ids};
 const KIND: &str = "Cell";
 
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let api: Api<Cell> = Api::all(ctx.client.clone());
-    let controller = super::controller_for(api);
-    let progress = triggers(&ctx.engine, &ctx.fleet, &[Owner::Cell], controller.store());
-    controller
-        .reconcile_on(progress)
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    super::run_controller::<Cell, _>(ctx, shutdown, &[Owner::Cell], reconcile).await
 }
 
 async fn reconcile(cell: Arc<Cell>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

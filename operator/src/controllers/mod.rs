@@ -433,6 +433,27 @@ fn receiver_stream<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> imp
     })
 }
 
+/// Runs a controller for `K` that reconciles on changes to its objects and on the progress of
+/// the workflows of `owners`, until `shutdown`.
+pub async fn run_controller<K, Fut>(
+    ctx: Arc<Context>,
+    shutdown: tokio_util::sync::CancellationToken,
+    owners: &'static [Owner],
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+{
+    let controller = controller_for(Api::<K>::all(ctx.client.clone()));
+    let progress = triggers(&ctx.engine, &ctx.fleet, owners, controller.store());
+    controller
+        .reconcile_on(progress)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
 /// A controller whose cache drops managedFields (most of an object's bytes, never read here).
 pub fn controller_for<K>(api: Api<K>) -> kube::runtime::Controller<K>
 where
