@@ -31,11 +31,28 @@ pub struct Candidate {
 pub fn rank(cells: &[(CellEntry, CellView)], region: &str, placement: &Placement) -> Result<Vec<Candidate>, String> {
     let mut eligible = Vec::new();
     let mut refusals = Vec::new();
+    let mut provisioning = Vec::new();
     for (entry, view) in cells {
         match refuse(entry, view, region, placement) {
-            Some(reason) => refusals.push(format!("{}: {reason}", entry.name)),
+            Some(reason) => {
+                if reason == NOT_PROVISIONED && !spends_critical_capacity(entry, placement) {
+                    provisioning.push(entry.name.as_str());
+                }
+                refusals.push(format!("{}: {reason}", entry.name));
+            }
             None => eligible.push(((spends_critical_capacity(entry, placement), load(entry, view)), entry)),
         }
+    }
+    // A cell of its own still being provisioned will take this tenant soon: wait for it rather
+    // than spend a critical cell's capacity now.
+    if !provisioning.is_empty() {
+        let kept = format!("kept for critical tenants while {} is provisioned", provisioning.join(", "));
+        eligible.retain(|((critical, _), entry)| {
+            if *critical {
+                refusals.push(format!("{}: {kept}", entry.name));
+            }
+            !critical
+        });
     }
     if eligible.is_empty() {
         if refusals.is_empty() {
@@ -51,6 +68,8 @@ pub fn rank(cells: &[(CellEntry, CellView)], region: &str, placement: &Placement
         .map(|(_, entry)| Candidate { cell: entry.name.clone(), workflow_id: entry.workflow_id.clone() })
         .collect())
 }
+
+const NOT_PROVISIONED: &str = "not provisioned yet";
 
 fn spends_critical_capacity(entry: &CellEntry, placement: &Placement) -> bool {
     placement.tier != Tier::Critical && entry.labels.get(TIER_LABEL).map(String::as_str) == Some("critical")
@@ -74,7 +93,7 @@ fn refuse(entry: &CellEntry, view: &CellView, region: &str, placement: &Placemen
         return Some("cordoned".into());
     }
     if !view.provisioned && entry.running_version.is_none() {
-        return Some("not provisioned yet".into());
+        return Some(NOT_PROVISIONED.into());
     }
     if placement.tier == Tier::Critical && entry.labels.get(TIER_LABEL).map(String::as_str) != Some("critical") {
         return Some(format!("not labelled {TIER_LABEL}=critical"));
@@ -186,7 +205,11 @@ mod tests {
         critical.0.labels.insert(TIER_LABEL.into(), "critical".into());
         let cells = vec![critical.clone(), cell("b", "eu", 9, 10)];
         assert_eq!(names(rank(&cells, "eu", &Placement::default()).unwrap()), ["b", "a"]);
-        assert_eq!(names(rank(&[critical], "eu", &Placement::default()).unwrap()), ["a"]);
+        assert_eq!(names(rank(&[critical.clone()], "eu", &Placement::default()).unwrap()), ["a"]);
+        let mut provisioning = cell("c", "eu", 0, 10);
+        provisioning.1.provisioned = false;
+        let refusal = rank(&[critical, provisioning], "eu", &Placement::default()).unwrap_err();
+        assert_eq!(refusal, "c: not provisioned yet; a: kept for critical tenants while c is provisioned");
     }
 
     #[test]
