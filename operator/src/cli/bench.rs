@@ -17,7 +17,7 @@ use super::{JournalArgs, open_journal};
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// C cells and N namespaces until all are Ready: seconds, reconciles/s, peak RSS.
-    Fleet(super::operator::FleetArgs),
+    Fleet(super::fleet::FleetArgs),
     /// N workflows of M no-op steps at concurrency C: throughput and step latency.
     Engine(EngineBench),
     /// N workflows left mid-flight under a dead owner: how fast a new engine resumes them all.
@@ -57,7 +57,7 @@ pub struct EngineBench {
 
 pub async fn run(command: BenchCommand) -> Result<(), String> {
     match command {
-        BenchCommand::Fleet(args) => super::operator::bench_fleet(args).await.map_err(|e| e.to_string()),
+        BenchCommand::Fleet(args) => super::fleet::bench_fleet(args).await.map_err(|e| e.to_string()),
         BenchCommand::Engine(args) => engine_bench(args).await,
         BenchCommand::Recovery { journal, workflows } => recovery_bench(journal, workflows).await,
         BenchCommand::Sleepers { journal, workflows } => sleepers_bench(journal, workflows).await,
@@ -343,7 +343,7 @@ async fn sleepers_bench(args: JournalArgs, workflows: usize) -> Result<(), Strin
         .register(Sleeper(prepared.clone()))
         .start()
         .map_err(|e| e.to_string())?;
-    let rss_before = memory_mib("VmRSS");
+    let rss_before = memory_mib("self", "VmRSS");
     let started = Instant::now();
     for chunk in (0..workflows).collect::<Vec<_>>().chunks(1_000) {
         let items: Vec<(String, serde_json::Value)> =
@@ -366,8 +366,8 @@ async fn sleepers_bench(args: JournalArgs, workflows: usize) -> Result<(), Strin
             "seconds_to_all_sleeping": round(seconds),
             "resident_in_memory": engine.running(),
             "rss_mib_before": rss_before,
-            "rss_mib": memory_mib("VmRSS"),
-            "peak_rss_mib": memory_mib("VmHWM"),
+            "rss_mib": memory_mib("self", "VmRSS"),
+            "peak_rss_mib": memory_mib("self", "VmHWM"),
         })
     );
     engine.shutdown().await;
@@ -420,9 +420,10 @@ fn uuid_short() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
 }
 
-/// A line of /proc/self/status (VmRSS, VmHWM) in MiB; 0 where /proc is not available.
-fn memory_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// A line of /proc/PID/status (VmRSS, VmHWM) in MiB, PID being a number or `self`; 0 where
+/// /proc is not available.
+pub(super) fn memory_mib(pid: &str, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib: f64 = status
         .lines()
         .find(|line| line.starts_with(field))

@@ -1,6 +1,7 @@
 //! The `cellplane` command line.
 
 mod bench;
+mod fleet;
 pub mod operator;
 mod workflows;
 

@@ -1,4 +1,4 @@
-//! `cellplane run`, `cellplane sandbox [DIR]`, `cellplane crds` and `cellplane bench fleet`.
+//! `cellplane run` and `cellplane sandbox [DIR]`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,7 +64,7 @@ pub struct RunArgs {
     pub lease_name: String,
 }
 
-async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, CliError> {
+pub async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, CliError> {
     match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
@@ -144,19 +144,17 @@ pub struct SandboxArgs {
     pub api_only: bool,
 }
 
+/// How `sandbox --serve` announces its address (read by `bench fleet`).
+pub const API_BANNER: &str = "in-memory API at http://";
+
 /// `cellplane sandbox`: the whole operator on an in-memory API server and a simulated cloud.
 pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     let server = cellplane_memapi::ApiServer::new();
-    for register in [
-        cellplane_memapi::ApiServer::register::<Cell>,
-        cellplane_memapi::ApiServer::register::<Namespace>,
-        cellplane_memapi::ApiServer::register::<DeploymentRing>,
-    ] {
-        register(&server).map_err(|e| CliError::MemApi(e.to_string()))?;
-    }
+    register_kinds(&server)?;
     if let Some(addr) = args.serve {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        println!("in-memory API at http://{addr}  (kubectl --server http://{addr} get cellplane)");
+        let addr = listener.local_addr()?;
+        println!("{API_BANNER}{addr}  (kubectl --server http://{addr} get cellplane)");
         if args.api_only {
             return Ok(server.serve(listener).await?);
         }
@@ -209,6 +207,18 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     token.cancel();
     if let Ok(Err(e)) = running.await {
         return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Teaches the in-memory API server the cellplane kinds.
+pub fn register_kinds(server: &cellplane_memapi::ApiServer) -> Result<(), CliError> {
+    for register in [
+        cellplane_memapi::ApiServer::register::<Cell>,
+        cellplane_memapi::ApiServer::register::<Namespace>,
+        cellplane_memapi::ApiServer::register::<DeploymentRing>,
+    ] {
+        register(server).map_err(|e| CliError::MemApi(e.to_string()))?;
     }
     Ok(())
 }
@@ -308,132 +318,4 @@ fn print_table(rows: &[Row]) {
     for r in rows {
         println!("{:<width$}  {:<18}  {:<7}  {}", r.id, r.phase, r.ready, r.conditions);
     }
-}
-
-#[derive(Args, Debug)]
-pub struct FleetArgs {
-    #[arg(long, default_value_t = 200)]
-    pub cells: usize,
-    #[arg(long, default_value_t = 10_000)]
-    pub namespaces: usize,
-    /// A real cluster to run against; unset: the in-memory API server in this process.
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    #[arg(long, default_value_t = 1800)]
-    pub timeout: u64,
-    /// Workflows the engine holds in memory at once.
-    #[arg(long, default_value_t = 10_000)]
-    pub max_concurrent: usize,
-}
-
-/// `cellplane bench fleet`: creates cells and namespaces, waits until all are Ready and prints
-/// JSON figures.
-pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
-    let server = cellplane_memapi::ApiServer::builder().history_limit(2_000).build();
-    let client = match &args.kubeconfig {
-        Some(path) => client_from(Some(path)).await?,
-        None => {
-            for register in [
-                cellplane_memapi::ApiServer::register::<Cell>,
-                cellplane_memapi::ApiServer::register::<Namespace>,
-                cellplane_memapi::ApiServer::register::<DeploymentRing>,
-            ] {
-                register(&server).map_err(|e| CliError::MemApi(e.to_string()))?;
-            }
-            server.client()
-        }
-    };
-    let dir = tempfile::tempdir()?;
-    let url = format!("sqlite://{}", dir.path().join("journal.db").display());
-    let journal = cellplane_workflows::journal::open(&url, "cellplane").await?;
-    let cloud = Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(1), ..SimConfig::default() }));
-    let services = Arc::new(SimCellServices::new(Duration::ZERO));
-    let engine = cellplane_workflows::EngineConfig { max_concurrent: args.max_concurrent, ..Default::default() };
-    let options = OperatorOptions { engine, ..OperatorOptions::default() };
-    let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, options)?);
-    let token = CancellationToken::new();
-    let running = {
-        let (operator, token) = (operator.clone(), token.clone());
-        tokio::spawn(async move { operator.run(token).await })
-    };
-    let started = Instant::now();
-    let per_cell = (args.namespaces.div_ceil(args.cells.max(1)) * 2) as i32;
-    let regions = ["bench-a", "bench-b"];
-    let cells: Api<Cell> = Api::all(client.clone());
-    for i in 0..args.cells {
-        let cell = fixtures::cell(&format!("bench-cell-{i}"), regions[i % 2], &[], per_cell, "1.0.0");
-        fixtures::create(&cells, &cell).await?;
-    }
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let names: Vec<String> = (0..args.namespaces).map(|i| format!("bench-ns-{i}")).collect();
-    for chunk in names.chunks(100) {
-        let creates = chunk.iter().enumerate().map(|(i, name)| {
-            let ns = fixtures::namespace(name, regions[i % 2], crate::api::namespace::Tier::Standard);
-            let api = namespaces.clone();
-            async move { fixtures::create(&api, &ns).await }
-        });
-        for result in futures::future::join_all(creates).await {
-            result?;
-        }
-    }
-    let deadline = started + Duration::from_secs(args.timeout);
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    let mut ready = 0;
-    while Instant::now() < deadline {
-        ticker.tick().await;
-        let cells_ready = count_ready(&cells, is_ready_cell).await?;
-        let ns_ready = count_ready(&namespaces, is_ready_ns).await?;
-        ready = cells_ready + ns_ready;
-        if ready == args.cells + args.namespaces {
-            break;
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let reconciles = operator.metrics().total();
-    let figures = serde_json::json!({
-        "cells": args.cells,
-        "namespaces": args.namespaces,
-        "ready": ready,
-        "seconds_to_all_ready": if ready == args.cells + args.namespaces { Some(seconds) } else { None },
-        "reconciles_per_sec": reconciles as f64 / seconds,
-        "peak_rss_mib": peak_rss_mib(),
-        "api": if args.kubeconfig.is_some() { "cluster" } else { "in-memory (its memory is included)" },
-    });
-    println!("{figures}");
-    token.cancel();
-    let _ = running.await;
-    Ok(())
-}
-
-/// Counts Ready objects page by page, so the benchmark's own memory stays small.
-async fn count_ready<K>(api: &Api<K>, ready: fn(&K) -> bool) -> Result<usize, CliError>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut count = 0;
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await?;
-        count += page.items.iter().filter(|obj| ready(obj)).count();
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(count),
-        }
-    }
-}
-
-fn is_ready_cell(c: &Cell) -> bool {
-    fixtures::is_ready(c, &c.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default())
-}
-
-fn is_ready_ns(n: &Namespace) -> bool {
-    fixtures::is_ready(n, &n.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default())
-}
-
-/// Peak resident set size of this process (VmHWM), in MiB; None where /proc is missing.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }

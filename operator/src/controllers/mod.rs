@@ -469,10 +469,16 @@ where
     kube::runtime::Controller::for_stream(objects, reader).with_config(controller_config())
 }
 
-/// Bursts of workflow progress (several checkpoints per step) collapse into one reconcile.
+/// Bursts of workflow progress (several checkpoints per step) collapse into one reconcile, and
+/// at most [`RECONCILE_CONCURRENCY`] reconciles of a kind run at once.
 pub fn controller_config() -> kube::runtime::controller::Config {
-    kube::runtime::controller::Config::default().debounce(Duration::from_millis(250))
+    kube::runtime::controller::Config::default().debounce(Duration::from_millis(250)).concurrency(RECONCILE_CONCURRENCY)
 }
+
+/// Reconciles of one kind in flight at once. Each holds an HTTP/1 connection to the API server
+/// while it writes, and idle connections keep their buffers: unbounded, a burst of ten thousand
+/// namespaces meant ten thousand connections and hundreds of MiB.
+pub const RECONCILE_CONCURRENCY: u16 = 16;
 
 /// Runs the three controllers until `shutdown`.
 pub async fn run_all(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToken) {

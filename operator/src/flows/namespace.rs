@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cell::{COMMAND, CellCommand, ReserveReply};
 use super::fleet::NamespaceView;
-use super::placement::{self, Candidate};
+use super::placement::{self, Candidate, Refusals};
 use super::{FlowDeps, call_retry, ids, request, send_from_step};
 use crate::api::namespace::{
     CELL_SELECTED, CERTIFICATES_READY, CONNECTED, DATABASE_READY, INGRESS_READY, NamespacePhase, NamespaceSecrets,
@@ -141,16 +141,16 @@ async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Ca
     let units = placement::units(input.spec.placement.tier);
     let id = ctx.id().to_string();
     loop {
-        let (fleet, spec) = (&deps.fleet, &input.spec);
+        let (fleet, spec, name) = (&deps.fleet, &input.spec, &input.name);
         let candidates: Vec<Candidate> = ctx
             .step("select-cell")
             .retry(placement_retry())
             .run(|_| async move {
-                placement::rank(&fleet.cells(), &spec.region, &spec.placement)
+                placement::rank(&fleet.cells(), name, &spec.region, &spec.placement)
                     .map_err(|refusals| StepError::of_kind("no-eligible-cell", format!("no eligible cell: {refusals}")))
             })
             .await?;
-        let mut refusals = Vec::new();
+        let mut refusals = Refusals::default();
         for candidate in candidates {
             let reserve = |request_id| CellCommand::Reserve {
                 namespace: input.name.clone(),
@@ -160,17 +160,17 @@ async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Ca
             };
             let Some(request_id) = request(ctx, deps, "reserve-capacity", &candidate.workflow_id, reserve).await?
             else {
-                refusals.push(format!("{}: being deleted", candidate.cell));
+                refusals.add(&candidate.cell, "being deleted".into());
                 continue;
             };
             let reply: Option<ReserveReply> = ctx.wait_signal(&ids::reply(&request_id), None).await?;
             match reply {
                 Some(ReserveReply::Accepted { cell }) => return Ok((candidate, cell)),
-                Some(ReserveReply::Refused { reason }) => refusals.push(format!("{}: {reason}", candidate.cell)),
-                None => refusals.push(format!("{}: no answer", candidate.cell)),
+                Some(ReserveReply::Refused { reason }) => refusals.add(&candidate.cell, reason),
+                None => refusals.add(&candidate.cell, "no answer".into()),
             }
         }
-        let waiting = format!("every eligible cell refused: {}", refusals.join("; "));
+        let waiting = format!("every eligible cell refused: {refusals}");
         deps.fleet.update_namespace(&id, |v| v.waiting = Some(waiting));
         ctx.sleep(Duration::from_secs(5)).await?;
     }

@@ -1,6 +1,7 @@
 //! Choosing a cell for a namespace: pure functions over what the fleet knows.
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -25,12 +26,20 @@ pub struct Candidate {
     pub workflow_id: String,
 }
 
-/// Eligible cells, least loaded first (ties by name); or why every cell was refused. Tenants of
-/// other tiers go to cells labelled critical only when no other cell can take them, so the
-/// critical cells' capacity stays for the critical tenants that can live nowhere else.
-pub fn rank(cells: &[(CellEntry, CellView)], region: &str, placement: &Placement) -> Result<Vec<Candidate>, String> {
+/// Eligible cells for the namespace `tenant`, least loaded first; or why every cell was refused.
+/// Tenants of other tiers go to cells labelled critical only when no other cell can take them,
+/// so the critical cells' capacity stays for the critical tenants that can live nowhere else.
+///
+/// Equally loaded cells are ordered by a hash of tenant and cell, so namespaces created together
+/// spread over the cells instead of all asking the same cell first and queueing behind it.
+pub fn rank(
+    cells: &[(CellEntry, CellView)],
+    tenant: &str,
+    region: &str,
+    placement: &Placement,
+) -> Result<Vec<Candidate>, String> {
     let mut eligible = Vec::new();
-    let mut refusals = Vec::new();
+    let mut refusals = Refusals::default();
     let mut provisioning = Vec::new();
     for (entry, view) in cells {
         match refuse(entry, view, region, placement) {
@@ -38,7 +47,7 @@ pub fn rank(cells: &[(CellEntry, CellView)], region: &str, placement: &Placement
                 if reason == NOT_PROVISIONED && !spends_critical_capacity(entry, placement) {
                     provisioning.push(entry.name.as_str());
                 }
-                refusals.push(format!("{}: {reason}", entry.name));
+                refusals.add(&entry.name, reason);
             }
             None => eligible.push(((spends_critical_capacity(entry, placement), load(entry, view)), entry)),
         }
@@ -49,7 +58,7 @@ pub fn rank(cells: &[(CellEntry, CellView)], region: &str, placement: &Placement
         let kept = format!("kept for critical tenants while {} is provisioned", provisioning.join(", "));
         eligible.retain(|((critical, _), entry)| {
             if *critical {
-                refusals.push(format!("{}: {kept}", entry.name));
+                refusals.add(&entry.name, kept.clone());
             }
             !critical
         });
@@ -58,15 +67,65 @@ pub fn rank(cells: &[(CellEntry, CellView)], region: &str, placement: &Placement
         if refusals.is_empty() {
             return Err("no cells exist".into());
         }
-        return Err(refusals.join("; "));
+        return Err(refusals.to_string());
     }
     eligible.sort_by(|((ca, la), ea), ((cb, lb), eb)| {
-        ca.cmp(cb).then_with(|| la.total_cmp(lb)).then_with(|| ea.name.cmp(&eb.name))
+        ca.cmp(cb).then_with(|| la.total_cmp(lb)).then_with(|| spread(tenant, ea).cmp(&spread(tenant, eb)))
     });
     Ok(eligible
         .into_iter()
         .map(|(_, entry)| Candidate { cell: entry.name.clone(), workflow_id: entry.workflow_id.clone() })
         .collect())
+}
+
+/// Why cells were refused, grouped by reason so that a fleet of hundreds of cells still gives
+/// a message a person can read (and a status that stays small): `a, b and 98 more: cordoned`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// Reasons in the order first seen, each with the cells refused for it.
+    groups: Vec<(String, Vec<String>)>,
+}
+
+impl Refusals {
+    /// Cells named per reason, and reasons shown, before the rest is counted instead.
+    const NAMED: usize = 3;
+    const REASONS: usize = 6;
+
+    pub fn add(&mut self, cell: &str, reason: String) {
+        match self.groups.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, cells)) => cells.push(cell.to_string()),
+            None => self.groups.push((reason, vec![cell.to_string()])),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+impl std::fmt::Display for Refusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (reason, cells)) in self.groups.iter().take(Self::REASONS).enumerate() {
+            let separator = if i == 0 { "" } else { "; " };
+            let named = cells[..cells.len().min(Self::NAMED)].join(", ");
+            match cells.len().saturating_sub(Self::NAMED) {
+                0 => write!(f, "{separator}{named}: {reason}")?,
+                more => write!(f, "{separator}{named} and {more} more: {reason}")?,
+            }
+        }
+        let unshown: usize = self.groups.iter().skip(Self::REASONS).map(|(_, cells)| cells.len()).sum();
+        if unshown > 0 {
+            write!(f, "; {unshown} more for other reasons")?;
+        }
+        Ok(())
+    }
+}
+
+/// The tie-break between equally loaded cells: stable for a tenant, different across tenants.
+fn spread(tenant: &str, entry: &CellEntry) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (tenant, &entry.name).hash(&mut hasher);
+    hasher.finish()
 }
 
 const NOT_PROVISIONED: &str = "not provisioned yet";
@@ -174,7 +233,18 @@ mod tests {
     #[test]
     fn least_loaded_cell_of_the_region_comes_first() {
         let cells = vec![cell("a", "eu", 5, 10), cell("b", "eu", 1, 10), cell("c", "us", 0, 10)];
-        assert_eq!(names(rank(&cells, "eu", &Placement::default()).unwrap()), ["b", "a"]);
+        assert_eq!(names(rank(&cells, "t", "eu", &Placement::default()).unwrap()), ["b", "a"]);
+    }
+
+    #[test]
+    fn tenants_created_together_spread_over_equally_loaded_cells() {
+        let cells: Vec<_> = (0..10).map(|i| cell(&format!("c{i}"), "eu", 0, 10)).collect();
+        let first_choices: std::collections::BTreeSet<String> = (0..100)
+            .map(|i| names(rank(&cells, &format!("tenant-{i}"), "eu", &Placement::default()).unwrap()).remove(0))
+            .collect();
+        assert!(first_choices.len() >= 8, "100 tenants chose only {first_choices:?}");
+        let again = names(rank(&cells, "tenant-7", "eu", &Placement::default()).unwrap());
+        assert_eq!(again, names(rank(&cells, "tenant-7", "eu", &Placement::default()).unwrap()));
     }
 
     #[test]
@@ -184,8 +254,20 @@ mod tests {
         let mut fresh = cell("c", "eu", 0, 10);
         fresh.1.provisioned = false;
         let cells = vec![cell("a", "eu", 10, 10), cordoned, fresh];
-        let refusal = rank(&cells, "eu", &Placement::default()).unwrap_err();
+        let refusal = rank(&cells, "t", "eu", &Placement::default()).unwrap_err();
         assert_eq!(refusal, "a: full (10/10 namespaces); b: cordoned; c: not provisioned yet");
+    }
+
+    #[test]
+    fn refusals_of_a_large_fleet_are_grouped_by_reason() {
+        let mut cells: Vec<_> = (0..100).map(|i| cell(&format!("c{i:02}"), "us", 0, 10)).collect();
+        cells.extend((0..100).map(|i| {
+            let mut c = cell(&format!("d{i:02}"), "eu", 0, 10);
+            c.1.provisioned = false;
+            c
+        }));
+        let refusal = rank(&cells, "t", "eu", &Placement::default()).unwrap_err();
+        assert_eq!(refusal, "c00, c01, c02 and 97 more: in region us; d00, d01, d02 and 97 more: not provisioned yet");
     }
 
     #[test]
@@ -194,9 +276,9 @@ mod tests {
         labelled.0.labels.insert(TIER_LABEL.into(), "critical".into());
         let cells = vec![cell("a", "eu", 0, 10), labelled.clone()];
         let critical = Placement { tier: Tier::Critical, ..Placement::default() };
-        assert_eq!(names(rank(&cells, "eu", &critical).unwrap()), ["b"]);
+        assert_eq!(names(rank(&cells, "t", "eu", &critical).unwrap()), ["b"]);
         labelled.0.max_units = Some(3);
-        assert!(rank(&[labelled], "eu", &critical).unwrap_err().contains("units"));
+        assert!(rank(&[labelled], "t", "eu", &critical).unwrap_err().contains("units"));
     }
 
     #[test]
@@ -204,11 +286,11 @@ mod tests {
         let mut critical = cell("a", "eu", 0, 10);
         critical.0.labels.insert(TIER_LABEL.into(), "critical".into());
         let cells = vec![critical.clone(), cell("b", "eu", 9, 10)];
-        assert_eq!(names(rank(&cells, "eu", &Placement::default()).unwrap()), ["b", "a"]);
-        assert_eq!(names(rank(&[critical.clone()], "eu", &Placement::default()).unwrap()), ["a"]);
+        assert_eq!(names(rank(&cells, "t", "eu", &Placement::default()).unwrap()), ["b", "a"]);
+        assert_eq!(names(rank(&[critical.clone()], "t", "eu", &Placement::default()).unwrap()), ["a"]);
         let mut provisioning = cell("c", "eu", 0, 10);
         provisioning.1.provisioned = false;
-        let refusal = rank(&[critical, provisioning], "eu", &Placement::default()).unwrap_err();
+        let refusal = rank(&[critical, provisioning], "t", "eu", &Placement::default()).unwrap_err();
         assert_eq!(refusal, "c: not provisioned yet; a: kept for critical tenants while c is provisioned");
     }
 

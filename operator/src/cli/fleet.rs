@@ -1,0 +1,177 @@
+//! `cellplane bench fleet`: C cells and N namespaces on the simulated cloud, until every one is
+//! Ready. Without a kubeconfig the in-memory API runs in a child process (`cellplane sandbox
+//! --serve --api-only`), so the peak RSS printed is the operator's own, as it would be beside a
+//! real API server.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use super::operator::{API_BANNER, CliError, client_from};
+use crate::api::namespace::Tier;
+use crate::api::{Cell, Namespace};
+use crate::cell::sim::SimCellServices;
+use crate::cloud::sim::{SimCloud, SimConfig};
+use crate::fixtures;
+use crate::operator::{Operator, OperatorOptions};
+
+#[derive(Args, Debug)]
+pub struct FleetArgs {
+    #[arg(long, default_value_t = 200)]
+    pub cells: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub namespaces: usize,
+    /// A real cluster to run against; unset: the in-memory API server in a child process.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    /// Workflows the engine holds in memory at once.
+    #[arg(long)]
+    pub max_concurrent: Option<usize>,
+}
+
+/// Creates the cells and namespaces, waits until all are Ready and prints JSON figures.
+pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
+    let api = match &args.kubeconfig {
+        Some(_) => None,
+        None => Some(ChildApi::spawn().await?),
+    };
+    let client = match &api {
+        Some(api) => api.client()?,
+        None => client_from(args.kubeconfig.as_deref()).await?,
+    };
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}", dir.path().join("journal.db").display());
+    let journal = cellplane_workflows::journal::open(&url, "cellplane").await?;
+    let cloud = Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(1), ..SimConfig::default() }));
+    let services = Arc::new(SimCellServices::new(Duration::ZERO));
+    let mut options = OperatorOptions::default();
+    if let Some(max) = args.max_concurrent {
+        options.engine.max_concurrent = max;
+    }
+    let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, options)?);
+    let token = CancellationToken::new();
+    let running = {
+        let (operator, token) = (operator.clone(), token.clone());
+        tokio::spawn(async move { operator.run(token).await })
+    };
+    let started = Instant::now();
+    create_fleet(&client, args.cells, args.namespaces).await?;
+    let total = args.cells + args.namespaces;
+    let deadline = started + Duration::from_secs(args.timeout);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut ready = 0;
+    while ready < total && Instant::now() < deadline {
+        ticker.tick().await;
+        ready = count_ready::<Cell>(&client, |c| c.status.as_ref().map(|s| &s.conditions)).await?
+            + count_ready::<Namespace>(&client, |n| n.status.as_ref().map(|s| &s.conditions)).await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let reconciles = operator.metrics().total();
+    let figures = serde_json::json!({
+        "cells": args.cells,
+        "namespaces": args.namespaces,
+        "ready": ready,
+        "seconds_to_all_ready": (ready == total).then_some(seconds),
+        "reconciles_per_sec": reconciles as f64 / seconds,
+        "peak_rss_mib": super::bench::memory_mib("self", "VmHWM"),
+        "api": if api.is_some() { "in-memory, child process" } else { "cluster" },
+        "api_peak_rss_mib": api.as_ref().map(ChildApi::peak_rss_mib),
+    });
+    println!("{figures}");
+    token.cancel();
+    let _ = running.await;
+    Ok(())
+}
+
+/// Cells in two regions with room for twice their share of namespaces, and the namespaces,
+/// created a hundred at a time.
+async fn create_fleet(client: &Client, cells: usize, namespaces: usize) -> Result<(), CliError> {
+    let per_cell = (namespaces.div_ceil(cells.max(1)) * 2) as i32;
+    let regions = ["bench-a", "bench-b"];
+    let cell_api: Api<Cell> = Api::all(client.clone());
+    for i in 0..cells {
+        let cell = fixtures::cell(&format!("bench-cell-{i}"), regions[i % 2], &[], per_cell, "1.0.0");
+        fixtures::create(&cell_api, &cell).await?;
+    }
+    let namespace_api: Api<Namespace> = Api::all(client.clone());
+    let names: Vec<String> = (0..namespaces).map(|i| format!("bench-ns-{i}")).collect();
+    for chunk in names.chunks(100) {
+        let creates = chunk.iter().enumerate().map(|(i, name)| {
+            let namespace = fixtures::namespace(name, regions[i % 2], Tier::Standard);
+            let api = namespace_api.clone();
+            async move { fixtures::create(&api, &namespace).await }
+        });
+        for result in futures::future::join_all(creates).await {
+            result?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts Ready objects page by page, so the benchmark's own memory stays small.
+async fn count_ready<K>(
+    client: &Client,
+    conditions: impl Fn(&K) -> Option<&Vec<crate::api::conditions::Condition>>,
+) -> Result<usize, CliError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let mut count = 0;
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        count += page
+            .items
+            .iter()
+            .filter(|obj| fixtures::is_ready(*obj, conditions(obj).map_or(&[][..], Vec::as_slice)))
+            .count();
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(count),
+        }
+    }
+}
+
+/// `cellplane sandbox --serve 127.0.0.1:0 --api-only`, killed when dropped.
+struct ChildApi {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+impl ChildApi {
+    async fn spawn() -> Result<Self, CliError> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["sandbox", "--serve", "127.0.0.1:0", "--api-only"])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| CliError::MemApi("no stdout from the API process".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(line) = lines.next_line().await? {
+            if let Some(addr) = line.strip_prefix(API_BANNER).and_then(|rest| rest.split_whitespace().next()) {
+                return Ok(ChildApi { addr: addr.to_string(), child });
+            }
+        }
+        Err(CliError::MemApi("the API process exited before serving".into()))
+    }
+
+    fn client(&self) -> Result<Client, CliError> {
+        let url = format!("http://{}", self.addr);
+        let uri = url.parse().map_err(|e| CliError::MemApi(format!("{url}: {e}")))?;
+        Ok(Client::try_from(kube::Config::new(uri))?)
+    }
+
+    fn peak_rss_mib(&self) -> Option<f64> {
+        self.child.id().map(|pid| super::bench::memory_mib(&pid.to_string(), "VmHWM"))
+    }
+}
