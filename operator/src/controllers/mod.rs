@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use cellplane_workflows::{Checkpoint, Engine, State};
 use futures::{Stream, StreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -84,7 +84,6 @@ pub struct Context {
     pub client: Client,
     pub engine: Arc<Engine>,
     pub fleet: Arc<Fleet>,
-    pub recorder: Recorder,
     pub metrics: ControllerMetrics,
     /// Workflow ids known to exist, so a reconcile storm does not hit the journal.
     started: Mutex<HashSet<String>>,
@@ -100,9 +99,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Context {
     pub fn new(client: Client, engine: Arc<Engine>, fleet: Arc<Fleet>, metrics: ControllerMetrics) -> Arc<Self> {
-        let reporter = Reporter { controller: MANAGER.into(), instance: Some(engine.owner().to_string()) };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
             client,
             engine,
             fleet,
@@ -171,16 +168,32 @@ impl Context {
         base.mul_f64(0.8 + 0.4 * rand::random::<f64>())
     }
 
-    /// Publishes a Kubernetes Event about `obj`; failing to record one never fails a reconcile.
+    /// Publishes a Kubernetes Event (events.k8s.io/v1) about `obj`; failing to record one never
+    /// fails a reconcile. Written directly rather than through kube's `Recorder`, which keeps
+    /// every event for six minutes and scans them all on each publish: at fleet scale that was
+    /// tens of MiB and quadratic time, for series counting that milestone events do not need.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.into(),
+        let regarding = obj.object_ref(&());
+        let now = Timestamp::now();
+        let event = K8sEvent {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{}.{:x}", regarding.name.as_deref().unwrap_or(MANAGER), now.as_nanosecond())),
+                ..Default::default()
+            },
+            action: Some("Reconcile".into()),
+            reason: Some(reason.into()),
             note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            event_time: Some(MicroTime(now)),
+            reporting_controller: Some(MANAGER.into()),
+            reporting_instance: Some(self.engine.owner().to_string()),
+            regarding: Some(regarding.clone()),
+            ..Default::default()
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        // Events of cluster-scoped objects live in `default`, as kubectl describe expects.
+        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
             tracing::debug!(error = %e, "could not publish an event");
         }
     }
