@@ -127,7 +127,7 @@ where
 {
     let api: Api<K> = Api::all(client.clone());
     let mut count = 0;
-    let mut params = ListParams::default().limit(500);
+    let mut params = ListParams::default().limit(100);
     loop {
         let page = api.list(&params).await?;
         count += page
