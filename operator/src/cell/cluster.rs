@@ -240,6 +240,21 @@ impl ClusterCellServices {
         }
     }
 
+    /// Serves the tenant endpoint on the sim cell's front door with what its Secrets hold now.
+    async fn serve_sim(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        let server_secret = names::server(&tenant.name);
+        let secret = self
+            .get(&server_secret)
+            .await?
+            .ok_or_else(|| CellError::Transient(format!("Secret {server_secret} is missing")))?;
+        let missing = |key| CellError::Invalid(format!("Secret {server_secret} has no {key}"));
+        let chain = text(&secret, "tls.crt").ok_or_else(|| missing("tls.crt"))?;
+        let key = text(&secret, "tls.key").ok_or_else(|| missing("tls.key"))?;
+        let accepted = self.accepted_client_cas(cell, tenant).await?;
+        self.data_plane.serve(&cell.name, &tenant.endpoint, &chain, &key, &accepted).await?;
+        Ok(())
+    }
+
     /// The client CAs the endpoint accepts: the tenant's (supplied or issued) and, when the
     /// tenant supplied its own, the cell CA so the operator's check can present a certificate.
     async fn accepted_client_cas(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
@@ -436,15 +451,17 @@ impl CellServices for ClusterCellServices {
                 renew_at_ms: Some(renew_at),
             })
         };
-        // The server Secret is written last and carries the key: a repeat returns what exists.
+        // Each Secret carries the key it was issued for: a repeat returns what exists.
+        let client_secret = match issue_client {
+            true => self.get(&names::client(&tenant.name)).await?,
+            false => None,
+        };
         if let Some(secret) = self.get(&names::server(&tenant.name)).await?
             && issued_for(&secret) == Some(key)
             && let Some(pem) = text(&secret, "tls.crt")
+            && (!issue_client || client_secret.as_ref().is_some_and(|s| issued_for(s) == Some(key)))
         {
-            let client = match issue_client {
-                true => self.get(&names::client(&tenant.name)).await?.and_then(|s| text(&s, "tls.crt")),
-                false => None,
-            };
+            let client = client_secret.as_ref().and_then(|s| text(s, "tls.crt"));
             return result(&pem, client.as_deref().map(validity).transpose()?);
         }
         let span = tracing::info_span!("issue_certificates", cell = %cell.name, tenant = %tenant.name);
@@ -452,6 +469,7 @@ impl CellServices for ClusterCellServices {
             let now = SystemTime::now();
             let labels = Self::tenant_labels(cell, tenant);
             let (ca_cert, ca_key, ca_bundle) = self.cell_ca(cell).await?;
+            let mut new_client = None;
             let accepted = match &tenant.mtls.accepted_client_ca {
                 Some(pem) => {
                     pki::validate_client_ca(pem, now)
@@ -485,7 +503,7 @@ impl CellServices for ClusterCellServices {
                         issued_for: Some(key),
                         owner: Some(tenant),
                     };
-                    self.apply(spec).await?;
+                    new_client = Some(spec);
                     format!("{}{previous}", tenant_ca.cert_pem)
                 }
             };
@@ -511,11 +529,17 @@ impl CellServices for ClusterCellServices {
                 owner: Some(tenant),
             };
             self.apply(spec).await?;
-            let client = match issue_client {
-                true => self.get(&names::client(&tenant.name)).await?.and_then(|s| text(&s, "tls.crt")),
-                false => None,
-            };
-            result(&server.cert_pem, client.as_deref().map(validity).transpose()?)
+            // A renewal: the endpoint must accept the new client CA (and serve the new server
+            // certificate) before the tenant is handed a client certificate from it.
+            if cell.provider == Provider::Sim && self.data_plane.hosts(&cell.name).contains(&tenant.endpoint) {
+                self.serve_sim(cell, tenant).await?;
+            }
+            let client = new_client.as_ref().and_then(|spec| spec.data.first().map(|(_, pem)| pem.clone()));
+            let client_validity = client.as_deref().map(validity).transpose()?;
+            if let Some(spec) = new_client {
+                self.apply(spec).await?;
+            }
+            result(&server.cert_pem, client_validity)
         }
         .instrument(span)
         .await
@@ -535,15 +559,7 @@ impl CellServices for ClusterCellServices {
             let server_secret = names::server(&tenant.name);
             let route = routes::apply(&client, &self.config.namespace, cell, tenant, &server_secret, own).await?;
             if cell.provider == Provider::Sim {
-                let secret = self
-                    .get(&server_secret)
-                    .await?
-                    .ok_or_else(|| CellError::Transient(format!("Secret {server_secret} is missing")))?;
-                let missing = |key| CellError::Invalid(format!("Secret {server_secret} has no {key}"));
-                let chain = text(&secret, "tls.crt").ok_or_else(|| missing("tls.crt"))?;
-                let key = text(&secret, "tls.key").ok_or_else(|| missing("tls.key"))?;
-                let accepted = self.accepted_client_cas(cell, tenant).await?;
-                self.data_plane.serve(&cell.name, &tenant.endpoint, &chain, &key, &accepted).await?;
+                self.serve_sim(cell, tenant).await?;
             }
             Ok(Route { name: route.name, kind: route.kind.into(), namespace: route.namespace })
         }

@@ -38,12 +38,17 @@ impl Default for Lifetimes {
 }
 
 impl Lifetimes {
-    /// When a certificate valid from `not_before` to `not_after` (ms) should be renewed.
+    /// When a certificate valid from `not_before` to `not_after` (ms) should be renewed: a
+    /// share of the time from its issue (notBefore is backdated) to its expiry.
     pub fn renew_at(&self, not_before_ms: i64, not_after_ms: i64) -> i64 {
-        let span = (not_after_ms - not_before_ms).max(0);
-        not_before_ms + span / 100 * i64::from(self.renew_at_percent.min(100))
+        let issued = not_before_ms + BACKDATE.as_millis() as i64;
+        let span = (not_after_ms - issued).max(0);
+        issued + span / 100 * i64::from(self.renew_at_percent.min(100))
     }
 }
+
+/// notBefore is set this far in the past, for peers whose clocks run a little behind ours.
+const BACKDATE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -81,8 +86,8 @@ fn params(
     dn.push(DnType::OrganizationName, "cellplane");
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
-    // A minute of slack for clocks that run a little behind ours.
-    params.not_before = offset(now - Duration::from_secs(60).min(now.duration_since(UNIX_EPOCH).unwrap_or_default()));
+    // A minute of slack for clocks that run a little behind ours (see Lifetimes::backdate).
+    params.not_before = offset(now - BACKDATE.min(now.duration_since(UNIX_EPOCH).unwrap_or_default()));
     params.not_after = offset(now + lifetime);
     params.serial_number = Some(SerialNumber::from_slice(&rand::random::<[u8; 16]>().map(|b| b & 0x7f)));
     Ok(params)
@@ -274,6 +279,6 @@ mod tests {
     #[test]
     fn renewal_comes_at_two_thirds_of_the_lifetime() {
         let l = Lifetimes::default();
-        assert_eq!(l.renew_at(0, 300_000), 198_000);
+        assert_eq!(l.renew_at(0, 360_000), 60_000 + 198_000);
     }
 }
