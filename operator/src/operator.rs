@@ -46,6 +46,9 @@ pub struct OperatorOptions {
     pub leader: Option<LeaderOptions>,
     /// Where engine and controller metrics are registered.
     pub registry: prometheus::Registry,
+    /// Publish Events for milestones and failures only, not for every provisioning step. The
+    /// fleet benchmark sets it: kube's event recorder keeps each Event it sent for minutes.
+    pub quiet_steps: bool,
 }
 
 /// Lets an `Arc<dyn Clock>` be handed to the engine builder.
@@ -88,7 +91,10 @@ impl Operator {
         let engine = Arc::new(flows::register(builder, &deps).start()?);
         deps.signals.bind(&engine);
         let metrics = ControllerMetrics::new(&options.registry)?;
-        let context = Context::new(client.clone(), engine.clone(), fleet.clone(), metrics);
+        let mut context = Context::new(client.clone(), engine.clone(), fleet.clone(), metrics);
+        if let Some(ctx) = Arc::get_mut(&mut context) {
+            ctx.step_events = !options.quiet_steps;
+        }
         let leader = options.leader.map(|l| {
             let election = LeaderElection::new(client, &l.namespace, &l.name, &identity, l.lease_duration);
             (election, format!("{}/{}", l.namespace, l.name))

@@ -234,7 +234,8 @@ fn default_db_name() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
     /// DNS domain under which tenant endpoints of this cell are published; fills `{domain}`
-    /// in a Namespace's endpoint hostname template, e.g. cell-1.eu-west-1.example.com.
+    /// in a Namespace's endpoint hostname template (default `{namespace}.{cell}.{domain}`),
+    /// e.g. cells.example.com gives acme.eu-west-1a.cells.example.com.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub domain: String,
 

@@ -37,7 +37,7 @@ pub const NAMESPACE_CONDITIONS: &[&str] = &[
 ];
 
 /// Default endpoint hostname template.
-pub const DEFAULT_HOSTNAME_TEMPLATE: &str = "{namespace}.{domain}";
+pub const DEFAULT_HOSTNAME_TEMPLATE: &str = "{namespace}.{cell}.{domain}";
 
 /// Desired state of a tenant namespace: where it may be placed, how long its data is kept,
 /// how clients authenticate, and how its endpoint is named.
@@ -167,7 +167,7 @@ pub struct MtlsSpec {
 pub struct EndpointSpec {
     /// Hostname template of the tenant endpoint. Placeholders: `{namespace}` (required, the
     /// namespace name), `{cell}` (the assigned cell), `{region}` (spec.region) and `{domain}`
-    /// (the assigned cell's spec.ingress.domain).
+    /// (the assigned cell's spec.ingress.domain). The endpoint's server certificate names it.
     #[serde(default = "default_hostname_template")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9{}.-]+$"))]
     #[x_kube(validation = ("self.contains('{namespace}')", "hostnameTemplate must contain {namespace}"))]

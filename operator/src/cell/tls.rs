@@ -256,9 +256,9 @@ pub async fn probe(resolver: &dyn Resolve, host: &str, tls: &ProbeTls<'_>) -> Re
             let (_, session) = stream.get_ref();
             let version = session.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
             let mut first = [0u8; 1];
-            match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut first)).await {
-                Ok(Err(e)) => return Err(format!("the server refused the client certificate: {e}")),
-                Ok(Ok(_)) | Err(_) => {}
+            // Data or silence both mean the client certificate was accepted.
+            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut first)).await {
+                return Err(format!("the server refused the client certificate: {e}"));
             }
             Ok::<_, String>(version)
         };

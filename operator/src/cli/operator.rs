@@ -355,7 +355,7 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     let cloud = Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(1), ..SimConfig::default() }));
     let services = Arc::new(SimCellServices::new(Duration::ZERO));
     let engine = cellplane_workflows::EngineConfig { max_concurrent: args.max_concurrent, ..Default::default() };
-    let options = OperatorOptions { engine, ..OperatorOptions::default() };
+    let options = OperatorOptions { engine, quiet_steps: true, ..OperatorOptions::default() };
     let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, options)?);
     let token = CancellationToken::new();
     let running = {

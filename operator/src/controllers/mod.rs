@@ -86,6 +86,8 @@ pub struct Context {
     pub fleet: Arc<Fleet>,
     pub recorder: Recorder,
     pub metrics: ControllerMetrics,
+    /// Whether each provisioning step that completes is published as an Event.
+    pub step_events: bool,
     /// Workflow ids known to exist, so a reconcile storm does not hit the journal.
     started: Mutex<HashSet<String>>,
     /// Signals already sent by this process, as `workflow id + signal`.
@@ -107,6 +109,7 @@ impl Context {
             engine,
             fleet,
             metrics,
+            step_events: true,
             started: Mutex::default(),
             signalled: Mutex::default(),
             failures: Mutex::default(),

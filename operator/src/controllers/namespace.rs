@@ -167,7 +167,7 @@ async fn write_status(
     status.workflow = checkpoint.as_ref().map(workflow_status);
     apply_status(api, ns, current.as_ref(), &status).await?;
     // An event per step that became True, and when the namespace stalls.
-    for type_ in NAMESPACE_STEPS {
+    for type_ in NAMESPACE_STEPS.iter().filter(|_| ctx.step_events) {
         let was = conditions::is_true(&previous, type_);
         if let Some(c) =
             conditions::find(&status.conditions, type_).filter(|c| !was && c.status == ConditionStatus::True)

@@ -70,7 +70,7 @@ pub enum CellCommand {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ReserveReply {
-    Accepted { cell: CellContext },
+    Accepted { cell: Box<CellContext> },
     Refused { reason: String },
 }
 
@@ -389,7 +389,7 @@ impl Entity<'_> {
             }
             self.state.reservations.insert(namespace.to_string(), units);
         }
-        ReserveReply::Accepted { cell: self.context() }
+        ReserveReply::Accepted { cell: Box::new(self.context()) }
     }
 
     fn usage(&self) -> CapacityUsage {

@@ -244,7 +244,7 @@ async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Ca
             };
             let reply: Option<ReserveReply> = ctx.wait_signal(&ids::reply(&request_id), None).await?;
             match reply {
-                Some(ReserveReply::Accepted { cell }) => return Ok((candidate, cell)),
+                Some(ReserveReply::Accepted { cell }) => return Ok((candidate, *cell)),
                 Some(ReserveReply::Refused { reason }) => refusals.push(format!("{}: {reason}", candidate.cell)),
                 None => refusals.push(format!("{}: no answer", candidate.cell)),
             }

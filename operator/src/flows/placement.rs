@@ -245,7 +245,7 @@ mod tests {
         let cells = vec![canary.clone(), prod];
         // The canary is emptier, but it is in ring 0.
         assert_eq!(names(rank(&cells, std::slice::from_ref(&ring0), "eu", &critical).unwrap()), ["prod"]);
-        let refusal = rank(&[canary.clone()], &[ring0.clone()], "eu", &critical).unwrap_err();
+        let refusal = rank(&[canary.clone()], std::slice::from_ref(&ring0), "eu", &critical).unwrap_err();
         assert_eq!(refusal, "canary: in ring 0 (ring-0), which never holds critical namespaces");
         // Standard tenants may use it.
         assert_eq!(names(rank(&[canary], &[ring0], "eu", &Placement::default()).unwrap()), ["canary"]);
