@@ -207,10 +207,7 @@ fn step_notes(view: &NamespaceView, status: &NamespaceStatus) -> Vec<(&'static s
     if let Some(db) = &view.database {
         let secret = status.secrets.as_ref().and_then(|s| s.database_credentials.clone()).unwrap_or_default();
         let note = if db.simulated {
-            (
-                "SimulatedDatabase",
-                format!("the cell names no database server: database {} of role {} is simulated", db.database, db.role),
-            )
+            ("SimulatedDatabase", "the cell names no database server; the database is simulated".to_string())
         } else {
             (
                 "DatabaseCreated",
@@ -236,7 +233,7 @@ fn step_notes(view: &NamespaceView, status: &NamespaceStatus) -> Vec<(&'static s
                 until(&certs.not_after),
                 until(&certs.renew_at)
             ),
-            None => format!("simulated certificates; {client}"),
+            None => "simulated certificates".to_string(),
         };
         notes.push((CERTIFICATES_READY, "CertificatesIssued", message));
     }

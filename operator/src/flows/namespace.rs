@@ -85,9 +85,13 @@ impl Workflow for NamespaceWorkflow {
             .retry(call_retry())
             .run(|key| async move { services.create_database(&key.digest(), c, t).await.map_err(CellError::into_step) })
             .await?;
+        // Secret names appear in status as soon as the Secrets exist.
+        let mut secrets =
+            NamespaceSecrets { database_credentials: Some(grant.secret.clone()), ..NamespaceSecrets::default() };
         show(&|v| {
             v.done.push(DATABASE_READY);
             v.database = Some(database_status(&grant));
+            v.secrets = Some(secrets.clone());
         });
         let mut certificates =
             ctx.step("issue-certificates")
@@ -96,9 +100,13 @@ impl Workflow for NamespaceWorkflow {
                     services.issue_certificates(&key.digest(), c, t).await.map_err(CellError::into_step)
                 })
                 .await?;
+        secrets.server_certificate = Some(certificates.server_secret.clone());
+        secrets.client_certificate = certificates.client_secret.clone();
+        secrets.client_ca = Some(certificates.client_ca_secret.clone());
         show(&|v| {
             v.done.push(CERTIFICATES_READY);
             v.certificates = Some(certificates_status(&certificates));
+            v.secrets = Some(secrets.clone());
         });
         let route = ctx
             .step("create-route")
@@ -114,17 +122,10 @@ impl Workflow for NamespaceWorkflow {
             .retry(call_retry())
             .run(|_| async move { services.probe(c, t).await.map_err(CellError::into_step) })
             .await?;
-        let secrets = NamespaceSecrets {
-            server_certificate: Some(certificates.server_secret.clone()),
-            client_certificate: certificates.client_secret.clone(),
-            client_ca: Some(certificates.client_ca_secret.clone()),
-            database_credentials: Some(grant.secret.clone()),
-        };
         show(&|v| {
             v.done.push(CONNECTED);
             v.phase = Some(NamespacePhase::Ready);
             v.endpoint = Some(tenant.endpoint.clone());
-            v.secrets = Some(secrets.clone());
             v.connected = Some(verified.clone());
         });
 
