@@ -610,3 +610,49 @@ async fn tls_routes_are_used_when_the_gateway_api_is_installed_and_unplaceable_n
     h.delete_and_wait(&lost).await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_namespaces_never_land_in_a_ring_zero_cell_nor_a_cordoned_one() {
+    let h = Harness::start(Lifetimes::default(), |_| {}).await;
+    let cells: Api<Cell> = Api::all(h.client.clone());
+    let (canary, prod) = (h.name("canary"), h.name("prod"));
+    let critical = [("cellplane.io/tier", "critical")];
+    fixtures::create(
+        &cells,
+        &fixtures::cell(&canary, "eu-west-1", &[critical[0], ("cellplane.io/ring", "canary")], 10, "1.0.0"),
+    )
+    .await
+    .unwrap();
+    fixtures::create(
+        &cells,
+        &fixtures::cell(&prod, "eu-west-1", &[critical[0], ("cellplane.io/ring", "prod")], 10, "1.0.0"),
+    )
+    .await
+    .unwrap();
+    let rings: Api<DeploymentRing> = Api::all(h.client.clone());
+    fixtures::create(&rings, &fixtures::ring("ring-0", 0, "canary", Some("1.0.0"), "0s")).await.unwrap();
+    let seen = |r: Option<&DeploymentRing>| r.and_then(|r| r.status.as_ref()).is_some();
+    fixtures::wait_for(&rings, "ring-0", "reconciled", WITHIN, seen).await.unwrap();
+
+    // The canary is as empty as prod, but it is in ring 0.
+    let first = h.name("first");
+    fixtures::create(&h.namespaces(), &fixtures::namespace(&first, "eu-west-1", Tier::Critical)).await.unwrap();
+    assert_eq!(h.ready(&first).await.status.unwrap().assigned_cell, Some(prod.clone()));
+
+    // With prod cordoned, no cell may take a critical tenant, and the status says why.
+    let cordon = serde_json::json!({ "spec": { "cordoned": true } });
+    cells.patch(&prod, &Default::default(), &kube::api::Patch::Merge(&cordon)).await.unwrap();
+    let second = h.name("second");
+    fixtures::create(&h.namespaces(), &fixtures::namespace(&second, "eu-west-1", Tier::Critical)).await.unwrap();
+    let ns = h.stalled(&second, "NoEligibleCell").await;
+    let message = condition(&ns, "Stalled").message;
+    assert!(message.contains(&format!("{canary}: in ring 0 (ring-0)")), "{message}");
+    assert!(message.contains(&format!("{prod}: cordoned")), "{message}");
+    // The namespace placed before the cordon stays where it is.
+    assert_eq!(h.ready(&first).await.status.unwrap().assigned_cell, Some(prod.clone()));
+    // Uncordoned, the waiting namespace is placed.
+    let uncordon = serde_json::json!({ "spec": { "cordoned": false } });
+    cells.patch(&prod, &Default::default(), &kube::api::Patch::Merge(&uncordon)).await.unwrap();
+    assert_eq!(h.ready(&second).await.status.unwrap().assigned_cell, Some(prod.clone()));
+    h.stop().await;
+}
