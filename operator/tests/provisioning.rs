@@ -226,6 +226,30 @@ async fn role_and_database_exist(ident: &str) -> (bool, bool) {
     (role.is_some(), db.is_some())
 }
 
+/// Reasons of the Events about `name`, once all of `wanted` arrived (watched, with a deadline).
+async fn events_for(client: &Client, name: &str, wanted: &[&str]) -> Vec<String> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    let mut seen = Vec::new();
+    let stream = watcher(api, watcher::Config::default()).applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let _ = tokio::time::timeout(WITHIN, async {
+        while let Some(Ok(event)) = stream.next().await {
+            if event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && let Some(reason) = event.reason
+            {
+                seen.push(reason);
+            }
+            if wanted.iter().all(|w| seen.iter().any(|s| s == w)) {
+                return;
+            }
+        }
+    })
+    .await;
+    seen
+}
+
 /// The client certificate of a tenant's Secret, and the cell CA bundle it trusts.
 async fn client_tls(h: &Harness, tenant: &str) -> (String, String, String) {
     let secret = format!("{tenant}-client-tls");
@@ -275,19 +299,11 @@ async fn a_namespace_gets_its_own_database_certificates_route_and_a_verified_mtl
     assert!(condition(&a, "Connected").message.contains("mutual TLS"), "{:?}", condition(&a, "Connected"));
     assert!(status.certificates.as_ref().and_then(|c| c.renew_at.as_ref()).is_some());
 
-    // An Event per step, for kubectl describe.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(h.client.clone());
-    let reasons = |events: Vec<k8s_openapi::api::events::v1::Event>| -> Vec<String> {
-        events
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(alpha.as_str()))
-            .filter_map(|e| e.reason)
-            .collect()
-    };
-    let seen = reasons(events.list(&ListParams::default()).await.unwrap().items);
-    for reason in
-        ["CellAssigned", "DatabaseCreated", "CertificatesIssued", "RouteCreated", "HandshakeVerified", "Ready"]
-    {
+    // An Event per step, for kubectl describe (published right after the status write).
+    let wanted =
+        ["CellAssigned", "DatabaseCreated", "CertificatesIssued", "RouteCreated", "HandshakeVerified", "Ready"];
+    let seen = events_for(&h.client, &alpha, &wanted).await;
+    for reason in wanted {
         assert!(seen.iter().any(|r| r == reason), "no {reason} event in {seen:?}");
     }
 
