@@ -387,6 +387,28 @@ async fn a_namespace_gets_its_own_database_certificates_route_and_a_verified_mtl
         tls::probe(resolver, &endpoint, &tls_of(chain, key, stranger_ca.cert_pem.leak())).await.unwrap_err();
     assert!(wrong_roots.to_string().contains("TLS handshake"), "{wrong_roots}");
 
+    // A restarted operator (a new, empty sim data plane) serves the existing routes again
+    // when it checks them.
+    let cell: Cell = Api::all(h.client.clone()).get(&cell_name).await.unwrap();
+    let context = CellContext {
+        name: cell_name.clone(),
+        region: cell.spec.region.clone(),
+        provider: cell.spec.provider,
+        ingress: cell.spec.ingress.clone(),
+        database: cell.spec.database.clone(),
+    };
+    let tenant = Tenant {
+        name: alpha.clone(),
+        uid: a.metadata.uid.clone().unwrap(),
+        mtls: a.spec.mtls.clone(),
+        endpoint: endpoint.clone(),
+    };
+    let config = ServicesConfig { namespace: NS.into(), lifetimes: Lifetimes::default() };
+    let restarted = ClusterCellServices::new(h.client.clone(), config, SimDataPlane::new());
+    let verified = restarted.probe(&context, &tenant).await.unwrap();
+    assert!(verified.contains("mutual TLS"), "{verified}");
+    assert_eq!(restarted.data_plane().hosts(&cell_name), [endpoint.clone()]);
+
     // Teardown leaves nothing behind.
     for (name, role) in [(&alpha, &role), (&long, &long_role)] {
         h.delete_and_wait(name).await;

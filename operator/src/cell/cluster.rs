@@ -576,6 +576,14 @@ impl CellServices for ClusterCellServices {
     async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
         let span = tracing::info_span!("probe", cell = %cell.name, host = %tenant.endpoint);
         async {
+            // The sim front door lives in this process: after a restart it serves the routes
+            // that exist again, as an ingress controller would.
+            if cell.provider == Provider::Sim && !self.data_plane.hosts(&cell.name).contains(&tenant.endpoint) {
+                let (client, _) = self.cell_client(cell).await?;
+                if routes::exists(&client, &self.config.namespace, &tenant.name).await? {
+                    self.serve_sim(cell, tenant).await?;
+                }
+            }
             let (ca_cert, ca_key, ca_bundle) = self.cell_ca(cell).await?;
             let (chain, key) = match &tenant.mtls.accepted_client_ca {
                 None => {

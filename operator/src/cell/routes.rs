@@ -162,6 +162,19 @@ pub async fn apply(
     Ok(RouteRef { kind: "Ingress", namespace: namespace.into(), name })
 }
 
+/// Whether the tenant's route exists (of either kind).
+pub async fn exists(client: &Client, namespace: &str, tenant: &str) -> Result<bool, CellError> {
+    let name = route_name(tenant);
+    if let Some(resource) = tls_route_resource(client).await? {
+        let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        if routes.get_opt(&name).await.map_err(|e| kube_error("reading the TLSRoute", e))?.is_some() {
+            return Ok(true);
+        }
+    }
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), namespace);
+    Ok(ingresses.get_opt(&name).await.map_err(|e| kube_error("reading the Ingress", e))?.is_some())
+}
+
 /// Deletes the tenant's route of either kind; what is already gone is fine.
 pub async fn delete(client: &Client, namespace: &str, tenant: &str) -> Result<(), CellError> {
     let name = route_name(tenant);
