@@ -407,7 +407,7 @@ async fn a_namespace_gets_its_own_database_certificates_route_and_a_verified_mtl
     let restarted = ClusterCellServices::new(h.client.clone(), config, SimDataPlane::new());
     let verified = restarted.probe(&context, &tenant).await.unwrap();
     assert!(verified.contains("mutual TLS"), "{verified}");
-    assert_eq!(restarted.data_plane().hosts(&cell_name), [endpoint.clone()]);
+    assert_eq!(restarted.data_plane().hosts(&cell_name), std::slice::from_ref(&endpoint));
 
     // Teardown leaves nothing behind.
     for (name, role) in [(&alpha, &role), (&long, &long_role)] {
