@@ -104,12 +104,16 @@ impl Harness {
     /// A sim cell whose tenant databases live on the test PostgreSQL.
     async fn database_cell(&self, name: &str, max: i32) -> Cell {
         let options = admin_options();
+        self.database_cell_as(name, max, options.get_username()).await
+    }
+
+    /// The same, administered by `username`.
+    async fn database_cell_as(&self, name: &str, max: i32, username: &str) -> Cell {
+        let options = admin_options();
         let admin = Secret {
             metadata: kube::api::ObjectMeta { name: Some("pg-admin".into()), ..Default::default() },
             string_data: None,
-            data: Some(
-                [("username".to_string(), k8s_openapi::ByteString(options.get_username().as_bytes().to_vec()))].into(),
-            ),
+            data: Some([("username".to_string(), k8s_openapi::ByteString(username.as_bytes().to_vec()))].into()),
             ..Secret::default()
         };
         fixtures::create(&self.secrets(), &admin).await.unwrap();
@@ -692,5 +696,40 @@ async fn critical_namespaces_never_land_in_a_ring_zero_cell_nor_a_cordoned_one()
     let uncordon = serde_json::json!({ "spec": { "cordoned": false } });
     cells.patch(&prod, &Default::default(), &kube::api::Patch::Merge(&uncordon)).await.unwrap();
     assert_eq!(h.ready(&second).await.status.unwrap().assigned_cell, Some(prod.clone()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_that_is_not_a_superuser_provisions_and_tears_down() {
+    let h = Harness::start(Lifetimes::default(), |_| {}).await;
+    // What a managed PostgreSQL gives: CREATEROLE and CREATEDB, no superuser.
+    let admin_role = format!("cp_admin_{}", h.suffix);
+    let mut conn = admin().await;
+    exec(&mut conn, &format!("CREATE ROLE {admin_role} LOGIN CREATEROLE CREATEDB")).await.unwrap();
+    let cell_name = h.name("managed");
+    fixtures::create(&Api::all(h.client.clone()), &h.database_cell_as(&cell_name, 10, &admin_role).await)
+        .await
+        .unwrap();
+    let name = h.name("tenant");
+    fixtures::create(&h.namespaces(), &fixtures::namespace(&name, "eu-west-1", Tier::Standard)).await.unwrap();
+    let ns = h.ready(&name).await;
+    let role = ns.status.unwrap().database.unwrap().role;
+    let password = h.secret_text(&format!("{name}-db"), "password").await;
+    let mut tenant = PgConnection::connect_with(&tenant_options(&role, &password, &role)).await.unwrap();
+    exec(&mut tenant, "CREATE TABLE t (id int)").await.unwrap();
+    denied(exec(&mut tenant, "CREATE ROLE sneaky").await, "CREATE ROLE");
+    tenant.close().await.unwrap();
+    let public: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = $1 AND a.grantee = 0)",
+    )
+    .bind(&role)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(!public, "PUBLIC keeps a privilege on {role}");
+    h.delete_and_wait(&name).await;
+    assert_eq!(role_and_database_exist(&role).await, (false, false), "{role} left behind");
+    exec(&mut conn, &format!("DROP ROLE {admin_role}")).await.unwrap();
+    conn.close().await.unwrap();
     h.stop().await;
 }

@@ -1,6 +1,8 @@
 //! Tenant databases on a cell's PostgreSQL server: one login role per tenant that owns one
 //! database and may do nothing else (no SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or
-//! BYPASSRLS; CONNECT on its database revoked from PUBLIC, so other tenants cannot reach it).
+//! BYPASSRLS, member of no role; CONNECT on its database revoked from PUBLIC, so other tenants
+//! cannot reach it). It inherits (the default) so that, as the database's owner, it has the
+//! rights of pg_database_owner over the public schema on PostgreSQL 15 and later.
 //!
 //! Names that reach SQL are never taken from the user as they are: the role and database name
 //! is derived from the namespace name (a DNS label, checked again here), must match
@@ -132,8 +134,8 @@ async fn run(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
 }
 
 /// What a tenant was granted, as recorded in status.
-pub const GRANTS: &str = "LOGIN; owns its database; NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION \
-                          NOBYPASSRLS; CONNECT and TEMPORARY on its database revoked from PUBLIC";
+pub const GRANTS: &str = "LOGIN; owns its database; NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; \
+                          member of no role; CONNECT and TEMPORARY on its database revoked from PUBLIC";
 
 /// Creates (or brings back to the intended state) the tenant's role and database.
 pub async fn create(admin: &AdminLogin, ident: &str, password: &str) -> Result<(), CellError> {
@@ -142,7 +144,7 @@ pub async fn create(admin: &AdminLogin, ident: &str, password: &str) -> Result<(
         return Err(CellError::Invalid("tenant passwords are alphanumeric".into()));
     }
     let (role, pw) = (quote_ident(ident), quote_literal(password));
-    let attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS";
+    let attributes = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS";
     let mut conn = admin.connect(&admin.database).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
         .bind(ident)
@@ -161,6 +163,17 @@ pub async fn create(admin: &AdminLogin, ident: &str, password: &str) -> Result<(
             run(&mut conn, alter).await.map_err(|e| classify("altering the tenant role", e))?;
         }
         Err(e) => return Err(classify("creating the tenant role", e)),
+    }
+    // An administrator that is not a superuser (a managed PostgreSQL) can only give a database
+    // to, and later drop, a role it is a member of.
+    let superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| classify("looking up the administrator", e))?;
+    if !superuser {
+        run(&mut conn, format!("GRANT {role} TO CURRENT_USER"))
+            .await
+            .map_err(|e| classify("making the administrator a member of the tenant role", e))?;
     }
     let db_exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(ident)
@@ -182,12 +195,17 @@ pub async fn create(admin: &AdminLogin, ident: &str, password: &str) -> Result<(
         .map_err(|e| classify("revoking PUBLIC on the tenant database", e))?;
     conn.close().await.ok();
 
-    // Inside the tenant database: its public schema is the tenant's, and nobody else's.
-    let mut conn = admin.connect(ident).await?;
-    run(&mut conn, format!("ALTER SCHEMA public OWNER TO {role}; REVOKE ALL ON SCHEMA public FROM PUBLIC"))
-        .await
-        .map_err(|e| classify("securing the public schema", e))?;
-    conn.close().await.ok();
+    // Inside the tenant database: its public schema is the tenant's, and nobody else's. Only a
+    // superuser can change that schema (on PostgreSQL 15 and later it belongs to
+    // pg_database_owner, that is to the tenant already, and PUBLIC may only use it); for
+    // other administrators the CONNECT revoked above is what keeps other tenants out.
+    if superuser {
+        let mut conn = admin.connect(ident).await?;
+        run(&mut conn, format!("ALTER SCHEMA public OWNER TO {role}; REVOKE ALL ON SCHEMA public FROM PUBLIC"))
+            .await
+            .map_err(|e| classify("securing the public schema", e))?;
+        conn.close().await.ok();
+    }
     Ok(())
 }
 
