@@ -181,7 +181,7 @@ async fn write_status(
         ctx.event(ns, true, &stall.reason, stall.message.clone()).await;
     }
     if before != status.phase {
-        match (&stall, status.phase) {
+        match (&failed, status.phase) {
             (Some(stall), _) => ctx.event(ns, true, &stall.reason, stall.message.clone()).await,
             (None, Some(NamespacePhase::Ready)) => {
                 let note = format!(
