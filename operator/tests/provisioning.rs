@@ -51,8 +51,36 @@ struct Harness {
     suffix: String,
     token: CancellationToken,
     task: JoinHandle<()>,
+    operator: Arc<Operator>,
+    lifetimes: Lifetimes,
     _server: ApiServer,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// An operator with the real services on the journal in `dir`.
+async fn launch(
+    client: &Client,
+    dir: &tempfile::TempDir,
+    lifetimes: Lifetimes,
+) -> (Arc<ClusterCellServices>, Arc<Operator>, CancellationToken, JoinHandle<()>) {
+    let config = ServicesConfig { namespace: NS.into(), lifetimes };
+    let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
+    let url = format!("sqlite://{}", dir.path().join("journal.db").display());
+    let journal = cellplane_workflows::journal::open(&url, "cellplane").await.unwrap();
+    let cloud = Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(1), ..SimConfig::default() }));
+    let engine = EngineConfig {
+        lease: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
+    let options = OperatorOptions { engine, ..OperatorOptions::default() };
+    let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services.clone(), options).unwrap());
+    let token = CancellationToken::new();
+    let task = {
+        let (operator, token) = (operator.clone(), token.clone());
+        tokio::spawn(async move { operator.run(token).await.expect("operator") })
+    };
+    (services, operator, token, task)
 }
 
 impl Harness {
@@ -67,26 +95,20 @@ impl Harness {
         server.register::<DeploymentRing>().unwrap();
         setup(&server);
         let client = server.client();
-        let config = ServicesConfig { namespace: NS.into(), lifetimes };
-        let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("journal.db").display());
-        let journal = cellplane_workflows::journal::open(&url, "cellplane").await.unwrap();
-        let cloud = Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(1), ..SimConfig::default() }));
-        let engine = EngineConfig {
-            lease: Duration::from_secs(2),
-            poll_interval: Duration::from_millis(200),
-            ..EngineConfig::default()
-        };
-        let options = OperatorOptions { engine, ..OperatorOptions::default() };
-        let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services.clone(), options).unwrap());
-        let token = CancellationToken::new();
-        let task = {
-            let token = token.clone();
-            tokio::spawn(async move { operator.run(token).await.expect("operator") })
-        };
+        let (services, operator, token, task) = launch(&client, &dir, lifetimes).await;
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-        Harness { client, services, suffix, token, task, _server: server, _dir: dir }
+        Harness { client, services, suffix, token, task, operator, lifetimes, _server: server, dir }
+    }
+
+    /// Kills the operator as a crash would and starts a new one (new process state: a new sim
+    /// data plane) on the same journal.
+    async fn crash_and_restart(&mut self) {
+        self.token.cancel();
+        self.operator.abort().await;
+        self.task.abort();
+        let (services, operator, token, task) = launch(&self.client, &self.dir, self.lifetimes).await;
+        (self.services, self.operator, self.token, self.task) = (services, operator, token, task);
     }
 
     fn name(&self, base: &str) -> String {
@@ -731,5 +753,52 @@ async fn an_administrator_that_is_not_a_superuser_provisions_and_tears_down() {
     assert_eq!(role_and_database_exist(&role).await, (false, false), "{role} left behind");
     exec(&mut conn, &format!("DROP ROLE {admin_role}")).await.unwrap();
     conn.close().await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_crash_mid_provisioning_converges_without_leaks() {
+    let mut h = Harness::start(Lifetimes::default(), |_| {}).await;
+    let cell_name = h.name("crash");
+    fixtures::create(&Api::all(h.client.clone()), &h.database_cell(&cell_name, 10).await).await.unwrap();
+    let names: Vec<String> = (0..4).map(|i| h.name(&format!("crash{i}"))).collect();
+    for name in &names {
+        fixtures::create(&h.namespaces(), &fixtures::namespace(name, "eu-west-1", Tier::Standard)).await.unwrap();
+    }
+    // Crash once the first tenant has its database, while the others are mid-way.
+    let has_database = |n: Option<&Namespace>| n.and_then(|n| n.status.as_ref()).is_some_and(|s| s.database.is_some());
+    fixtures::wait_for(&h.namespaces(), &names[0], "database", WITHIN, has_database).await.unwrap();
+    h.crash_and_restart().await;
+    let mut roles = Vec::new();
+    for name in &names {
+        let ns = h.ready(name).await;
+        let status = ns.status.clone().unwrap();
+        roles.push(status.database.unwrap().role);
+        // Its credentials work, and its endpoint answers mutual TLS on the new front door.
+        let role = &roles[roles.len() - 1];
+        let password = h.secret_text(&format!("{name}-db"), "password").await;
+        let conn = PgConnection::connect_with(&tenant_options(role, &password, role)).await;
+        assert!(conn.is_ok(), "{name}: {:?}", conn.map(|_| ()));
+        let cell: Cell = Api::all(h.client.clone()).get(&cell_name).await.unwrap();
+        let context = CellContext {
+            name: cell_name.clone(),
+            region: cell.spec.region.clone(),
+            provider: cell.spec.provider,
+            ingress: cell.spec.ingress.clone(),
+            database: cell.spec.database.clone(),
+        };
+        let tenant = Tenant {
+            name: name.clone(),
+            uid: ns.metadata.uid.clone().unwrap(),
+            mtls: ns.spec.mtls.clone(),
+            endpoint: status.endpoint.clone().unwrap(),
+        };
+        h.services.probe(&context, &tenant).await.unwrap();
+    }
+    for (name, role) in names.iter().zip(&roles) {
+        h.delete_and_wait(name).await;
+        assert_eq!(role_and_database_exist(role).await, (false, false), "{role} left behind");
+        assert!(h.tenant_secrets(name).await.is_empty(), "{:?}", h.tenant_secrets(name).await);
+    }
     h.stop().await;
 }
