@@ -802,3 +802,48 @@ async fn an_operator_crash_mid_provisioning_converges_without_leaks() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_go_to_the_cell_cluster_named_by_its_kubeconfig_secret() {
+    // The cell's own cluster: another API server, reached over HTTP through a kubeconfig.
+    let cell_cluster = ApiServer::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = cell_cluster.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cell", "cluster": {"server": format!("http://{addr}")}}],
+        "users": [{"name": "cell", "user": {}}],
+        "contexts": [{"name": "cell", "context": {"cluster": "cell", "user": "cell"}}],
+        "current-context": "cell",
+    });
+    let h = Harness::start(Lifetimes::default(), |_| {}).await;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("cell-kubeconfig".into()), ..Default::default() },
+        data: Some([("kubeconfig".to_string(), k8s_openapi::ByteString(kubeconfig.to_string().into_bytes()))].into()),
+        ..Secret::default()
+    };
+    fixtures::create(&h.secrets(), &secret).await.unwrap();
+    let cell_name = h.name("remote");
+    let mut cell = fixtures::cell(&cell_name, "eu-west-1", &[], 10, "1.0.0");
+    cell.spec.ingress.kubeconfig_secret_ref = Some(SecretReference { name: "cell-kubeconfig".into(), namespace: None });
+    cell.spec.ingress.class_name = Some("nginx".into());
+    fixtures::create(&Api::all(h.client.clone()), &cell).await.unwrap();
+    let name = h.name("far");
+    fixtures::create(&h.namespaces(), &fixtures::namespace(&name, "eu-west-1", Tier::Standard)).await.unwrap();
+    h.ready(&name).await;
+
+    let route = format!("tenant-{name}");
+    let remote: Api<Ingress> = Api::namespaced(cell_cluster.client(), NS);
+    let ingress = remote.get(&route).await.expect("the route is in the cell's cluster");
+    assert_eq!(ingress.spec.unwrap().ingress_class_name.as_deref(), Some("nginx"));
+    // Owner references cannot cross clusters.
+    assert!(ingress.metadata.owner_references.is_none());
+    let local: Api<Ingress> = Api::namespaced(h.client.clone(), NS);
+    assert!(local.get_opt(&route).await.unwrap().is_none(), "not in the operator's cluster");
+    h.delete_and_wait(&name).await;
+    assert!(remote.get_opt(&route).await.unwrap().is_none());
+    h.stop().await;
+}
