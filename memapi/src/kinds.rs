@@ -105,6 +105,10 @@ impl ResourceKind {
         ]
         .map(String::from)
         .to_vec();
+        // Ingress keeps metadata.generation and has a status subresource, as in the apiserver.
+        let mut ingress = Self::builtin("networking.k8s.io", "v1", "ingresses", "Ingress", true);
+        ingress.status_subresource = true;
+        ingress.generation = true;
         let mut crd =
             Self::builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false);
         crd.status_subresource = true;
@@ -117,6 +121,7 @@ impl ResourceKind {
             event,
             Self::builtin("events.k8s.io", "v1", "events", "Event", true),
             Self::builtin("coordination.k8s.io", "v1", "leases", "Lease", true),
+            ingress,
             crd,
         ]
     }

@@ -42,7 +42,7 @@ pub fn cell(name: &str, region: &str, labels: &[(&str, &str)], max_namespaces: i
         version: version.into(),
         credentials_secret_ref: None,
         database: None,
-        ingress: IngressSpec { domain: format!("{name}.example.com"), class_name: None, annotations: BTreeMap::new() },
+        ingress: IngressSpec { domain: "example.com".into(), ..IngressSpec::default() },
         cordoned: false,
     };
     Cell { metadata: meta(name, labels), spec, status: None }

@@ -248,7 +248,7 @@ fn defaulted_minimal_manifests_deserialize() {
 
     let ns: Namespace = serde_json::from_value(defaulted("Namespace", namespace())).unwrap();
     assert_eq!(ns.spec.retention.days, 30);
-    assert_eq!(ns.spec.endpoint.hostname_template, "{namespace}.{domain}");
+    assert_eq!(ns.spec.endpoint.hostname_template, "{namespace}.{cell}.{domain}");
     assert_eq!(ns.spec.placement.tier, cellplane::api::namespace::Tier::Standard);
 
     let ring: DeploymentRing = serde_json::from_value(defaulted("DeploymentRing", ring())).unwrap();

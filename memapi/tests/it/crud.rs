@@ -364,3 +364,31 @@ async fn events_recorder_creates_then_patches_a_series() {
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
     assert_eq!(e.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("w"));
 }
+
+#[tokio::test]
+async fn ingresses_are_served_with_generation_status_and_discovery() {
+    use k8s_openapi::api::networking::v1::{Ingress, IngressSpec, IngressStatus};
+    let (_server, client) = setup();
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "default");
+    let mut ingress = Ingress {
+        metadata: ObjectMeta { name: Some("web".into()), ..Default::default() },
+        spec: Some(IngressSpec { ingress_class_name: Some("nginx".into()), ..Default::default() }),
+        status: None,
+    };
+    let created = ingresses.create(&PostParams::default(), &ingress).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    // A status write leaves the generation alone; a spec change moves it.
+    let status = json!({ "status": { "loadBalancer": { "ingress": [{ "ip": "10.0.0.1" }] } } });
+    let written = ingresses.patch_status("web", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    assert_eq!(written.metadata.generation, Some(1));
+    assert!(written.status.as_ref().is_some_and(|s: &IngressStatus| s.load_balancer.is_some()));
+    ingress.spec.as_mut().unwrap().ingress_class_name = Some("haproxy".into());
+    let spec = json!({ "spec": { "ingressClassName": "haproxy" } });
+    let changed = ingresses.patch("web", &PatchParams::default(), &Patch::Merge(&spec)).await.unwrap();
+    assert_eq!(changed.metadata.generation, Some(2));
+    // Discovery lists it, as a controller deciding between Ingress and Gateway API would ask.
+    let resources = client.list_api_group_resources("networking.k8s.io/v1").await.unwrap();
+    assert!(resources.resources.iter().any(|r| r.name == "ingresses" && r.namespaced));
+    ingresses.delete("web", &DeleteParams::default()).await.unwrap();
+    assert!(ingresses.get_opt("web").await.unwrap().is_none());
+}

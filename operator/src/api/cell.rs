@@ -98,8 +98,9 @@ pub struct CellSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
 
-    /// The cell's PostgreSQL server that holds tenant databases. When unset the cell has no
-    /// shared database server.
+    /// The cell's PostgreSQL server that holds tenant databases (one login role and one
+    /// database per tenant). When unset, tenants of a sim cell get a simulated database (their
+    /// DatabaseReady condition says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseSpec>,
 
@@ -229,11 +230,12 @@ fn default_db_name() -> String {
 }
 
 /// How tenant endpoints of a cell are exposed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngressSpec {
     /// DNS domain under which tenant endpoints of this cell are published; fills `{domain}`
-    /// in a Namespace's endpoint hostname template, e.g. cell-1.eu-west-1.example.com.
+    /// in a Namespace's endpoint hostname template (default `{namespace}.{cell}.{domain}`),
+    /// e.g. cells.example.com gives acme.eu-west-1a.cells.example.com.
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub domain: String,
 
@@ -245,6 +247,35 @@ pub struct IngressSpec {
     /// Annotations put on every tenant ingress route, e.g. for the load balancer.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+
+    /// The Gateway that tenant TLSRoutes attach to, used when the cell's cluster serves Gateway
+    /// API TLSRoutes (else tenant routes are Ingresses). Unset: the Gateway `cellplane` in the
+    /// operator's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayReference>,
+
+    /// Secret (key `kubeconfig`) to reach the cell's own Kubernetes cluster for tenant routes.
+    /// Unset: routes are created in the operator's cluster (what sim cells use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret_ref: Option<SecretReference>,
+}
+
+/// A Gateway API Gateway (and optionally one of its listeners) that tenant TLSRoutes attach to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayReference {
+    /// Name of the Gateway. Default: cellplane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// Namespace of the Gateway. Default: the route's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Listener of the Gateway (a TLS listener in Passthrough mode). Default: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
 }
 
 /// Lifecycle phase of the cell: Pending, Provisioning, Ready, Updating, Upgrading, Degraded,

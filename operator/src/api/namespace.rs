@@ -37,7 +37,7 @@ pub const NAMESPACE_CONDITIONS: &[&str] = &[
 ];
 
 /// Default endpoint hostname template.
-pub const DEFAULT_HOSTNAME_TEMPLATE: &str = "{namespace}.{domain}";
+pub const DEFAULT_HOSTNAME_TEMPLATE: &str = "{namespace}.{cell}.{domain}";
 
 /// Desired state of a tenant namespace: where it may be placed, how long its data is kept,
 /// how clients authenticate, and how its endpoint is named.
@@ -167,7 +167,7 @@ pub struct MtlsSpec {
 pub struct EndpointSpec {
     /// Hostname template of the tenant endpoint. Placeholders: `{namespace}` (required, the
     /// namespace name), `{cell}` (the assigned cell), `{region}` (spec.region) and `{domain}`
-    /// (the assigned cell's spec.ingress.domain).
+    /// (the assigned cell's spec.ingress.domain). The endpoint's server certificate names it.
     #[serde(default = "default_hostname_template")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9{}.-]+$"))]
     #[x_kube(validation = ("self.contains('{namespace}')", "hostnameTemplate must contain {namespace}"))]
@@ -227,6 +227,18 @@ pub struct NamespaceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<NamespaceSecrets>,
 
+    /// The tenant's database and what its role was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseStatus>,
+
+    /// Validity of the endpoint's certificates and when they are renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<CertificatesStatus>,
+
+    /// The ingress route of the tenant endpoint in the cell's cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteStatus>,
+
     /// Current state: Ready, Reconciling, Stalled, CellSelected, DatabaseReady,
     /// CertificatesReady, IngressReady, Connected (and Deleting while being deleted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -258,4 +270,47 @@ pub struct NamespaceSecrets {
     /// Secret with the tenant's database credentials (keys username, password, database).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_credentials: Option<String>,
+}
+
+/// The tenant's database on the cell's PostgreSQL server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseStatus {
+    /// `host:port` of the server; empty when simulated.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server: String,
+    /// Name of the tenant's database.
+    pub database: String,
+    /// Name of the tenant's login role, which owns the database.
+    pub role: String,
+    /// What the role was granted, and what was revoked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub grants: String,
+    /// True when the cell names no database server and the database is simulated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulated: bool,
+}
+
+/// Validity of a tenant endpoint's certificates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificatesStatus {
+    /// When the server certificate expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the certificates are renewed (a durable timer of the namespace's workflow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// The ingress route of a tenant endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus {
+    /// TLSRoute (Gateway API) or Ingress.
+    pub kind: String,
+    /// Namespace of the route in the cell's cluster.
+    pub namespace: String,
+    /// Name of the route.
+    pub name: String,
 }

@@ -1,17 +1,24 @@
 //! What is done inside a cell for a tenant namespace: its database, certificates, ingress
-//! route and a connectivity probe, behind [`CellServices`]. `sim` simulates them; the real
-//! implementation (PostgreSQL roles, X.509 certificates, routes, an mTLS probe) replaces it.
+//! route and a connectivity check, behind [`CellServices`]. [`cluster::ClusterCellServices`]
+//! does them for real (PostgreSQL roles, X.509 certificates in Secrets, Ingress or TLSRoute
+//! objects, a mutual-TLS check; sim cells get real TLS front doors from
+//! [`tls::SimDataPlane`]); [`sim::SimCellServices`] only records them, for the fleet benchmark.
 //!
 //! Every create takes the calling step's idempotency key and is safe to repeat; every remove
 //! treats what is already gone as removed.
 
+pub mod cluster;
+pub mod database;
+pub mod pki;
+pub mod routes;
 pub mod sim;
+pub mod tls;
 
 use async_trait::async_trait;
 use cellplane_workflows::StepError;
 use serde::{Deserialize, Serialize};
 
-use crate::api::cell::{DatabaseSpec, IngressSpec};
+use crate::api::cell::{DatabaseSpec, IngressSpec, Provider};
 use crate::api::namespace::MtlsSpec;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,11 +41,17 @@ impl CellError {
     }
 }
 
+fn default_provider() -> Provider {
+    Provider::Sim
+}
+
 /// The cell a namespace is placed in, as the in-cell steps need it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellContext {
     pub name: String,
     pub region: String,
+    #[serde(default = "default_provider")]
+    pub provider: Provider,
     pub ingress: IngressSpec,
     pub database: Option<DatabaseSpec>,
 }
@@ -60,6 +73,15 @@ pub struct DatabaseGrant {
     pub database: String,
     /// Secret holding the tenant's database credentials.
     pub secret: String,
+    /// `host:port` of the server; empty for a simulated database.
+    #[serde(default)]
+    pub server: String,
+    /// What the role was granted, in words.
+    #[serde(default)]
+    pub privileges: String,
+    /// The cell names no database server: nothing real was created.
+    #[serde(default)]
+    pub simulated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,19 +89,48 @@ pub struct Certificates {
     pub server_secret: String,
     pub client_ca_secret: String,
     pub client_secret: Option<String>,
+    /// When the server certificate expires (ms since the epoch); None when simulated.
+    #[serde(default)]
+    pub not_after_ms: Option<i64>,
+    /// When the certificates are renewed (ms since the epoch); None: never.
+    #[serde(default)]
+    pub renew_at_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub name: String,
+    /// `Ingress` or `TLSRoute`; empty when simulated.
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub namespace: String,
+}
+
+/// A cell's certificate authority.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellCa {
+    /// Secret with the CA (tls.crt, tls.key) and the bundle clients trust (ca.crt).
+    pub secret: String,
+    pub not_after_ms: Option<i64>,
+    /// When it is rotated; None: never.
+    pub renew_at_ms: Option<i64>,
 }
 
 #[async_trait]
 pub trait CellServices: Send + Sync + 'static {
+    /// The cell's CA, created when missing (idempotent without a key: it is looked up first).
+    async fn ensure_cell_ca(&self, cell: &CellContext) -> Result<CellCa, CellError>;
+    /// Replaces the cell's CA with a new one; the old one stays in the trusted bundle.
+    async fn rotate_cell_ca(&self, key: &str, cell: &CellContext) -> Result<CellCa, CellError>;
+    async fn remove_cell_ca(&self, cell: &CellContext) -> Result<(), CellError>;
+
     async fn create_database(&self, key: &str, cell: &CellContext, tenant: &Tenant)
     -> Result<DatabaseGrant, CellError>;
     async fn drop_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError>;
 
+    /// Issues the tenant's certificates; a repeat with the same key returns what it issued,
+    /// a new key (a renewal) issues new ones.
     async fn issue_certificates(
         &self,
         key: &str,
@@ -91,6 +142,7 @@ pub trait CellServices: Send + Sync + 'static {
     async fn create_route(&self, key: &str, cell: &CellContext, tenant: &Tenant) -> Result<Route, CellError>;
     async fn delete_route(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError>;
 
-    /// Connects to the tenant endpoint with mutual TLS; Ok once a handshake succeeded.
-    async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError>;
+    /// Connects to the tenant endpoint with mutual TLS; Ok (with what was verified) once a
+    /// handshake succeeded.
+    async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError>;
 }

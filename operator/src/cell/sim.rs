@@ -1,5 +1,6 @@
-//! Simulated in-cell services: they keep what they created in memory so tests can check that
-//! teardown leaves nothing behind.
+//! Simulated in-cell services: they keep what they created in memory (a few bytes per tenant)
+//! so tests can check that teardown leaves nothing behind. The fleet benchmark uses them, and
+//! [`super::cluster::ClusterCellServices`] uses them for the database of a cell that names none.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard};
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant};
+use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant};
 
 #[derive(Default)]
 pub struct SimCellServices {
@@ -43,6 +44,18 @@ impl SimCellServices {
 
 #[async_trait]
 impl CellServices for SimCellServices {
+    async fn ensure_cell_ca(&self, cell: &CellContext) -> Result<CellCa, CellError> {
+        Ok(CellCa { secret: format!("{}.cell-ca", cell.name), not_after_ms: None, renew_at_ms: None })
+    }
+
+    async fn rotate_cell_ca(&self, _key: &str, cell: &CellContext) -> Result<CellCa, CellError> {
+        self.ensure_cell_ca(cell).await
+    }
+
+    async fn remove_cell_ca(&self, _cell: &CellContext) -> Result<(), CellError> {
+        Ok(())
+    }
+
     async fn create_database(
         &self,
         _key: &str,
@@ -51,7 +64,14 @@ impl CellServices for SimCellServices {
     ) -> Result<DatabaseGrant, CellError> {
         self.put(cell, "database", tenant).await;
         let name = format!("tenant_{}", tenant.name.replace('-', "_"));
-        Ok(DatabaseGrant { role: name.clone(), database: name, secret: format!("{}-db", tenant.name) })
+        Ok(DatabaseGrant {
+            role: name.clone(),
+            database: name,
+            secret: format!("{}-db", tenant.name),
+            server: String::new(),
+            privileges: String::new(),
+            simulated: true,
+        })
     }
 
     async fn drop_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
@@ -71,6 +91,8 @@ impl CellServices for SimCellServices {
             server_secret: format!("{}-server-tls", tenant.name),
             client_ca_secret: format!("{}-client-ca", tenant.name),
             client_secret: issue_client.then(|| format!("{}-client-tls", tenant.name)),
+            not_after_ms: None,
+            renew_at_ms: None,
         })
     }
 
@@ -81,7 +103,7 @@ impl CellServices for SimCellServices {
 
     async fn create_route(&self, _key: &str, cell: &CellContext, tenant: &Tenant) -> Result<Route, CellError> {
         self.put(cell, "route", tenant).await;
-        Ok(Route { name: format!("tenant-{}", tenant.name) })
+        Ok(Route { name: format!("tenant-{}", tenant.name), kind: String::new(), namespace: String::new() })
     }
 
     async fn delete_route(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
@@ -89,11 +111,11 @@ impl CellServices for SimCellServices {
         Ok(())
     }
 
-    async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+    async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
         tokio::time::sleep(self.latency).await;
         let route = format!("{}/route/{}", cell.name, tenant.name);
         if self.lock().contains(&route) {
-            Ok(())
+            Ok(format!("simulated connection to {}", tenant.endpoint))
         } else {
             Err(CellError::Transient(format!("no route answers for {}", tenant.endpoint)))
         }

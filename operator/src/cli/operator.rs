@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::conditions::{self, Condition};
 use crate::api::{Cell, DeploymentRing, Namespace};
-use crate::cell::sim::SimCellServices;
+use crate::cell::cluster::{ClusterCellServices, ServicesConfig};
+use crate::cell::tls::SimDataPlane;
 use crate::cloud::sim::{SimCloud, SimConfig};
 use crate::fixtures;
 use crate::operator::{LeaderOptions, Operator, OperatorError, OperatorOptions};
@@ -111,7 +112,9 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let options = OperatorOptions { leader, registry: registry.clone(), ..OperatorOptions::default() };
     // Only the sim provider exists so far; aws and gcp cells are refused with a Stalled reason.
     let cloud = Arc::new(SimCloud::new(SimConfig::default()));
-    let services = Arc::new(SimCellServices::new(Duration::from_millis(5)));
+    // Tenant Secrets and the routes of sim cells live in the operator's namespace.
+    let config = ServicesConfig { namespace: args.leader_election_namespace.clone(), ..ServicesConfig::default() };
+    let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
     let operator = Arc::new(Operator::new(client, journal, cloud, services, options)?);
     let token = CancellationToken::new();
     cancel_on_signals(token.clone());
@@ -168,7 +171,9 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     let cloud_config =
         SimConfig { latency: Duration::from_millis(150), transient_failure_rate: 0.05, ..SimConfig::default() };
     let cloud = Arc::new(SimCloud::new(cloud_config));
-    let services = Arc::new(SimCellServices::new(Duration::from_millis(100)));
+    // Real certificates, routes and mTLS checks against the sim cells' loopback front doors;
+    // a cell that names a PostgreSQL server gets real tenant databases there.
+    let services = Arc::new(ClusterCellServices::new(client.clone(), ServicesConfig::default(), SimDataPlane::new()));
     let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, OperatorOptions::default())?);
     let token = CancellationToken::new();
     cancel_on_signals(token.clone());

@@ -12,8 +12,13 @@ use super::{
     Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, is_dns_label, progress_message,
     remove_finalizer, set_deleting, stall_of, workflow_status,
 };
-use crate::api::conditions::{self, Stall};
-use crate::api::namespace::{NAMESPACE_CONDITIONS, NAMESPACE_STEPS, Namespace, NamespacePhase};
+use crate::api::conditions::{self, Condition, ConditionStatus, Stall};
+use crate::api::namespace::{
+    CELL_SELECTED, CERTIFICATES_READY, CONNECTED, DATABASE_READY, INGRESS_READY, NAMESPACE_CONDITIONS, NAMESPACE_STEPS,
+    Namespace, NamespacePhase, NamespaceStatus,
+};
+use crate::cell::pki;
+use crate::flows::fleet::NamespaceView;
 use crate::flows::namespace::{DELETE, NamespaceInput, NamespaceWorkflow};
 use crate::flows::placement::render_hostname;
 use crate::flows::{Owner, ids};
@@ -38,8 +43,7 @@ async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, Reconc
     if ensure_finalizer(&api, ns).await? {
         return Ok(Action::await_change());
     }
-    if let Err(problem) = validate(ns) {
-        let stall = Stall { reason: "InvalidSpec".into(), message: problem };
+    if let Err(stall) = validate(ns) {
         write_status(ns, ctx, &api, None, Some(&stall), None).await?;
         return Ok(Action::await_change());
     }
@@ -55,8 +59,22 @@ async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, Reconc
     Ok(Action::requeue(std::time::Duration::from_secs(600)))
 }
 
-/// What the schema should have refused, checked again: names reach hostnames and SQL.
-fn validate(ns: &Namespace) -> Result<(), String> {
+/// What the schema should have refused, checked again (names reach hostnames and SQL), and
+/// what it cannot check: a supplied client CA must parse, be a CA and be valid now.
+fn validate(ns: &Namespace) -> Result<(), Stall> {
+    validate_spec(ns).map_err(|message| Stall { reason: "InvalidSpec".into(), message })?;
+    if let Some(pem) = &ns.spec.mtls.accepted_client_ca
+        && let Err(problem) = pki::validate_client_ca(pem, std::time::SystemTime::now())
+    {
+        return Err(Stall {
+            reason: "InvalidClientCA".into(),
+            message: format!("spec.mtls.acceptedClientCA: {problem}"),
+        });
+    }
+    Ok(())
+}
+
+fn validate_spec(ns: &Namespace) -> Result<(), String> {
     let name = ns.name_any();
     if !is_dns_label(&name) {
         return Err(format!("metadata.name {name:?} must be a DNS label: at most 63 of a-z, 0-9 and '-'"));
@@ -95,7 +113,11 @@ async fn write_status(
         None => None,
     };
     let view = id.and_then(|id| ctx.fleet.namespace_view(id));
-    let stall = stall.cloned().or(checkpoint.as_ref().and_then(stall_of));
+    let failed = stall.cloned().or(checkpoint.as_ref().and_then(stall_of));
+    // No cell can take the namespace (and none is on its way to): stalled, but not failed;
+    // it is placed as soon as a cell has room again.
+    let unplaceable = failed.is_none().then(|| no_eligible_cell(view.as_ref(), checkpoint.as_ref())).flatten();
+    let stall = failed.clone().or(unplaceable);
     let done: Vec<&str> = match &view {
         Some(view) => view.done.clone(),
         None => NAMESPACE_STEPS.iter().copied().filter(|s| conditions::is_true(&status.conditions, s)).collect(),
@@ -113,8 +135,11 @@ async fn write_status(
         }
         status.endpoint = view.endpoint.clone().or(status.endpoint);
         status.secrets = view.secrets.clone().or(status.secrets);
+        status.database = view.database.clone().or(status.database);
+        status.certificates = view.certificates.clone().or(status.certificates);
+        status.route = view.route.clone().or(status.route);
     }
-    if stall.is_some() {
+    if failed.is_some() {
         status.phase = Some(NamespacePhase::Failed);
     }
     status.phase = status.phase.or(Some(NamespacePhase::Pending));
@@ -127,13 +152,36 @@ async fn write_status(
         generation,
         stall.as_ref(),
     );
+    if let Some(view) = &view {
+        for (step, reason, message) in step_notes(view, &status) {
+            if done.contains(&step) {
+                let note = Condition::new(step, ConditionStatus::True, reason, message, generation, super::now());
+                conditions::set_condition(&mut conditions, note);
+            }
+        }
+    }
     set_deleting(&mut conditions, deleting, generation);
+    let previous = current.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     status.conditions = conditions;
     status.observed_generation = generation;
     status.workflow = checkpoint.as_ref().map(workflow_status);
     apply_status(api, ns, current.as_ref(), &status).await?;
+    // An event per step that became True, and when the namespace stalls.
+    for type_ in NAMESPACE_STEPS {
+        let was = conditions::is_true(&previous, type_);
+        if let Some(c) =
+            conditions::find(&status.conditions, type_).filter(|c| !was && c.status == ConditionStatus::True)
+        {
+            ctx.event(ns, false, &c.reason, c.message.clone()).await;
+        }
+    }
+    if let Some(stall) = stall.as_ref().filter(|_| failed.is_none())
+        && !conditions::is_true(&previous, conditions::types::STALLED)
+    {
+        ctx.event(ns, true, &stall.reason, stall.message.clone()).await;
+    }
     if before != status.phase {
-        match (&stall, status.phase) {
+        match (&failed, status.phase) {
             (Some(stall), _) => ctx.event(ns, true, &stall.reason, stall.message.clone()).await,
             (None, Some(NamespacePhase::Ready)) => {
                 let note = format!(
@@ -148,6 +196,85 @@ async fn write_status(
         }
     }
     Ok(())
+}
+
+/// Reason and message of each step condition that is True, from what the workflow did.
+fn step_notes(view: &NamespaceView, status: &NamespaceStatus) -> Vec<(&'static str, &'static str, String)> {
+    let mut notes = Vec::new();
+    if let Some(cell) = &view.assigned_cell {
+        notes.push((CELL_SELECTED, "CellAssigned", format!("placed in cell {cell}; it stays there for life")));
+    }
+    if let Some(db) = &view.database {
+        let secret = status.secrets.as_ref().and_then(|s| s.database_credentials.clone()).unwrap_or_default();
+        let note = if db.simulated {
+            ("SimulatedDatabase", "the cell names no database server; the database is simulated".to_string())
+        } else {
+            (
+                "DatabaseCreated",
+                format!(
+                    "role {} owns database {} on {} ({}); credentials in Secret {secret}",
+                    db.role, db.database, db.server, db.grants
+                ),
+            )
+        };
+        notes.push((DATABASE_READY, note.0, note.1));
+    }
+    if let Some(certs) = &view.certificates {
+        let until = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+            t.as_ref().map_or_else(|| "-".to_string(), |t| t.0.to_string())
+        };
+        let client = match status.secrets.as_ref().and_then(|s| s.client_certificate.clone()) {
+            Some(secret) => format!("client certificate issued in Secret {secret}"),
+            None => "client certificates from the CA in spec.mtls.acceptedClientCA".into(),
+        };
+        let message = match &certs.not_after {
+            Some(_) => format!(
+                "server certificate signed by the cell CA, valid until {}, renewed at {}; {client}",
+                until(&certs.not_after),
+                until(&certs.renew_at)
+            ),
+            None => "simulated certificates".to_string(),
+        };
+        notes.push((CERTIFICATES_READY, "CertificatesIssued", message));
+    }
+    match &view.route {
+        Some(route) => notes.push((
+            INGRESS_READY,
+            "RouteCreated",
+            format!(
+                "{} {}/{} routes {}",
+                route.kind,
+                route.namespace,
+                route.name,
+                view.endpoint.clone().unwrap_or_default()
+            ),
+        )),
+        None if view.done.contains(&INGRESS_READY) => {
+            notes.push((INGRESS_READY, "RouteCreated", "simulated route".into()))
+        }
+        None => {}
+    }
+    if let Some(verified) = &view.connected {
+        notes.push((CONNECTED, "HandshakeVerified", verified.clone()));
+    }
+    notes
+}
+
+/// A stall for a namespace no cell can take now, unless a cell that could is still being
+/// provisioned (then it is only waiting).
+fn no_eligible_cell(
+    view: Option<&NamespaceView>,
+    checkpoint: Option<&cellplane_workflows::Checkpoint>,
+) -> Option<Stall> {
+    let refusals = match (view.and_then(|v| v.waiting.clone()), checkpoint) {
+        (Some(waiting), _) => waiting,
+        (None, Some(cp)) if cp.step.as_deref() == Some("select-cell") => cp.last_error.clone()?,
+        _ => return None,
+    };
+    if view.is_some_and(|v| v.assigned_cell.is_some()) || refusals.contains("not provisioned yet") {
+        return None;
+    }
+    Some(Stall { reason: "NoEligibleCell".into(), message: refusals })
 }
 
 /// Teardown: the workflow releases everything; the finalizer goes when it has finished.

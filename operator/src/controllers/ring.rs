@@ -95,6 +95,7 @@ async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action,
     let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
     let name = ring.name_any();
     if ring.metadata.deletion_timestamp.is_some() {
+        ctx.fleet.remove_ring(&name);
         if let Some(id) = ring.status.as_ref().and_then(|s| s.workflow.as_ref()).map(|w| w.id.clone()) {
             cancel_if_active(ctx, &id).await?;
         }
@@ -125,6 +126,11 @@ async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action,
         }
     };
     ctx.fleet.set_ring_paused(&name, ring.spec.paused);
+    ctx.fleet.upsert_ring(crate::flows::fleet::RingEntry {
+        name: name.clone(),
+        order: ring.spec.order,
+        selector: ring.spec.cell_selector.clone(),
+    });
     let cells: Vec<Cell> = Api::<Cell>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
     let selected: Vec<&Cell> =
         cells.iter().filter(|c| selector_matches(&ring.spec.cell_selector, c.labels())).collect();

@@ -13,7 +13,7 @@ use crate::api::cell::{
     CLUSTER_READY, COMPONENTS_READY, CapacityUsage, CellPhase, CellSpec, CloudResources, NETWORK_READY,
     NODE_POOLS_READY,
 };
-use crate::cell::CellContext;
+use crate::cell::{CellCa, CellContext, CellError};
 use crate::cloud::{
     CellScope, CloudError, Cluster, ClusterRequest, Components, ComponentsRequest, Network, NetworkRequest,
     NodePoolRequest,
@@ -48,6 +48,12 @@ pub struct CellState {
     pub reservations: BTreeMap<String, i32>,
     pub draining: bool,
     pub delete_requested: bool,
+    /// The cell's certificate authority, once created.
+    #[serde(default)]
+    pub ca: Option<CellCa>,
+    /// CA rotations so far (names their steps).
+    #[serde(default)]
+    pub ca_rotations: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,7 +70,7 @@ pub enum CellCommand {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum ReserveReply {
-    Accepted { cell: CellContext },
+    Accepted { cell: Box<CellContext> },
     Refused { reason: String },
 }
 
@@ -105,10 +111,18 @@ impl Workflow for CellWorkflow {
                 entity.teardown().await?;
                 return Ok(());
             }
-            let command: CellCommand = ctx
-                .wait_signal(COMMAND, None)
-                .await?
-                .ok_or_else(|| WfError::failed("a command wait without timeout timed out"))?;
+            // The CA's rotation is a durable timer: the wait for the next command ends there.
+            let rotate_in = match entity.state.ca.as_ref().and_then(|ca| ca.renew_at_ms) {
+                Some(at) => {
+                    let now = ctx.now().await?.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                    Some(std::time::Duration::from_millis(u64::try_from(i128::from(at) - now as i128).unwrap_or(0)))
+                }
+                None => None,
+            };
+            let Some(command) = ctx.wait_signal::<CellCommand>(COMMAND, rotate_in).await? else {
+                entity.rotate_ca().await?;
+                continue;
+            };
             entity.handle(command).await?;
             handled += 1;
             if handled >= COMMANDS_PER_RUN {
@@ -181,10 +195,47 @@ impl Entity<'_> {
             let components = self.install(&version).await?;
             self.state.components = Some(components);
         }
+        if self.state.ca.is_none() {
+            let (services, cell) = (&self.deps.services, self.context());
+            let cell = &cell;
+            let ca = ctx
+                .step("create-cell-ca")
+                .retry(call_retry())
+                .run(|_| async move { services.ensure_cell_ca(cell).await.map_err(CellError::into_step) })
+                .await?;
+            self.state.ca = Some(ca);
+        }
         self.publish(|v| {
             v.done.push(COMPONENTS_READY);
             v.provisioned = true;
         });
+        Ok(())
+    }
+
+    /// The cell as the in-cell services need it.
+    fn context(&self) -> CellContext {
+        let spec = self.spec();
+        CellContext {
+            name: self.scope.cell.clone(),
+            region: self.scope.region.clone(),
+            provider: spec.provider,
+            ingress: spec.ingress.clone(),
+            database: spec.database.clone(),
+        }
+    }
+
+    /// Replaces the cell CA before it expires; the old one stays trusted meanwhile.
+    async fn rotate_ca(&mut self) -> Result<(), WfError> {
+        self.state.ca_rotations += 1;
+        let (services, cell) = (&self.deps.services, self.context());
+        let cell = &cell;
+        let ca = self
+            .ctx
+            .step(format!("rotate-cell-ca-{}", self.state.ca_rotations))
+            .retry(call_retry())
+            .run(|key| async move { services.rotate_cell_ca(&key.digest(), cell).await.map_err(CellError::into_step) })
+            .await?;
+        self.state.ca = Some(ca);
         Ok(())
     }
 
@@ -338,14 +389,7 @@ impl Entity<'_> {
             }
             self.state.reservations.insert(namespace.to_string(), units);
         }
-        ReserveReply::Accepted {
-            cell: CellContext {
-                name: self.scope.cell.clone(),
-                region: self.scope.region.clone(),
-                ingress: spec.ingress.clone(),
-                database: spec.database.clone(),
-            },
-        }
+        ReserveReply::Accepted { cell: Box::new(self.context()) }
     }
 
     fn usage(&self) -> CapacityUsage {
@@ -404,6 +448,14 @@ impl Entity<'_> {
                 .run(|key| async move {
                     cloud.delete_network(&Self::key(&key), scope, id).await.map_err(CloudError::into_step)
                 })
+                .await?;
+        }
+        if self.state.ca.take().is_some() {
+            let (services, cell) = (&self.deps.services, self.context());
+            let cell = &cell;
+            ctx.step("delete-cell-ca")
+                .retry(call_retry())
+                .run(|_| async move { services.remove_cell_ca(cell).await.map_err(CellError::into_step) })
                 .await?;
         }
         self.publish(|v| {

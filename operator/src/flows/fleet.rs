@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::broadcast;
 
 use crate::api::cell::{CapacityUsage, CellPhase, CloudResources, DatabaseSpec, IngressSpec};
-use crate::api::namespace::{NamespacePhase, NamespaceSecrets};
+use crate::api::namespace::{CertificatesStatus, DatabaseStatus, NamespacePhase, NamespaceSecrets, RouteStatus};
 use crate::api::ring::RingPhase;
 
 /// A cell as its controller last saw it.
@@ -57,6 +57,11 @@ pub struct NamespaceView {
     pub secrets: Option<NamespaceSecrets>,
     /// Why placement waits (every cell's refusal).
     pub waiting: Option<String>,
+    pub database: Option<DatabaseStatus>,
+    pub certificates: Option<CertificatesStatus>,
+    pub route: Option<RouteStatus>,
+    /// What the connectivity check verified.
+    pub connected: Option<String>,
 }
 
 /// What a ring rollout has done.
@@ -75,9 +80,19 @@ pub struct RingView {
     pub resume_sent: bool,
 }
 
+/// A DeploymentRing as placement needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RingEntry {
+    pub name: String,
+    /// spec.order; None for a ring that follows an upstream ring.
+    pub order: Option<i32>,
+    pub selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+}
+
 #[derive(Default)]
 struct State {
     cells: BTreeMap<String, CellEntry>,
+    rings: BTreeMap<String, RingEntry>,
     cell_views: HashMap<String, CellView>,
     namespace_views: HashMap<String, NamespaceView>,
     ring_views: HashMap<String, RingView>,
@@ -160,6 +175,21 @@ impl Fleet {
     pub fn update_ring(&self, id: &str, update: impl FnOnce(&mut RingView)) {
         update(self.lock().ring_views.entry(id.to_string()).or_default());
         self.announce(id);
+    }
+
+    pub fn upsert_ring(&self, entry: RingEntry) {
+        self.lock().rings.insert(entry.name.clone(), entry);
+    }
+
+    pub fn remove_ring(&self, name: &str) {
+        self.lock().rings.remove(name);
+    }
+
+    /// The rings with the lowest order: ring 0, the first to receive every version.
+    pub fn first_rings(&self) -> Vec<RingEntry> {
+        let state = self.lock();
+        let lowest = state.rings.values().filter_map(|r| r.order).min();
+        state.rings.values().filter(|r| lowest.is_some() && r.order == lowest).cloned().collect()
     }
 
     pub fn set_ring_paused(&self, ring: &str, paused: bool) {

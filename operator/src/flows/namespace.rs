@@ -16,7 +16,9 @@ use crate::api::namespace::{
     CELL_SELECTED, CERTIFICATES_READY, CONNECTED, DATABASE_READY, INGRESS_READY, NamespacePhase, NamespaceSecrets,
     NamespaceSpec,
 };
-use crate::cell::{CellContext, CellError, Tenant};
+use crate::api::namespace::{CertificatesStatus, DatabaseStatus, RouteStatus};
+use crate::cell::{CellContext, CellError, Certificates, DatabaseGrant, Route, Tenant};
+use crate::controllers::time_ms;
 
 /// The signal that starts teardown.
 pub const DELETE: &str = "delete";
@@ -83,38 +85,85 @@ impl Workflow for NamespaceWorkflow {
             .retry(call_retry())
             .run(|key| async move { services.create_database(&key.digest(), c, t).await.map_err(CellError::into_step) })
             .await?;
-        show(&|v| v.done.push(DATABASE_READY));
-        let certificates =
+        // Secret names appear in status as soon as the Secrets exist.
+        let mut secrets =
+            NamespaceSecrets { database_credentials: Some(grant.secret.clone()), ..NamespaceSecrets::default() };
+        show(&|v| {
+            v.done.push(DATABASE_READY);
+            v.database = Some(database_status(&grant));
+            v.secrets = Some(secrets.clone());
+        });
+        let mut certificates =
             ctx.step("issue-certificates")
                 .retry(call_retry())
                 .run(|key| async move {
                     services.issue_certificates(&key.digest(), c, t).await.map_err(CellError::into_step)
                 })
                 .await?;
-        show(&|v| v.done.push(CERTIFICATES_READY));
-        ctx.step("create-route")
+        secrets.server_certificate = Some(certificates.server_secret.clone());
+        secrets.client_certificate = certificates.client_secret.clone();
+        secrets.client_ca = Some(certificates.client_ca_secret.clone());
+        show(&|v| {
+            v.done.push(CERTIFICATES_READY);
+            v.certificates = Some(certificates_status(&certificates));
+            v.secrets = Some(secrets.clone());
+        });
+        let route = ctx
+            .step("create-route")
             .retry(call_retry())
             .run(|key| async move { services.create_route(&key.digest(), c, t).await.map_err(CellError::into_step) })
             .await?;
-        show(&|v| v.done.push(INGRESS_READY));
-        ctx.step("probe-endpoint")
+        show(&|v| {
+            v.done.push(INGRESS_READY);
+            v.route = route_status(&route);
+        });
+        let verified = ctx
+            .step("probe-endpoint")
             .retry(call_retry())
             .run(|_| async move { services.probe(c, t).await.map_err(CellError::into_step) })
             .await?;
-        let secrets = NamespaceSecrets {
-            server_certificate: Some(certificates.server_secret.clone()),
-            client_certificate: certificates.client_secret.clone(),
-            client_ca: Some(certificates.client_ca_secret.clone()),
-            database_credentials: Some(grant.secret.clone()),
-        };
         show(&|v| {
             v.done.push(CONNECTED);
             v.phase = Some(NamespacePhase::Ready);
             v.endpoint = Some(tenant.endpoint.clone());
-            v.secrets = Some(secrets.clone());
+            v.connected = Some(verified.clone());
         });
 
-        ctx.wait_signal::<()>(DELETE, None).await?;
+        // Serve until deletion, renewing the certificates before they expire: a durable timer,
+        // so a renewal due while the operator was down happens as soon as it is back.
+        let mut renewal = 0;
+        loop {
+            let wait = match certificates.renew_at_ms {
+                Some(at) => Some(until(at, ctx.now().await?)),
+                None => None,
+            };
+            if ctx.wait_signal::<()>(DELETE, wait).await?.is_some() {
+                break;
+            }
+            renewal += 1;
+            certificates = ctx
+                .step(format!("renew-certificates-{renewal}"))
+                .retry(call_retry())
+                .run(|key| async move {
+                    services.issue_certificates(&key.digest(), c, t).await.map_err(CellError::into_step)
+                })
+                .await?;
+            ctx.step(format!("update-route-{renewal}"))
+                .retry(call_retry())
+                .run(
+                    |key| async move { services.create_route(&key.digest(), c, t).await.map_err(CellError::into_step) },
+                )
+                .await?;
+            let verified = ctx
+                .step(format!("probe-endpoint-{renewal}"))
+                .retry(call_retry())
+                .run(|_| async move { services.probe(c, t).await.map_err(CellError::into_step) })
+                .await?;
+            show(&|v| {
+                v.certificates = Some(certificates_status(&certificates));
+                v.connected = Some(verified.clone());
+            });
+        }
         show(&|v| v.phase = Some(NamespacePhase::Deleting));
         ctx.step("delete-route")
             .retry(call_retry())
@@ -135,6 +184,37 @@ impl Workflow for NamespaceWorkflow {
     }
 }
 
+/// How long from `now` until `at_ms`.
+fn until(at_ms: i64, now: std::time::SystemTime) -> Duration {
+    let now_ms = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    Duration::from_millis(u64::try_from(at_ms - now_ms).unwrap_or(0))
+}
+
+fn database_status(grant: &DatabaseGrant) -> DatabaseStatus {
+    DatabaseStatus {
+        server: grant.server.clone(),
+        database: grant.database.clone(),
+        role: grant.role.clone(),
+        grants: grant.privileges.clone(),
+        simulated: grant.simulated,
+    }
+}
+
+fn certificates_status(certificates: &Certificates) -> CertificatesStatus {
+    CertificatesStatus {
+        not_after: certificates.not_after_ms.and_then(time_ms),
+        renew_at: certificates.renew_at_ms.and_then(time_ms),
+    }
+}
+
+fn route_status(route: &Route) -> Option<RouteStatus> {
+    (!route.kind.is_empty()).then(|| RouteStatus {
+        kind: route.kind.clone(),
+        namespace: route.namespace.clone(),
+        name: route.name.clone(),
+    })
+}
+
 /// Tries the eligible cells, least loaded first, until one accepts the reservation; waits
 /// (durably) and tries again while none can.
 async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Candidate, CellContext), WfError> {
@@ -146,7 +226,7 @@ async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Ca
             .step("select-cell")
             .retry(placement_retry())
             .run(|_| async move {
-                placement::rank(&fleet.cells(), name, &spec.region, &spec.placement)
+                placement::rank(&fleet.cells(), &fleet.first_rings(), name, &spec.region, &spec.placement)
                     .map_err(|refusals| StepError::of_kind("no-eligible-cell", format!("no eligible cell: {refusals}")))
             })
             .await?;
@@ -165,7 +245,7 @@ async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Ca
             };
             let reply: Option<ReserveReply> = ctx.wait_signal(&ids::reply(&request_id), None).await?;
             match reply {
-                Some(ReserveReply::Accepted { cell }) => return Ok((candidate, cell)),
+                Some(ReserveReply::Accepted { cell }) => return Ok((candidate, *cell)),
                 Some(ReserveReply::Refused { reason }) => refusals.add(&candidate.cell, reason),
                 None => refusals.add(&candidate.cell, "no answer".into()),
             }

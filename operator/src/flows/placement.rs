@@ -5,7 +5,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::fleet::{CellEntry, CellView};
+use super::fleet::{CellEntry, CellView, RingEntry};
 use crate::api::namespace::{Placement, Tier};
 
 /// Cells with this label value may hold critical-tier namespaces.
@@ -30,10 +30,14 @@ pub struct Candidate {
 /// Tenants of other tiers go to cells labelled critical only when no other cell can take them,
 /// so the critical cells' capacity stays for the critical tenants that can live nowhere else.
 ///
+/// Critical tenants never go to a cell of ring 0 (`first_rings`: the rings with the lowest order),
+/// which gets every new version first.
+///
 /// Equally loaded cells are ordered by a hash of tenant and cell, so namespaces created together
 /// spread over the cells instead of all asking the same cell first and queueing behind it.
 pub fn rank(
     cells: &[(CellEntry, CellView)],
+    first_rings: &[RingEntry],
     tenant: &str,
     region: &str,
     placement: &Placement,
@@ -42,7 +46,14 @@ pub fn rank(
     let mut refusals = Refusals::default();
     let mut provisioning = Vec::new();
     for (entry, view) in cells {
-        match refuse(entry, view, region, placement) {
+        let ring_zero = (placement.tier == Tier::Critical)
+            .then(|| first_rings.iter().find(|r| selector_matches(&r.selector, &entry.labels)))
+            .flatten();
+        let refusal = match ring_zero {
+            Some(ring) => Some(format!("in ring 0 ({}), which never holds critical namespaces", ring.name)),
+            None => refuse(entry, view, region, placement),
+        };
+        match refusal {
             Some(reason) => {
                 if reason == NOT_PROVISIONED && !spends_critical_capacity(entry, placement) {
                     provisioning.push(entry.name.as_str());
@@ -216,7 +227,7 @@ mod tests {
             cordoned: false,
             max_namespaces: max,
             max_units: None,
-            ingress: IngressSpec { domain: "example.com".into(), class_name: None, annotations: BTreeMap::new() },
+            ingress: IngressSpec { domain: "example.com".into(), ..IngressSpec::default() },
             database: None,
             used: CapacityUsage::default(),
             running_version: None,
@@ -233,18 +244,18 @@ mod tests {
     #[test]
     fn least_loaded_cell_of_the_region_comes_first() {
         let cells = vec![cell("a", "eu", 5, 10), cell("b", "eu", 1, 10), cell("c", "us", 0, 10)];
-        assert_eq!(names(rank(&cells, "t", "eu", &Placement::default()).unwrap()), ["b", "a"]);
+        assert_eq!(names(rank(&cells, &[], "t", "eu", &Placement::default()).unwrap()), ["b", "a"]);
     }
 
     #[test]
     fn tenants_created_together_spread_over_equally_loaded_cells() {
         let cells: Vec<_> = (0..10).map(|i| cell(&format!("c{i}"), "eu", 0, 10)).collect();
         let first_choices: std::collections::BTreeSet<String> = (0..100)
-            .map(|i| names(rank(&cells, &format!("tenant-{i}"), "eu", &Placement::default()).unwrap()).remove(0))
+            .map(|i| names(rank(&cells, &[], &format!("tenant-{i}"), "eu", &Placement::default()).unwrap()).remove(0))
             .collect();
         assert!(first_choices.len() >= 8, "100 tenants chose only {first_choices:?}");
-        let again = names(rank(&cells, "tenant-7", "eu", &Placement::default()).unwrap());
-        assert_eq!(again, names(rank(&cells, "tenant-7", "eu", &Placement::default()).unwrap()));
+        let again = names(rank(&cells, &[], "tenant-7", "eu", &Placement::default()).unwrap());
+        assert_eq!(again, names(rank(&cells, &[], "tenant-7", "eu", &Placement::default()).unwrap()));
     }
 
     #[test]
@@ -254,7 +265,7 @@ mod tests {
         let mut fresh = cell("c", "eu", 0, 10);
         fresh.1.provisioned = false;
         let cells = vec![cell("a", "eu", 10, 10), cordoned, fresh];
-        let refusal = rank(&cells, "t", "eu", &Placement::default()).unwrap_err();
+        let refusal = rank(&cells, &[], "t", "eu", &Placement::default()).unwrap_err();
         assert_eq!(refusal, "a: full (10/10 namespaces); b: cordoned; c: not provisioned yet");
     }
 
@@ -266,7 +277,7 @@ mod tests {
             c.1.provisioned = false;
             c
         }));
-        let refusal = rank(&cells, "t", "eu", &Placement::default()).unwrap_err();
+        let refusal = rank(&cells, &[], "t", "eu", &Placement::default()).unwrap_err();
         assert_eq!(refusal, "c00, c01, c02 and 97 more: in region us; d00, d01, d02 and 97 more: not provisioned yet");
     }
 
@@ -276,9 +287,9 @@ mod tests {
         labelled.0.labels.insert(TIER_LABEL.into(), "critical".into());
         let cells = vec![cell("a", "eu", 0, 10), labelled.clone()];
         let critical = Placement { tier: Tier::Critical, ..Placement::default() };
-        assert_eq!(names(rank(&cells, "t", "eu", &critical).unwrap()), ["b"]);
+        assert_eq!(names(rank(&cells, &[], "t", "eu", &critical).unwrap()), ["b"]);
         labelled.0.max_units = Some(3);
-        assert!(rank(&[labelled], "t", "eu", &critical).unwrap_err().contains("units"));
+        assert!(rank(&[labelled], &[], "t", "eu", &critical).unwrap_err().contains("units"));
     }
 
     #[test]
@@ -286,12 +297,37 @@ mod tests {
         let mut critical = cell("a", "eu", 0, 10);
         critical.0.labels.insert(TIER_LABEL.into(), "critical".into());
         let cells = vec![critical.clone(), cell("b", "eu", 9, 10)];
-        assert_eq!(names(rank(&cells, "t", "eu", &Placement::default()).unwrap()), ["b", "a"]);
-        assert_eq!(names(rank(&[critical.clone()], "t", "eu", &Placement::default()).unwrap()), ["a"]);
+        assert_eq!(names(rank(&cells, &[], "t", "eu", &Placement::default()).unwrap()), ["b", "a"]);
+        assert_eq!(names(rank(&[critical.clone()], &[], "t", "eu", &Placement::default()).unwrap()), ["a"]);
         let mut provisioning = cell("c", "eu", 0, 10);
         provisioning.1.provisioned = false;
-        let refusal = rank(&[critical, provisioning], "t", "eu", &Placement::default()).unwrap_err();
+        let refusal = rank(&[critical, provisioning], &[], "t", "eu", &Placement::default()).unwrap_err();
         assert_eq!(refusal, "c: not provisioned yet; a: kept for critical tenants while c is provisioned");
+    }
+
+    #[test]
+    fn critical_tenants_never_land_in_a_ring_zero_cell() {
+        let mut canary = cell("canary", "eu", 0, 10);
+        canary.0.labels.insert(TIER_LABEL.into(), "critical".into());
+        canary.0.labels.insert("ring".into(), "canary".into());
+        let mut prod = cell("prod", "eu", 9, 10);
+        prod.0.labels.insert(TIER_LABEL.into(), "critical".into());
+        let ring0 = RingEntry {
+            name: "ring-0".into(),
+            order: Some(0),
+            selector: LabelSelector {
+                match_labels: Some([("ring".to_string(), "canary".to_string())].into()),
+                ..Default::default()
+            },
+        };
+        let critical = Placement { tier: Tier::Critical, ..Placement::default() };
+        let cells = vec![canary.clone(), prod];
+        // The canary is emptier, but it is in ring 0.
+        assert_eq!(names(rank(&cells, std::slice::from_ref(&ring0), "t", "eu", &critical).unwrap()), ["prod"]);
+        let refusal = rank(&[canary.clone()], std::slice::from_ref(&ring0), "t", "eu", &critical).unwrap_err();
+        assert_eq!(refusal, "canary: in ring 0 (ring-0), which never holds critical namespaces");
+        // Standard tenants may use it.
+        assert_eq!(names(rank(&[canary], &[ring0], "t", "eu", &Placement::default()).unwrap()), ["canary"]);
     }
 
     #[test]

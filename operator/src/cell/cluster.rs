@@ -1,0 +1,626 @@
+//! The real in-cell services: tenant databases on the cell's PostgreSQL, certificates in
+//! Secrets of the operator's namespace, routes in the cell's cluster, and a mutual-TLS check.
+//! Sim cells get the same, with the sim data plane's TLS front door in place of a load
+//! balancer; a cell that names no database server gets a simulated database.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use tracing::Instrument;
+
+use super::database::{self, AdminLogin};
+use super::pki::{self, Lifetimes};
+use super::routes;
+use super::sim::SimCellServices;
+use super::tls::{self, ProbeTls, Resolve, SimDataPlane, SystemResolver};
+use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant};
+use crate::api::cell::{DatabaseSpec, Provider};
+use crate::controllers::MANAGER;
+
+/// Annotation naming the idempotency key a Secret's content was issued for.
+pub const ISSUED_FOR: &str = "cellplane.io/issued-for";
+
+/// Where and how the services work.
+#[derive(Clone, Debug)]
+pub struct ServicesConfig {
+    /// Namespace of the operator's cluster that holds tenant and cell CA Secrets (and the
+    /// routes of cells served by this cluster).
+    pub namespace: String,
+    pub lifetimes: Lifetimes,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig { namespace: "cellplane-system".into(), lifetimes: Lifetimes::default() }
+    }
+}
+
+pub struct ClusterCellServices {
+    client: Client,
+    config: ServicesConfig,
+    data_plane: Arc<SimDataPlane>,
+    resolver: Option<Arc<dyn Resolve>>,
+    simulated: SimCellServices,
+}
+
+/// Secret names. Cell CA Secrets contain a dot, which a tenant name (a DNS label) cannot, so the
+/// two never collide.
+pub mod names {
+    pub fn cell_ca(cell: &str) -> String {
+        format!("{cell}.cell-ca")
+    }
+    pub fn database(tenant: &str) -> String {
+        format!("{tenant}-db")
+    }
+    pub fn server(tenant: &str) -> String {
+        format!("{tenant}-server-tls")
+    }
+    pub fn client_ca(tenant: &str) -> String {
+        format!("{tenant}-client-ca")
+    }
+    pub fn client(tenant: &str) -> String {
+        format!("{tenant}-client-tls")
+    }
+}
+
+fn kube_error(what: &str, e: kube::Error) -> CellError {
+    match &e {
+        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
+            CellError::Invalid(format!("{what}: {e}"))
+        }
+        _ => CellError::Transient(format!("{what}: {e}")),
+    }
+}
+
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    secret.data.as_ref()?.get(key).and_then(|b| String::from_utf8(b.0.clone()).ok())
+}
+
+fn issued_for(secret: &Secret) -> Option<&str> {
+    secret.metadata.annotations.as_ref()?.get(ISSUED_FOR).map(String::as_str)
+}
+
+fn pki_error(e: pki::PkiError) -> CellError {
+    CellError::Invalid(e.to_string())
+}
+
+/// The first certificate of a PEM bundle's validity, in ms.
+fn validity(pem: &str) -> Result<(i64, i64), CellError> {
+    let info = pki::inspect(pem).map_err(pki_error)?;
+    Ok((info[0].not_before_ms, info[0].not_after_ms))
+}
+
+struct SecretSpec<'a> {
+    name: String,
+    type_: &'a str,
+    data: Vec<(&'a str, String)>,
+    labels: BTreeMap<String, String>,
+    issued_for: Option<&'a str>,
+    owner: Option<&'a Tenant>,
+}
+
+impl ClusterCellServices {
+    pub fn new(client: Client, config: ServicesConfig, data_plane: Arc<SimDataPlane>) -> Self {
+        ClusterCellServices { client, config, data_plane, resolver: None, simulated: SimCellServices::default() }
+    }
+
+    /// Resolves endpoint hosts with `resolver` instead of DNS (sim cells otherwise resolve
+    /// through their data plane, the others through the system resolver).
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    pub fn data_plane(&self) -> &Arc<SimDataPlane> {
+        &self.data_plane
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Secret>, CellError> {
+        self.secrets().get_opt(name).await.map_err(|e| kube_error(&format!("reading Secret {name}"), e))
+    }
+
+    fn secret(&self, spec: SecretSpec<'_>) -> Secret {
+        let data = spec.data.into_iter().map(|(k, v)| (k.to_string(), ByteString(v.into_bytes()))).collect();
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(spec.name),
+                namespace: Some(self.config.namespace.clone()),
+                labels: Some(spec.labels),
+                annotations: spec.issued_for.map(|k| [(ISSUED_FOR.to_string(), k.to_string())].into()),
+                owner_references: spec.owner.map(|t| vec![routes::owner(t)]),
+                ..ObjectMeta::default()
+            },
+            type_: Some(spec.type_.to_string()),
+            data: Some(data),
+            ..Secret::default()
+        }
+    }
+
+    async fn apply(&self, spec: SecretSpec<'_>) -> Result<(), CellError> {
+        let name = spec.name.clone();
+        let mut value = serde_json::to_value(self.secret(spec)).map_err(|e| CellError::Invalid(e.to_string()))?;
+        value["apiVersion"] = "v1".into();
+        value["kind"] = "Secret".into();
+        self.secrets()
+            .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
+            .await
+            .map_err(|e| kube_error(&format!("writing Secret {name}"), e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), CellError> {
+        match self.secrets().delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => Err(kube_error(&format!("deleting Secret {name}"), e)),
+        }
+    }
+
+    fn tenant_labels(cell: &CellContext, tenant: &Tenant) -> BTreeMap<String, String> {
+        routes::labels(&cell.name, &tenant.name)
+    }
+
+    fn ca_info(&self, secret: &Secret) -> Result<CellCa, CellError> {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let cert =
+            text(secret, "tls.crt").ok_or_else(|| CellError::Invalid(format!("Secret {name} has no tls.crt")))?;
+        let (not_before, not_after) = validity(&cert)?;
+        Ok(CellCa {
+            secret: name,
+            not_after_ms: Some(not_after),
+            renew_at_ms: Some(self.config.lifetimes.renew_at(not_before, not_after)),
+        })
+    }
+
+    /// The cell CA's certificate, key and trusted bundle.
+    async fn cell_ca(&self, cell: &CellContext) -> Result<(String, String, String), CellError> {
+        self.ensure_cell_ca(cell).await?;
+        let name = names::cell_ca(&cell.name);
+        let secret = self.get(&name).await?.ok_or_else(|| CellError::Transient(format!("Secret {name} is gone")))?;
+        let field = |key| text(&secret, key).ok_or_else(|| CellError::Invalid(format!("Secret {name} has no {key}")));
+        Ok((field("tls.crt")?, field("tls.key")?, field("ca.crt")?))
+    }
+
+    async fn admin_login(&self, spec: &DatabaseSpec) -> Result<AdminLogin, CellError> {
+        let reference = &spec.admin_secret_ref;
+        let namespace = reference.namespace.clone().unwrap_or_else(|| self.config.namespace.clone());
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let secret = api
+            .get_opt(&reference.name)
+            .await
+            .map_err(|e| kube_error("reading the database admin Secret", e))?
+            .ok_or_else(|| {
+                CellError::Transient(format!("the database admin Secret {namespace}/{} does not exist", reference.name))
+            })?;
+        Ok(AdminLogin {
+            host: spec.host.clone(),
+            port: u16::try_from(spec.port).map_err(|_| CellError::Invalid(format!("port {} is invalid", spec.port)))?,
+            database: spec.database.clone(),
+            username: text(&secret, "username").unwrap_or_else(|| "postgres".into()),
+            password: text(&secret, "password").unwrap_or_default(),
+        })
+    }
+
+    /// The client of the cell's cluster and whether it is the operator's own (owner
+    /// references only work within one cluster).
+    async fn cell_client(&self, cell: &CellContext) -> Result<(Client, bool), CellError> {
+        let Some(reference) = &cell.ingress.kubeconfig_secret_ref else { return Ok((self.client.clone(), true)) };
+        let namespace = reference.namespace.clone().unwrap_or_else(|| self.config.namespace.clone());
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let secret = api
+            .get_opt(&reference.name)
+            .await
+            .map_err(|e| kube_error("reading the cell kubeconfig Secret", e))?
+            .ok_or_else(|| CellError::Transient(format!("Secret {namespace}/{} does not exist", reference.name)))?;
+        let yaml = text(&secret, "kubeconfig").ok_or_else(|| {
+            CellError::Invalid(format!("Secret {namespace}/{} has no key kubeconfig", reference.name))
+        })?;
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).map_err(|e| CellError::Invalid(e.to_string()))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| CellError::Invalid(format!("cell kubeconfig: {e}")))?;
+        let client = Client::try_from(config).map_err(|e| CellError::Invalid(format!("cell kubeconfig: {e}")))?;
+        Ok((client, false))
+    }
+
+    fn resolver(&self, cell: &CellContext) -> Arc<dyn Resolve> {
+        match (&self.resolver, cell.provider) {
+            (Some(resolver), _) => resolver.clone(),
+            (None, Provider::Sim) => self.data_plane.clone(),
+            (None, _) => Arc::new(SystemResolver),
+        }
+    }
+
+    /// Serves the tenant endpoint on the sim cell's front door with what its Secrets hold now.
+    async fn serve_sim(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        let server_secret = names::server(&tenant.name);
+        let secret = self
+            .get(&server_secret)
+            .await?
+            .ok_or_else(|| CellError::Transient(format!("Secret {server_secret} is missing")))?;
+        let missing = |key| CellError::Invalid(format!("Secret {server_secret} has no {key}"));
+        let chain = text(&secret, "tls.crt").ok_or_else(|| missing("tls.crt"))?;
+        let key = text(&secret, "tls.key").ok_or_else(|| missing("tls.key"))?;
+        let accepted = self.accepted_client_cas(cell, tenant).await?;
+        self.data_plane.serve(&cell.name, &tenant.endpoint, &chain, &key, &accepted).await?;
+        Ok(())
+    }
+
+    /// The client CAs the endpoint accepts: the tenant's (supplied or issued) and, when the
+    /// tenant supplied its own, the cell CA so the operator's check can present a certificate.
+    async fn accepted_client_cas(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
+        let name = names::client_ca(&tenant.name);
+        let secret = self.get(&name).await?.ok_or_else(|| CellError::Transient(format!("Secret {name} is missing")))?;
+        let mut bundle = text(&secret, "ca.crt").unwrap_or_default();
+        if tenant.mtls.accepted_client_ca.is_some() {
+            let (ca_cert, _, _) = self.cell_ca(cell).await?;
+            bundle.push_str(&ca_cert);
+        }
+        Ok(bundle)
+    }
+}
+
+#[async_trait::async_trait]
+impl CellServices for ClusterCellServices {
+    async fn ensure_cell_ca(&self, cell: &CellContext) -> Result<CellCa, CellError> {
+        let name = names::cell_ca(&cell.name);
+        if let Some(secret) = self.get(&name).await? {
+            return self.ca_info(&secret);
+        }
+        let span = tracing::info_span!("create_cell_ca", cell = %cell.name);
+        async {
+            let ca = pki::new_ca(&format!("{} cell CA", cell.name), SystemTime::now(), self.config.lifetimes.ca)
+                .map_err(pki_error)?;
+            let labels: BTreeMap<String, String> = [
+                (routes::MANAGED_BY.0.to_string(), routes::MANAGED_BY.1.to_string()),
+                (routes::CELL_LABEL.to_string(), cell.name.clone()),
+            ]
+            .into();
+            let secret = self.secret(SecretSpec {
+                name: name.clone(),
+                type_: "kubernetes.io/tls",
+                data: vec![("tls.crt", ca.cert_pem.clone()), ("tls.key", ca.key_pem), ("ca.crt", ca.cert_pem)],
+                labels,
+                issued_for: None,
+                owner: None,
+            });
+            // Create, never overwrite: a CA another caller created first wins.
+            match self.secrets().create(&PostParams::default(), &secret).await {
+                Ok(created) => self.ca_info(&created),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let secret = self
+                        .get(&name)
+                        .await?
+                        .ok_or_else(|| CellError::Transient(format!("Secret {name} vanished")))?;
+                    self.ca_info(&secret)
+                }
+                Err(e) => Err(kube_error(&format!("creating Secret {name}"), e)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn rotate_cell_ca(&self, key: &str, cell: &CellContext) -> Result<CellCa, CellError> {
+        let name = names::cell_ca(&cell.name);
+        let current = self.get(&name).await?;
+        if let Some(secret) = &current
+            && issued_for(secret) == Some(key)
+        {
+            return self.ca_info(secret);
+        }
+        let ca = pki::new_ca(&format!("{} cell CA", cell.name), SystemTime::now(), self.config.lifetimes.ca)
+            .map_err(pki_error)?;
+        // Certificates signed by the old CA stay trusted until they are renewed.
+        let now_ms = pki_now_ms();
+        let old = current
+            .as_ref()
+            .and_then(|s| text(s, "tls.crt"))
+            .filter(|pem| validity(pem).is_ok_and(|(_, end)| end > now_ms));
+        let bundle = format!("{}{}", ca.cert_pem, old.unwrap_or_default());
+        let labels: BTreeMap<String, String> = [
+            (routes::MANAGED_BY.0.to_string(), routes::MANAGED_BY.1.to_string()),
+            (routes::CELL_LABEL.to_string(), cell.name.clone()),
+        ]
+        .into();
+        self.apply(SecretSpec {
+            name: name.clone(),
+            type_: "kubernetes.io/tls",
+            data: vec![("tls.crt", ca.cert_pem.clone()), ("tls.key", ca.key_pem), ("ca.crt", bundle)],
+            labels,
+            issued_for: Some(key),
+            owner: None,
+        })
+        .await?;
+        tracing::info!(cell = %cell.name, "cell CA rotated");
+        Ok(CellCa {
+            secret: name,
+            not_after_ms: Some(ca.not_after_ms),
+            renew_at_ms: Some(self.config.lifetimes.renew_at(ca.not_before_ms, ca.not_after_ms)),
+        })
+    }
+
+    async fn remove_cell_ca(&self, cell: &CellContext) -> Result<(), CellError> {
+        self.delete(&names::cell_ca(&cell.name)).await
+    }
+
+    async fn create_database(
+        &self,
+        key: &str,
+        cell: &CellContext,
+        tenant: &Tenant,
+    ) -> Result<DatabaseGrant, CellError> {
+        let ident = database::tenant_identifier(&tenant.name)?;
+        let secret_name = names::database(&tenant.name);
+        let Some(spec) = &cell.database else {
+            let mut grant = self.simulated.create_database(key, cell, tenant).await?;
+            grant.role = ident.clone();
+            grant.database = ident.clone();
+            let data = vec![("username", ident.clone()), ("database", ident), ("simulated", "true".to_string())];
+            let labels = Self::tenant_labels(cell, tenant);
+            let spec =
+                SecretSpec { name: secret_name, type_: "Opaque", data, labels, issued_for: None, owner: Some(tenant) };
+            self.apply(spec).await?;
+            return Ok(grant);
+        };
+        let admin = self.admin_login(spec).await?;
+        let span = tracing::info_span!("create_database", cell = %cell.name, role = %ident);
+        async {
+            // The Secret is written first and is the source of the password, so a retry after
+            // a crash sets the same password the tenant may already have read.
+            let existing = self.get(&secret_name).await?;
+            let password = existing
+                .as_ref()
+                .filter(|s| text(s, "host").as_deref() == Some(admin.host.as_str()))
+                .and_then(|s| text(s, "password"))
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .unwrap_or_else(database::new_password);
+            let uri = format!("postgres://{ident}:{password}@{}:{}/{ident}", admin.host, admin.port);
+            let data = vec![
+                ("username", ident.clone()),
+                ("password", password.clone()),
+                ("database", ident.clone()),
+                ("host", admin.host.clone()),
+                ("port", admin.port.to_string()),
+                ("uri", uri),
+            ];
+            let labels = Self::tenant_labels(cell, tenant);
+            let spec = SecretSpec {
+                name: secret_name.clone(),
+                type_: "Opaque",
+                data,
+                labels,
+                issued_for: None,
+                owner: Some(tenant),
+            };
+            self.apply(spec).await?;
+            database::create(&admin, &ident, &password).await?;
+            Ok(DatabaseGrant {
+                role: ident.clone(),
+                database: ident.clone(),
+                secret: secret_name.clone(),
+                server: admin.server(),
+                privileges: database::GRANTS.into(),
+                simulated: false,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn drop_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        match &cell.database {
+            Some(spec) => {
+                let ident = database::tenant_identifier(&tenant.name)?;
+                let admin = self.admin_login(spec).await?;
+                database::drop(&admin, &ident).instrument(tracing::info_span!("drop_database", role = %ident)).await?;
+            }
+            None => self.simulated.drop_database(cell, tenant).await?,
+        }
+        self.delete(&names::database(&tenant.name)).await
+    }
+
+    async fn issue_certificates(
+        &self,
+        key: &str,
+        cell: &CellContext,
+        tenant: &Tenant,
+    ) -> Result<Certificates, CellError> {
+        let lifetimes = self.config.lifetimes;
+        let issue_client = tenant.mtls.accepted_client_ca.is_none();
+        let result = |server_pem: &str, client_not_after: Option<(i64, i64)>| -> Result<Certificates, CellError> {
+            let (start, end) = validity(server_pem)?;
+            let mut renew_at = lifetimes.renew_at(start, end);
+            if let Some((start, end)) = client_not_after {
+                renew_at = renew_at.min(lifetimes.renew_at(start, end));
+            }
+            Ok(Certificates {
+                server_secret: names::server(&tenant.name),
+                client_ca_secret: names::client_ca(&tenant.name),
+                client_secret: issue_client.then(|| names::client(&tenant.name)),
+                not_after_ms: Some(end),
+                renew_at_ms: Some(renew_at),
+            })
+        };
+        // Each Secret carries the key it was issued for: a repeat returns what exists.
+        let client_secret = match issue_client {
+            true => self.get(&names::client(&tenant.name)).await?,
+            false => None,
+        };
+        if let Some(secret) = self.get(&names::server(&tenant.name)).await?
+            && issued_for(&secret) == Some(key)
+            && let Some(pem) = text(&secret, "tls.crt")
+            && (!issue_client || client_secret.as_ref().is_some_and(|s| issued_for(s) == Some(key)))
+        {
+            let client = client_secret.as_ref().and_then(|s| text(s, "tls.crt"));
+            return result(&pem, client.as_deref().map(validity).transpose()?);
+        }
+        let span = tracing::info_span!("issue_certificates", cell = %cell.name, tenant = %tenant.name);
+        async {
+            let now = SystemTime::now();
+            let labels = Self::tenant_labels(cell, tenant);
+            let (ca_cert, ca_key, ca_bundle) = self.cell_ca(cell).await?;
+            let mut new_client = None;
+            let accepted = match &tenant.mtls.accepted_client_ca {
+                Some(pem) => {
+                    pki::validate_client_ca(pem, now)
+                        .map_err(|e| CellError::Invalid(format!("spec.mtls.acceptedClientCA: {e}")))?;
+                    pem.trim_end().to_string() + "\n"
+                }
+                None => {
+                    // A CA of the tenant's own, so its client certificates are accepted by its
+                    // endpoint only. The previous CA stays accepted until the new certificate
+                    // has been picked up.
+                    let tenant_ca =
+                        pki::new_ca(&format!("{} client CA", tenant.name), now, lifetimes.client).map_err(pki_error)?;
+                    let client =
+                        pki::issue_client(&tenant_ca.cert_pem, &tenant_ca.key_pem, &tenant.name, now, lifetimes.client)
+                            .map_err(pki_error)?;
+                    let previous = self
+                        .get(&names::client_ca(&tenant.name))
+                        .await?
+                        .and_then(|s| text(&s, "ca.crt"))
+                        .and_then(|pem| pem.split_inclusive("-----END CERTIFICATE-----\n").next().map(str::to_string))
+                        .filter(|pem| validity(pem).is_ok_and(|(_, end)| end > pki_now_ms()))
+                        .unwrap_or_default();
+                    let data =
+                        vec![("tls.crt", client.cert_pem), ("tls.key", client.key_pem), ("ca.crt", ca_bundle.clone())];
+                    let name = names::client(&tenant.name);
+                    let spec = SecretSpec {
+                        name,
+                        type_: "kubernetes.io/tls",
+                        data,
+                        labels: labels.clone(),
+                        issued_for: Some(key),
+                        owner: Some(tenant),
+                    };
+                    new_client = Some(spec);
+                    format!("{}{previous}", tenant_ca.cert_pem)
+                }
+            };
+            let spec = SecretSpec {
+                name: names::client_ca(&tenant.name),
+                type_: "Opaque",
+                data: vec![("ca.crt", accepted)],
+                labels: labels.clone(),
+                issued_for: Some(key),
+                owner: Some(tenant),
+            };
+            self.apply(spec).await?;
+            let server =
+                pki::issue_server(&ca_cert, &ca_key, &tenant.endpoint, now, lifetimes.server).map_err(pki_error)?;
+            let chain = format!("{}{ca_cert}", server.cert_pem);
+            let data = vec![("tls.crt", chain), ("tls.key", server.key_pem), ("ca.crt", ca_bundle)];
+            let spec = SecretSpec {
+                name: names::server(&tenant.name),
+                type_: "kubernetes.io/tls",
+                data,
+                labels,
+                issued_for: Some(key),
+                owner: Some(tenant),
+            };
+            self.apply(spec).await?;
+            // A renewal: the endpoint must accept the new client CA (and serve the new server
+            // certificate) before the tenant is handed a client certificate from it.
+            if cell.provider == Provider::Sim && self.data_plane.hosts(&cell.name).contains(&tenant.endpoint) {
+                self.serve_sim(cell, tenant).await?;
+            }
+            let client = new_client.as_ref().and_then(|spec| spec.data.first().map(|(_, pem)| pem.clone()));
+            let client_validity = client.as_deref().map(validity).transpose()?;
+            if let Some(spec) = new_client {
+                self.apply(spec).await?;
+            }
+            result(&server.cert_pem, client_validity)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn remove_certificates(&self, _cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        for name in [names::server(&tenant.name), names::client_ca(&tenant.name), names::client(&tenant.name)] {
+            self.delete(&name).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_route(&self, _key: &str, cell: &CellContext, tenant: &Tenant) -> Result<Route, CellError> {
+        let span = tracing::info_span!("create_route", cell = %cell.name, host = %tenant.endpoint);
+        async {
+            let (client, own) = self.cell_client(cell).await?;
+            let server_secret = names::server(&tenant.name);
+            let route = routes::apply(&client, &self.config.namespace, cell, tenant, &server_secret, own).await?;
+            if cell.provider == Provider::Sim {
+                self.serve_sim(cell, tenant).await?;
+            }
+            Ok(Route { name: route.name, kind: route.kind.into(), namespace: route.namespace })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn delete_route(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        self.data_plane.remove(&cell.name, &tenant.endpoint);
+        let (client, _) = self.cell_client(cell).await?;
+        routes::delete(&client, &self.config.namespace, &tenant.name).await
+    }
+
+    async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
+        let span = tracing::info_span!("probe", cell = %cell.name, host = %tenant.endpoint);
+        async {
+            // The sim front door lives in this process: after a restart it serves the routes
+            // that exist again, as an ingress controller would.
+            if cell.provider == Provider::Sim && !self.data_plane.hosts(&cell.name).contains(&tenant.endpoint) {
+                let (client, _) = self.cell_client(cell).await?;
+                if routes::exists(&client, &self.config.namespace, &tenant.name).await? {
+                    self.serve_sim(cell, tenant).await?;
+                }
+            }
+            let (ca_cert, ca_key, ca_bundle) = self.cell_ca(cell).await?;
+            let (chain, key) = match &tenant.mtls.accepted_client_ca {
+                None => {
+                    let name = names::client(&tenant.name);
+                    let secret = self
+                        .get(&name)
+                        .await?
+                        .ok_or_else(|| CellError::Transient(format!("Secret {name} is missing")))?;
+                    let missing = |key| CellError::Invalid(format!("Secret {name} has no {key}"));
+                    (
+                        text(&secret, "tls.crt").ok_or_else(|| missing("tls.crt"))?,
+                        text(&secret, "tls.key").ok_or_else(|| missing("tls.key"))?,
+                    )
+                }
+                // The tenant holds its own client keys: the check presents the operator's
+                // short-lived probe certificate from the cell CA instead.
+                Some(_) => {
+                    let probe = pki::issue_client(
+                        &ca_cert,
+                        &ca_key,
+                        "cellplane-probe",
+                        SystemTime::now(),
+                        Duration::from_secs(600),
+                    )
+                    .map_err(pki_error)?;
+                    (probe.cert_pem, probe.key_pem)
+                }
+            };
+            let resolver = self.resolver(cell);
+            let tls = ProbeTls { server_roots_pem: &ca_bundle, client_chain_pem: &chain, client_key_pem: &key };
+            tls::probe(resolver.as_ref(), &tenant.endpoint, &tls).await
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn pki_now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
