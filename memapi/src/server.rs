@@ -234,6 +234,23 @@ impl ApiServer {
         }
     }
 
+    /// Serves on a fresh loopback port in the background and returns a kubeconfig (JSON, which
+    /// is YAML) that reaches it without credentials, as a client of a real cluster would.
+    pub async fn serve_on_loopback(&self) -> std::io::Result<serde_json::Value> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = self.clone();
+        tokio::spawn(async move { server.serve(listener).await });
+        Ok(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "memapi", "cluster": {"server": format!("http://{addr}")}}],
+            "users": [{"name": "memapi", "user": {}}],
+            "contexts": [{"name": "memapi", "context": {"cluster": "memapi", "user": "memapi"}}],
+            "current-context": "memapi",
+        }))
+    }
+
     fn store(&self) -> MutexGuard<'_, Store> {
         self.inner.store.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -149,6 +149,25 @@ impl Harness {
         cell
     }
 
+    /// What the in-cell services are given for `namespace` placed in `cell`.
+    async fn cell_and_tenant(&self, cell: &str, namespace: &Namespace, endpoint: &str) -> (CellContext, Tenant) {
+        let spec = Api::<Cell>::all(self.client.clone()).get(cell).await.unwrap().spec;
+        let context = CellContext {
+            name: cell.to_string(),
+            region: spec.region,
+            provider: spec.provider,
+            ingress: spec.ingress,
+            database: spec.database,
+        };
+        let tenant = Tenant {
+            name: namespace.metadata.name.clone().unwrap(),
+            uid: namespace.metadata.uid.clone().unwrap(),
+            mtls: namespace.spec.mtls.clone(),
+            endpoint: endpoint.to_string(),
+        };
+        (context, tenant)
+    }
+
     async fn ready(&self, name: &str) -> Namespace {
         let ready = |n: Option<&Namespace>| {
             n.is_some_and(|n| is_ready(n, &n.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()))
@@ -415,20 +434,7 @@ async fn a_namespace_gets_its_own_database_certificates_route_and_a_verified_mtl
 
     // A restarted operator (a new, empty sim data plane) serves the existing routes again
     // when it checks them.
-    let cell: Cell = Api::all(h.client.clone()).get(&cell_name).await.unwrap();
-    let context = CellContext {
-        name: cell_name.clone(),
-        region: cell.spec.region.clone(),
-        provider: cell.spec.provider,
-        ingress: cell.spec.ingress.clone(),
-        database: cell.spec.database.clone(),
-    };
-    let tenant = Tenant {
-        name: alpha.clone(),
-        uid: a.metadata.uid.clone().unwrap(),
-        mtls: a.spec.mtls.clone(),
-        endpoint: endpoint.clone(),
-    };
+    let (context, tenant) = h.cell_and_tenant(&cell_name, &a, &endpoint).await;
     let config = ServicesConfig { namespace: NS.into(), lifetimes: Lifetimes::default() };
     let restarted = ClusterCellServices::new(h.client.clone(), config, SimDataPlane::new());
     let verified = restarted.probe(&context, &tenant).await.unwrap();
@@ -779,20 +785,7 @@ async fn an_operator_crash_mid_provisioning_converges_without_leaks() {
         let password = h.secret_text(&format!("{name}-db"), "password").await;
         let conn = PgConnection::connect_with(&tenant_options(role, &password, role)).await;
         assert!(conn.is_ok(), "{name}: {:?}", conn.map(|_| ()));
-        let cell: Cell = Api::all(h.client.clone()).get(&cell_name).await.unwrap();
-        let context = CellContext {
-            name: cell_name.clone(),
-            region: cell.spec.region.clone(),
-            provider: cell.spec.provider,
-            ingress: cell.spec.ingress.clone(),
-            database: cell.spec.database.clone(),
-        };
-        let tenant = Tenant {
-            name: name.clone(),
-            uid: ns.metadata.uid.clone().unwrap(),
-            mtls: ns.spec.mtls.clone(),
-            endpoint: status.endpoint.clone().unwrap(),
-        };
+        let (context, tenant) = h.cell_and_tenant(&cell_name, &ns, &status.endpoint.clone().unwrap()).await;
         h.services.probe(&context, &tenant).await.unwrap();
     }
     for (name, role) in names.iter().zip(&roles) {
@@ -807,18 +800,7 @@ async fn an_operator_crash_mid_provisioning_converges_without_leaks() {
 async fn routes_go_to_the_cell_cluster_named_by_its_kubeconfig_secret() {
     // The cell's own cluster: another API server, reached over HTTP through a kubeconfig.
     let cell_cluster = ApiServer::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = cell_cluster.clone();
-    tokio::spawn(async move { serving.serve(listener).await });
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "cell", "cluster": {"server": format!("http://{addr}")}}],
-        "users": [{"name": "cell", "user": {}}],
-        "contexts": [{"name": "cell", "context": {"cluster": "cell", "user": "cell"}}],
-        "current-context": "cell",
-    });
+    let kubeconfig = cell_cluster.serve_on_loopback().await.unwrap();
     let h = Harness::start(Lifetimes::default(), |_| {}).await;
     let secret = Secret {
         metadata: kube::api::ObjectMeta { name: Some("cell-kubeconfig".into()), ..Default::default() },

@@ -13,20 +13,6 @@ use kube::{Api, Client, Resource};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
-fn kubeconfig_for(addr: std::net::SocketAddr) -> tempfile::NamedTempFile {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "mem", "cluster": {"server": format!("http://{addr}")}}],
-        "users": [{"name": "mem", "user": {}}],
-        "contexts": [{"name": "mem", "context": {"cluster": "mem", "user": "mem"}}],
-        "current-context": "mem",
-    });
-    write!(file, "{config}").unwrap();
-    file
-}
-
 /// Waits until every object of kind `K` is Ready for its generation; returns how many there are.
 async fn all_ready<K>(client: &Client, conditions: fn(&K) -> Vec<cellplane::api::conditions::Condition>) -> usize
 where
@@ -47,11 +33,8 @@ where
 async fn cellplane_run_with_a_kubeconfig_converges_the_examples_and_stops_cleanly_on_sigterm() {
     let server = cellplane_memapi::ApiServer::new();
     register_kinds(&server).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = server.clone();
-    tokio::spawn(async move { serving.serve(listener).await });
-    let kubeconfig = kubeconfig_for(addr);
+    let mut kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    write!(kubeconfig, "{}", server.serve_on_loopback().await.unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_cellplane"))
