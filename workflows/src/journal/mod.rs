@@ -131,6 +131,11 @@ pub struct Commit {
     pub row: RowUpdate,
     pub consume_signal: Option<i64>,
     pub send_signals: Vec<OutgoingSignal>,
+    /// The writer's promise that the journal row already holds this checkpoint except for the
+    /// step, its sequence, attempt and update time, which the single event (a completed step)
+    /// carries. A journal may then append the event, fenced, without rewriting the row; readers
+    /// derive the checkpoint from the latest step event. Journals may ignore it.
+    pub append_only: bool,
 }
 
 /// The oldest unconsumed signal of a name, and the workflow's signal version when looked up.
@@ -169,6 +174,17 @@ pub trait Journal: Send + Sync + 'static {
     async fn histories(&self, runs: &[(String, i64)]) -> Result<Vec<(String, Vec<Event>)>>;
     /// Applies commits atomically, in one transaction; returns per commit whether its fence held.
     async fn commit(&self, batch: &[Commit]) -> Result<Vec<bool>>;
+    /// Applies commits like `commit`, then claims like `claim`, in one round trip where the
+    /// journal can: a workflow's end and the claim of the next share a commit. A failed claim
+    /// does not fail the commits (it returns no claims).
+    async fn commit_and_claim(&self, batch: &[Commit], claim: &ClaimRequest) -> Result<(Vec<bool>, Vec<Claimed>)> {
+        let applied = self.commit(batch).await?;
+        let claimed = self.claim(claim).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "claiming after a commit failed; the claim loop will retry");
+            Vec::new()
+        });
+        Ok((applied, claimed))
+    }
     /// Extends every lease `owner` still holds; returns them.
     async fn renew(&self, owner: &str, until: i64) -> Result<Vec<Renewed>>;
     /// Gives up one lease (or all of `owner`'s when `id` is None); they become runnable at once.
