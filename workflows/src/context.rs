@@ -118,7 +118,7 @@ impl Ctx {
                 lost,
                 halt: Mutex::new(Some(halt)),
                 checkpoint: Mutex::new(checkpoint),
-                row_plain: AtomicBool::new(false),
+                row_plain: AtomicBool::new(claimed.plain),
             }),
         }
     }
@@ -598,7 +598,9 @@ impl Ctx {
             CommitOutcome::Failed(e) => {
                 tracing::warn!(error = %e, "could not record the workflow's end; it will replay");
                 let shared = &self.inner.shared;
-                shared.journal.release(&shared.config.owner, Some(&self.inner.id)).await.ok();
+                if !shared.is_killed() {
+                    shared.journal.release(&shared.config.owner, Some(&self.inner.id)).await.ok();
+                }
             }
         }
     }

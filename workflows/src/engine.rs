@@ -186,6 +186,10 @@ impl Shared {
         rx.await.unwrap_or_else(|_| CommitOutcome::Failed("the engine's committer has stopped".into()))
     }
 
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.is_cancelled()
+    }
+
     pub(crate) fn publish(&self, checkpoint: Checkpoint) {
         // No subscriber is not an error.
         let _ = self.progress.send(checkpoint);
@@ -649,6 +653,10 @@ async fn run_workflow(
             }
         }
     };
+    if shared.killed.is_cancelled() {
+        // Aborted while the workflow was halting: write nothing more, as if the process died.
+        return;
+    }
     match halted {
         None | Some(Halt::Evicted) => {}
         Some(Halt::LeaseLost) => tracing::warn!("lease lost to another engine; stopped without writing"),

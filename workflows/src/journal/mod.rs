@@ -18,6 +18,18 @@ use crate::{Event, IdReuse, Result, State};
 /// Where a workflow nobody waits on time for sorts: `wake_at` of a signal wait without timeout.
 pub const NEVER: i64 = i64::MAX;
 
+/// A claimed Pending run is running from now on. Its step comes from its events: the row's step
+/// fields (from a run that continued as new, or a retried step) would hide steps appended later.
+const START_RUN: &str = "state = CASE WHEN state = 'Pending' THEN 'Running' ELSE state END, \
+    reason = CASE WHEN state = 'Pending' THEN NULL ELSE reason END, \
+    step_name = CASE WHEN state = 'Pending' THEN NULL ELSE step_name END, \
+    step_seq = CASE WHEN state = 'Pending' THEN NULL ELSE step_seq END, \
+    attempt = CASE WHEN state = 'Pending' THEN 0 ELSE attempt END";
+
+/// Whether a claimed row (as updated) holds a plain running checkpoint.
+const CLAIMED_PLAIN: &str =
+    "(state = 'Running' AND reason IS NULL AND last_error IS NULL AND wake_at = 0 AND output IS NULL)";
+
 /// Opens the journal a URL names (`postgres://…` or `sqlite://PATH`), applying migrations.
 /// `schema` is the PostgreSQL schema for the tables (ignored by SQLite).
 pub async fn open(url: &str, schema: &str) -> Result<Arc<dyn Journal>> {
@@ -57,6 +69,9 @@ pub struct Claimed {
     pub created_at: i64,
     /// Whether the claimed run has history to replay (saves a query for fresh workflows).
     pub has_history: bool,
+    /// The row holds a plain running checkpoint (Running; no reason, error or wake-up), so the
+    /// run's completed steps may be appended without rewriting it (see [`Commit::append_only`]).
+    pub plain: bool,
 }
 
 /// Which workflows a worker may claim and until when.
@@ -341,6 +356,7 @@ struct RawClaim {
     taken_from: Option<String>,
     created_at: i64,
     has_history: bool,
+    plain: bool,
 }
 
 impl TryFrom<RawClaim> for Claimed {
@@ -359,6 +375,7 @@ impl TryFrom<RawClaim> for Claimed {
             taken_from: raw.taken_from,
             created_at: raw.created_at,
             has_history: raw.has_history,
+            plain: raw.plain,
         })
     }
 }

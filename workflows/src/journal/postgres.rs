@@ -558,6 +558,7 @@ struct CommitClaimRow {
     taken_from: Option<String>,
     created_at: Option<i64>,
     has_history: Option<bool>,
+    plain: Option<bool>,
 }
 
 impl CommitClaimRow {
@@ -575,6 +576,7 @@ impl CommitClaimRow {
             taken_from: self.taken_from,
             created_at: self.created_at?,
             has_history: self.has_history?,
+            plain: self.plain?,
         };
         Some(Claimed::try_from(raw))
     }
@@ -708,11 +710,12 @@ fn claim_ctes(p: usize, exclude: &str) -> String {
          claimed AS ( \
             UPDATE workflows k SET previous_owner = k.lease_owner, \
                 takeovers = k.takeovers + (k.lease_owner IS NOT NULL)::int, \
-                lease_owner = {owner}, lease_expires_at = {until}, epoch = k.epoch + 1 \
+                lease_owner = {owner}, lease_expires_at = {until}, epoch = k.epoch + 1, {START_RUN} \
             FROM c WHERE k.id = c.id \
             RETURNING k.id, k.name, k.version, k.run, k.state, k.input::text AS input, k.parent_id, k.epoch, \
                 k.cancel_requested, k.previous_owner AS taken_from, k.created_at, \
-                EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = k.id AND e.run = k.run) AS has_history)"
+                EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = k.id AND e.run = k.run) AS has_history, \
+                {CLAIMED_PLAIN} AS plain)"
     )
 }
 

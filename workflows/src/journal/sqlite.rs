@@ -182,7 +182,7 @@ impl Journal for SqliteJournal {
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         let rows: Vec<RawClaim> = sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE workflows SET previous_owner = lease_owner, takeovers = takeovers + (lease_owner IS NOT NULL), \
-                lease_owner = ?1, lease_expires_at = ?6, epoch = epoch + 1 \
+                lease_owner = ?1, lease_expires_at = ?6, epoch = epoch + 1, {START_RUN} \
              WHERE id IN ( \
                 SELECT id FROM ( \
                     SELECT id FROM workflows \
@@ -198,7 +198,8 @@ impl Journal for SqliteJournal {
                 LIMIT ?5) \
              RETURNING id, name, version, run, state, input, parent_id, epoch, cancel_requested, \
                 previous_owner AS taken_from, created_at, \
-                EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = workflows.id AND e.run = workflows.run) AS has_history"
+                EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = workflows.id AND e.run = workflows.run) AS has_history, \
+                {CLAIMED_PLAIN} AS plain"
         )))
         .bind(&req.owner)
         .bind(serde_json::to_string(&type_keys(&req.types))?)
