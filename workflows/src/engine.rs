@@ -444,16 +444,14 @@ async fn group_commit(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Commi
     }
 }
 
-/// Applies a batch of commits in one journal transaction. Workflows that let go of their lease
-/// leave room: their successors are claimed in the same round trip (unless the claim loop is
-/// claiming right now; it then sees the room itself) and returned registered as resident.
+/// Applies a batch of commits in one journal transaction. A workflow that lets go of its lease
+/// alone in its batch leaves room: its successor is claimed in the same round trip (unless the
+/// claim loop is claiming right now; it then sees the room itself) and returned registered as
+/// resident. Larger batches leave claims to the claim loop, so that no commit waits for a claim.
 async fn apply_batch(shared: &Arc<Shared>, commits: &[Commit]) -> (Vec<CommitOutcome>, Vec<Run>) {
     let releasing = commits.iter().filter(|c| c.row.release).count();
-    let claim_guard = if releasing > 0 && !shared.types.is_empty() && !shared.killed.is_cancelled() {
-        shared.claiming.try_lock().ok()
-    } else {
-        None
-    };
+    let claims = commits.len() == 1 && releasing == 1 && !shared.types.is_empty() && !shared.killed.is_cancelled();
+    let claim_guard = if claims { shared.claiming.try_lock().ok() } else { None };
     let claim = claim_guard.as_ref().and_then(|_| claim_request(shared, releasing));
     let timer = shared.metrics.commit_seconds.start_timer();
     let (result, claimed) = match &claim {
