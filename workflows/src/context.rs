@@ -53,6 +53,9 @@ struct Inner {
     lost: CancellationToken,
     halt: Mutex<Option<oneshot::Sender<Halt>>>,
     checkpoint: Mutex<Checkpoint>,
+    /// The journal row holds a plain running checkpoint (see [`is_plain`]) written by this run,
+    /// so a completed step may be appended without rewriting the row.
+    row_plain: AtomicBool,
 }
 
 /// One durable operation being executed: its sequence number and what history holds for it.
@@ -115,6 +118,7 @@ impl Ctx {
                 lost,
                 halt: Mutex::new(Some(halt)),
                 checkpoint: Mutex::new(checkpoint),
+                row_plain: AtomicBool::new(claimed.plain),
             }),
         }
     }
@@ -428,14 +432,21 @@ impl Ctx {
             row,
             consume_signal,
             send_signals: Vec::new(),
+            append_only: false,
         }
     }
 
     /// Commits durably before the workflow goes on; halts the task if the lease is gone.
     async fn commit(&self, events: Vec<Event>, row: RowUpdate, consume_signal: Option<i64>) {
         let update = row.clone();
-        match self.inner.shared.commit(self.commit_request(events, row, consume_signal)).await {
-            CommitOutcome::Applied => self.show(&update),
+        let plain = is_plain(&update);
+        let mut request = self.commit_request(events, row, consume_signal);
+        request.append_only = plain && self.inner.row_plain.load(Ordering::SeqCst);
+        match self.inner.shared.commit(request).await {
+            CommitOutcome::Applied => {
+                self.inner.row_plain.store(plain, Ordering::SeqCst);
+                self.show(&update)
+            }
             CommitOutcome::Fenced => self.halt(Halt::LeaseLost).await,
             CommitOutcome::Failed(e) => self.halt(Halt::Journal(e)).await,
         }
@@ -587,10 +598,24 @@ impl Ctx {
             CommitOutcome::Failed(e) => {
                 tracing::warn!(error = %e, "could not record the workflow's end; it will replay");
                 let shared = &self.inner.shared;
-                shared.journal.release(&shared.config.owner, Some(&self.inner.id)).await.ok();
+                if !shared.is_killed() {
+                    shared.journal.release(&shared.config.owner, Some(&self.inner.id)).await.ok();
+                }
             }
         }
     }
+}
+
+/// A checkpoint of a workflow running with nothing to report: no reason, error or wake-up.
+fn is_plain(row: &RowUpdate) -> bool {
+    row.state == State::Running
+        && row.reason.is_none()
+        && row.last_error.is_none()
+        && row.wake_at == 0
+        && !row.release
+        && row.seen_signal_version.is_none()
+        && row.output.is_none()
+        && row.next_run_input.is_none()
 }
 
 fn format_ms(ms: i64) -> String {

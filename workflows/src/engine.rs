@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,6 +113,25 @@ impl From<bool> for CommitOutcome {
 
 type CommitRequest = (Commit, oneshot::Sender<CommitOutcome>);
 
+/// Counts a commit as pending while it lives.
+struct PendingCommit<'a> {
+    count: &'a AtomicUsize,
+    alone: bool,
+}
+
+impl<'a> PendingCommit<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        let alone = count.fetch_add(1, Ordering::SeqCst) == 0;
+        PendingCommit { count, alone }
+    }
+}
+
+impl Drop for PendingCommit<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Resident {
     epoch: i64,
     cancel: CancellationToken,
@@ -129,17 +149,45 @@ pub(crate) struct Shared {
     progress: broadcast::Sender<Checkpoint>,
     commits: mpsc::UnboundedSender<CommitRequest>,
     workflows: HashMap<(String, i32), ErasedWorkflow>,
+    /// Group commits in flight (plus one held by the committer while it waits for work).
+    commit_slots: Arc<Semaphore>,
+    /// Commits submitted and not yet answered.
+    pending_commits: AtomicUsize,
+    /// The registered types, as claims filter on them.
+    types: Vec<(String, i32)>,
+    /// Held while claiming, from the claim loop or with a commit, so that two claims never count
+    /// the same free capacity.
+    claiming: tokio::sync::Mutex<()>,
     resident: Mutex<HashMap<String, Resident>>,
     idle: Notify,
 }
 
 impl Shared {
-    pub(crate) async fn commit(&self, commit: Commit) -> CommitOutcome {
+    pub(crate) async fn commit(self: &Arc<Self>, commit: Commit) -> CommitOutcome {
+        // Alone, a commit has nothing to wait for in a batch: apply it from this task, sparing
+        // the hand-offs to the committer and back. Others arriving meanwhile batch as usual.
+        if self.killed.is_cancelled() {
+            return CommitOutcome::Failed("the engine was aborted".into());
+        }
+        let pending = PendingCommit::enter(&self.pending_commits);
+        if pending.alone
+            && let Ok(slot) = self.commit_slots.try_acquire()
+        {
+            let (outcomes, claimed) = apply_batch(self, std::slice::from_ref(&commit)).await;
+            drop(slot);
+            drop(pending);
+            start_claimed(self, claimed).await;
+            return outcomes.into_iter().next().unwrap_or_else(|| CommitOutcome::Failed("no commit outcome".into()));
+        }
         let (tx, rx) = oneshot::channel();
         if self.commits.send((commit, tx)).is_err() {
             return CommitOutcome::Failed("the engine's committer has stopped".into());
         }
         rx.await.unwrap_or_else(|_| CommitOutcome::Failed("the engine's committer has stopped".into()))
+    }
+
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.is_cancelled()
     }
 
     pub(crate) fn publish(&self, checkpoint: Checkpoint) {
@@ -192,6 +240,7 @@ impl EngineBuilder {
         let registry = self.registry.unwrap_or_default();
         let metrics = Metrics::new(&registry)?;
         let (commits, commit_rx) = mpsc::unbounded_channel();
+        let committers = self.config.committers.max(1);
         let shared = Arc::new(Shared {
             journal: self.journal,
             clock: self.clock,
@@ -202,7 +251,11 @@ impl EngineBuilder {
             wake: Notify::new(),
             progress: broadcast::channel(4096).0,
             commits,
+            commit_slots: Arc::new(Semaphore::new(committers)),
+            pending_commits: AtomicUsize::new(0),
+            types: self.workflows.keys().cloned().collect(),
             workflows: self.workflows,
+            claiming: tokio::sync::Mutex::new(()),
             resident: Mutex::new(HashMap::new()),
             idle: Notify::new(),
         });
@@ -368,9 +421,8 @@ impl Engine {
 }
 
 async fn group_commit(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<CommitRequest>) {
-    let slots = Arc::new(Semaphore::new(shared.config.committers.max(1)));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Ok(slot) = shared.commit_slots.clone().acquire_owned().await else { return };
         let Some(first) = rx.recv().await else { return };
         let mut batch = vec![first];
         while batch.len() < shared.config.commit_batch {
@@ -382,40 +434,74 @@ async fn group_commit(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Commi
         let shared = shared.clone();
         tokio::spawn(async move {
             let (commits, replies): (Vec<Commit>, Vec<_>) = batch.into_iter().unzip();
-            let timer = shared.metrics.commit_seconds.start_timer();
-            let result = shared.journal.commit(&commits).await;
-            timer.observe_duration();
-            shared.metrics.commit_batch_size.observe(commits.len() as f64);
-            let outcomes = match result {
-                Ok(applied) => applied.into_iter().map(CommitOutcome::from).collect(),
-                // One bad commit must not fail the others that shared its transaction.
-                Err(e) if commits.len() > 1 => {
-                    tracing::warn!(error = %e, commits = commits.len(), "group commit failed; committing one by one");
-                    let mut outcomes = Vec::with_capacity(commits.len());
-                    for commit in &commits {
-                        outcomes.push(match shared.journal.commit(std::slice::from_ref(commit)).await {
-                            Ok(applied) => CommitOutcome::from(applied.first().copied().unwrap_or(false)),
-                            Err(e) => CommitOutcome::Failed(e.to_string()),
-                        });
-                    }
-                    outcomes
-                }
-                Err(e) => vec![CommitOutcome::Failed(e.to_string())],
-            };
+            let (outcomes, claimed) = apply_batch(&shared, &commits).await;
             drop(slot);
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                if matches!(outcome, CommitOutcome::Fenced) {
-                    shared.metrics.fenced_writes.inc();
-                }
                 let _ = reply.send(outcome);
             }
+            start_claimed(&shared, claimed).await;
         });
     }
 }
 
+/// Applies a batch of commits in one journal transaction. A workflow that lets go of its lease
+/// alone in its batch leaves room: its successor is claimed in the same round trip (unless the
+/// claim loop is claiming right now; it then sees the room itself) and returned registered as
+/// resident. Larger batches leave claims to the claim loop, so that no commit waits for a claim.
+async fn apply_batch(shared: &Arc<Shared>, commits: &[Commit]) -> (Vec<CommitOutcome>, Vec<Run>) {
+    let releasing = commits.iter().filter(|c| c.row.release).count();
+    let claims = commits.len() == 1 && releasing == 1 && !shared.types.is_empty() && !shared.killed.is_cancelled();
+    let claim_guard = if claims { shared.claiming.try_lock().ok() } else { None };
+    let claim = claim_guard.as_ref().and_then(|_| claim_request(shared, releasing));
+    let timer = shared.metrics.commit_seconds.start_timer();
+    let (result, claimed) = match &claim {
+        Some(req) => match shared.journal.commit_and_claim(commits, req).await {
+            Ok((applied, claimed)) => (Ok(applied), claimed),
+            Err(e) => {
+                tracing::debug!(error = %e, "commit with a claim failed; committing alone");
+                (shared.journal.commit(commits).await, Vec::new())
+            }
+        },
+        None => (shared.journal.commit(commits).await, Vec::new()),
+    };
+    timer.observe_duration();
+    let claimed = register_all(shared, claimed);
+    drop(claim_guard);
+    shared.metrics.commit_batch_size.observe(commits.len() as f64);
+    let outcomes: Vec<CommitOutcome> = match result {
+        Ok(applied) => applied.into_iter().map(CommitOutcome::from).collect(),
+        // One bad commit must not fail the others that shared its transaction.
+        Err(e) if commits.len() > 1 => {
+            tracing::warn!(error = %e, commits = commits.len(), "group commit failed; committing one by one");
+            let mut outcomes = Vec::with_capacity(commits.len());
+            for commit in commits {
+                outcomes.push(match shared.journal.commit(std::slice::from_ref(commit)).await {
+                    Ok(applied) => CommitOutcome::from(applied.first().copied().unwrap_or(false)),
+                    Err(e) => CommitOutcome::Failed(e.to_string()),
+                });
+            }
+            outcomes
+        }
+        Err(e) => vec![CommitOutcome::Failed(e.to_string())],
+    };
+    for outcome in &outcomes {
+        if matches!(outcome, CommitOutcome::Fenced) {
+            shared.metrics.fenced_writes.inc();
+        }
+    }
+    (outcomes, claimed)
+}
+
+async fn start_claimed(shared: &Arc<Shared>, claimed: Vec<Run>) {
+    if !claimed.is_empty()
+        && let Err(e) = launch(shared, claimed).await
+    {
+        tracing::warn!(error = %e, "starting workflows claimed with a commit failed; they were released");
+    }
+}
+
 async fn claim_loop(shared: Arc<Shared>) {
-    let types: Vec<(String, i32)> = shared.workflows.keys().cloned().collect();
-    if types.is_empty() {
+    if shared.types.is_empty() {
         return;
     }
     if let Err(e) = shared.journal.release(&shared.config.owner, None).await {
@@ -428,34 +514,57 @@ async fn claim_loop(shared: Arc<Shared>) {
             _ = tokio::time::sleep(shared.config.poll_interval) => {}
             _ = shared.journal.wait_for_wakeup() => {}
         }
-        if let Err(e) = claim_available(&shared, &types).await {
+        if let Err(e) = claim_available(&shared).await {
             tracing::warn!(error = %e, "claiming workflows failed; retrying at the next poll");
         }
     }
 }
 
-async fn claim_available(shared: &Arc<Shared>, types: &[(String, i32)]) -> Result<()> {
+/// A claim for the room this engine has, counting `leaving` workflows about to let go as gone.
+fn claim_request(shared: &Shared, leaving: usize) -> Option<ClaimRequest> {
+    let room = (shared.config.max_concurrent + leaving).saturating_sub(shared.lock_resident().len());
+    let limit = room.min(shared.config.claim_batch);
+    if limit == 0 || shared.shutdown.is_cancelled() {
+        return None;
+    }
+    let wall_now = wall_ms();
+    Some(ClaimRequest {
+        owner: shared.config.owner.clone(),
+        types: shared.types.clone(),
+        limit: limit as i64,
+        clock_now: shared.clock.now_ms(),
+        wall_now,
+        lease_until: wall_now + shared.config.lease.as_millis() as i64,
+    })
+}
+
+async fn claim_available(shared: &Arc<Shared>) -> Result<()> {
     loop {
-        let capacity = shared.config.max_concurrent.saturating_sub(shared.lock_resident().len());
-        let limit = capacity.min(shared.config.claim_batch);
-        if limit == 0 || shared.shutdown.is_cancelled() {
+        let guard = shared.claiming.lock().await;
+        let Some(req) = claim_request(shared, 0) else { return Ok(()) };
+        let claimed = shared.journal.claim(&req).await?;
+        let (count, limit) = (claimed.len(), req.limit as usize);
+        let runs = register_all(shared, claimed);
+        drop(guard);
+        launch(shared, runs).await?;
+        if count < limit {
             return Ok(());
         }
-        let wall_now = wall_ms();
-        let claimed = shared
-            .journal
-            .claim(&ClaimRequest {
-                owner: shared.config.owner.clone(),
-                types: types.to_vec(),
-                limit: limit as i64,
-                clock_now: shared.clock.now_ms(),
-                wall_now,
-                lease_until: wall_now + shared.config.lease.as_millis() as i64,
-            })
-            .await?;
-        let count = claimed.len();
-        let runs: Vec<(Claimed, CancellationToken, CancellationToken)> =
-            claimed.into_iter().map(|c| register_resident(shared, c)).collect();
+    }
+}
+
+type Run = (Claimed, CancellationToken, CancellationToken);
+
+fn register_all(shared: &Shared, claimed: Vec<Claimed>) -> Vec<Run> {
+    claimed.into_iter().map(|c| register_resident(shared, c)).collect()
+}
+
+/// Loads the histories of registered claims and runs them; on failure lets them all go.
+/// Boxed: workflows launch others when their commits claim them, and the cycle needs a named type.
+fn launch(shared: &Arc<Shared>, runs: Vec<Run>) -> BoxFuture<'static, Result<()>> {
+    let shared = shared.clone();
+    Box::pin(async move {
+        let shared = &shared;
         let replays: Vec<(String, i64)> =
             runs.iter().filter(|(c, ..)| c.has_history).map(|(c, ..)| (c.id.clone(), c.run)).collect();
         let loaded = if replays.is_empty() { Ok(Vec::new()) } else { shared.journal.histories(&replays).await };
@@ -474,15 +583,13 @@ async fn claim_available(shared: &Arc<Shared>, types: &[(String, i32)]) -> Resul
             let span = tracing::info_span!("workflow", id = %claimed.id, workflow = %claimed.name, run = claimed.run);
             tokio::spawn(run_workflow(shared.clone(), claimed, history, cancel, lost).instrument(span));
         }
-        if count < limit {
-            return Ok(());
-        }
-    }
+        Ok(())
+    })
 }
 
 /// Records a claimed workflow as held here before anything else happens, so lease renewal never
 /// mistakes it for a stray lease.
-fn register_resident(shared: &Shared, claimed: Claimed) -> (Claimed, CancellationToken, CancellationToken) {
+fn register_resident(shared: &Shared, claimed: Claimed) -> Run {
     let cancel = CancellationToken::new();
     let lost = CancellationToken::new();
     if claimed.cancel_requested {
@@ -544,6 +651,10 @@ async fn run_workflow(
             }
         }
     };
+    if shared.killed.is_cancelled() {
+        // Aborted while the workflow was halting: write nothing more, as if the process died.
+        return;
+    }
     match halted {
         None | Some(Halt::Evicted) => {}
         Some(Halt::LeaseLost) => tracing::warn!("lease lost to another engine; stopped without writing"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cellplane_workflows::journal::{ClaimRequest, Commit, RowUpdate};
 use cellplane_workflows::{
-    Ctx, Error, IdReuse, Op, Record, RetryPolicy, Started, State, StepError, TestClock, WfError, Workflow,
+    Ctx, Error, Event, IdReuse, Op, Record, RetryPolicy, Started, State, StepError, TestClock, WfError, Workflow,
 };
 use common::*;
 use tokio::sync::Notify;
@@ -735,6 +735,7 @@ async fn writes_of_an_owner_whose_lease_was_taken_over_are_refused(postgres: boo
         row: RowUpdate { step: Some(format!("by {owner}")), ..RowUpdate::new(State::Running) },
         consume_signal: None,
         send_signals: Vec::new(),
+        append_only: false,
     };
     assert_eq!(journal.commit(&[commit("a", a[0].epoch), commit("b", b[0].epoch)]).await.unwrap(), [false, true]);
     assert_eq!(journal.get("w").await.unwrap().unwrap().checkpoint.step.as_deref(), Some("by b"));
@@ -744,6 +745,107 @@ both_journals!(
     writes_of_an_owner_whose_lease_was_taken_over_are_refused,
     writes_of_an_owner_whose_lease_was_taken_over_are_refused
 );
+
+/// A completed step committed by a workflow whose row holds a plain running checkpoint.
+fn appended_step(owner: &str, epoch: i64, seq: i64, now: i64) -> Commit {
+    let event = Event {
+        run: 1,
+        seq,
+        idx: 0,
+        op: Op::Step,
+        name: format!("step-{seq}"),
+        record: Record::StepDone { result: Ok(serde_json::json!(seq)), attempts: 1, duration_ms: 0 },
+        epoch,
+        owner: Some(owner.into()),
+        at: now,
+    };
+    Commit {
+        id: "w".into(),
+        owner: owner.into(),
+        epoch,
+        wall_now: now,
+        events: vec![event],
+        row: RowUpdate {
+            step: Some(format!("step-{seq}")),
+            step_seq: Some(seq),
+            attempt: 1,
+            ..RowUpdate::new(State::Running)
+        },
+        consume_signal: None,
+        send_signals: Vec::new(),
+        append_only: true,
+    }
+}
+
+fn claim_of(owner: &str, now: i64) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.into(),
+        types: vec![(WaitsForGo::NAME.into(), 1)],
+        limit: 10,
+        clock_now: now,
+        wall_now: now,
+        lease_until: now + 1_000,
+    }
+}
+
+async fn appended_steps_are_fenced_and_show_in_the_checkpoint(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let client = engine(journal.clone(), "client").start().unwrap();
+    client.start::<WaitsForGo>("w", &()).await.unwrap();
+    let now = cellplane_workflows::clock::wall_ms();
+    let a = journal.claim(&claim_of("a", now)).await.unwrap();
+    let running = Commit { events: Vec::new(), append_only: false, ..appended_step("a", a[0].epoch, 0, now) };
+    assert_eq!(journal.commit(&[running]).await.unwrap(), [true]);
+    assert_eq!(journal.commit(&[appended_step("a", a[0].epoch, 1, now + 1)]).await.unwrap(), [true]);
+    let checkpoint = journal.get("w").await.unwrap().unwrap().checkpoint;
+    assert_eq!(
+        (checkpoint.state, checkpoint.step.as_deref(), checkpoint.step_seq, checkpoint.attempt),
+        (State::Running, Some("step-1"), Some(1), 1)
+    );
+    assert!(checkpoint.updated_at > now);
+
+    let b = journal.claim(&claim_of("b", now + 5_000)).await.unwrap();
+    assert_eq!(b.len(), 1, "a's lease expired and b took over");
+    assert_eq!(journal.commit(&[appended_step("a", a[0].epoch, 2, now + 2)]).await.unwrap(), [false]);
+    assert!(journal.history("w").await.unwrap().iter().all(|e| e.seq < 2), "the old owner appended nothing");
+    client.shutdown().await;
+}
+both_journals!(
+    appended_steps_are_fenced_and_show_in_the_checkpoint,
+    appended_steps_are_fenced_and_show_in_the_checkpoint
+);
+
+/// The READ COMMITTED race of an append-only commit: a takeover has bumped the epoch but not yet
+/// committed when the old owner appends. The append must wait for the takeover and then refuse,
+/// even when the takeover is a plain UPDATE (which a key-share lock would not wait for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_racing_an_uncommitted_takeover_waits_for_it_and_is_refused() {
+    let db = TestJournal::postgres();
+    let journal = db.open().await;
+    let EffectDb::Postgres(pool) = db.pool().await else { unreachable!("a PostgreSQL journal") };
+    let client = engine(journal.clone(), "client").start().unwrap();
+    client.start::<WaitsForGo>("w", &()).await.unwrap();
+    let now = cellplane_workflows::clock::wall_ms();
+    let a = journal.claim(&claim_of("a", now)).await.unwrap();
+
+    let mut takeover = pool.begin().await.unwrap();
+    sqlx::query("UPDATE workflows SET epoch = epoch + 1, lease_owner = 'b' WHERE id = 'w'")
+        .execute(&mut *takeover)
+        .await
+        .unwrap();
+    let append = tokio::spawn({
+        let journal = journal.clone();
+        let commit = appended_step("a", a[0].epoch, 0, now);
+        async move { journal.commit(&[commit]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!append.is_finished(), "the append waits for the takeover's row lock");
+    takeover.commit().await.unwrap();
+    assert_eq!(within(append).await.unwrap().unwrap(), [false]);
+    assert!(journal.history("w").await.unwrap().is_empty(), "nothing was appended after the takeover");
+    client.shutdown().await;
+}
 
 async fn listing_filters_by_state(postgres: bool) {
     let db = TestJournal::of_kind(postgres);

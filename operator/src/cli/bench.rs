@@ -310,6 +310,7 @@ async fn strand_mid_flight(
                 },
                 consume_signal: None,
                 send_signals: Vec::new(),
+                append_only: false,
             })
             .collect();
         journal.commit(&commits).await?;

@@ -18,6 +18,18 @@ use crate::{Event, IdReuse, Result, State};
 /// Where a workflow nobody waits on time for sorts: `wake_at` of a signal wait without timeout.
 pub const NEVER: i64 = i64::MAX;
 
+/// A claimed Pending run is running from now on. Its step comes from its events: the row's step
+/// fields (from a run that continued as new, or a retried step) would hide steps appended later.
+const START_RUN: &str = "state = CASE WHEN state = 'Pending' THEN 'Running' ELSE state END, \
+    reason = CASE WHEN state = 'Pending' THEN NULL ELSE reason END, \
+    step_name = CASE WHEN state = 'Pending' THEN NULL ELSE step_name END, \
+    step_seq = CASE WHEN state = 'Pending' THEN NULL ELSE step_seq END, \
+    attempt = CASE WHEN state = 'Pending' THEN 0 ELSE attempt END";
+
+/// Whether a claimed row (as updated) holds a plain running checkpoint.
+const CLAIMED_PLAIN: &str =
+    "(state = 'Running' AND reason IS NULL AND last_error IS NULL AND wake_at = 0 AND output IS NULL)";
+
 /// Opens the journal a URL names (`postgres://…` or `sqlite://PATH`), applying migrations.
 /// `schema` is the PostgreSQL schema for the tables (ignored by SQLite).
 pub async fn open(url: &str, schema: &str) -> Result<Arc<dyn Journal>> {
@@ -57,6 +69,9 @@ pub struct Claimed {
     pub created_at: i64,
     /// Whether the claimed run has history to replay (saves a query for fresh workflows).
     pub has_history: bool,
+    /// The row holds a plain running checkpoint (Running; no reason, error or wake-up), so the
+    /// run's completed steps may be appended without rewriting it (see [`Commit::append_only`]).
+    pub plain: bool,
 }
 
 /// Which workflows a worker may claim and until when.
@@ -131,6 +146,11 @@ pub struct Commit {
     pub row: RowUpdate,
     pub consume_signal: Option<i64>,
     pub send_signals: Vec<OutgoingSignal>,
+    /// The writer's promise that the journal row already holds this checkpoint except for the
+    /// step, its sequence, attempt and update time, which the single event (a completed step)
+    /// carries. A journal may then append the event, fenced, without rewriting the row; readers
+    /// derive the checkpoint from the latest step event. Journals may ignore it.
+    pub append_only: bool,
 }
 
 /// The oldest unconsumed signal of a name, and the workflow's signal version when looked up.
@@ -169,6 +189,17 @@ pub trait Journal: Send + Sync + 'static {
     async fn histories(&self, runs: &[(String, i64)]) -> Result<Vec<(String, Vec<Event>)>>;
     /// Applies commits atomically, in one transaction; returns per commit whether its fence held.
     async fn commit(&self, batch: &[Commit]) -> Result<Vec<bool>>;
+    /// Applies commits like `commit`, then claims like `claim`, in one round trip where the
+    /// journal can: a workflow's end and the claim of the next share a commit. A failed claim
+    /// does not fail the commits (it returns no claims).
+    async fn commit_and_claim(&self, batch: &[Commit], claim: &ClaimRequest) -> Result<(Vec<bool>, Vec<Claimed>)> {
+        let applied = self.commit(batch).await?;
+        let claimed = self.claim(claim).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "claiming after a commit failed; the claim loop will retry");
+            Vec::new()
+        });
+        Ok((applied, claimed))
+    }
     /// Extends every lease `owner` still holds; returns them.
     async fn renew(&self, owner: &str, until: i64) -> Result<Vec<Renewed>>;
     /// Gives up one lease (or all of `owner`'s when `id` is None); they become runnable at once.
@@ -325,6 +356,7 @@ struct RawClaim {
     taken_from: Option<String>,
     created_at: i64,
     has_history: bool,
+    plain: bool,
 }
 
 impl TryFrom<RawClaim> for Claimed {
@@ -343,6 +375,7 @@ impl TryFrom<RawClaim> for Claimed {
             taken_from: raw.taken_from,
             created_at: raw.created_at,
             has_history: raw.has_history,
+            plain: raw.plain,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! write is fenced by the lease epoch, and a batch of commits is one statement.
 
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,21 +10,51 @@ use serde_json::Value;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 use super::*;
 use crate::{Error, Started};
 
-const ROW_COLUMNS: &str = "id, name, version, run, state, reason, input::text AS input, output::text AS output, \
-    parent_id, step_name, step_seq, attempt, last_error, wake_at, lease_owner, epoch, takeovers, \
-    cancel_requested, created_at, updated_at";
+/// A workflow row with its checkpoint. Append-only step commits leave the row's step fields
+/// behind; the latest step event of the run after the row's step (only such commits write one)
+/// carries them, and its time is the update time.
+const ROW_SELECT: &str = "SELECT w.id, w.name, w.version, w.run, w.state, w.reason, w.input::text AS input, \
+    w.output::text AS output, w.parent_id, COALESCE(l.name, w.step_name) AS step_name, \
+    COALESCE(l.seq, w.step_seq) AS step_seq, COALESCE((l.payload->>'attempts')::int, w.attempt) AS attempt, \
+    w.last_error, w.wake_at, w.lease_owner, w.epoch, w.takeovers, w.cancel_requested, w.created_at, \
+    GREATEST(w.updated_at, l.at) AS updated_at \
+    FROM workflows w LEFT JOIN LATERAL ( \
+        SELECT e.seq, e.name, e.payload, e.at FROM events e \
+        WHERE w.state = 'Running' AND e.workflow_id = w.id AND e.run = w.run \
+          AND e.seq > COALESCE(w.step_seq, -1) AND e.kind = 'step' \
+        ORDER BY e.seq DESC, e.idx DESC LIMIT 1) l ON TRUE";
+
+const FINISHED: &str = "'{Completed,Failed,Cancelled,NonDeterministic}'::text[]";
 
 const ACTIVE: &str = "('Pending', 'Running', 'Sleeping', 'WaitingSignal')";
 
+/// Runs `$query.$fetch(..)` on the journal's commit connection when it is free, else on the pool,
+/// and evaluates to the fetched value (`?` applied).
+macro_rules! on_commit_conn {
+    ($self:ident, $query:expr, $fetch:ident) => {{
+        let mut own = $self.take_commit_conn();
+        let result = match own.as_mut() {
+            Some(conn) => $query.$fetch(&mut *conn).await,
+            None => $query.$fetch(&$self.pool).await,
+        };
+        $self.return_commit_conn(own, &result);
+        result?
+    }};
+}
+
 pub struct PgJournal {
     pool: PgPool,
+    /// A connection of the journal's own for commits. sqlx pings a connection each time it goes
+    /// back into the pool, which costs a sequential commit a second round trip's worth of work;
+    /// this one skips the pool. It is taken out while in use, so a commit dropped half way drops
+    /// (closes) it rather than leaving it mid-protocol; commits that find it taken use the pool.
+    commit_conn: std::sync::Mutex<Option<PgConnection>>,
     channel: String,
     wakeups: Arc<Notify>,
     listening: AtomicBool,
@@ -49,7 +80,6 @@ impl PgJournal {
         .await;
         sqlx::query("SELECT pg_advisory_unlock(4242424201)").execute(&mut conn).await?;
         setup?;
-        conn.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             // A ping before every checkout costs a round trip per commit; a broken connection
@@ -59,6 +89,7 @@ impl PgJournal {
             .connect_lazy_with(options);
         Ok(PgJournal {
             pool,
+            commit_conn: std::sync::Mutex::new(Some(conn)),
             channel: format!("cellplane_wakeup_{schema}"),
             wakeups: Arc::new(Notify::new()),
             listening: AtomicBool::new(false),
@@ -67,6 +98,20 @@ impl PgJournal {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn take_commit_conn(&self) -> Option<PgConnection> {
+        self.commit_conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+
+    /// Keeps the commit connection unless its statement failed for a reason other than the
+    /// server refusing it (then the connection may be broken; commits go through the pool).
+    fn return_commit_conn<T>(&self, conn: Option<PgConnection>, result: &std::result::Result<T, sqlx::Error>) {
+        if let Some(conn) = conn
+            && matches!(result, Ok(_) | Err(sqlx::Error::Database(_)))
+        {
+            *self.commit_conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(conn);
+        }
     }
 
     async fn notify(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
@@ -102,33 +147,24 @@ impl PgJournal {
     /// The common case at low concurrency, as one statement with plain parameters: array
     /// parameters cost a commit about 0.1 ms more.
     async fn commit_one(&self, c: &Commit) -> Result<bool> {
-        let r = &c.row;
-        let event = c.events.first();
-        let applied: Option<String> = sqlx::query_scalar(COMMIT_ONE_SQL)
-            .bind(&c.id)
-            .bind(c.epoch)
-            .bind(&c.owner)
-            .bind(r.state.as_str())
-            .bind(&r.reason)
-            .bind(&r.step)
-            .bind(r.step_seq)
-            .bind(r.attempt)
-            .bind(&r.last_error)
-            .bind(r.wake_at)
-            .bind(r.release)
-            .bind(r.seen_signal_version)
-            .bind(r.output.as_ref().map(Value::to_string))
-            .bind(r.next_run_input.as_ref().map(Value::to_string))
-            .bind(c.wall_now)
-            .bind(event.map(|e| e.run))
-            .bind(event.map(|e| e.seq))
-            .bind(event.map(|e| e.idx))
-            .bind(event.map(|e| e.op.as_str()))
-            .bind(event.map(|e| e.name.as_str()))
-            .bind(event.map(|e| serde_json::to_string(&e.record)).transpose()?)
-            .bind(event.map(|e| e.at))
-            .fetch_optional(&self.pool)
-            .await?;
+        if let Some(event) = append_only_event(c) {
+            let payload = serde_json::to_string(&event.record)?;
+            let query = sqlx::query_scalar(APPEND_SQL)
+                .bind(&c.id)
+                .bind(c.epoch)
+                .bind(&c.owner)
+                .bind(event.run)
+                .bind(event.seq)
+                .bind(event.idx)
+                .bind(event.op.as_str())
+                .bind(event.name.as_str())
+                .bind(&payload)
+                .bind(event.at);
+            let appended: Option<String> = on_commit_conn!(self, query, fetch_optional);
+            return Ok(appended.is_some());
+        }
+        let query = bind_commit_one(sqlx::query_as(COMMIT_ONE_SQL), c)?;
+        let applied: Option<(String,)> = on_commit_conn!(self, query, fetch_optional);
         Ok(applied.is_some())
     }
 
@@ -201,37 +237,37 @@ impl Journal for PgJournal {
     }
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        let rows: Vec<RawClaim> = sqlx::query_as(AssertSqlSafe(format!(
-            // Two index scans rather than one OR: workflows that wait (timers, signals) must not
-            // cost a claim anything, however many there are.
-            "WITH ready AS ( \
-                SELECT id FROM workflows \
-                WHERE lease_owner IS NULL AND state IN {ACTIVE} AND wake_at <= $3 \
-                  AND (name || '@' || version) = ANY($2) \
-                ORDER BY wake_at LIMIT $5 FOR UPDATE SKIP LOCKED), \
-             expired AS ( \
-                SELECT id FROM workflows \
-                WHERE lease_owner IS NOT NULL AND lease_expires_at < $4 AND state IN {ACTIVE} \
-                  AND (name || '@' || version) = ANY($2) \
-                ORDER BY lease_expires_at LIMIT $5 FOR UPDATE SKIP LOCKED), \
-             c AS (SELECT id FROM ready UNION SELECT id FROM expired LIMIT $5) \
-             UPDATE workflows w SET previous_owner = w.lease_owner, \
-                takeovers = w.takeovers + (w.lease_owner IS NOT NULL)::int, \
-                lease_owner = $1, lease_expires_at = $6, epoch = w.epoch + 1 \
-             FROM c WHERE w.id = c.id \
-             RETURNING w.id, w.name, w.version, w.run, w.state, w.input::text AS input, w.parent_id, w.epoch, \
-                w.cancel_requested, w.previous_owner AS taken_from, w.created_at, \
-                EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = w.id AND e.run = w.run) AS has_history"
-        )))
-        .bind(&req.owner)
-        .bind(type_keys(&req.types))
-        .bind(req.clock_now)
-        .bind(req.wall_now)
-        .bind(req.limit)
-        .bind(req.lease_until)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<RawClaim> = sqlx::query_as(AssertSqlSafe(CLAIM_SQL.as_str()))
+            .bind(&req.owner)
+            .bind(type_keys(&req.types))
+            .bind(req.clock_now)
+            .bind(req.wall_now)
+            .bind(req.limit)
+            .bind(req.lease_until)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(Claimed::try_from).collect()
+    }
+
+    async fn commit_and_claim(&self, batch: &[Commit], claim: &ClaimRequest) -> Result<(Vec<bool>, Vec<Claimed>)> {
+        let single = match batch {
+            [single] if is_simple(single) => single,
+            _ => {
+                let applied = self.commit(batch).await?;
+                return Ok((applied, self.claim(claim).await.unwrap_or_default()));
+            }
+        };
+        let query = bind_commit_one(sqlx::query_as(AssertSqlSafe(COMMIT_ONE_CLAIM_SQL.as_str())), single)?
+            .bind(&claim.owner)
+            .bind(type_keys(&claim.types))
+            .bind(claim.clock_now)
+            .bind(claim.wall_now)
+            .bind(claim.limit)
+            .bind(claim.lease_until);
+        let rows: Vec<CommitClaimRow> = on_commit_conn!(self, query, fetch_all);
+        let applied = rows.first().is_some_and(|r| r.applied);
+        let claimed = rows.into_iter().filter_map(CommitClaimRow::claimed).collect::<Result<Vec<_>>>()?;
+        Ok((vec![applied], claimed))
     }
 
     async fn histories(&self, runs: &[(String, i64)]) -> Result<Vec<(String, Vec<Event>)>> {
@@ -251,9 +287,7 @@ impl Journal for PgJournal {
 
     async fn commit(&self, batch: &[Commit]) -> Result<Vec<bool>> {
         if let [single] = batch
-            && single.events.len() <= 1
-            && single.consume_signal.is_none()
-            && single.send_signals.is_empty()
+            && is_simple(single)
         {
             return Ok(vec![self.commit_one(single).await?]);
         }
@@ -296,7 +330,7 @@ impl Journal for PgJournal {
             .bind(&rows.s_epoch);
         let accepted: std::collections::HashSet<(String, String, i64)> = match tx.as_mut() {
             Some(tx) => query.fetch_all(&mut **tx).await?,
-            None => query.fetch_all(&self.pool).await?,
+            None => on_commit_conn!(self, query, fetch_all),
         }
         .into_iter()
         .collect();
@@ -420,18 +454,16 @@ impl Journal for PgJournal {
     }
 
     async fn get(&self, id: &str) -> Result<Option<WorkflowRow>> {
-        let row: Option<RawRow> =
-            sqlx::query_as(AssertSqlSafe(format!("SELECT {ROW_COLUMNS} FROM workflows WHERE id = $1")))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<RawRow> = sqlx::query_as(AssertSqlSafe(format!("{ROW_SELECT} WHERE w.id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(WorkflowRow::try_from).transpose()
     }
 
     async fn list(&self, state: Option<State>, limit: i64) -> Result<Vec<WorkflowRow>> {
         let rows: Vec<RawRow> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {ROW_COLUMNS} FROM workflows WHERE ($1::text IS NULL OR state = $1) \
-             ORDER BY updated_at DESC, id LIMIT $2"
+            "{ROW_SELECT} WHERE ($1::text IS NULL OR w.state = $1) ORDER BY updated_at DESC, w.id LIMIT $2"
         )))
         .bind(state.map(State::as_str))
         .bind(limit)
@@ -477,6 +509,109 @@ async fn listen(pool: PgPool, channel: String, wakeups: Arc<Notify>) {
             Err(e) => tracing::debug!(error = %e, "cannot connect a wake-up listener; polling meanwhile"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A commit that fits the single-commit statements: at most one event, no signals.
+fn is_simple(c: &Commit) -> bool {
+    c.events.len() <= 1 && c.consume_signal.is_none() && c.send_signals.is_empty()
+}
+
+/// The event of a commit that may be appended without rewriting the row: the writer promised
+/// the row holds the rest of the checkpoint, and the commit changes nothing but the step.
+fn append_only_event(c: &Commit) -> Option<&Event> {
+    let r = &c.row;
+    let plain = r.state == State::Running
+        && r.reason.is_none()
+        && r.last_error.is_none()
+        && r.wake_at == 0
+        && !r.release
+        && r.seen_signal_version.is_none()
+        && r.output.is_none()
+        && r.next_run_input.is_none();
+    match c.events.as_slice() {
+        [event]
+            if c.append_only
+                && plain
+                && is_simple(c)
+                && event.op == crate::Op::Step
+                && matches!(event.record, crate::Record::StepDone { result: Ok(_), .. }) =>
+        {
+            Some(event)
+        }
+        _ => None,
+    }
+}
+
+fn bind_commit_one<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    c: &'q Commit,
+) -> Result<sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>> {
+    let r = &c.row;
+    let event = c.events.first();
+    Ok(query
+        .bind(&c.id)
+        .bind(c.epoch)
+        .bind(&c.owner)
+        .bind(r.state.as_str())
+        .bind(&r.reason)
+        .bind(&r.step)
+        .bind(r.step_seq)
+        .bind(r.attempt)
+        .bind(&r.last_error)
+        .bind(r.wake_at)
+        .bind(r.release)
+        .bind(r.seen_signal_version)
+        .bind(r.output.as_ref().map(Value::to_string))
+        .bind(r.next_run_input.as_ref().map(Value::to_string))
+        .bind(c.wall_now)
+        .bind(event.map(|e| e.run))
+        .bind(event.map(|e| e.seq))
+        .bind(event.map(|e| e.idx))
+        .bind(event.map(|e| e.op.as_str()))
+        .bind(event.map(|e| e.name.as_str()))
+        .bind(event.map(|e| serde_json::to_string(&e.record)).transpose()?)
+        .bind(event.map(|e| e.at)))
+}
+
+/// A row of the commit-and-claim statement: whether the commit applied, and one claimed
+/// workflow if any.
+#[derive(sqlx::FromRow)]
+struct CommitClaimRow {
+    applied: bool,
+    id: Option<String>,
+    name: Option<String>,
+    version: Option<i32>,
+    run: Option<i64>,
+    state: Option<String>,
+    input: Option<String>,
+    parent_id: Option<String>,
+    epoch: Option<i64>,
+    cancel_requested: Option<bool>,
+    taken_from: Option<String>,
+    created_at: Option<i64>,
+    has_history: Option<bool>,
+    plain: Option<bool>,
+}
+
+impl CommitClaimRow {
+    fn claimed(self) -> Option<Result<Claimed>> {
+        let raw = RawClaim {
+            id: self.id?,
+            name: self.name?,
+            version: self.version?,
+            run: self.run?,
+            state: self.state?,
+            input: self.input?,
+            parent_id: self.parent_id,
+            epoch: self.epoch?,
+            cancel_requested: self.cancel_requested?,
+            taken_from: self.taken_from,
+            created_at: self.created_at?,
+            has_history: self.has_history?,
+            plain: self.plain?,
+        };
+        Some(Claimed::try_from(raw))
     }
 }
 
@@ -556,7 +691,9 @@ impl CommitColumns {
     }
 }
 
-const COMMIT_ONE_SQL: &str = "WITH w AS ( \
+macro_rules! commit_one_ctes {
+    () => {
+        "WITH w AS ( \
     UPDATE workflows w SET state = $4, reason = $5, step_name = $6, step_seq = $7, attempt = $8, last_error = $9, \
         wake_at = CASE WHEN $12::bigint IS NOT NULL AND w.signal_version <> $12 THEN 0 ELSE $10 END, \
         lease_owner = CASE WHEN $11 THEN NULL ELSE w.lease_owner END, \
@@ -568,8 +705,66 @@ const COMMIT_ONE_SQL: &str = "WITH w AS ( \
 ), e AS ( \
     INSERT INTO events (workflow_id, run, seq, idx, kind, name, payload, epoch, owner, at) \
     SELECT $1, $16, $17, $18, $19, $20, $21::jsonb, $2, $3, $22 FROM w WHERE $16::bigint IS NOT NULL \
-) \
-SELECT id FROM w";
+)"
+    };
+}
+
+const COMMIT_ONE_SQL: &str = concat!(commit_one_ctes!(), " SELECT id FROM w");
+
+/// A completed step appended without rewriting the workflow row. The fence is a share lock on
+/// the row, taken only if owner and epoch match: a takeover's UPDATE of the epoch conflicts with
+/// it, so either the takeover waits for this commit (and then reads the event), or this statement
+/// waits for the takeover and, under READ COMMITTED, re-checks the fence on the row the takeover
+/// committed, and appends nothing. A key-share lock would not conflict with an UPDATE that
+/// leaves the key alone, and could let the append commit after the takeover.
+const APPEND_SQL: &str = "INSERT INTO events (workflow_id, run, seq, idx, kind, name, payload, epoch, owner, at) \
+    SELECT $1, $4, $5, $6, $7, $8, $9::jsonb, $2, $3, $10 \
+    WHERE EXISTS (SELECT 1 FROM workflows WHERE id = $1 AND epoch = $2 AND lease_owner = $3 FOR SHARE) \
+    RETURNING workflow_id";
+
+/// The claim as CTEs ending in `claimed`, with its parameters numbered from `p`: owner, types,
+/// workflow clock, wall clock, limit, lease end. `exclude` filters out ids (SQL).
+fn claim_ctes(p: usize, exclude: &str) -> String {
+    let [owner, types, clock, wall, limit, until] = std::array::from_fn(|i| format!("${}", p + i));
+    // Two index scans rather than one OR: workflows that wait (timers, signals) must not cost a
+    // claim anything, however many there are. Expired leases are filtered on the finished states
+    // (`<> ALL`, which no index serves): with `IN` active states, generic plans on young tables
+    // scanned every active workflow through the state index instead of the lease index.
+    format!(
+        "ready AS ( \
+            SELECT id FROM workflows \
+            WHERE lease_owner IS NULL AND state IN {ACTIVE} AND wake_at <= {clock} \
+              AND (name || '@' || version) = ANY({types}) {exclude} \
+            ORDER BY wake_at LIMIT {limit} FOR UPDATE SKIP LOCKED), \
+         expired AS ( \
+            SELECT id FROM workflows \
+            WHERE lease_owner IS NOT NULL AND lease_expires_at < {wall} AND state <> ALL ({FINISHED}) \
+              AND (name || '@' || version) = ANY({types}) {exclude} \
+            ORDER BY lease_expires_at LIMIT {limit} FOR UPDATE SKIP LOCKED), \
+         c AS (SELECT id FROM ready UNION SELECT id FROM expired LIMIT {limit}), \
+         claimed AS ( \
+            UPDATE workflows k SET previous_owner = k.lease_owner, \
+                takeovers = k.takeovers + (k.lease_owner IS NOT NULL)::int, \
+                lease_owner = {owner}, lease_expires_at = {until}, epoch = k.epoch + 1, {START_RUN} \
+            FROM c WHERE k.id = c.id \
+            RETURNING k.id, k.name, k.version, k.run, k.state, k.input::text AS input, k.parent_id, k.epoch, \
+                k.cancel_requested, k.previous_owner AS taken_from, k.created_at, \
+                EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = k.id AND e.run = k.run) AS has_history, \
+                {CLAIMED_PLAIN} AS plain)"
+    )
+}
+
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| format!("WITH {} SELECT * FROM claimed", claim_ctes(1, "")));
+
+/// A single commit and a claim in one statement; the claim never takes the committing workflow.
+static COMMIT_ONE_CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}, {} SELECT EXISTS (SELECT 1 FROM w) AS applied, claimed.* FROM (VALUES (1)) AS one (x) \
+         LEFT JOIN claimed ON TRUE",
+        commit_one_ctes!(),
+        claim_ctes(23, "AND id <> $1")
+    )
+});
 
 /// One statement for a whole batch: update each workflow whose fence holds, then append the
 /// events and consume the signals of exactly those workflows.

@@ -68,6 +68,39 @@ impl SqliteJournal {
         parse_state(&state.ok_or_else(|| Error::NotFound(id.to_string()))?)
     }
 
+    async fn claim_with(conn: &mut sqlx::SqliteConnection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
+        let rows: Vec<RawClaim> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE workflows SET previous_owner = lease_owner, takeovers = takeovers + (lease_owner IS NOT NULL), \
+                lease_owner = ?1, lease_expires_at = ?6, epoch = epoch + 1, {START_RUN} \
+             WHERE id IN ( \
+                SELECT id FROM ( \
+                    SELECT id FROM workflows \
+                    WHERE lease_owner IS NULL AND state IN {ACTIVE} AND wake_at <= ?3 \
+                      AND (name || '@' || version) IN (SELECT value FROM json_each(?2)) \
+                    ORDER BY wake_at LIMIT ?5) \
+                UNION \
+                SELECT id FROM ( \
+                    SELECT id FROM workflows \
+                    WHERE lease_owner IS NOT NULL AND lease_expires_at < ?4 AND state IN {ACTIVE} \
+                      AND (name || '@' || version) IN (SELECT value FROM json_each(?2)) \
+                    ORDER BY lease_expires_at LIMIT ?5) \
+                LIMIT ?5) \
+             RETURNING id, name, version, run, state, input, parent_id, epoch, cancel_requested, \
+                previous_owner AS taken_from, created_at, \
+                EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = workflows.id AND e.run = workflows.run) AS has_history, \
+                {CLAIMED_PLAIN} AS plain"
+        )))
+        .bind(&req.owner)
+        .bind(serde_json::to_string(&type_keys(&req.types))?)
+        .bind(req.clock_now)
+        .bind(req.wall_now)
+        .bind(req.limit)
+        .bind(req.lease_until)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter().map(Claimed::try_from).collect()
+    }
+
     async fn apply(tx: &mut Transaction<'_, Sqlite>, c: &Commit) -> Result<bool> {
         let r = &c.row;
         let updated = sqlx::query(
@@ -180,35 +213,18 @@ impl Journal for SqliteJournal {
     }
 
     async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-        let rows: Vec<RawClaim> = sqlx::query_as(AssertSqlSafe(format!(
-            "UPDATE workflows SET previous_owner = lease_owner, takeovers = takeovers + (lease_owner IS NOT NULL), \
-                lease_owner = ?1, lease_expires_at = ?6, epoch = epoch + 1 \
-             WHERE id IN ( \
-                SELECT id FROM ( \
-                    SELECT id FROM workflows \
-                    WHERE lease_owner IS NULL AND state IN {ACTIVE} AND wake_at <= ?3 \
-                      AND (name || '@' || version) IN (SELECT value FROM json_each(?2)) \
-                    ORDER BY wake_at LIMIT ?5) \
-                UNION \
-                SELECT id FROM ( \
-                    SELECT id FROM workflows \
-                    WHERE lease_owner IS NOT NULL AND lease_expires_at < ?4 AND state IN {ACTIVE} \
-                      AND (name || '@' || version) IN (SELECT value FROM json_each(?2)) \
-                    ORDER BY lease_expires_at LIMIT ?5) \
-                LIMIT ?5) \
-             RETURNING id, name, version, run, state, input, parent_id, epoch, cancel_requested, \
-                previous_owner AS taken_from, created_at, \
-                EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = workflows.id AND e.run = workflows.run) AS has_history"
-        )))
-        .bind(&req.owner)
-        .bind(serde_json::to_string(&type_keys(&req.types))?)
-        .bind(req.clock_now)
-        .bind(req.wall_now)
-        .bind(req.limit)
-        .bind(req.lease_until)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(Claimed::try_from).collect()
+        Self::claim_with(&mut *self.pool.acquire().await?, req).await
+    }
+
+    async fn commit_and_claim(&self, batch: &[Commit], claim: &ClaimRequest) -> Result<(Vec<bool>, Vec<Claimed>)> {
+        let mut tx = self.write().await?;
+        let mut results = Vec::with_capacity(batch.len());
+        for c in batch {
+            results.push(Self::apply(&mut tx, c).await?);
+        }
+        let claimed = Self::claim_with(&mut tx, claim).await?;
+        tx.commit().await?;
+        Ok((results, claimed))
     }
 
     async fn histories(&self, runs: &[(String, i64)]) -> Result<Vec<(String, Vec<Event>)>> {
