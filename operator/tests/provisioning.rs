@@ -296,13 +296,13 @@ async fn events_for(client: &Client, name: &str, wanted: &[&str]) -> Vec<String>
 }
 
 /// The client certificate of a tenant's Secret, and the cell CA bundle it trusts.
+/// The tenant's client certificate chain, key and CA bundle, from one version of its Secret (a
+/// renewal may replace it between two reads).
 async fn client_tls(h: &Harness, tenant: &str) -> (String, String, String) {
-    let secret = format!("{tenant}-client-tls");
-    (
-        h.secret_text(&secret, "tls.crt").await,
-        h.secret_text(&secret, "tls.key").await,
-        h.secret_text(&secret, "ca.crt").await,
-    )
+    let name = format!("{tenant}-client-tls");
+    let data = h.secrets().get(&name).await.unwrap_or_else(|e| panic!("Secret {name}: {e}")).data.unwrap();
+    let text = |key: &str| String::from_utf8(data[key].0.clone()).unwrap();
+    (text("tls.crt"), text("tls.key"), text("ca.crt"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

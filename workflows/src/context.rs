@@ -81,6 +81,9 @@ impl Ctx {
         halt: oneshot::Sender<Halt>,
     ) -> Self {
         let recorded_ops = history.iter().map(|e| e.seq + 1).max().unwrap_or(0);
+        // A replay shows the last recorded step until a live operation moves on.
+        let last_step = history.iter().filter(|e| e.op == Op::Step).max_by_key(|e| e.seq);
+        let (step, step_seq) = last_step.map_or((None, None), |e| (Some(e.name.clone()), Some(e.seq)));
         let mut by_seq: HashMap<i64, Vec<Event>> = HashMap::new();
         for event in history {
             by_seq.entry(event.seq).or_default().push(event);
@@ -92,8 +95,8 @@ impl Ctx {
             run: claimed.run,
             state: State::Running,
             reason: None,
-            step: None,
-            step_seq: None,
+            step,
+            step_seq,
             attempt: 0,
             next_attempt_at: None,
             last_error: None,

@@ -330,10 +330,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs a sleeping or waiting workflow now, without a signal: it replays (running again
+    /// whatever its code does outside steps, such as publishing in-memory state) and returns to
+    /// its wait. For state lost with a restart; nothing is left behind in the journal.
+    pub async fn wake(&self, id: &str) -> Result<()> {
+        self.shared.journal.wake(id, false, wall_ms()).await?;
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
     /// Requests cooperative cancellation: the workflow's next durable operation returns
     /// `WfError::Cancelled`, after which it may run cleanup steps.
     pub async fn cancel(&self, id: &str) -> Result<()> {
-        self.shared.journal.request_cancel(id, wall_ms()).await?;
+        self.shared.journal.wake(id, true, wall_ms()).await?;
         if let Some(resident) = self.shared.lock_resident().get(id) {
             resident.cancel.cancel();
         }

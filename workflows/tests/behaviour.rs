@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -234,6 +234,43 @@ async fn a_signal_wakes_a_waiting_workflow(postgres: bool) {
     engine.shutdown().await;
 }
 both_journals!(a_signal_wakes_a_waiting_workflow, a_signal_wakes_a_waiting_workflow);
+
+/// Counts its runs (replays included) and waits for "go".
+struct CountsRuns(Arc<AtomicUsize>);
+impl Workflow for CountsRuns {
+    const NAME: &'static str = "counts-runs";
+    type Input = ();
+    type Output = i64;
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<i64, WfError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        ctx.step("one").run(|_| async { Ok(1) }).await?;
+        Ok(ctx.wait_signal::<i64>("go", None).await?.unwrap_or_default())
+    }
+}
+
+async fn a_woken_workflow_replays_and_returns_to_its_wait(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let engine = engine(journal.clone(), "solo").register(CountsRuns(runs.clone())).start().unwrap();
+    engine.start::<CountsRuns>("w", &()).await.unwrap();
+    let parked = checkpoint_in(&engine, "w", State::WaitingSignal).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    engine.wake("w").await.unwrap();
+    eventually("the woken workflow ran again", || {
+        let runs = runs.clone();
+        async move { (runs.load(Ordering::SeqCst) == 2).then_some(()) }
+    })
+    .await;
+    let again = checkpoint_in(&engine, "w", State::WaitingSignal).await;
+    assert_eq!((again.step, again.step_seq), (parked.step, parked.step_seq), "no new operation was recorded");
+    engine.signal("w", "go", &3).await.unwrap();
+    assert_eq!(within(engine.result::<CountsRuns>("w")).await.unwrap(), 3, "only the real signal was received");
+    assert!(matches!(engine.wake("w").await, Err(Error::WrongState { .. })), "a finished workflow cannot wake");
+    engine.shutdown().await;
+}
+both_journals!(a_woken_workflow_replays_and_returns_to_its_wait, a_woken_workflow_replays_and_returns_to_its_wait);
 
 // ---------------------------------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ pub async fn run(command: WorkflowsCommand) -> Result<(), String> {
         }
         WorkflowsCommand::Cancel { journal, id } => {
             let journal = open_journal(&journal, false).await?;
-            journal.request_cancel(&id, wall_ms()).await.map_err(|e| explain(e, &id))?;
+            journal.wake(&id, true, wall_ms()).await.map_err(|e| explain(e, &id))?;
             println!("cancellation requested for {id}");
             Ok(())
         }

@@ -33,8 +33,6 @@ use crate::flows::{Fleet, Owner, ids};
 
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "cellplane";
-/// The signal that makes a waiting workflow replay (see [`Context::refresh`]).
-pub const REFRESH: &str = "refresh";
 /// Finalizer on every cellplane object: teardown runs before the object goes.
 pub const FINALIZER: &str = "cellplane.io/teardown";
 
@@ -89,6 +87,8 @@ pub struct Context {
     started: Mutex<HashSet<String>>,
     /// Signals already sent by this process, as `workflow id + signal`.
     signalled: Mutex<HashSet<String>>,
+    /// Workflows woken by [`Context::refresh`] in this process.
+    refreshed: Mutex<HashSet<String>>,
     /// Consecutive failures per object, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -106,6 +106,7 @@ impl Context {
             metrics,
             started: Mutex::default(),
             signalled: Mutex::default(),
+            refreshed: Mutex::default(),
             failures: Mutex::default(),
         })
     }
@@ -144,14 +145,20 @@ impl Context {
         Ok(())
     }
 
-    /// Wakes a workflow parked on a signal so that it replays and shows its view again: after
-    /// a restart, a workflow that waits (for days, maybe) has not run in this process. The
-    /// signal has a name no workflow waits for; it stays unconsumed in the journal.
+    /// Wakes a waiting workflow so that it replays and shows its view again: after a restart, a
+    /// workflow that waits (for days, maybe) has not run in this process. Once per process.
     pub async fn refresh(&self, id: &str) -> Result<(), ReconcileError> {
+        if lock(&self.refreshed).contains(id) {
+            return Ok(());
+        }
         let waiting = self.engine.checkpoint(id).await?.is_some_and(|cp| cp.state == State::WaitingSignal);
         if waiting {
-            self.signal_once(id, REFRESH, "", &()).await?;
+            match self.engine.wake(id).await {
+                Ok(()) | Err(cellplane_workflows::Error::WrongState { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        lock(&self.refreshed).insert(id.to_string());
         Ok(())
     }
 

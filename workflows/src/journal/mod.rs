@@ -207,7 +207,9 @@ pub trait Journal: Send + Sync + 'static {
     async fn find_signal(&self, id: &str, name: &str) -> Result<SignalLookup>;
     /// Stores a signal for a workflow and wakes it if it waits for one.
     async fn send_signal(&self, id: &str, name: &str, payload: &Value, now: i64) -> Result<()>;
-    async fn request_cancel(&self, id: &str, now: i64) -> Result<()>;
+    /// Makes an active workflow that sleeps or waits run now: it replays and, unless `cancel`
+    /// (which also requests cooperative cancellation), returns to its wait.
+    async fn wake(&self, id: &str, cancel: bool, now: i64) -> Result<()>;
     /// Makes a Failed or NonDeterministic workflow runnable again, dropping its terminal failure
     /// record so the failed step runs anew.
     async fn retry(&self, id: &str, now: i64) -> Result<()>;

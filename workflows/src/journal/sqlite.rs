@@ -304,19 +304,25 @@ impl Journal for SqliteJournal {
         Ok(())
     }
 
-    async fn request_cancel(&self, id: &str, now: i64) -> Result<()> {
+    async fn wake(&self, id: &str, cancel: bool, now: i64) -> Result<()> {
         let updated = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE workflows SET cancel_requested = 1, signal_version = signal_version + 1, updated_at = ?2, \
+            "UPDATE workflows SET cancel_requested = (cancel_requested OR ?3), signal_version = signal_version + 1, updated_at = ?2, \
              wake_at = CASE WHEN lease_owner IS NULL AND state IN ('Sleeping', 'WaitingSignal') THEN 0 ELSE wake_at END \
              WHERE id = ?1 AND state IN {ACTIVE}"
         )))
         .bind(id)
         .bind(now)
+        .bind(cancel)
         .execute(&self.pool)
         .await?;
         if updated.rows_affected() == 0 {
             let state = self.state_of(id).await?;
-            return Err(Error::WrongState { id: id.into(), state, action: "cancel", needed: "active" });
+            return Err(Error::WrongState {
+                id: id.into(),
+                state,
+                action: if cancel { "cancel" } else { "wake" },
+                needed: "active",
+            });
         }
         Ok(())
     }
