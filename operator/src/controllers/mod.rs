@@ -151,14 +151,15 @@ impl Context {
         if lock(&self.refreshed).contains(id) {
             return Ok(());
         }
+        // A workflow that is not waiting runs, or will, and publishes by itself.
         let waiting = self.engine.checkpoint(id).await?.is_some_and(|cp| cp.state == State::WaitingSignal);
         if waiting {
             match self.engine.wake(id).await {
                 Ok(()) | Err(cellplane_workflows::Error::WrongState { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
+            lock(&self.refreshed).insert(id.to_string());
         }
-        lock(&self.refreshed).insert(id.to_string());
         Ok(())
     }
 
@@ -498,7 +499,7 @@ pub fn controller_config() -> kube::runtime::controller::Config {
 /// Reconciles of one kind in flight at once. Each holds an HTTP/1 connection to the API server
 /// while it writes, and idle connections keep their buffers: unbounded, a burst of ten thousand
 /// namespaces meant ten thousand connections and hundreds of MiB.
-pub const RECONCILE_CONCURRENCY: u16 = 16;
+pub const RECONCILE_CONCURRENCY: u16 = 8;
 
 /// Runs the three controllers until `shutdown`.
 pub async fn run_all(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToken) {
