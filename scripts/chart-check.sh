@@ -30,33 +30,28 @@ trap 'rm -rf "$out"' EXIT
 say() { printf '%s\n' "$*"; }
 
 # check DESCRIPTION COMMAND...: runs COMMAND quietly; prints its output only on failure.
-check() {
-  local what="$1" log
-  shift
-  log="$out/log.$((passed + failed))"
-  if "$@" >"$log" 2>&1; then
-    passed=$((passed + 1))
-    say "  ok    $what"
-  else
-    failed=$((failed + 1))
-    say "  FAIL  $what"
-    sed 's/^/        /' "$log"
-  fi
-}
+check() { run_check quiet "$@"; }
 
 # check_verbose DESCRIPTION COMMAND...: like check, but always shows the output.
-check_verbose() {
-  local what="$1" log
-  shift
+check_verbose() { run_check verbose "$@"; }
+
+run_check() {
+  local mode="$1" what="$2" log ok=true
+  shift 2
   log="$out/log.$((passed + failed))"
-  if "$@" >"$log" 2>&1; then
+  "$@" >"$log" 2>&1 || ok=false
+  if $ok; then
     passed=$((passed + 1))
     say "  ok    $what"
   else
     failed=$((failed + 1))
     say "  FAIL  $what"
   fi
-  cat "$log"
+  if [ "$mode" = verbose ]; then
+    cat "$log"
+  elif ! $ok; then
+    sed 's/^/        /' "$log"
+  fi
 }
 
 install_venv() {
