@@ -20,6 +20,7 @@ use super::sim::SimCellServices;
 use super::tls::{self, ProbeTls, Resolve, SimDataPlane, SystemResolver};
 use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant};
 use crate::api::cell::{DatabaseSpec, Provider};
+use crate::api::common::SecretReference;
 use crate::controllers::MANAGER;
 
 /// Annotation naming the idempotency key a Secret's content was issued for.
@@ -190,17 +191,22 @@ impl ClusterCellServices {
         Ok((field("tls.crt")?, field("tls.key")?, field("ca.crt")?))
     }
 
-    async fn admin_login(&self, spec: &DatabaseSpec) -> Result<AdminLogin, CellError> {
-        let reference = &spec.admin_secret_ref;
-        let namespace = reference.namespace.clone().unwrap_or_else(|| self.config.namespace.clone());
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+    /// The Secret a spec refers to (in the operator's namespace unless it names one), with its
+    /// `namespace/name` for messages. A missing Secret is transient: it may be created yet.
+    async fn referenced_secret(&self, reference: &SecretReference, what: &str) -> Result<(Secret, String), CellError> {
+        let namespace = reference.namespace.as_deref().unwrap_or(&self.config.namespace);
+        let path = format!("{namespace}/{}", reference.name);
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let secret = api
             .get_opt(&reference.name)
             .await
-            .map_err(|e| kube_error("reading the database admin Secret", e))?
-            .ok_or_else(|| {
-                CellError::Transient(format!("the database admin Secret {namespace}/{} does not exist", reference.name))
-            })?;
+            .map_err(|e| kube_error(&format!("reading the {what} Secret"), e))?
+            .ok_or_else(|| CellError::Transient(format!("the {what} Secret {path} does not exist")))?;
+        Ok((secret, path))
+    }
+
+    async fn admin_login(&self, spec: &DatabaseSpec) -> Result<AdminLogin, CellError> {
+        let (secret, _) = self.referenced_secret(&spec.admin_secret_ref, "database admin").await?;
         Ok(AdminLogin {
             host: spec.host.clone(),
             port: u16::try_from(spec.port).map_err(|_| CellError::Invalid(format!("port {} is invalid", spec.port)))?,
@@ -214,16 +220,9 @@ impl ClusterCellServices {
     /// references only work within one cluster).
     async fn cell_client(&self, cell: &CellContext) -> Result<(Client, bool), CellError> {
         let Some(reference) = &cell.ingress.kubeconfig_secret_ref else { return Ok((self.client.clone(), true)) };
-        let namespace = reference.namespace.clone().unwrap_or_else(|| self.config.namespace.clone());
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-        let secret = api
-            .get_opt(&reference.name)
-            .await
-            .map_err(|e| kube_error("reading the cell kubeconfig Secret", e))?
-            .ok_or_else(|| CellError::Transient(format!("Secret {namespace}/{} does not exist", reference.name)))?;
-        let yaml = text(&secret, "kubeconfig").ok_or_else(|| {
-            CellError::Invalid(format!("Secret {namespace}/{} has no key kubeconfig", reference.name))
-        })?;
+        let (secret, path) = self.referenced_secret(reference, "cell kubeconfig").await?;
+        let yaml = text(&secret, "kubeconfig")
+            .ok_or_else(|| CellError::Invalid(format!("Secret {path} has no key kubeconfig")))?;
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).map_err(|e| CellError::Invalid(e.to_string()))?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
