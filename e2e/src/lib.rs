@@ -11,7 +11,7 @@ use std::time::Duration;
 use cellplane::api::{Cell, DeploymentRing, Namespace};
 use cellplane::cell::sim::SimCellServices;
 use cellplane::cloud::sim::{SimCloud, SimConfig};
-use cellplane::operator::{Operator, OperatorOptions};
+use cellplane::operator::{Operator, OperatorError, OperatorOptions};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -65,7 +65,7 @@ pub struct Running {
     pub operator: Arc<Operator>,
     pub cloud: Arc<SimCloud>,
     token: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), OperatorError>>,
     _dir: tempfile::TempDir,
 }
 
@@ -78,22 +78,16 @@ pub async fn start_operator(client: &Client) -> Running {
     let operator = Arc::new(
         Operator::new(client.clone(), journal, cloud.clone(), services, OperatorOptions::default()).expect("operator"),
     );
-    let token = CancellationToken::new();
-    let task = {
-        let (operator, token) = (operator.clone(), token.clone());
-        tokio::spawn(async move {
-            if let Err(e) = operator.run(token).await {
-                panic!("operator stopped: {e}");
-            }
-        })
-    };
+    let (token, task) = operator.spawn();
     Running { operator, cloud, token, task, _dir: dir }
 }
 
 impl Running {
     pub async fn stop(self) {
         self.token.cancel();
-        let _ = self.task.await;
+        if let Ok(Err(e)) = self.task.await {
+            panic!("operator stopped: {e}");
+        }
     }
 }
 

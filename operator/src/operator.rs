@@ -10,6 +10,7 @@ use cellplane_workflows::journal::Journal;
 use cellplane_workflows::{Clock, Engine, EngineConfig};
 use futures::future::BoxFuture;
 use kube::Client;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cell::CellServices;
@@ -143,6 +144,13 @@ impl Operator {
         self.ready.store(false, Ordering::SeqCst);
         self.engine.shutdown().await;
         held.map_err(OperatorError::LeaseLost)
+    }
+
+    /// Runs [`Operator::run`] in a background task; cancel the token to stop it gracefully.
+    pub fn spawn(self: &Arc<Self>) -> (CancellationToken, JoinHandle<Result<(), OperatorError>>) {
+        let token = CancellationToken::new();
+        let (operator, stop) = (self.clone(), token.clone());
+        (token, tokio::spawn(async move { operator.run(stop).await }))
     }
 
     /// Stops the engine at once without writing anything more, as if the process died (the

@@ -18,7 +18,7 @@ use cellplane::cell::tls::{self, ProbeTls, SimDataPlane};
 use cellplane::cell::{CellContext, CellError, CellServices, Tenant};
 use cellplane::cloud::sim::{SimCloud, SimConfig};
 use cellplane::fixtures::{self, is_ready};
-use cellplane::operator::{Operator, OperatorOptions};
+use cellplane::operator::{Operator, OperatorError, OperatorOptions};
 use cellplane_memapi::ApiServer;
 use cellplane_workflows::EngineConfig;
 use k8s_openapi::api::core::v1::Secret;
@@ -50,7 +50,7 @@ struct Harness {
     services: Arc<ClusterCellServices>,
     suffix: String,
     token: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), OperatorError>>,
     operator: Arc<Operator>,
     lifetimes: Lifetimes,
     _server: ApiServer,
@@ -62,7 +62,7 @@ async fn launch(
     client: &Client,
     dir: &tempfile::TempDir,
     lifetimes: Lifetimes,
-) -> (Arc<ClusterCellServices>, Arc<Operator>, CancellationToken, JoinHandle<()>) {
+) -> (Arc<ClusterCellServices>, Arc<Operator>, CancellationToken, JoinHandle<Result<(), OperatorError>>) {
     let config = ServicesConfig { namespace: NS.into(), lifetimes };
     let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
     let url = format!("sqlite://{}", dir.path().join("journal.db").display());
@@ -75,11 +75,7 @@ async fn launch(
     };
     let options = OperatorOptions { engine, ..OperatorOptions::default() };
     let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services.clone(), options).unwrap());
-    let token = CancellationToken::new();
-    let task = {
-        let (operator, token) = (operator.clone(), token.clone());
-        tokio::spawn(async move { operator.run(token).await.expect("operator") })
-    };
+    let (token, task) = operator.spawn();
     (services, operator, token, task)
 }
 
@@ -226,7 +222,9 @@ impl Harness {
 
     async fn stop(self) {
         self.token.cancel();
-        let _ = self.task.await;
+        if let Ok(Err(e)) = self.task.await {
+            panic!("operator stopped: {e}");
+        }
     }
 }
 

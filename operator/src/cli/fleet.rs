@@ -12,7 +12,6 @@ use clap::Args;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio_util::sync::CancellationToken;
 
 use super::operator::{API_BANNER, CliError, client_from};
 use crate::api::namespace::Tier;
@@ -58,11 +57,7 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
         options.engine.max_concurrent = max;
     }
     let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, options)?);
-    let token = CancellationToken::new();
-    let running = {
-        let (operator, token) = (operator.clone(), token.clone());
-        tokio::spawn(async move { operator.run(token).await })
-    };
+    let (token, running) = operator.spawn();
     let started = Instant::now();
     create_fleet(&client, args.cells, args.namespaces).await?;
     let total = args.cells + args.namespaces;

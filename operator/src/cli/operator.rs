@@ -175,12 +175,8 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     // a cell that names a PostgreSQL server gets real tenant databases there.
     let services = Arc::new(ClusterCellServices::new(client.clone(), ServicesConfig::default(), SimDataPlane::new()));
     let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, OperatorOptions::default())?);
-    let token = CancellationToken::new();
+    let (token, running) = operator.spawn();
     cancel_on_signals(token.clone());
-    let running = {
-        let (operator, token) = (operator.clone(), token.clone());
-        tokio::spawn(async move { operator.run(token).await })
-    };
     let applied = apply_dir(&client, &args.dir).await?;
     println!("applied {applied} resources from {}; watching them converge\n", args.dir.display());
     let deadline = Instant::now() + Duration::from_secs(args.timeout);

@@ -8,7 +8,7 @@ use cellplane::api::{Cell, DeploymentRing, Namespace};
 use cellplane::cell::sim::SimCellServices;
 use cellplane::cloud::sim::{SimCloud, SimConfig};
 use cellplane::fixtures::{self, is_ready};
-use cellplane::operator::{Operator, OperatorOptions};
+use cellplane::operator::{Operator, OperatorError, OperatorOptions};
 use cellplane_memapi::ApiServer;
 use cellplane_workflows::{Clock, EngineConfig};
 use kube::Api;
@@ -26,7 +26,7 @@ pub struct Fleet {
     pub clock: Option<Arc<dyn Clock>>,
     pub operator: Arc<Operator>,
     token: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), OperatorError>>>,
 }
 
 fn engine_config() -> EngineConfig {
@@ -108,8 +108,10 @@ impl Fleet {
 
     pub async fn stop(mut self) {
         self.token.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        if let Some(task) = self.task.take()
+            && let Ok(Err(e)) = task.await
+        {
+            panic!("operator stopped: {e}");
         }
     }
 }
@@ -120,20 +122,12 @@ async fn launch(
     cloud: &Arc<SimCloud>,
     services: &Arc<SimCellServices>,
     clock: Option<Arc<dyn Clock>>,
-) -> (Arc<Operator>, CancellationToken, JoinHandle<()>) {
+) -> (Arc<Operator>, CancellationToken, JoinHandle<Result<(), OperatorError>>) {
     let url = format!("sqlite://{}", dir.path().join("journal.db").display());
     let journal = cellplane_workflows::journal::open(&url, "cellplane").await.expect("journal");
     let options = OperatorOptions { engine: engine_config(), clock, ..OperatorOptions::default() };
     let operator =
         Arc::new(Operator::new(client.clone(), journal, cloud.clone(), services.clone(), options).expect("operator"));
-    let token = CancellationToken::new();
-    let task = {
-        let (operator, token) = (operator.clone(), token.clone());
-        tokio::spawn(async move {
-            if let Err(e) = operator.run(token).await {
-                panic!("operator stopped: {e}");
-            }
-        })
-    };
+    let (token, task) = operator.spawn();
     (operator, token, task)
 }
