@@ -1,9 +1,10 @@
-//! The e2e scenarios themselves, checked against the in-memory API server served over HTTP
-//! and reached through a kubeconfig file, as a real cluster would be.
+//! The e2e scenario against the in-memory API server served over HTTP and reached through a
+//! kubeconfig file, as a real cluster would be: quick, and always run.
 
 use std::io::Write;
 
-use cellplane_e2e::{connect, converge_then_tear_down};
+use cellplane::testing::TestCluster;
+use cellplane_e2e::converge_then_tear_down;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_e2e_scenario_passes_against_a_served_api() {
@@ -11,6 +12,6 @@ async fn the_e2e_scenario_passes_against_a_served_api() {
     let config = server.serve_on_loopback().await.unwrap();
     let mut kubeconfig = tempfile::NamedTempFile::new().unwrap();
     write!(kubeconfig, "{config}").unwrap();
-    let client = connect(kubeconfig.path()).await;
-    converge_then_tear_down(&client).await;
+    let cluster = TestCluster::real(kubeconfig.path()).await.unwrap();
+    converge_then_tear_down(cluster).await;
 }

@@ -48,7 +48,9 @@ pub fn cell(name: &str, region: &str, labels: &[(&str, &str)], max_namespaces: i
     Cell { metadata: meta(name, labels), spec, status: None }
 }
 
-pub fn namespace(name: &str, region: &str, tier: Tier) -> Namespace {
+/// A tenant `name` of `account` (the Kubernetes namespace it lives in) with an issued client
+/// certificate.
+pub fn namespace(name: &str, account: &str, region: &str, tier: Tier) -> Namespace {
     let spec = NamespaceSpec {
         region: region.into(),
         placement: Placement { tier, ..Placement::default() },
@@ -56,7 +58,8 @@ pub fn namespace(name: &str, region: &str, tier: Tier) -> Namespace {
         mtls: MtlsSpec { accepted_client_ca: None, issue_client_certificate: Some(true) },
         endpoint: Default::default(),
     };
-    Namespace { metadata: meta(name, &[]), spec, status: None }
+    let metadata = ObjectMeta { namespace: Some(account.into()), ..meta(name, &[]) };
+    Namespace { metadata, spec, status: None }
 }
 
 /// A ring selecting cells labelled `cellplane.io/ring=<selector>`; `version` None follows upstream.
@@ -80,6 +83,12 @@ pub fn ring(name: &str, order: i32, selector: &str, version: Option<&str>, bake:
         rollback_policy: RollbackPolicy::None,
     };
     DeploymentRing { metadata: meta(name, &[]), spec, status: None }
+}
+
+/// Creates the Kubernetes namespace `name` unless it exists (an account's, or the operator's).
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<(), kube::Error> {
+    let namespace = k8s_openapi::api::core::v1::Namespace { metadata: meta(name, &[]), ..Default::default() };
+    create(&Api::all(client.clone()), &namespace).await
 }
 
 /// Creates an object (an existing one is left as it is).

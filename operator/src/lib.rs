@@ -8,4 +8,6 @@ pub mod controllers;
 pub mod fixtures;
 pub mod flows;
 pub mod http;
+pub mod kube_error;
 pub mod operator;
+pub mod testing;

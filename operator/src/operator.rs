@@ -29,6 +29,10 @@ pub enum OperatorError {
     LeaseLost(String),
 }
 
+/// The operator's namespace when nothing names another: its Lease, cell CA and endpoint
+/// certificate Secrets, and the routes of cells its own cluster serves.
+pub const DEFAULT_NAMESPACE: &str = "cellplane-system";
+
 /// Where the controllers' leader lease lives.
 #[derive(Clone, Debug)]
 pub struct LeaderOptions {
@@ -47,6 +51,9 @@ pub struct OperatorOptions {
     pub leader: Option<LeaderOptions>,
     /// Where engine and controller metrics are registered.
     pub registry: prometheus::Registry,
+    /// Reconcile only the cellplane objects with these labels (a label selector such as
+    /// `cellplane.io/test-run=abc`); unset: all of them.
+    pub selector: Option<String>,
 }
 
 /// Lets an `Arc<dyn Clock>` be handed to the engine builder.
@@ -89,7 +96,7 @@ impl Operator {
         let engine = Arc::new(flows::register(builder, &deps).start()?);
         deps.signals.bind(&engine);
         let metrics = ControllerMetrics::new(&options.registry)?;
-        let context = Context::new(client.clone(), engine.clone(), fleet.clone(), metrics);
+        let context = Context::new(client.clone(), engine.clone(), fleet.clone(), metrics, options.selector);
         let leader = options.leader.map(|l| {
             let election = LeaderElection::new(client, &l.namespace, &l.name, &identity, l.lease_duration);
             (election, format!("{}/{}", l.namespace, l.name))

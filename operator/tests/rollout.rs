@@ -45,17 +45,18 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     let fleet = Fleet::start(SimConfig { latency: Duration::ZERO, ..SimConfig::default() }, Some(shared)).await;
     for (name, ring_label) in [("canary-1", "canary"), ("prod-1", "prod"), ("prod-2", "prod")] {
-        fixtures::create(&fleet.cells(), &cell(name, "eu-west-1", &[("cellplane.io/ring", ring_label)], 10, "1.0.0"))
+        fleet
+            .create(&fleet.cells(), &cell(name, "eu-west-1", &[("cellplane.io/ring", ring_label)], 10, "1.0.0"))
             .await
             .unwrap();
     }
     for name in ["canary-1", "prod-1", "prod-2"] {
         fleet.cell_ready(name).await;
     }
-    fixtures::create(&fleet.rings(), &ring("ring-0", 0, "canary", Some("1.0.0"), "1h")).await.unwrap();
+    fleet.create(&fleet.rings(), &ring("ring-0", 0, "canary", Some("1.0.0"), "1h")).await.unwrap();
     let mut follower = ring("ring-1", 1, "prod", None, "1h");
     follower.spec.pause_between_batches = "10m".into();
-    fixtures::create(&fleet.rings(), &follower).await.unwrap();
+    fleet.create(&fleet.rings(), &follower).await.unwrap();
 
     // The first version bakes in ring 0 before ring 1 sees it.
     wait_ring(&fleet, "ring-0", "baking 1.0.0", |s| s.phase == Some(RingPhase::Baking) && s.baked_until.is_some())
@@ -121,13 +122,14 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_ring_holds_its_next_batch_until_resumed() {
     let fleet = Fleet::start(SimConfig { latency: Duration::ZERO, ..SimConfig::default() }, None).await;
-    fixtures::create(&fleet.cells(), &cell("held-1", "eu-west-1", &[("cellplane.io/ring", "held")], 10, "1.0.0"))
+    fleet
+        .create(&fleet.cells(), &cell("held-1", "eu-west-1", &[("cellplane.io/ring", "held")], 10, "1.0.0"))
         .await
         .unwrap();
     fleet.cell_ready("held-1").await;
     let mut paused = ring("held", 0, "held", Some("1.1.0"), "0s");
     paused.spec.paused = true;
-    fixtures::create(&fleet.rings(), &paused).await.unwrap();
+    fleet.create(&fleet.rings(), &paused).await.unwrap();
     wait_ring(&fleet, "held", "paused before its first batch", |s| {
         s.phase == Some(RingPhase::Paused) && s.workflow.as_ref().is_some_and(|w| w.waiting_for.is_some())
     })

@@ -736,7 +736,11 @@ impl Step<'_> {
                     let delay = policy.delay(attempt as u32, rand::random::<f64>());
                     let next_at = ctx.now_ms() + delay.as_millis() as i64;
                     ctx.inner.shared.metrics.step_retries.with_label_values(&[workflow]).inc();
-                    tracing::warn!(step = %name, attempt, error = %error, retry_in = ?delay, "step failed; will retry");
+                    if error.kind == StepError::WAITING {
+                        tracing::debug!(step = %name, attempt, reason = %error, retry_in = ?delay, "step waits");
+                    } else {
+                        tracing::warn!(step = %name, attempt, error = %error, retry_in = ?delay, "step failed; will retry");
+                    }
                     row.state = State::Sleeping;
                     row.reason = Some(retry_reason(&name, attempt, &error, next_at));
                     let record = Record::StepRetry { attempt, error, next_at, duration_ms };

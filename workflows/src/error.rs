@@ -87,6 +87,15 @@ impl StepError {
         StepError { kind: "terminal".into(), message: message.to_string(), retryable: false }
     }
 
+    /// Not a failure: the step waits for something outside that is on its way (a cell still
+    /// being provisioned). Retried like a transient error, but logged quietly.
+    pub fn waiting(message: impl fmt::Display) -> Self {
+        StepError { kind: Self::WAITING.into(), message: message.to_string(), retryable: true }
+    }
+
+    /// The kind of [`StepError::waiting`].
+    pub const WAITING: &'static str = "waiting";
+
     /// A retryable error with a kind that a policy can list as non-retryable.
     pub fn of_kind(kind: impl Into<String>, message: impl fmt::Display) -> Self {
         StepError { kind: kind.into(), message: message.to_string(), retryable: true }

@@ -1,4 +1,6 @@
-//! The `Namespace` resource (`namespaces.cellplane.io`): one tenant.
+//! The `Namespace` resource (`namespaces.cellplane.io`): one tenant, living in the Kubernetes
+//! namespace of its account (the RBAC boundary). Its identity across the fleet is
+//! `<name>.<account>` ([`TenantId`]).
 //!
 //! The kind collides with the core `Namespace`; use the short names `cns` / `cellns`, the
 //! full name `namespaces.cellplane.io`, or the `cellplane` category with kubectl.
@@ -37,7 +39,53 @@ pub const NAMESPACE_CONDITIONS: &[&str] = &[
 ];
 
 /// Default endpoint hostname template.
-pub const DEFAULT_HOSTNAME_TEMPLATE: &str = "{namespace}.{cell}.{domain}";
+pub const DEFAULT_HOSTNAME_TEMPLATE: &str = "{namespace}.{account}.{cell}.{domain}";
+
+/// A tenant's identity across the fleet: `<name>.<account>`, where the account is the
+/// Kubernetes namespace its `Namespace` object lives in (as Temporal Cloud's namespaces are
+/// `name.account-id`). Both parts are DNS labels, so the dot separates them unambiguously.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TenantId {
+    pub name: String,
+    pub account: String,
+}
+
+impl TenantId {
+    pub fn new(name: impl Into<String>, account: impl Into<String>) -> Self {
+        TenantId { name: name.into(), account: account.into() }
+    }
+
+    /// The identity of a Namespace object (None before it has a namespace, which the API
+    /// server always gives it).
+    pub fn of(ns: &Namespace) -> Option<Self> {
+        Some(TenantId::new(ns.metadata.name.clone()?, ns.metadata.namespace.clone()?))
+    }
+}
+
+impl TenantId {
+    /// A name for this tenant of at most `max` bytes made of `[a-z0-9]` and `separator`:
+    /// `prefix`, then `<name><separator><account>` (cut to fit), then `separator` and ten hex
+    /// digits of a hash of the identity. The readable part alone would be ambiguous (`a-b`.`c`
+    /// and `a`.`b-c`), the hash makes it unique.
+    pub fn unique_name(&self, prefix: &str, separator: char, max: usize) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.to_string().as_bytes());
+        let hash: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        let readable: String = format!("{}{separator}{}", self.name, self.account)
+            .chars()
+            .map(|c| if c == '-' { separator } else { c })
+            .collect();
+        let room = max.saturating_sub(prefix.len() + 1 + hash.len());
+        let readable = readable.get(..room.min(readable.len())).unwrap_or_default().trim_end_matches(separator);
+        format!("{prefix}{readable}{separator}{hash}")
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.name, self.account)
+    }
+}
 
 /// Desired state of a tenant namespace: where it may be placed, how long its data is kept,
 /// how clients authenticate, and how its endpoint is named.
@@ -47,12 +95,13 @@ pub const DEFAULT_HOSTNAME_TEMPLATE: &str = "{namespace}.{cell}.{domain}";
     version = "v1alpha1",
     kind = "Namespace",
     plural = "namespaces",
+    namespaced,
     shortname = "cns",
     shortname = "cellns",
     status = "NamespaceStatus",
     category = "cellplane",
     derive = "PartialEq",
-    doc = "A Namespace (namespaces.cellplane.io; short names cns, cellns) is one tenant of the managed service. The operator places it into a Cell, creates its database, certificates and ingress route there, and checks that its endpoint accepts mTLS connections. The name becomes a DNS label of the tenant endpoint, so it must be at most 63 characters without dots, and it is unique across the fleet.",
+    doc = "A Namespace (namespaces.cellplane.io; short names cns, cellns) is one tenant of the managed service. It lives in the Kubernetes namespace of its account, and its identity across the fleet is <name>.<account>. The operator places it into a Cell, creates its database, certificates and ingress route there, and checks that its endpoint accepts mTLS connections. The name becomes a DNS label of the tenant endpoint, so it must be at most 63 characters without dots.",
     validation = ("self.metadata.name.size() <= 63 && !self.metadata.name.contains('.')", "metadata.name must be a DNS label: at most 63 characters and no dots"),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region", description = "Region the namespace lives in"),
     printcolumn(name = "Cell", type_ = "string", json_path = ".status.assignedCell", description = "Cell the namespace is placed in"),
@@ -165,12 +214,16 @@ pub struct MtlsSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointSpec {
-    /// Hostname template of the tenant endpoint. Placeholders: `{namespace}` (required, the
-    /// namespace name), `{cell}` (the assigned cell), `{region}` (spec.region) and `{domain}`
-    /// (the assigned cell's spec.ingress.domain). The endpoint's server certificate names it.
+    /// Hostname template of the tenant endpoint. Placeholders: `{namespace}` and `{account}`
+    /// (both required: together they are the tenant's identity, so endpoints never collide),
+    /// `{cell}` (the assigned cell), `{region}` (spec.region) and `{domain}` (the assigned
+    /// cell's spec.ingress.domain). The endpoint's server certificate names it.
     #[serde(default = "default_hostname_template")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9{}.-]+$"))]
-    #[x_kube(validation = ("self.contains('{namespace}')", "hostnameTemplate must contain {namespace}"))]
+    #[x_kube(validation = (
+        "self.contains('{namespace}') && self.contains('{account}')",
+        "hostnameTemplate must contain {namespace} and {account}"
+    ))]
     pub hostname_template: String,
 }
 
@@ -223,7 +276,9 @@ pub struct NamespaceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
 
-    /// Names of the Secrets (in the operator's namespace) that hold the tenant's credentials.
+    /// Names of the Secrets that hold the tenant's credentials (in the Namespace's own
+    /// Kubernetes namespace, except the endpoint's server certificate, which stays beside its
+    /// route in the operator's namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<NamespaceSecrets>,
 

@@ -1,5 +1,6 @@
-//! The real in-cell services: tenant databases on the cell's PostgreSQL, certificates in
-//! Secrets of the operator's namespace, routes in the cell's cluster, and a mutual-TLS check.
+//! The real in-cell services: tenant databases on the cell's PostgreSQL, the tenant's
+//! credentials in Secrets of its account's namespace (the endpoint's server certificate and the
+//! cell CA in the operator's), routes in the cell's cluster, and a mutual-TLS check.
 //! Sim cells get the same, with the sim data plane's TLS front door in place of a load
 //! balancer; a cell that names no database server gets a simulated database.
 
@@ -18,7 +19,9 @@ use super::pki::{self, Lifetimes};
 use super::routes;
 use super::sim::SimCellServices;
 use super::tls::{self, ProbeTls, Resolve, SimDataPlane, SystemResolver};
-use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant};
+use super::{
+    CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant, kube_error, names,
+};
 use crate::api::cell::{DatabaseSpec, Provider};
 use crate::api::common::SecretReference;
 use crate::controllers::MANAGER;
@@ -29,15 +32,15 @@ pub const ISSUED_FOR: &str = "cellplane.io/issued-for";
 /// Where and how the services work.
 #[derive(Clone, Debug)]
 pub struct ServicesConfig {
-    /// Namespace of the operator's cluster that holds tenant and cell CA Secrets (and the
-    /// routes of cells served by this cluster).
+    /// The operator's namespace: cell CA and endpoint server certificate Secrets, and the
+    /// routes of cells served by this cluster. Tenant Secrets go to their account's namespace.
     pub namespace: String,
     pub lifetimes: Lifetimes,
 }
 
 impl Default for ServicesConfig {
     fn default() -> Self {
-        ServicesConfig { namespace: "cellplane-system".into(), lifetimes: Lifetimes::default() }
+        ServicesConfig { namespace: crate::operator::DEFAULT_NAMESPACE.into(), lifetimes: Lifetimes::default() }
     }
 }
 
@@ -47,35 +50,6 @@ pub struct ClusterCellServices {
     data_plane: Arc<SimDataPlane>,
     resolver: Option<Arc<dyn Resolve>>,
     simulated: SimCellServices,
-}
-
-/// Secret names. Cell CA Secrets contain a dot, which a tenant name (a DNS label) cannot, so the
-/// two never collide.
-pub mod names {
-    pub fn cell_ca(cell: &str) -> String {
-        format!("{cell}.cell-ca")
-    }
-    pub fn database(tenant: &str) -> String {
-        format!("{tenant}-db")
-    }
-    pub fn server(tenant: &str) -> String {
-        format!("{tenant}-server-tls")
-    }
-    pub fn client_ca(tenant: &str) -> String {
-        format!("{tenant}-client-ca")
-    }
-    pub fn client(tenant: &str) -> String {
-        format!("{tenant}-client-tls")
-    }
-}
-
-fn kube_error(what: &str, e: kube::Error) -> CellError {
-    match &e {
-        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
-            CellError::Invalid(format!("{what}: {e}"))
-        }
-        _ => CellError::Transient(format!("{what}: {e}")),
-    }
 }
 
 fn text(secret: &Secret, key: &str) -> Option<String> {
@@ -97,6 +71,7 @@ fn validity(pem: &str) -> Result<(i64, i64), CellError> {
 }
 
 struct SecretSpec<'a> {
+    namespace: &'a str,
     name: String,
     type_: &'a str,
     data: Vec<(&'a str, String)>,
@@ -121,12 +96,23 @@ impl ClusterCellServices {
         &self.data_plane
     }
 
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), &self.config.namespace)
+    fn secrets(&self, namespace: &str) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), namespace)
     }
 
-    async fn get(&self, name: &str) -> Result<Option<Secret>, CellError> {
-        self.secrets().get_opt(name).await.map_err(|e| kube_error(&format!("reading Secret {name}"), e))
+    async fn get(&self, namespace: &str, name: &str) -> Result<Option<Secret>, CellError> {
+        let secret = self.secrets(namespace).get_opt(name).await;
+        secret.map_err(|e| kube_error(&format!("reading Secret {namespace}/{name}"), e))
+    }
+
+    /// A Secret of the operator's namespace (cell CAs, endpoint server certificates).
+    async fn own(&self, name: &str) -> Result<Option<Secret>, CellError> {
+        self.get(&self.config.namespace, name).await
+    }
+
+    /// A Secret in the tenant's account namespace.
+    async fn tenants(&self, tenant: &Tenant, name: &str) -> Result<Option<Secret>, CellError> {
+        self.get(&tenant.id.account, name).await
     }
 
     fn secret(&self, spec: SecretSpec<'_>) -> Secret {
@@ -134,10 +120,10 @@ impl ClusterCellServices {
         Secret {
             metadata: ObjectMeta {
                 name: Some(spec.name),
-                namespace: Some(self.config.namespace.clone()),
+                namespace: Some(spec.namespace.to_string()),
                 labels: Some(spec.labels),
                 annotations: spec.issued_for.map(|k| [(ISSUED_FOR.to_string(), k.to_string())].into()),
-                owner_references: spec.owner.map(|t| vec![routes::owner(t)]),
+                owner_references: spec.owner.map(|t| vec![owner(t)]),
                 ..ObjectMeta::default()
             },
             type_: Some(spec.type_.to_string()),
@@ -147,27 +133,27 @@ impl ClusterCellServices {
     }
 
     async fn apply(&self, spec: SecretSpec<'_>) -> Result<(), CellError> {
-        let name = spec.name.clone();
+        let (namespace, name) = (spec.namespace, spec.name.clone());
         let mut value = serde_json::to_value(self.secret(spec)).map_err(|e| CellError::Invalid(e.to_string()))?;
         value["apiVersion"] = "v1".into();
         value["kind"] = "Secret".into();
-        self.secrets()
+        self.secrets(namespace)
             .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&value))
             .await
-            .map_err(|e| kube_error(&format!("writing Secret {name}"), e))?;
+            .map_err(|e| kube_error(&format!("writing Secret {namespace}/{name}"), e))?;
         Ok(())
     }
 
-    async fn delete(&self, name: &str) -> Result<(), CellError> {
-        match self.secrets().delete(name, &DeleteParams::default()).await {
+    async fn delete(&self, namespace: &str, name: &str) -> Result<(), CellError> {
+        match self.secrets(namespace).delete(name, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(e) => Err(kube_error(&format!("deleting Secret {name}"), e)),
+            Err(e) => Err(kube_error(&format!("deleting Secret {namespace}/{name}"), e)),
         }
     }
 
     fn tenant_labels(cell: &CellContext, tenant: &Tenant) -> BTreeMap<String, String> {
-        routes::labels(&cell.name, &tenant.name)
+        routes::labels(&cell.name, &tenant.id)
     }
 
     fn ca_info(&self, secret: &Secret) -> Result<CellCa, CellError> {
@@ -186,7 +172,7 @@ impl ClusterCellServices {
     async fn cell_ca(&self, cell: &CellContext) -> Result<(String, String, String), CellError> {
         self.ensure_cell_ca(cell).await?;
         let name = names::cell_ca(&cell.name);
-        let secret = self.get(&name).await?.ok_or_else(|| CellError::Transient(format!("Secret {name} is gone")))?;
+        let secret = self.own(&name).await?.ok_or_else(|| CellError::Transient(format!("Secret {name} is gone")))?;
         let field = |key| text(&secret, key).ok_or_else(|| CellError::Invalid(format!("Secret {name} has no {key}")));
         Ok((field("tls.crt")?, field("tls.key")?, field("ca.crt")?))
     }
@@ -216,10 +202,9 @@ impl ClusterCellServices {
         })
     }
 
-    /// The client of the cell's cluster and whether it is the operator's own (owner
-    /// references only work within one cluster).
-    async fn cell_client(&self, cell: &CellContext) -> Result<(Client, bool), CellError> {
-        let Some(reference) = &cell.ingress.kubeconfig_secret_ref else { return Ok((self.client.clone(), true)) };
+    /// The client of the cell's cluster: its kubeconfig Secret's, else the operator's own.
+    async fn cell_client(&self, cell: &CellContext) -> Result<Client, CellError> {
+        let Some(reference) = &cell.ingress.kubeconfig_secret_ref else { return Ok(self.client.clone()) };
         let (secret, path) = self.referenced_secret(reference, "cell kubeconfig").await?;
         let yaml = text(&secret, "kubeconfig")
             .ok_or_else(|| CellError::Invalid(format!("Secret {path} has no key kubeconfig")))?;
@@ -227,8 +212,7 @@ impl ClusterCellServices {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .map_err(|e| CellError::Invalid(format!("cell kubeconfig: {e}")))?;
-        let client = Client::try_from(config).map_err(|e| CellError::Invalid(format!("cell kubeconfig: {e}")))?;
-        Ok((client, false))
+        Client::try_from(config).map_err(|e| CellError::Invalid(format!("cell kubeconfig: {e}")))
     }
 
     fn resolver(&self, cell: &CellContext) -> Arc<dyn Resolve> {
@@ -241,9 +225,9 @@ impl ClusterCellServices {
 
     /// Serves the tenant endpoint on the sim cell's front door with what its Secrets hold now.
     async fn serve_sim(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
-        let server_secret = names::server(&tenant.name);
+        let server_secret = names::server(&tenant.id);
         let secret = self
-            .get(&server_secret)
+            .own(&server_secret)
             .await?
             .ok_or_else(|| CellError::Transient(format!("Secret {server_secret} is missing")))?;
         let missing = |key| CellError::Invalid(format!("Secret {server_secret} has no {key}"));
@@ -257,8 +241,11 @@ impl ClusterCellServices {
     /// The client CAs the endpoint accepts: the tenant's (supplied or issued) and, when the
     /// tenant supplied its own, the cell CA so the operator's check can present a certificate.
     async fn accepted_client_cas(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
-        let name = names::client_ca(&tenant.name);
-        let secret = self.get(&name).await?.ok_or_else(|| CellError::Transient(format!("Secret {name} is missing")))?;
+        let name = names::client_ca(&tenant.id);
+        let secret = self
+            .tenants(tenant, &name)
+            .await?
+            .ok_or_else(|| CellError::Transient(format!("Secret {name} is missing")))?;
         let mut bundle = text(&secret, "ca.crt").unwrap_or_default();
         if tenant.mtls.accepted_client_ca.is_some() {
             let (ca_cert, _, _) = self.cell_ca(cell).await?;
@@ -272,7 +259,7 @@ impl ClusterCellServices {
 impl CellServices for ClusterCellServices {
     async fn ensure_cell_ca(&self, cell: &CellContext) -> Result<CellCa, CellError> {
         let name = names::cell_ca(&cell.name);
-        if let Some(secret) = self.get(&name).await? {
+        if let Some(secret) = self.own(&name).await? {
             return self.ca_info(&secret);
         }
         let span = tracing::info_span!("create_cell_ca", cell = %cell.name);
@@ -285,6 +272,7 @@ impl CellServices for ClusterCellServices {
             ]
             .into();
             let secret = self.secret(SecretSpec {
+                namespace: &self.config.namespace,
                 name: name.clone(),
                 type_: "kubernetes.io/tls",
                 data: vec![("tls.crt", ca.cert_pem.clone()), ("tls.key", ca.key_pem), ("ca.crt", ca.cert_pem)],
@@ -293,11 +281,11 @@ impl CellServices for ClusterCellServices {
                 owner: None,
             });
             // Create, never overwrite: a CA another caller created first wins.
-            match self.secrets().create(&PostParams::default(), &secret).await {
+            match self.secrets(&self.config.namespace).create(&PostParams::default(), &secret).await {
                 Ok(created) => self.ca_info(&created),
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     let secret = self
-                        .get(&name)
+                        .own(&name)
                         .await?
                         .ok_or_else(|| CellError::Transient(format!("Secret {name} vanished")))?;
                     self.ca_info(&secret)
@@ -311,7 +299,7 @@ impl CellServices for ClusterCellServices {
 
     async fn rotate_cell_ca(&self, key: &str, cell: &CellContext) -> Result<CellCa, CellError> {
         let name = names::cell_ca(&cell.name);
-        let current = self.get(&name).await?;
+        let current = self.own(&name).await?;
         if let Some(secret) = &current
             && issued_for(secret) == Some(key)
         {
@@ -332,6 +320,7 @@ impl CellServices for ClusterCellServices {
         ]
         .into();
         self.apply(SecretSpec {
+            namespace: &self.config.namespace,
             name: name.clone(),
             type_: "kubernetes.io/tls",
             data: vec![("tls.crt", ca.cert_pem.clone()), ("tls.key", ca.key_pem), ("ca.crt", bundle)],
@@ -349,7 +338,7 @@ impl CellServices for ClusterCellServices {
     }
 
     async fn remove_cell_ca(&self, cell: &CellContext) -> Result<(), CellError> {
-        self.delete(&names::cell_ca(&cell.name)).await
+        self.delete(&self.config.namespace, &names::cell_ca(&cell.name)).await
     }
 
     async fn create_database(
@@ -358,16 +347,23 @@ impl CellServices for ClusterCellServices {
         cell: &CellContext,
         tenant: &Tenant,
     ) -> Result<DatabaseGrant, CellError> {
-        let ident = database::tenant_identifier(&tenant.name)?;
-        let secret_name = names::database(&tenant.name);
+        let ident = database::tenant_identifier(&tenant.id)?;
+        let secret_name = names::database(&tenant.id);
         let Some(spec) = &cell.database else {
             let mut grant = self.simulated.create_database(key, cell, tenant).await?;
             grant.role = ident.clone();
             grant.database = ident.clone();
             let data = vec![("username", ident.clone()), ("database", ident), ("simulated", "true".to_string())];
             let labels = Self::tenant_labels(cell, tenant);
-            let spec =
-                SecretSpec { name: secret_name, type_: "Opaque", data, labels, issued_for: None, owner: Some(tenant) };
+            let spec = SecretSpec {
+                namespace: &tenant.id.account,
+                name: secret_name,
+                type_: "Opaque",
+                data,
+                labels,
+                issued_for: None,
+                owner: Some(tenant),
+            };
             self.apply(spec).await?;
             return Ok(grant);
         };
@@ -376,7 +372,7 @@ impl CellServices for ClusterCellServices {
         async {
             // The Secret is written first and is the source of the password, so a retry after
             // a crash sets the same password the tenant may already have read.
-            let existing = self.get(&secret_name).await?;
+            let existing = self.tenants(tenant, &secret_name).await?;
             let password = existing
                 .as_ref()
                 .filter(|s| text(s, "host").as_deref() == Some(admin.host.as_str()))
@@ -394,6 +390,7 @@ impl CellServices for ClusterCellServices {
             ];
             let labels = Self::tenant_labels(cell, tenant);
             let spec = SecretSpec {
+                namespace: &tenant.id.account,
                 name: secret_name.clone(),
                 type_: "Opaque",
                 data,
@@ -419,13 +416,13 @@ impl CellServices for ClusterCellServices {
     async fn drop_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
         match &cell.database {
             Some(spec) => {
-                let ident = database::tenant_identifier(&tenant.name)?;
+                let ident = database::tenant_identifier(&tenant.id)?;
                 let admin = self.admin_login(spec).await?;
                 database::drop(&admin, &ident).instrument(tracing::info_span!("drop_database", role = %ident)).await?;
             }
             None => self.simulated.drop_database(cell, tenant).await?,
         }
-        self.delete(&names::database(&tenant.name)).await
+        self.delete(&tenant.id.account, &names::database(&tenant.id)).await
     }
 
     async fn issue_certificates(
@@ -443,19 +440,19 @@ impl CellServices for ClusterCellServices {
                 renew_at = renew_at.min(lifetimes.renew_at(start, end));
             }
             Ok(Certificates {
-                server_secret: names::server(&tenant.name),
-                client_ca_secret: names::client_ca(&tenant.name),
-                client_secret: issue_client.then(|| names::client(&tenant.name)),
+                server_secret: names::server(&tenant.id),
+                client_ca_secret: names::client_ca(&tenant.id),
+                client_secret: issue_client.then(|| names::client(&tenant.id)),
                 not_after_ms: Some(end),
                 renew_at_ms: Some(renew_at),
             })
         };
         // Each Secret carries the key it was issued for: a repeat returns what exists.
         let client_secret = match issue_client {
-            true => self.get(&names::client(&tenant.name)).await?,
+            true => self.tenants(tenant, &names::client(&tenant.id)).await?,
             false => None,
         };
-        if let Some(secret) = self.get(&names::server(&tenant.name)).await?
+        if let Some(secret) = self.own(&names::server(&tenant.id)).await?
             && issued_for(&secret) == Some(key)
             && let Some(pem) = text(&secret, "tls.crt")
             && (!issue_client || client_secret.as_ref().is_some_and(|s| issued_for(s) == Some(key)))
@@ -463,7 +460,7 @@ impl CellServices for ClusterCellServices {
             let client = client_secret.as_ref().and_then(|s| text(s, "tls.crt"));
             return result(&pem, client.as_deref().map(validity).transpose()?);
         }
-        let span = tracing::info_span!("issue_certificates", cell = %cell.name, tenant = %tenant.name);
+        let span = tracing::info_span!("issue_certificates", cell = %cell.name, tenant = %tenant.id);
         async {
             let now = SystemTime::now();
             let labels = Self::tenant_labels(cell, tenant);
@@ -479,13 +476,14 @@ impl CellServices for ClusterCellServices {
                     // A CA of the tenant's own, so its client certificates are accepted by its
                     // endpoint only. The previous CA stays accepted until the new certificate
                     // has been picked up.
+                    let identity = tenant.id.to_string();
                     let tenant_ca =
-                        pki::new_ca(&format!("{} client CA", tenant.name), now, lifetimes.client).map_err(pki_error)?;
+                        pki::new_ca(&format!("{identity} client CA"), now, lifetimes.client).map_err(pki_error)?;
                     let client =
-                        pki::issue_client(&tenant_ca.cert_pem, &tenant_ca.key_pem, &tenant.name, now, lifetimes.client)
+                        pki::issue_client(&tenant_ca.cert_pem, &tenant_ca.key_pem, &identity, now, lifetimes.client)
                             .map_err(pki_error)?;
                     let previous = self
-                        .get(&names::client_ca(&tenant.name))
+                        .tenants(tenant, &names::client_ca(&tenant.id))
                         .await?
                         .and_then(|s| text(&s, "ca.crt"))
                         .and_then(|pem| pem.split_inclusive("-----END CERTIFICATE-----\n").next().map(str::to_string))
@@ -493,8 +491,9 @@ impl CellServices for ClusterCellServices {
                         .unwrap_or_default();
                     let data =
                         vec![("tls.crt", client.cert_pem), ("tls.key", client.key_pem), ("ca.crt", ca_bundle.clone())];
-                    let name = names::client(&tenant.name);
+                    let name = names::client(&tenant.id);
                     let spec = SecretSpec {
+                        namespace: &tenant.id.account,
                         name,
                         type_: "kubernetes.io/tls",
                         data,
@@ -507,7 +506,8 @@ impl CellServices for ClusterCellServices {
                 }
             };
             let spec = SecretSpec {
-                name: names::client_ca(&tenant.name),
+                namespace: &tenant.id.account,
+                name: names::client_ca(&tenant.id),
                 type_: "Opaque",
                 data: vec![("ca.crt", accepted)],
                 labels: labels.clone(),
@@ -519,13 +519,16 @@ impl CellServices for ClusterCellServices {
                 pki::issue_server(&ca_cert, &ca_key, &tenant.endpoint, now, lifetimes.server).map_err(pki_error)?;
             let chain = format!("{}{ca_cert}", server.cert_pem);
             let data = vec![("tls.crt", chain), ("tls.key", server.key_pem), ("ca.crt", ca_bundle)];
+            // Beside the route that serves it, in the operator's namespace: the tenant never
+            // holds the endpoint's key.
             let spec = SecretSpec {
-                name: names::server(&tenant.name),
+                namespace: &self.config.namespace,
+                name: names::server(&tenant.id),
                 type_: "kubernetes.io/tls",
                 data,
                 labels,
                 issued_for: Some(key),
-                owner: Some(tenant),
+                owner: None,
             };
             self.apply(spec).await?;
             // A renewal: the endpoint must accept the new client CA (and serve the new server
@@ -545,8 +548,9 @@ impl CellServices for ClusterCellServices {
     }
 
     async fn remove_certificates(&self, _cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
-        for name in [names::server(&tenant.name), names::client_ca(&tenant.name), names::client(&tenant.name)] {
-            self.delete(&name).await?;
+        self.delete(&self.config.namespace, &names::server(&tenant.id)).await?;
+        for name in [names::client_ca(&tenant.id), names::client(&tenant.id)] {
+            self.delete(&tenant.id.account, &name).await?;
         }
         Ok(())
     }
@@ -554,9 +558,8 @@ impl CellServices for ClusterCellServices {
     async fn create_route(&self, _key: &str, cell: &CellContext, tenant: &Tenant) -> Result<Route, CellError> {
         let span = tracing::info_span!("create_route", cell = %cell.name, host = %tenant.endpoint);
         async {
-            let (client, own) = self.cell_client(cell).await?;
-            let server_secret = names::server(&tenant.name);
-            let route = routes::apply(&client, &self.config.namespace, cell, tenant, &server_secret, own).await?;
+            let client = self.cell_client(cell).await?;
+            let route = routes::apply(&client, &self.config.namespace, cell, tenant).await?;
             if cell.provider == Provider::Sim {
                 self.serve_sim(cell, tenant).await?;
             }
@@ -568,8 +571,8 @@ impl CellServices for ClusterCellServices {
 
     async fn delete_route(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
         self.data_plane.remove(&cell.name, &tenant.endpoint);
-        let (client, _) = self.cell_client(cell).await?;
-        routes::delete(&client, &self.config.namespace, &tenant.name).await
+        let client = self.cell_client(cell).await?;
+        routes::delete(&client, &self.config.namespace, &tenant.id).await
     }
 
     async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
@@ -578,17 +581,17 @@ impl CellServices for ClusterCellServices {
             // The sim front door lives in this process: after a restart it serves the routes
             // that exist again, as an ingress controller would.
             if cell.provider == Provider::Sim && !self.data_plane.hosts(&cell.name).contains(&tenant.endpoint) {
-                let (client, _) = self.cell_client(cell).await?;
-                if routes::exists(&client, &self.config.namespace, &tenant.name).await? {
+                let client = self.cell_client(cell).await?;
+                if routes::exists(&client, &self.config.namespace, &tenant.id).await? {
                     self.serve_sim(cell, tenant).await?;
                 }
             }
             let (ca_cert, ca_key, ca_bundle) = self.cell_ca(cell).await?;
             let (chain, key) = match &tenant.mtls.accepted_client_ca {
                 None => {
-                    let name = names::client(&tenant.name);
+                    let name = names::client(&tenant.id);
                     let secret = self
-                        .get(&name)
+                        .tenants(tenant, &name)
                         .await?
                         .ok_or_else(|| CellError::Transient(format!("Secret {name} is missing")))?;
                     let missing = |key| CellError::Invalid(format!("Secret {name} has no {key}"));
@@ -617,6 +620,19 @@ impl CellServices for ClusterCellServices {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// An owner reference to the tenant's Namespace: its Secrets live in the same namespace, so
+/// they go with it when the account's namespace (or the object) is deleted without teardown.
+fn owner(tenant: &Tenant) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "cellplane.io/v1alpha1".into(),
+        kind: "Namespace".into(),
+        name: tenant.id.name.clone(),
+        uid: tenant.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: None,
     }
 }
 

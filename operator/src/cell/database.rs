@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, Connection};
 
 use super::CellError;
+use crate::api::namespace::TenantId;
 
 /// Prefix of every tenant role and database, so an administrator can tell them apart.
 pub const PREFIX: &str = "cp_";
@@ -62,30 +62,28 @@ impl AdminLogin {
     }
 }
 
-/// The role and database name for a namespace. Namespace names are DNS labels (at most 63 of
-/// `a-z`, `0-9`, `-`); anything else is refused rather than mangled into something that could
-/// collide. Long names keep a prefix and get a hash suffix so they stay unique within 63 bytes.
-pub fn tenant_identifier(namespace: &str) -> Result<String, CellError> {
-    let is_label = !namespace.is_empty()
-        && namespace.len() <= 63
-        && namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !namespace.starts_with('-')
-        && !namespace.ends_with('-');
-    if !is_label {
-        return Err(CellError::Invalid(format!(
-            "namespace name {namespace:?} cannot name a database: it must be a DNS label (a-z, 0-9, '-', at most 63)"
-        )));
+/// The role and database name for a tenant: `cp_<name>_<account>_<hash>`, unique across
+/// accounts within 63 bytes (see [`TenantId::unique_name`]). Both parts must be DNS labels (at
+/// most 63 of `a-z`, `0-9`, `-`); anything else is refused rather than mangled.
+pub fn tenant_identifier(tenant: &TenantId) -> Result<String, CellError> {
+    for (what, part) in [("namespace name", &tenant.name), ("account", &tenant.account)] {
+        if !is_dns_label(part) {
+            return Err(CellError::Invalid(format!(
+                "{what} {part:?} cannot name a database: it must be a DNS label (a-z, 0-9, '-', at most 63)"
+            )));
+        }
     }
-    let base = format!("{PREFIX}{}", namespace.replace('-', "_"));
-    let ident = if base.len() <= 63 {
-        base
-    } else {
-        let digest = Sha256::digest(namespace.as_bytes());
-        let suffix: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        format!("{}_{suffix}", &base[..63 - 9])
-    };
+    let ident = tenant.unique_name(PREFIX, '_', 63);
     check_identifier(&ident)?;
     Ok(ident)
+}
+
+fn is_dns_label(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 63
+        && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !part.starts_with('-')
+        && !part.ends_with('-')
 }
 
 /// The only identifiers this module sends to the server.
@@ -240,15 +238,19 @@ mod tests {
 
     #[test]
     fn identifiers_are_derived_from_dns_labels_only() {
-        assert_eq!(tenant_identifier("acme-prod").unwrap(), "cp_acme_prod");
-        let long = "a".repeat(63);
-        let ident = tenant_identifier(&long).unwrap();
-        assert_eq!(ident.len(), 63);
-        assert_ne!(ident, tenant_identifier(&format!("{}b", "a".repeat(62))).unwrap());
+        let ident = |name: &str, account: &str| tenant_identifier(&TenantId::new(name, account));
+        let readable = ident("web", "acme-prod").unwrap();
+        assert!(readable.starts_with("cp_web_acme_prod_"), "{readable}");
+        // The readable part is the same; the identity differs.
+        assert_ne!(ident("a-b", "c").unwrap(), ident("a", "b-c").unwrap());
+        let long = ident(&"a".repeat(63), &"b".repeat(63)).unwrap();
+        assert_eq!(long.len(), 63);
+        assert_ne!(long, ident(&"a".repeat(63), &format!("{}c", "b".repeat(62))).unwrap());
         for hostile in
             ["a\"; DROP ROLE postgres; --", "x'y", "Ünïcödé", "tenant\u{200b}", &"a".repeat(64), "", "-a", "a.b", "a b"]
         {
-            assert!(matches!(tenant_identifier(hostile), Err(CellError::Invalid(_))), "{hostile:?} was accepted");
+            assert!(matches!(ident(hostile, "acme"), Err(CellError::Invalid(_))), "{hostile:?} was accepted");
+            assert!(matches!(ident("web", hostile), Err(CellError::Invalid(_))), "account {hostile:?} was accepted");
         }
     }
 

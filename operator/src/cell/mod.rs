@@ -19,7 +19,44 @@ use cellplane_workflows::StepError;
 use serde::{Deserialize, Serialize};
 
 use crate::api::cell::{DatabaseSpec, IngressSpec, Provider};
-use crate::api::namespace::MtlsSpec;
+use crate::api::namespace::{MtlsSpec, TenantId};
+
+/// Names of what the operator creates for cells and tenants, in one place.
+pub mod names {
+    use crate::api::namespace::TenantId;
+
+    /// The cell CA Secret, in the operator's namespace. It contains a dot, which the names
+    /// below cannot, so the two never collide.
+    pub fn cell_ca(cell: &str) -> String {
+        format!("{cell}.cell-ca")
+    }
+
+    /// The tenant's route in the cell's cluster and the Service it sends traffic to: a DNS
+    /// label unique across accounts.
+    pub fn route(tenant: &TenantId) -> String {
+        tenant.unique_name("tenant-", '-', 63)
+    }
+
+    /// The endpoint's server certificate, beside the route in the operator's namespace.
+    pub fn server(tenant: &TenantId) -> String {
+        format!("{}-tls", route(tenant))
+    }
+
+    /// The tenant's database login, in its account's namespace.
+    pub fn database(tenant: &TenantId) -> String {
+        format!("{}-db", tenant.name)
+    }
+
+    /// The client CA bundle the endpoint accepts, in the account's namespace.
+    pub fn client_ca(tenant: &TenantId) -> String {
+        format!("{}-client-ca", tenant.name)
+    }
+
+    /// The issued client certificate, in the account's namespace.
+    pub fn client(tenant: &TenantId) -> String {
+        format!("{}-client-tls", tenant.name)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CellError {
@@ -41,6 +78,16 @@ impl CellError {
     }
 }
 
+/// A Kubernetes API error as a cell error: refusals a retry cannot change (bad request,
+/// forbidden, invalid) end the step; the rest are retried.
+pub(crate) fn kube_error(what: &str, e: kube::Error) -> CellError {
+    let message = format!("{what}: {}", crate::kube_error::describe(&e));
+    match crate::kube_error::code(&e) {
+        Some(400 | 403 | 422) => CellError::Invalid(message),
+        _ => CellError::Transient(message),
+    }
+}
+
 fn default_provider() -> Provider {
     Provider::Sim
 }
@@ -59,8 +106,8 @@ pub struct CellContext {
 /// The tenant being provisioned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
-    /// The Namespace's name: a validated DNS label.
-    pub name: String,
+    /// The Namespace's name and account (its Kubernetes namespace): validated DNS labels.
+    pub id: TenantId,
     pub uid: String,
     pub mtls: MtlsSpec,
     /// The endpoint hostname rendered from the hostname template.

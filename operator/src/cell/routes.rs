@@ -1,7 +1,8 @@
 //! Tenant ingress routes in a cell's cluster: a Gateway API `TLSRoute` (TLS passthrough) when
 //! the cluster serves that kind, else a networking.k8s.io/v1 `Ingress` with the cell's class
-//! and annotations. Written with server-side apply (idempotent), labelled, owned by the
-//! Namespace when the cell's cluster is the operator's own, deleted on teardown.
+//! and annotations. Written with server-side apply (idempotent), labelled with the tenant's
+//! identity, deleted by the teardown (never left to garbage collection: the route lives in
+//! another namespace, often another cluster, than the tenant's Namespace object).
 
 use std::collections::BTreeMap;
 
@@ -9,16 +10,17 @@ use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
     IngressTLS, ServiceBackendPort,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams};
 use kube::{Api, Client};
 
-use super::{CellContext, CellError, Tenant};
+use super::{CellContext, CellError, Tenant, kube_error, names};
+use crate::api::namespace::TenantId;
 
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// Labels on everything the operator creates for a tenant.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "cellplane");
 pub const NAMESPACE_LABEL: &str = "cellplane.io/namespace";
+pub const ACCOUNT_LABEL: &str = "cellplane.io/account";
 pub const CELL_LABEL: &str = "cellplane.io/cell";
 
 /// The route's kind and name as recorded in status.
@@ -29,40 +31,14 @@ pub struct RouteRef {
     pub name: String,
 }
 
-/// Name of a tenant's route and of the backend Service it sends traffic to.
-pub fn route_name(tenant: &str) -> String {
-    format!("tenant-{tenant}")
-}
-
-pub fn labels(cell: &str, tenant: &str) -> BTreeMap<String, String> {
+pub fn labels(cell: &str, tenant: &TenantId) -> BTreeMap<String, String> {
     [
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (NAMESPACE_LABEL.to_string(), tenant.to_string()),
+        (NAMESPACE_LABEL.to_string(), tenant.name.clone()),
+        (ACCOUNT_LABEL.to_string(), tenant.account.clone()),
         (CELL_LABEL.to_string(), cell.to_string()),
     ]
     .into()
-}
-
-/// An owner reference to the tenant's Namespace object (cluster-scoped, so namespaced objects
-/// of the same cluster may name it).
-pub fn owner(tenant: &Tenant) -> OwnerReference {
-    OwnerReference {
-        api_version: "cellplane.io/v1alpha1".into(),
-        kind: "Namespace".into(),
-        name: tenant.name.clone(),
-        uid: tenant.uid.clone(),
-        controller: Some(true),
-        block_owner_deletion: None,
-    }
-}
-
-fn kube_error(what: &str, e: kube::Error) -> CellError {
-    match &e {
-        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
-            CellError::Invalid(format!("{what}: {e}"))
-        }
-        _ => CellError::Transient(format!("{what}: {e}")),
-    }
 }
 
 /// The served TLSRoute version, if the cluster has Gateway API's TLSRoute CRD.
@@ -94,16 +70,13 @@ pub async fn apply(
     namespace: &str,
     cell: &CellContext,
     tenant: &Tenant,
-    server_secret: &str,
-    owned: bool,
 ) -> Result<RouteRef, CellError> {
-    let name = route_name(&tenant.name);
+    let name = names::route(&tenant.id);
     let metadata = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(namespace.to_string()),
-        labels: Some(labels(&cell.name, &tenant.name)),
+        labels: Some(labels(&cell.name, &tenant.id)),
         annotations: (!cell.ingress.annotations.is_empty()).then(|| cell.ingress.annotations.clone()),
-        owner_references: owned.then(|| vec![owner(tenant)]),
         ..ObjectMeta::default()
     };
     let params = PatchParams::apply(crate::controllers::MANAGER).force();
@@ -142,7 +115,7 @@ pub async fn apply(
             ingress_class_name: cell.ingress.class_name.clone(),
             tls: Some(vec![IngressTLS {
                 hosts: Some(vec![tenant.endpoint.clone()]),
-                secret_name: Some(server_secret.into()),
+                secret_name: Some(names::server(&tenant.id)),
             }]),
             rules: Some(vec![IngressRule {
                 host: Some(tenant.endpoint.clone()),
@@ -163,8 +136,8 @@ pub async fn apply(
 }
 
 /// Whether the tenant's route exists (of either kind).
-pub async fn exists(client: &Client, namespace: &str, tenant: &str) -> Result<bool, CellError> {
-    let name = route_name(tenant);
+pub async fn exists(client: &Client, namespace: &str, tenant: &TenantId) -> Result<bool, CellError> {
+    let name = names::route(tenant);
     if let Some(resource) = tls_route_resource(client).await? {
         let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
         if routes.get_opt(&name).await.map_err(|e| kube_error("reading the TLSRoute", e))?.is_some() {
@@ -176,8 +149,8 @@ pub async fn exists(client: &Client, namespace: &str, tenant: &str) -> Result<bo
 }
 
 /// Deletes the tenant's route of either kind; what is already gone is fine.
-pub async fn delete(client: &Client, namespace: &str, tenant: &str) -> Result<(), CellError> {
-    let name = route_name(tenant);
+pub async fn delete(client: &Client, namespace: &str, tenant: &TenantId) -> Result<(), CellError> {
+    let name = names::route(tenant);
     let gone = |r: Result<_, kube::Error>, what: &str| match r {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant};
+use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant, names};
 
 #[derive(Default)]
 pub struct SimCellServices {
@@ -33,12 +33,12 @@ impl SimCellServices {
 
     async fn put(&self, cell: &CellContext, kind: &str, tenant: &Tenant) {
         tokio::time::sleep(self.latency).await;
-        self.lock().insert(format!("{}/{kind}/{}", cell.name, tenant.name));
+        self.lock().insert(format!("{}/{kind}/{}", cell.name, tenant.id));
     }
 
     async fn remove(&self, cell: &CellContext, kind: &str, tenant: &Tenant) {
         tokio::time::sleep(self.latency).await;
-        self.lock().remove(&format!("{}/{kind}/{}", cell.name, tenant.name));
+        self.lock().remove(&format!("{}/{kind}/{}", cell.name, tenant.id));
     }
 }
 
@@ -63,11 +63,11 @@ impl CellServices for SimCellServices {
         tenant: &Tenant,
     ) -> Result<DatabaseGrant, CellError> {
         self.put(cell, "database", tenant).await;
-        let name = format!("tenant_{}", tenant.name.replace('-', "_"));
+        let name = tenant.id.unique_name("tenant_", '_', 63);
         Ok(DatabaseGrant {
             role: name.clone(),
             database: name,
-            secret: format!("{}-db", tenant.name),
+            secret: names::database(&tenant.id),
             server: String::new(),
             privileges: String::new(),
             simulated: true,
@@ -88,9 +88,9 @@ impl CellServices for SimCellServices {
         self.put(cell, "certificates", tenant).await;
         let issue_client = tenant.mtls.issue_client_certificate.unwrap_or(false);
         Ok(Certificates {
-            server_secret: format!("{}-server-tls", tenant.name),
-            client_ca_secret: format!("{}-client-ca", tenant.name),
-            client_secret: issue_client.then(|| format!("{}-client-tls", tenant.name)),
+            server_secret: names::server(&tenant.id),
+            client_ca_secret: names::client_ca(&tenant.id),
+            client_secret: issue_client.then(|| names::client(&tenant.id)),
             not_after_ms: None,
             renew_at_ms: None,
         })
@@ -103,7 +103,7 @@ impl CellServices for SimCellServices {
 
     async fn create_route(&self, _key: &str, cell: &CellContext, tenant: &Tenant) -> Result<Route, CellError> {
         self.put(cell, "route", tenant).await;
-        Ok(Route { name: format!("tenant-{}", tenant.name), kind: String::new(), namespace: String::new() })
+        Ok(Route { name: names::route(&tenant.id), kind: String::new(), namespace: String::new() })
     }
 
     async fn delete_route(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
@@ -113,7 +113,7 @@ impl CellServices for SimCellServices {
 
     async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
         tokio::time::sleep(self.latency).await;
-        let route = format!("{}/route/{}", cell.name, tenant.name);
+        let route = format!("{}/route/{}", cell.name, tenant.id);
         if self.lock().contains(&route) {
             Ok(format!("simulated connection to {}", tenant.endpoint))
         } else {

@@ -87,8 +87,11 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Cells in two regions with room for twice their share of namespaces, and the namespaces,
-/// created a hundred at a time.
+/// Tenants per account in the benchmark.
+const TENANTS_PER_ACCOUNT: usize = 100;
+
+/// Cells in two regions with room for twice their share of namespaces, and the namespaces (in
+/// accounts of a hundred), created a hundred at a time.
 async fn create_fleet(client: &Client, cells: usize, namespaces: usize) -> Result<(), CliError> {
     let per_cell = (namespaces.div_ceil(cells.max(1)) * 2) as i32;
     let regions = ["bench-a", "bench-b"];
@@ -97,11 +100,15 @@ async fn create_fleet(client: &Client, cells: usize, namespaces: usize) -> Resul
         let cell = fixtures::cell(&format!("bench-cell-{i}"), regions[i % 2], &[], per_cell, "1.0.0");
         fixtures::create(&cell_api, &cell).await?;
     }
-    let namespace_api: Api<Namespace> = Api::all(client.clone());
+    for account in 0..namespaces.div_ceil(TENANTS_PER_ACCOUNT) {
+        fixtures::ensure_namespace(client, &format!("bench-account-{account}")).await?;
+    }
     let names: Vec<String> = (0..namespaces).map(|i| format!("bench-ns-{i}")).collect();
-    for chunk in names.chunks(100) {
+    for (account, chunk) in names.chunks(TENANTS_PER_ACCOUNT).enumerate() {
+        let account = format!("bench-account-{account}");
+        let namespace_api: Api<Namespace> = Api::namespaced(client.clone(), &account);
         let creates = chunk.iter().enumerate().map(|(i, name)| {
-            let namespace = fixtures::namespace(name, regions[i % 2], Tier::Standard);
+            let namespace = fixtures::namespace(name, &account, regions[i % 2], Tier::Standard);
             let api = namespace_api.clone();
             async move { fixtures::create(&api, &namespace).await }
         });

@@ -60,7 +60,10 @@ pub struct JournalArgs {
 }
 
 pub fn main(cli: Cli) -> ExitCode {
-    init_tracing(&cli.log_level, cli.log_format);
+    // The sandbox prints a live progress table: its logs go to a file, not between the rows.
+    let log_file = matches!(cli.command, Command::Sandbox(_))
+        .then(|| std::env::temp_dir().join(format!("cellplane-sandbox-{}.log", std::process::id())));
+    init_tracing(&cli.log_level, cli.log_format, log_file.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -86,13 +89,28 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str, format: LogFormat) {
+/// Logs to stderr (coloured only on a terminal), or to `file` when given and writable.
+fn init_tracing(filter: &str, format: LogFormat, file: Option<&std::path::Path>) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let file = file.and_then(|path| match std::fs::File::create(path) {
+        Ok(file) => {
+            println!("logs: {}", path.display());
+            Some(std::sync::Mutex::new(file))
+        }
+        Err(e) => {
+            eprintln!("cannot write logs to {}: {e}; logging to stderr", path.display());
+            None
+        }
+    });
+    let ansi = file.is_none() && std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    match (format, file) {
+        (LogFormat::Text, Some(file)) => builder.with_writer(file).init(),
+        (LogFormat::Json, Some(file)) => builder.json().with_writer(file).init(),
+        (LogFormat::Text, None) => builder.with_writer(std::io::stderr).init(),
+        (LogFormat::Json, None) => builder.json().with_writer(std::io::stderr).init(),
     }
 }
 

@@ -18,11 +18,11 @@ use crate::cell::cluster::{ClusterCellServices, ServicesConfig};
 use crate::cell::tls::SimDataPlane;
 use crate::cloud::sim::{SimCloud, SimConfig};
 use crate::fixtures;
-use crate::operator::{LeaderOptions, Operator, OperatorError, OperatorOptions};
+use crate::operator::{DEFAULT_NAMESPACE, LeaderOptions, Operator, OperatorError, OperatorOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", crate::kube_error::describe(.0))]
     Kube(#[from] kube::Error),
     #[error("kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
@@ -42,6 +42,13 @@ pub enum CliError {
     MemApi(String),
     #[error(transparent)]
     Wait(#[from] fixtures::WaitError),
+    #[error(
+        "the operator's namespace {0:?} does not exist: create it (`kubectl create namespace {0}`) or name another \
+         with --namespace or POD_NAMESPACE"
+    )]
+    NoNamespace(String),
+    #[error("cannot serve /metrics on {addr}: {source} (is another cellplane running? choose another --metrics-addr)")]
+    MetricsAddr { addr: SocketAddr, source: std::io::Error },
 }
 
 #[derive(Args, Debug)]
@@ -58,22 +65,55 @@ pub struct RunArgs {
     /// run in every replica.
     #[arg(long, env = "CELLPLANE_LEADER_ELECTION", default_value_t = false)]
     pub leader_election: bool,
-    /// Namespace of the leader Lease (the pod's own, from the downward API).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "cellplane-system")]
-    pub leader_election_namespace: String,
+    /// The operator's namespace: its leader Lease, the cell CA and endpoint certificate
+    /// Secrets, and the routes of cells this cluster serves. Unset: the kubeconfig context's
+    /// namespace (as kubectl does), else cellplane-system. In a pod the chart sets POD_NAMESPACE.
+    #[arg(long, alias = "leader-election-namespace", env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
     #[arg(long, default_value = "cellplane-leader")]
     pub lease_name: String,
+    /// Reconcile only the cellplane objects with these labels (e.g. `cellplane.io/shard=a`):
+    /// for several operators in one cluster. Unset: all of them.
+    #[arg(long, env = "CELLPLANE_SELECTOR")]
+    pub selector: Option<String>,
 }
 
 pub async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, CliError> {
-    match kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-            let config =
-                kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
-            Ok(Client::try_from(config)?)
+    Ok(connect(kubeconfig).await?.0)
+}
+
+/// A client for the cluster the kubeconfig names (`path`, else `KUBECONFIG` or
+/// ~/.kube/config), or the in-cluster configuration; with the namespace its current context
+/// names, if any.
+pub async fn connect(path: Option<&Path>) -> Result<(Client, Option<String>), CliError> {
+    let kubeconfig = match path {
+        Some(path) => Some(kube::config::Kubeconfig::read_from(path)?),
+        None => kube::config::Kubeconfig::read().ok(),
+    };
+    let Some(kubeconfig) = kubeconfig else {
+        return Ok((Client::try_default().await?, None));
+    };
+    let context = kubeconfig
+        .current_context
+        .as_ref()
+        .and_then(|current| kubeconfig.contexts.iter().find(|c| &c.name == current).and_then(|c| c.context.as_ref()));
+    let namespace = context.and_then(|c| c.namespace.clone()).filter(|ns| !ns.is_empty());
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    Ok((Client::try_from(config)?, namespace))
+}
+
+/// Refuses to start in a namespace that does not exist, rather than retrying forever.
+async fn check_namespace(client: &Client, namespace: &str) -> Result<(), CliError> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match api.get_opt(namespace).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(CliError::NoNamespace(namespace.to_string())),
+        // Allowed to work in it but not to read it: the first write will tell.
+        Err(e) if crate::kube_error::code(&e) == Some(403) => {
+            tracing::warn!(%namespace, "cannot check that the operator's namespace exists (forbidden)");
+            Ok(())
         }
-        None => Ok(Client::try_default().await?),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -101,25 +141,29 @@ fn cancel_on_signals(token: CancellationToken) {
 
 /// `cellplane run`: the operator against a real cluster.
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
-    let client = client_from(args.kubeconfig.as_deref()).await?;
+    // First what can be wrong with this machine or cluster, so a mistake ends the command at once.
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|source| CliError::MetricsAddr { addr: args.metrics_addr, source })?;
+    let (client, context_namespace) = connect(args.kubeconfig.as_deref()).await?;
+    let namespace = args.namespace.or(context_namespace).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+    check_namespace(&client, &namespace).await?;
     let journal = cellplane_workflows::journal::open(&args.journal.journal, &args.journal.journal_schema).await?;
     let registry = prometheus::Registry::new();
     let leader = args.leader_election.then(|| LeaderOptions {
-        namespace: args.leader_election_namespace.clone(),
+        namespace: namespace.clone(),
         name: args.lease_name.clone(),
         lease_duration: Duration::from_secs(15),
     });
-    let options = OperatorOptions { leader, registry: registry.clone(), ..OperatorOptions::default() };
+    let options = OperatorOptions { leader, registry: registry.clone(), selector: args.selector, ..Default::default() };
     // Only the sim provider exists so far; aws and gcp cells are refused with a Stalled reason.
     let cloud = Arc::new(SimCloud::new(SimConfig::default()));
-    // Tenant Secrets and the routes of sim cells live in the operator's namespace.
-    let config = ServicesConfig { namespace: args.leader_election_namespace.clone(), ..ServicesConfig::default() };
+    let config = ServicesConfig { namespace: namespace.clone(), ..ServicesConfig::default() };
     let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
     let operator = Arc::new(Operator::new(client, journal, cloud, services, options)?);
     let token = CancellationToken::new();
     cancel_on_signals(token.clone());
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
-    tracing::info!(addr = %args.metrics_addr, "serving /metrics, /healthz and /readyz");
+    tracing::info!(addr = %args.metrics_addr, %namespace, "serving /metrics, /healthz and /readyz");
     let ready_operator = operator.clone();
     let ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || ready_operator.is_ready());
     tokio::spawn(crate::http::serve(listener, registry, ready, token.clone()));
@@ -165,6 +209,7 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
         tokio::spawn(async move { server.serve(listener).await });
     }
     let client = server.client();
+    fixtures::ensure_namespace(&client, DEFAULT_NAMESPACE).await?;
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("journal.db").display());
     let journal = cellplane_workflows::journal::open(&url, "cellplane").await?;
@@ -224,7 +269,8 @@ pub fn register_kinds(server: &cellplane_memapi::ApiServer) -> Result<(), CliErr
     Ok(())
 }
 
-/// Applies every YAML document under `dir` (files in name order); returns how many.
+/// Applies every YAML document under `dir` (files in name order; the cellplane kinds, core
+/// Namespaces and Secrets); returns how many.
 pub async fn apply_dir(client: &Client, dir: &Path) -> Result<usize, CliError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -240,25 +286,37 @@ pub async fn apply_dir(client: &Client, dir: &Path) -> Result<usize, CliError> {
             if value.is_null() {
                 continue;
             }
-            let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-            match kind.as_str() {
-                "Cell" => create_from::<Cell>(client, value).await.map_err(bad)?,
-                "Namespace" => create_from::<Namespace>(client, value).await.map_err(bad)?,
-                "DeploymentRing" => create_from::<DeploymentRing>(client, value).await.map_err(bad)?,
-                other => return Err(bad(format!("kind {other:?} is not a cellplane.io kind"))),
+            let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+            let (api_version, kind) = (field("apiVersion"), field("kind"));
+            match (api_version.as_str(), kind.as_str()) {
+                ("cellplane.io/v1alpha1", "Cell") => create_from::<Cell>(client, value).await,
+                ("cellplane.io/v1alpha1", "Namespace") => create_from::<Namespace>(client, value).await,
+                ("cellplane.io/v1alpha1", "DeploymentRing") => create_from::<DeploymentRing>(client, value).await,
+                ("v1", "Namespace") => create_from::<k8s_openapi::api::core::v1::Namespace>(client, value).await,
+                ("v1", "Secret") => create_from::<k8s_openapi::api::core::v1::Secret>(client, value).await,
+                _ => Err(format!("{api_version} {kind} is not a kind the sandbox applies")),
             }
+            .map_err(bad)?;
             applied += 1;
         }
     }
     Ok(applied)
 }
 
+/// Creates an object in the namespace its manifest names (cluster-scoped kinds ignore it).
 async fn create_from<K>(client: &Client, value: Value) -> Result<(), String>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let obj: K = serde_json::from_value(value).map_err(|e| e.to_string())?;
-    fixtures::create(&Api::<K>::all(client.clone()), &obj).await.map_err(|e| e.to_string())
+    // Typed first, for a clear message about a malformed manifest.
+    let typed: K = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let obj: kube::api::DynamicObject = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let api: Api<kube::api::DynamicObject> = match typed.meta().namespace.as_deref() {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    fixtures::create(&api, &obj).await.map_err(|e| crate::kube_error::describe(&e))
 }
 
 struct Row {
@@ -270,7 +328,7 @@ struct Row {
     conditions: String,
 }
 
-fn row<K: kube::Resource<DynamicType = ()>>(
+fn row<K: kube::Resource<DynamicType = ()> + kube::ResourceExt>(
     obj: &K,
     phase: Option<String>,
     conditions: &[Condition],
@@ -278,7 +336,7 @@ fn row<K: kube::Resource<DynamicType = ()>>(
 ) -> Row {
     let ready = conditions::find(conditions, conditions::types::READY);
     Row {
-        id: format!("{}/{}", K::kind(&()), obj.meta().name.clone().unwrap_or_default()),
+        id: format!("{}/{}", K::kind(&()), crate::controllers::object_key(obj)),
         phase: phase.unwrap_or_else(|| "-".into()),
         ready: ready.map_or("-".into(), |c| c.status.as_str().to_string()),
         step: step.unwrap_or_else(|| "-".into()),

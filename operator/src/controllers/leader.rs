@@ -11,6 +11,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
+use crate::kube_error::describe;
+
 pub struct LeaderElection {
     api: Api<Lease>,
     name: String,
@@ -34,7 +36,7 @@ impl LeaderElection {
             match self.try_acquire().await {
                 Ok(true) => return true,
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, lease = %self.name, "leader election failed; retrying"),
+                Err(e) => tracing::warn!(error = %describe(&e), lease = %self.name, "leader election failed; retrying"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return false,
@@ -56,7 +58,7 @@ impl LeaderElection {
             match self.try_acquire().await {
                 Ok(true) => {}
                 Ok(false) => return false,
-                Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying until it expires"),
+                Err(e) => tracing::warn!(error = %describe(&e), "lease renewal failed; retrying until it expires"),
             }
         }
     }
@@ -115,7 +117,7 @@ impl LeaderElection {
         spec.holder_identity = None;
         spec.renew_time = None;
         if let Err(e) = self.api.replace(&self.name, &PostParams::default(), &lease).await {
-            tracing::debug!(error = %e, "could not release the leader lease; it will expire");
+            tracing::debug!(error = %describe(&e), "could not release the leader lease; it will expire");
         }
     }
 }

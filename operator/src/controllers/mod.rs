@@ -38,7 +38,7 @@ pub const FINALIZER: &str = "cellplane.io/teardown";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("Kubernetes API error: {0}")]
+    #[error("Kubernetes API: {}", crate::kube_error::describe(.0))]
     Kube(#[from] kube::Error),
     #[error("workflow engine error: {0}")]
     Engine(#[from] cellplane_workflows::Error),
@@ -83,6 +83,8 @@ pub struct Context {
     pub engine: Arc<Engine>,
     pub fleet: Arc<Fleet>,
     pub metrics: ControllerMetrics,
+    /// Only objects with these labels are reconciled (see [`Context::watch_config`]).
+    pub selector: Option<String>,
     /// Workflow ids known to exist, so a reconcile storm does not hit the journal.
     started: Mutex<HashSet<String>>,
     /// Signals already sent by this process, as `workflow id + signal`.
@@ -98,17 +100,43 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
-    pub fn new(client: Client, engine: Arc<Engine>, fleet: Arc<Fleet>, metrics: ControllerMetrics) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        engine: Arc<Engine>,
+        fleet: Arc<Fleet>,
+        metrics: ControllerMetrics,
+        selector: Option<String>,
+    ) -> Arc<Self> {
         Arc::new(Context {
             client,
             engine,
             fleet,
             metrics,
+            selector,
             started: Mutex::default(),
             signalled: Mutex::default(),
             refreshed: Mutex::default(),
             failures: Mutex::default(),
         })
+    }
+
+    /// What the controllers watch: every cellplane object, or those the label selector picks
+    /// (one operator among several in a cluster, such as a test run's).
+    pub fn watch_config(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default();
+        match &self.selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
+
+    /// The same as [`Context::watch_config`], for a list.
+    pub fn list_params(&self) -> kube::api::ListParams {
+        let params = kube::api::ListParams::default();
+        match &self.selector {
+            Some(selector) => params.labels(selector),
+            None => params,
+        }
     }
 
     /// Starts a workflow unless it is known to exist; idempotent either way.
@@ -202,16 +230,24 @@ impl Context {
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
         if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(error = %e, "could not publish an event");
+            tracing::warn!(error = %crate::kube_error::describe(&e), %reason, "could not publish an event");
         }
     }
 }
 
 /// The error policy shared by the controllers: back off with jitter, per object.
 pub fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&obj.name_any());
-    tracing::warn!(name = %obj.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    let delay = ctx.backoff(&object_key(obj.as_ref()));
+    tracing::warn!(object = %object_key(obj.as_ref()), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// `namespace/name`, or `name` for cluster-scoped objects: what identifies an object of a kind.
+pub fn object_key<K: ResourceExt>(obj: &K) -> String {
+    match obj.namespace() {
+        Some(namespace) => format!("{namespace}/{}", obj.name_any()),
+        None => obj.name_any(),
+    }
 }
 
 /// Wraps a reconcile: counts it and resets the object's backoff on success.
@@ -223,7 +259,7 @@ pub async fn counted<K: ResourceExt>(
 ) -> Result<Action, ReconcileError> {
     ctx.metrics.count(kind, result.is_ok());
     if result.is_ok() {
-        ctx.succeeded(&obj.name_any());
+        ctx.succeeded(&object_key(obj));
     }
     result
 }
@@ -433,8 +469,11 @@ where
     futures::stream::select(checkpoints, views).flat_map(move |id| {
         let refs: Vec<ObjectRef<K>> = match id {
             Some(id) => ids::owner(&id)
-                .filter(|(owner, _)| owners.contains(owner))
-                .map(|(_, name)| ObjectRef::new(name))
+                .filter(|(owner, ..)| owners.contains(owner))
+                .map(|(_, namespace, name)| match namespace {
+                    Some(namespace) => ObjectRef::new(name).within(namespace),
+                    None => ObjectRef::new(name),
+                })
                 .into_iter()
                 .collect(),
             None => store.state().iter().map(|obj| ObjectRef::from(obj.as_ref())).collect(),
@@ -465,7 +504,7 @@ pub async fn run_controller<K, Fut>(
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
-    let controller = controller_for(Api::<K>::all(ctx.client.clone()));
+    let controller = controller_for(Api::<K>::all(ctx.client.clone()), ctx.watch_config());
     let progress = triggers(&ctx.engine, &ctx.fleet, owners, controller.store());
     controller
         .reconcile_on(progress)
@@ -476,13 +515,13 @@ pub async fn run_controller<K, Fut>(
 }
 
 /// A controller whose cache drops managedFields (most of an object's bytes, never read here).
-pub fn controller_for<K>(api: Api<K>) -> kube::runtime::Controller<K>
+pub fn controller_for<K>(api: Api<K>, config: kube::runtime::watcher::Config) -> kube::runtime::Controller<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (reader, writer) = reflector::store();
-    let objects = watcher(api, watcher::Config::default())
+    let objects = watcher(api, config)
         .default_backoff()
         .modify(|obj| obj.managed_fields_mut().clear())
         .reflect(writer)

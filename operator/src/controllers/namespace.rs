@@ -15,7 +15,7 @@ use super::{
 use crate::api::conditions::{self, Condition, ConditionStatus, Stall};
 use crate::api::namespace::{
     CELL_SELECTED, CERTIFICATES_READY, CONNECTED, DATABASE_READY, INGRESS_READY, NAMESPACE_CONDITIONS, NAMESPACE_STEPS,
-    Namespace, NamespacePhase, NamespaceStatus,
+    Namespace, NamespacePhase, NamespaceStatus, TenantId,
 };
 use crate::cell::pki;
 use crate::flows::fleet::NamespaceView;
@@ -30,27 +30,27 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 }
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let span = tracing::info_span!("reconcile", kind = KIND, name = %ns.name_any());
+    let span = tracing::info_span!("reconcile", kind = KIND, name = %super::object_key(ns.as_ref()));
     let result = reconcile_inner(&ns, &ctx).instrument(span).await;
     counted(KIND, ns.as_ref(), &ctx, result).await
 }
 
 async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, ReconcileError> {
-    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let tenant = TenantId::of(ns).ok_or(ReconcileError::MissingField("metadata.namespace"))?;
+    let api: Api<Namespace> = Api::namespaced(ctx.client.clone(), &tenant.account);
     if ns.metadata.deletion_timestamp.is_some() {
-        return cleanup(ns, ctx, &api).await;
+        return cleanup(ns, &tenant, ctx, &api).await;
     }
     if ensure_finalizer(&api, ns).await? {
         return Ok(Action::await_change());
     }
-    if let Err(stall) = validate(ns) {
+    if let Err(stall) = validate(ns, &tenant) {
         write_status(ns, ctx, &api, None, Some(&stall), None).await?;
         return Ok(Action::await_change());
     }
-    let name = ns.name_any();
     let uid = ns.uid().ok_or(ReconcileError::MissingField("metadata.uid"))?;
-    let id = ids::namespace(&name, &uid);
-    let input = NamespaceInput { name, uid, spec: ns.spec.clone() };
+    let id = ids::namespace(&tenant, &uid);
+    let input = NamespaceInput { tenant, uid, spec: ns.spec.clone() };
     ctx.ensure::<NamespaceWorkflow>(&id, &input).await?;
     if ctx.fleet.namespace_view(&id).is_none() {
         ctx.refresh(&id).await?;
@@ -61,8 +61,8 @@ async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, Reconc
 
 /// What the schema should have refused, checked again (names reach hostnames and SQL), and
 /// what it cannot check: a supplied client CA must parse, be a CA and be valid now.
-fn validate(ns: &Namespace) -> Result<(), Stall> {
-    validate_spec(ns).map_err(|message| Stall { reason: "InvalidSpec".into(), message })?;
+fn validate(ns: &Namespace, tenant: &TenantId) -> Result<(), Stall> {
+    validate_spec(ns, tenant).map_err(|message| Stall { reason: "InvalidSpec".into(), message })?;
     if let Some(pem) = &ns.spec.mtls.accepted_client_ca
         && let Err(problem) = pki::validate_client_ca(pem, std::time::SystemTime::now())
     {
@@ -74,19 +74,19 @@ fn validate(ns: &Namespace) -> Result<(), Stall> {
     Ok(())
 }
 
-fn validate_spec(ns: &Namespace) -> Result<(), String> {
-    let name = ns.name_any();
-    if !is_dns_label(&name) {
+fn validate_spec(ns: &Namespace, tenant: &TenantId) -> Result<(), String> {
+    let name = &tenant.name;
+    if !is_dns_label(name) {
         return Err(format!("metadata.name {name:?} must be a DNS label: at most 63 of a-z, 0-9 and '-'"));
     }
     if !is_dns_label(&ns.spec.region) {
         return Err(format!("spec.region {:?} must be a DNS label", ns.spec.region));
     }
     let template = &ns.spec.endpoint.hostname_template;
-    if !template.contains("{namespace}") {
-        return Err(format!("spec.endpoint.hostnameTemplate {template:?} must contain {{namespace}}"));
+    if !template.contains("{namespace}") || !template.contains("{account}") {
+        return Err(format!("spec.endpoint.hostnameTemplate {template:?} must contain {{namespace}} and {{account}}"));
     }
-    let sample = render_hostname(template, &name, "cell", "region", "example.com");
+    let sample = render_hostname(template, tenant, "cell", "region", "example.com");
     if sample.len() > 253 || !sample.split('.').all(is_dns_label) {
         return Err(format!("spec.endpoint.hostnameTemplate {template:?} does not render a valid hostname ({sample})"));
     }
@@ -278,9 +278,14 @@ fn no_eligible_cell(
 }
 
 /// Teardown: the workflow releases everything; the finalizer goes when it has finished.
-async fn cleanup(ns: &Namespace, ctx: &Context, api: &Api<Namespace>) -> Result<Action, ReconcileError> {
+async fn cleanup(
+    ns: &Namespace,
+    tenant: &TenantId,
+    ctx: &Context,
+    api: &Api<Namespace>,
+) -> Result<Action, ReconcileError> {
     let Some(uid) = ns.uid() else { return Ok(Action::await_change()) };
-    let id = ids::namespace(&ns.name_any(), &uid);
+    let id = ids::namespace(tenant, &uid);
     let Some(checkpoint) = ctx.engine.checkpoint(&id).await? else {
         remove_finalizer(api, ns).await?;
         return Ok(Action::await_change());

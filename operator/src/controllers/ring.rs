@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use cellplane_workflows::State;
 use futures::StreamExt;
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,7 +32,7 @@ const KIND: &str = "DeploymentRing";
 
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
-    let controller = super::controller_for(api.clone());
+    let controller = super::controller_for(api.clone(), ctx.watch_config());
     let store = controller.store();
     let rings = store.clone();
     let every_ring = move || rings.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
@@ -46,8 +44,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .flat_map(move |_| futures::stream::iter(all()));
     let on_cells = every_ring.clone();
     controller
-        .watches(Api::<Cell>::all(ctx.client.clone()), watcher::Config::default(), move |_| on_cells())
-        .watches(api, watcher::Config::default(), move |_| every_ring())
+        .watches(Api::<Cell>::all(ctx.client.clone()), ctx.watch_config(), move |_| on_cells())
+        .watches(api, ctx.watch_config(), move |_| every_ring())
         .reconcile_on(progress)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
@@ -131,7 +129,7 @@ async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action,
         order: ring.spec.order,
         selector: ring.spec.cell_selector.clone(),
     });
-    let cells: Vec<Cell> = Api::<Cell>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
+    let cells: Vec<Cell> = Api::<Cell>::all(ctx.client.clone()).list(&ctx.list_params()).await?.items;
     let selected: Vec<&Cell> =
         cells.iter().filter(|c| selector_matches(&ring.spec.cell_selector, c.labels())).collect();
     status.cells_by_version = cells_by_version(&selected);
@@ -139,7 +137,7 @@ async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action,
         Some(version) => Some(version.clone()),
         None => {
             let rings: Vec<DeploymentRing> =
-                Api::<DeploymentRing>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
+                Api::<DeploymentRing>::all(ctx.client.clone()).list(&ctx.list_params()).await?.items;
             upstream(ring, &rings).and_then(|u| u.status.as_ref()).and_then(|s| s.baked_version.clone())
         }
     };

@@ -69,33 +69,37 @@ pub enum Owner {
     Ring,
 }
 
-/// Workflow ids: `cell/NAME/UID`, `ns/NAME/UID`, `ring/NAME/UID/VERSION`. Names are DNS labels
-/// (validated by the controllers) so `/` separates unambiguously.
+/// Workflow ids: `cell/NAME/UID`, `ns/ACCOUNT/NAME/UID`, `ring/NAME/UID/VERSION`. Names and
+/// accounts are DNS labels (validated by the controllers) so `/` separates unambiguously.
 pub mod ids {
     use super::Owner;
+    use crate::api::namespace::TenantId;
 
     pub fn cell(name: &str, uid: &str) -> String {
         format!("cell/{name}/{uid}")
     }
 
-    pub fn namespace(name: &str, uid: &str) -> String {
-        format!("ns/{name}/{uid}")
+    pub fn namespace(tenant: &TenantId, uid: &str) -> String {
+        format!("ns/{}/{}/{uid}", tenant.account, tenant.name)
     }
 
     pub fn ring(name: &str, uid: &str, version: &str) -> String {
         format!("ring/{name}/{uid}/{version}")
     }
 
-    /// The kind and name of the object a workflow id belongs to.
-    pub fn owner(id: &str) -> Option<(Owner, &str)> {
+    /// The object a workflow id belongs to: its kind, its Kubernetes namespace (for namespaced
+    /// kinds) and its name.
+    pub fn owner(id: &str) -> Option<(Owner, Option<&str>, &str)> {
         let mut parts = id.split('/');
-        let owner = match parts.next()? {
-            "cell" => Owner::Cell,
-            "ns" => Owner::Namespace,
-            "ring" => Owner::Ring,
-            _ => return None,
-        };
-        Some((owner, parts.next()?))
+        match parts.next()? {
+            "cell" => Some((Owner::Cell, None, parts.next()?)),
+            "ring" => Some((Owner::Ring, None, parts.next()?)),
+            "ns" => {
+                let account = parts.next()?;
+                Some((Owner::Namespace, Some(account), parts.next()?))
+            }
+            _ => None,
+        }
     }
 
     pub fn reply(request_id: &str) -> String {

@@ -14,7 +14,7 @@ use super::placement::{self, Candidate, Refusals};
 use super::{FlowDeps, call_retry, ids, request, send_from_step};
 use crate::api::namespace::{
     CELL_SELECTED, CERTIFICATES_READY, CONNECTED, DATABASE_READY, INGRESS_READY, NamespacePhase, NamespaceSecrets,
-    NamespaceSpec,
+    NamespaceSpec, TenantId,
 };
 use crate::api::namespace::{CertificatesStatus, DatabaseStatus, RouteStatus};
 use crate::cell::{CellContext, CellError, Certificates, DatabaseGrant, Route, Tenant};
@@ -25,7 +25,7 @@ pub const DELETE: &str = "delete";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NamespaceInput {
-    pub name: String,
+    pub tenant: TenantId,
     pub uid: String,
     pub spec: NamespaceSpec,
 }
@@ -63,13 +63,13 @@ impl Workflow for NamespaceWorkflow {
         let (candidate, cell) = place(&ctx, deps, &input).await?;
         let endpoint = placement::render_hostname(
             &input.spec.endpoint.hostname_template,
-            &input.name,
+            &input.tenant,
             &cell.name,
             &cell.region,
             &cell.ingress.domain,
         );
         let tenant =
-            Tenant { name: input.name.clone(), uid: input.uid.clone(), mtls: input.spec.mtls.clone(), endpoint };
+            Tenant { id: input.tenant.clone(), uid: input.uid.clone(), mtls: input.spec.mtls.clone(), endpoint };
         let show = |update: &dyn Fn(&mut NamespaceView)| deps.fleet.update_namespace(&id, |v| update(v));
         show(&|v| {
             v.phase = Some(NamespacePhase::Provisioning);
@@ -177,7 +177,7 @@ impl Workflow for NamespaceWorkflow {
             .retry(call_retry())
             .run(|_| async move { services.drop_database(c, t).await.map_err(CellError::into_step) })
             .await?;
-        let release = CellCommand::Release { namespace: input.name.clone() };
+        let release = CellCommand::Release { namespace: input.tenant.to_string() };
         send_from_step(&ctx, deps, "release-capacity", &candidate.workflow_id, COMMAND, &release).await?;
         show(&|v| v.done.clear());
         Ok(NamespaceOutput { cell: cell.name })
@@ -221,19 +221,27 @@ async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Ca
     let units = placement::units(input.spec.placement.tier);
     let id = ctx.id().to_string();
     loop {
-        let (fleet, spec, name) = (&deps.fleet, &input.spec, &input.name);
+        let (fleet, spec, name) = (&deps.fleet, &input.spec, &input.tenant.to_string());
         let candidates: Vec<Candidate> = ctx
             .step("select-cell")
             .retry(placement_retry())
             .run(|_| async move {
-                placement::rank(&fleet.cells(), &fleet.first_rings(), name, &spec.region, &spec.placement)
-                    .map_err(|refusals| StepError::of_kind("no-eligible-cell", format!("no eligible cell: {refusals}")))
+                placement::rank(&fleet.cells(), &fleet.first_rings(), name, &spec.region, &spec.placement).map_err(
+                    |refusals| {
+                        let message = format!("no eligible cell: {refusals}");
+                        // A cell on its way is an expected wait, not a failure.
+                        match refusals.contains(placement::NOT_PROVISIONED) {
+                            true => StepError::waiting(message),
+                            false => StepError::of_kind("no-eligible-cell", message),
+                        }
+                    },
+                )
             })
             .await?;
         let mut refusals = Refusals::default();
         for candidate in candidates {
             let reserve = |request_id| CellCommand::Reserve {
-                namespace: input.name.clone(),
+                namespace: input.tenant.to_string(),
                 units,
                 reply_to: id.clone(),
                 request_id,

@@ -6,7 +6,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::fleet::{CellEntry, CellView, RingEntry};
-use crate::api::namespace::{Placement, Tier};
+use crate::api::namespace::{Placement, TenantId, Tier};
 
 /// Cells with this label value may hold critical-tier namespaces.
 pub const TIER_LABEL: &str = "cellplane.io/tier";
@@ -139,7 +139,8 @@ fn spread(tenant: &str, entry: &CellEntry) -> u64 {
     hasher.finish()
 }
 
-const NOT_PROVISIONED: &str = "not provisioned yet";
+/// Why a cell that will soon take tenants is refused now.
+pub const NOT_PROVISIONED: &str = "not provisioned yet";
 
 fn spends_critical_capacity(entry: &CellEntry, placement: &Placement) -> bool {
     placement.tier != Tier::Critical && entry.labels.get(TIER_LABEL).map(String::as_str) == Some("critical")
@@ -203,10 +204,12 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     labels_match && expressions_match
 }
 
-/// The endpoint hostname from a template with `{namespace}`, `{cell}`, `{region}`, `{domain}`.
-pub fn render_hostname(template: &str, namespace: &str, cell: &str, region: &str, domain: &str) -> String {
+/// The endpoint hostname from a template with `{namespace}`, `{account}`, `{cell}`, `{region}`,
+/// `{domain}`.
+pub fn render_hostname(template: &str, tenant: &TenantId, cell: &str, region: &str, domain: &str) -> String {
     template
-        .replace("{namespace}", namespace)
+        .replace("{namespace}", &tenant.name)
+        .replace("{account}", &tenant.account)
         .replace("{cell}", cell)
         .replace("{region}", region)
         .replace("{domain}", domain)
@@ -351,7 +354,9 @@ mod tests {
 
     #[test]
     fn hostnames_render_every_placeholder() {
-        let host = render_hostname("{namespace}.{cell}.{region}.{domain}", "acme", "c1", "eu", "example.com");
-        assert_eq!(host, "acme.c1.eu.example.com");
+        let tenant = TenantId::new("web", "acme");
+        let host =
+            render_hostname("{namespace}.{account}.{cell}.{region}.{domain}", &tenant, "c1", "eu", "example.com");
+        assert_eq!(host, "web.acme.c1.eu.example.com");
     }
 }
