@@ -140,9 +140,14 @@ fn namespace_mtls_needs_exactly_one_mode() {
 }
 
 #[test]
-fn namespace_endpoint_template_names_the_namespace() {
-    let object = with(namespace(), "/spec/endpoint", json!({"hostnameTemplate": "{cell}.{domain}"}));
-    assert_rejected("Namespace", &object, None, "must contain {namespace}");
+fn namespace_endpoint_template_names_the_namespace_and_its_account() {
+    let message = "must contain {namespace} and {account}";
+    for template in ["{cell}.{domain}", "{namespace}.{cell}.{domain}", "{account}.{cell}.{domain}"] {
+        let object = with(namespace(), "/spec/endpoint", json!({ "hostnameTemplate": template }));
+        assert_rejected("Namespace", &object, None, message);
+    }
+    let both = with(namespace(), "/spec/endpoint", json!({"hostnameTemplate": "{namespace}-{account}.{domain}"}));
+    assert_valid("Namespace", &both);
 }
 
 #[test]
@@ -248,7 +253,7 @@ fn defaulted_minimal_manifests_deserialize() {
 
     let ns: Namespace = serde_json::from_value(defaulted("Namespace", namespace())).unwrap();
     assert_eq!(ns.spec.retention.days, 30);
-    assert_eq!(ns.spec.endpoint.hostname_template, "{namespace}.{cell}.{domain}");
+    assert_eq!(ns.spec.endpoint.hostname_template, "{namespace}.{account}.{cell}.{domain}");
     assert_eq!(ns.spec.placement.tier, cellplane::api::namespace::Tier::Standard);
 
     let ring: DeploymentRing = serde_json::from_value(defaulted("DeploymentRing", ring())).unwrap();

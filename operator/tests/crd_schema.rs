@@ -15,7 +15,9 @@ fn names_scope_and_subresources() {
         let crd = crd(kind);
         let names = &crd.spec.names;
         assert_eq!(crd.spec.group, "cellplane.io");
-        assert_eq!(crd.spec.scope, "Cluster", "{kind} must be cluster-scoped");
+        // A tenant lives in its account's namespace; cells and rings are fleet infrastructure.
+        let scope = if kind == "Namespace" { "Namespaced" } else { "Cluster" };
+        assert_eq!(crd.spec.scope, scope, "{kind}");
         assert_eq!(names.categories.as_deref(), Some(&["cellplane".to_string()][..]), "{kind}");
         assert_eq!(names.short_names.clone().unwrap_or_default(), short_names, "{kind}");
         assert_eq!(crd.spec.versions.len(), 1);

@@ -1,61 +1,175 @@
-//! `cellplane run` as a user starts it: the binary, a kubeconfig, a journal file. The cluster is
-//! the in-memory API served over HTTP (no real cluster runs here; `make e2e` takes one).
+//! `cellplane run` as a user starts it: the binary, a kubeconfig, a journal file; on the real
+//! API server named by `E2E_KUBECONFIG` (what `make test` starts), else the in-memory one
+//! served over HTTP.
 
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
+use cellplane::api::conditions::Condition;
 use cellplane::api::{Cell, DeploymentRing, Namespace};
-use cellplane::cli::operator::{apply_dir, register_kinds};
+use cellplane::cli::operator::{Applied, apply_dir};
 use cellplane::fixtures::{is_ready, wait_for};
-use kube::api::ListParams;
+use cellplane::testing::{KUBECONFIG_ENV, RUN_LABEL, TestCluster};
+use kube::api::DeleteParams;
 use kube::{Api, Client, Resource};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
 
 const WITHIN: Duration = Duration::from_secs(120);
 
-/// Waits until every object of kind `K` is Ready for its generation; returns how many there are.
-async fn all_ready<K>(client: &Client, conditions: fn(&K) -> Vec<cellplane::api::conditions::Condition>) -> usize
+/// A kubeconfig file for the test cluster: the real one's, or one for the in-memory API
+/// served on loopback.
+async fn kubeconfig(cluster: &TestCluster) -> (PathBuf, Option<tempfile::NamedTempFile>) {
+    match (&cluster.memory, std::env::var_os(KUBECONFIG_ENV)) {
+        (Some(server), _) => {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), server.serve_on_loopback().await.unwrap().to_string()).unwrap();
+            (file.path().to_path_buf(), Some(file))
+        }
+        (None, Some(path)) => (PathBuf::from(path), None),
+        (None, None) => unreachable!("a real test cluster comes from {KUBECONFIG_ENV}"),
+    }
+}
+
+/// `cellplane run` against the test cluster in `namespace`, reconciling the test's objects only.
+fn cellplane_run(cluster: &TestCluster, kubeconfig: &Path, journal: &str, namespace: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cellplane"))
+        .args(["--log-level", "warn", "run", "--journal", journal])
+        .args(["--namespace", namespace, "--selector", &cluster.selector()])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the applied object of kind `K` is Ready for its generation.
+async fn ready<K>(api: Api<K>, object: &Applied, conditions: fn(&K) -> Vec<Condition>)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let api: Api<K> = Api::all(client.clone());
-    let names: Vec<String> =
-        api.list(&ListParams::default()).await.unwrap().items.iter().filter_map(|o| o.meta().name.clone()).collect();
-    for name in &names {
-        wait_for(&api, name, "Ready", WITHIN, move |obj: Option<&K>| obj.is_some_and(|o| is_ready(o, &conditions(o))))
-            .await
-            .unwrap();
+    let check = move |obj: Option<&K>| obj.is_some_and(|o| is_ready(o, &conditions(o)));
+    if let Err(e) = wait_for(&api, &object.name, "Ready", WITHIN, check).await {
+        panic!("{} {}: {e}: {:?}", object.kind, object.name, api.get(&object.name).await.map(|o| conditions(&o)));
     }
-    names.len()
+}
+
+async fn all_ready(client: &Client, applied: &[Applied]) -> usize {
+    let mut count = 0;
+    for object in applied.iter().filter(|o| o.api_version == "cellplane.io/v1alpha1") {
+        match (object.kind.as_str(), &object.namespace) {
+            ("Cell", _) => {
+                let api = Api::<Cell>::all(client.clone());
+                ready(api, object, |c| c.status.clone().unwrap_or_default().conditions).await
+            }
+            ("DeploymentRing", _) => {
+                let api = Api::<DeploymentRing>::all(client.clone());
+                ready(api, object, |r| r.status.clone().unwrap_or_default().conditions).await
+            }
+            (_, namespace) => {
+                let api = Api::<Namespace>::namespaced(client.clone(), namespace.as_deref().unwrap_or_default());
+                ready(api, object, |n| n.status.clone().unwrap_or_default().conditions).await
+            }
+        }
+        count += 1;
+    }
+    count
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cellplane_run_with_a_kubeconfig_converges_the_examples_and_stops_cleanly_on_sigterm() {
-    let server = cellplane_memapi::ApiServer::new();
-    register_kinds(&server).unwrap();
-    let mut kubeconfig = tempfile::NamedTempFile::new().unwrap();
-    write!(kubeconfig, "{}", server.serve_on_loopback().await.unwrap()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_cellplane"))
-        .args(["--log-level", "warn", "run", "--metrics-addr", "127.0.0.1:0", "--journal", &journal])
-        .arg("--kubeconfig")
-        .arg(kubeconfig.path())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanly_on_sigterm() {
+    TestCluster::start()
+        .await
+        .unwrap()
+        .scenario(|cluster| async move {
+            let (path, _file) = kubeconfig(&cluster).await;
+            let dir = tempfile::tempdir().unwrap();
+            let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
+            let mut operator =
+                cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", "127.0.0.1:0"]);
+            let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+            let applied = apply_dir(&cluster.client, &examples, &[(RUN_LABEL, &cluster.run)]).await.unwrap();
 
-    let client = server.client();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let applied = apply_dir(&client, &examples).await.unwrap();
-    let ready = all_ready::<Cell>(&client, |c| c.status.clone().unwrap_or_default().conditions).await
-        + all_ready::<DeploymentRing>(&client, |r| r.status.clone().unwrap_or_default().conditions).await
-        + all_ready::<Namespace>(&client, |n| n.status.clone().unwrap_or_default().conditions).await;
-    assert_eq!(ready, applied, "every applied example is Ready");
+            // Killed mid-way (a cell is provisioning), as a node failure would.
+            let provisioning = |c: Option<&Cell>| {
+                c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                    cellplane::api::conditions::is_true(&s.conditions, cellplane::api::cell::NETWORK_READY)
+                })
+            };
+            wait_for(&cluster.cells(), "eu-canary-1", "network created", WITHIN, provisioning).await.unwrap();
+            operator.kill().await.unwrap();
+            let mut operator =
+                cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", "127.0.0.1:0"]);
 
-    let pid = operator.id().expect("running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(Duration::from_secs(40), operator.wait()).await.expect("exits after SIGTERM");
-    assert!(status.unwrap().success(), "a graceful shutdown exits 0");
+            let ready = all_ready(&cluster.client, &applied).await;
+            let expected = applied.iter().filter(|o| o.api_version == "cellplane.io/v1alpha1").count();
+            assert_eq!(ready, expected, "every applied example is Ready");
+
+            // A deleted tenant finishes deleting, with nothing left behind.
+            let web: Api<Namespace> = Api::namespaced(cluster.client.clone(), "acme");
+            web.delete("web", &DeleteParams::default()).await.unwrap();
+            wait_for(&web, "web", "deleted", WITHIN, |n: Option<&Namespace>| n.is_none()).await.unwrap();
+            let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(cluster.client.clone(), "acme");
+            let left: Vec<String> = secrets
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|s| s.metadata.name)
+                .collect();
+            assert!(left.iter().all(|s| !s.starts_with("web-")), "Secrets of acme/web left: {left:?}");
+
+            // Torn down by the operator while it runs, then a graceful stop.
+            cluster.cleanup().await.unwrap();
+            sigterm(&operator);
+            let status =
+                tokio::time::timeout(Duration::from_secs(40), operator.wait()).await.expect("exits after SIGTERM");
+            assert!(status.unwrap().success(), "a graceful shutdown exits 0");
+        })
+        .await;
+}
+
+/// What the binary printed on stderr before it exited, and whether it succeeded.
+async fn exit_of(mut child: Child) -> (bool, String) {
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits").unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    (status.success(), stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cellplane_run_says_what_is_wrong_at_start_and_exits() {
+    TestCluster::start()
+        .await
+        .unwrap()
+        .scenario(|cluster| async move {
+            let (path, _file) = kubeconfig(&cluster).await;
+            let dir = tempfile::tempdir().unwrap();
+            let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
+
+            let missing = cluster.name("missing");
+            let child = cellplane_run(&cluster, &path, &journal, &missing, &["--metrics-addr", "127.0.0.1:0"]);
+            let (ok, stderr) = exit_of(child).await;
+            assert!(!ok, "a missing namespace is an error");
+            assert!(stderr.contains(&format!("namespace \"{missing}\" does not exist")), "{stderr}");
+            assert!(stderr.contains("kubectl create namespace"), "says how to fix it: {stderr}");
+
+            let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = taken.local_addr().unwrap().to_string();
+            let child = cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", &addr]);
+            let (ok, stderr) = exit_of(child).await;
+            assert!(!ok, "a metrics address in use is an error");
+            assert!(stderr.contains(&format!("cannot serve /metrics on {addr}")), "{stderr}");
+        })
+        .await;
 }

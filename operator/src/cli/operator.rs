@@ -222,7 +222,7 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, OperatorOptions::default())?);
     let (token, running) = operator.spawn();
     cancel_on_signals(token.clone());
-    let applied = apply_dir(&client, &args.dir).await?;
+    let applied = apply_dir(&client, &args.dir, &[]).await?.len();
     println!("applied {applied} resources from {}; watching them converge\n", args.dir.display());
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
@@ -269,35 +269,52 @@ pub fn register_kinds(server: &cellplane_memapi::ApiServer) -> Result<(), CliErr
     Ok(())
 }
 
+/// An object applied from a manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
 /// Applies every YAML document under `dir` (files in name order; the cellplane kinds, core
-/// Namespaces and Secrets); returns how many.
-pub async fn apply_dir(client: &Client, dir: &Path) -> Result<usize, CliError> {
+/// Namespaces and Secrets), with `labels` added; returns what it applied.
+pub async fn apply_dir(client: &Client, dir: &Path, labels: &[(&str, &str)]) -> Result<Vec<Applied>, CliError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     files.sort();
-    let mut applied = 0;
+    let mut applied = Vec::new();
     for path in files {
         let text = std::fs::read_to_string(&path)?;
         let bad = |message: String| CliError::Manifest { path: path.display().to_string(), message };
         for document in serde_norway::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(document).map_err(|e| bad(e.to_string()))?;
+            let mut value: Value = serde::Deserialize::deserialize(document).map_err(|e| bad(e.to_string()))?;
             if value.is_null() {
                 continue;
             }
-            let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-            let (api_version, kind) = (field("apiVersion"), field("kind"));
-            match (api_version.as_str(), kind.as_str()) {
+            for (key, label) in labels {
+                value["metadata"]["labels"][*key] = Value::from(*label);
+            }
+            let field = |pointer: &str| value.pointer(pointer).and_then(Value::as_str).map(str::to_string);
+            let object = Applied {
+                api_version: field("/apiVersion").unwrap_or_default(),
+                kind: field("/kind").unwrap_or_default(),
+                namespace: field("/metadata/namespace"),
+                name: field("/metadata/name").unwrap_or_default(),
+            };
+            match (object.api_version.as_str(), object.kind.as_str()) {
                 ("cellplane.io/v1alpha1", "Cell") => create_from::<Cell>(client, value).await,
                 ("cellplane.io/v1alpha1", "Namespace") => create_from::<Namespace>(client, value).await,
                 ("cellplane.io/v1alpha1", "DeploymentRing") => create_from::<DeploymentRing>(client, value).await,
                 ("v1", "Namespace") => create_from::<k8s_openapi::api::core::v1::Namespace>(client, value).await,
                 ("v1", "Secret") => create_from::<k8s_openapi::api::core::v1::Secret>(client, value).await,
-                _ => Err(format!("{api_version} {kind} is not a kind the sandbox applies")),
+                (api_version, kind) => Err(format!("{api_version} {kind} is not a kind the sandbox applies")),
             }
             .map_err(bad)?;
-            applied += 1;
+            applied.push(object);
         }
     }
     Ok(applied)
