@@ -143,8 +143,10 @@ fn default_retention_days() -> i32 {
 /// Mutual TLS for the tenant endpoint: set exactly one of acceptedClientCA and
 /// issueClientCertificate: true.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+// "At least one and not both" rather than `a != b`, which Kubernetes 1.25.0 refuses (see
+// DeploymentRingSpec).
 #[x_kube(validation = (
-    "has(self.acceptedClientCA) != (has(self.issueClientCertificate) && self.issueClientCertificate)",
+    "(has(self.acceptedClientCA) || (has(self.issueClientCertificate) && self.issueClientCertificate)) && !(has(self.acceptedClientCA) && has(self.issueClientCertificate) && self.issueClientCertificate)",
     "set exactly one of acceptedClientCA or issueClientCertificate: true"
 ))]
 #[serde(rename_all = "camelCase")]
