@@ -227,6 +227,36 @@ fn collect_errors(path: &str, node: &kube::core::cel::CompiledSchema, errors: &m
     }
 }
 
+/// Why a schema node holds data of unbounded size, if it does. Kubernetes' CEL cost estimator
+/// takes such data to fill a whole request, which makes rules near it too expensive to install.
+fn missing_bound(node: &Value) -> Option<&'static str> {
+    let has = |key: &str| node.get(key).is_some();
+    if node.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        return (!has("maxLength")).then_some("int-or-string without maxLength");
+    }
+    match node.get("type").and_then(Value::as_str) {
+        Some("string") if !has("maxLength") && !has("enum") => Some("string without maxLength or enum"),
+        Some("array") if !has("maxItems") => Some("list without maxItems"),
+        Some("object") if has("additionalProperties") && !has("maxProperties") => Some("map without maxProperties"),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_string_list_and_map_is_bounded() {
+    let mut unbounded = vec![];
+    for kind in KINDS {
+        walk(kind, &schema(&crd(kind)), &mut |path, node| {
+            if let Some(problem) = missing_bound(node) {
+                unbounded.push(format!("{path}: {problem}"));
+            }
+        });
+    }
+    assert!(unbounded.is_empty(), "unbounded data in the CRDs:\n{}", unbounded.join("\n"));
+    let unbounded_list = serde_json::json!({"type": "array", "items": {"type": "string", "maxLength": 1}});
+    assert_eq!(missing_bound(&unbounded_list), Some("list without maxItems"));
+}
+
 #[test]
 fn defaulted_fields_are_not_nullable() {
     // With nullable: true the API server keeps an explicit null instead of the default,
