@@ -207,6 +207,10 @@ fn ring_version_and_follow_upstream_are_exclusive() {
     assert_rejected("DeploymentRing", &both, None, message);
     let neither = without(ring(), "/spec/version");
     assert_rejected("DeploymentRing", &neither, None, message);
+    // followUpstream: false counts as not following.
+    assert_valid("DeploymentRing", &with(ring(), "/spec/followUpstream", json!(false)));
+    let off = with(neither, "/spec/followUpstream", json!(false));
+    assert_rejected("DeploymentRing", &off, None, message);
 }
 
 #[test]

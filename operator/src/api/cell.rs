@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DNS_LABEL_PATTERN, SecretReference, VERSION_PATTERN, WorkflowStatus};
-use super::conditions::{Condition, types};
+use super::conditions::{Condition, MAX_CONDITIONS, types};
 
 /// Condition: the cloud network (VPC, subnets, routing) exists and matches the spec.
 pub const NETWORK_READY: &str = "NetworkReady";
@@ -33,6 +33,9 @@ pub const CELL_CONDITIONS: &[&str] = &[
 
 /// IPv4 CIDR with a prefix length between /8 and /28 (the range cloud networks accept).
 pub const CIDR_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/([89]|1[0-9]|2[0-8])$";
+
+/// Longest cloud resource id or self link in a status (an ARN is at most 2048; ids are shorter).
+const MAX_CLOUD_ID_LENGTH: usize = 2048;
 
 /// A Kubernetes minor version such as `1.31`.
 pub const KUBERNETES_VERSION_PATTERN: &str = r"^1\.[0-9]{2}$";
@@ -142,7 +145,7 @@ pub struct NetworkSpec {
 pub struct ClusterSpec {
     /// Kubernetes minor version of the cell's cluster, e.g. 1.31. Raising it upgrades the
     /// control plane first, then the node pools one at a time.
-    #[schemars(regex(pattern = KUBERNETES_VERSION_PATTERN))]
+    #[schemars(length(max = 16), regex(pattern = KUBERNETES_VERSION_PATTERN))]
     pub kubernetes_version: String,
 
     /// Node pools of the cell's cluster, keyed by name.
@@ -173,8 +176,9 @@ pub struct NodePool {
     #[schemars(range(min = 1, max = 1000))]
     pub max_nodes: i32,
 
-    /// Kubernetes labels put on the pool's nodes.
+    /// Kubernetes labels put on the pool's nodes (at most 64; values at most 63 characters).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -244,8 +248,10 @@ pub struct IngressSpec {
     #[schemars(length(min = 1, max = 253))]
     pub class_name: Option<String>,
 
-    /// Annotations put on every tenant ingress route, e.g. for the load balancer.
+    /// Annotations put on every tenant ingress route, e.g. for the load balancer (at most 64;
+    /// values at most 4096 characters).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub annotations: BTreeMap<String, String>,
 
     /// The Gateway that tenant TLSRoutes attach to, used when the cell's cluster serves Gateway
@@ -316,6 +322,7 @@ pub struct CellStatus {
     /// ComponentsReady (and Deleting while being deleted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    #[schemars(length(max = MAX_CONDITIONS))]
     pub conditions: Vec<Condition>,
 
     /// Ids of the cloud resources created for this cell.
@@ -324,10 +331,12 @@ pub struct CellStatus {
 
     /// URL of the cell cluster's Kubernetes API server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub endpoint: Option<String>,
 
     /// Software version the cell's components run; differs from spec.version during an upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub running_version: Option<String>,
 
     /// Capacity currently taken by namespaces placed into the cell.
@@ -345,18 +354,22 @@ pub struct CellStatus {
 pub struct CloudResources {
     /// Network id, e.g. vpc-0abc (aws) or a network self link (gcp).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_CLOUD_ID_LENGTH))]
     pub network_id: Option<String>,
 
     /// Subnet ids of the network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = MAX_CLOUD_ID_LENGTH)))]
     pub subnet_ids: Vec<String>,
 
     /// Cluster id, e.g. an EKS cluster ARN or a GKE cluster name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_CLOUD_ID_LENGTH))]
     pub cluster_id: Option<String>,
 
     /// Cloud node pool (node group) id by node pool name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": MAX_CLOUD_ID_LENGTH}))]
     pub node_pool_ids: BTreeMap<String, String>,
 }
 

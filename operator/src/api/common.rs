@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::conditions::MAX_MESSAGE_LENGTH;
+
 /// RFC 1123 DNS label: lower-case alphanumerics and '-', starting and ending alphanumeric.
 pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
@@ -54,11 +56,13 @@ pub enum WorkflowState {
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowStatus {
     /// Workflow id, derived from the object's uid (and generation where a new spec means new work).
+    #[schemars(length(max = 253))]
     pub id: String,
     /// Workflow state: Pending, Running, Waiting, Retrying, Completed, Failed or Cancelled.
     pub state: WorkflowState,
     /// Name of the step the workflow is executing or last executed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub step: Option<String>,
     /// Attempt number of the current step, starting at 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,10 +70,12 @@ pub struct WorkflowStatus {
     pub attempt: Option<i32>,
     /// Error of the last failed attempt, kept until the step succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_MESSAGE_LENGTH))]
     pub last_error: Option<String>,
     /// What the workflow waits for when it is Waiting or Retrying: a timer, a signal, a gate,
     /// an approval, a lease or capacity, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_MESSAGE_LENGTH))]
     pub waiting_for: Option<String>,
     /// When a Retrying step makes its next attempt, or a Waiting timer fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]

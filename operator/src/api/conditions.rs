@@ -40,6 +40,20 @@ pub mod reasons {
     pub const STALE_GENERATION: &str = "StaleGeneration";
 }
 
+/// Most conditions a status carries (each kind has at most ten types).
+pub const MAX_CONDITIONS: usize = 32;
+/// Longest human-readable message in a status, in characters.
+pub const MAX_MESSAGE_LENGTH: usize = 32 * 1024;
+
+/// `text` cut to at most `max` characters (the unit of a schema's maxLength), so that a
+/// status patch is not refused for one long error message.
+pub fn truncated(mut text: String, max: usize) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(max) {
+        text.truncate(cut);
+    }
+    text
+}
+
 /// Status of a condition: True, False or Unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ConditionStatus {
@@ -85,7 +99,7 @@ pub struct Condition {
     /// Human-readable details: for a waiting or failing state it names what is waited for,
     /// the failing step, its attempt count and the last error.
     #[serde(default)]
-    #[schemars(length(max = 32768))]
+    #[schemars(length(max = MAX_MESSAGE_LENGTH))]
     pub message: String,
 }
 
@@ -105,7 +119,7 @@ impl Condition {
             observed_generation: generation,
             last_transition_time: now,
             reason: reason.into(),
-            message: message.into(),
+            message: truncated(message.into(), MAX_MESSAGE_LENGTH),
         }
     }
 
@@ -419,5 +433,13 @@ mod tests {
                 "message": "ok",
             })
         );
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_the_schema_bound() {
+        let long = "é".repeat(MAX_MESSAGE_LENGTH + 10);
+        let cond = Condition::new("Ready", False, "Failed", long, Some(1), at(0));
+        assert_eq!(cond.message.chars().count(), MAX_MESSAGE_LENGTH);
+        assert_eq!(truncated("short".into(), 10), "short");
     }
 }

@@ -13,8 +13,10 @@ pub mod conditions;
 pub mod namespace;
 pub mod ring;
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use kube::CustomResourceExt;
 
@@ -57,23 +59,19 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     for (_, crd) in &mut crds {
         for version in &mut crd.spec.versions {
             if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
-                unwrap_descriptions(schema);
+                visit_schemas(schema, &mut |node| {
+                    unwrap_description(node);
+                    bound_foreign_types(node);
+                });
             }
         }
     }
     crds
 }
 
-/// Doc comments are wrapped for the source file; `kubectl explain` wraps for the terminal.
-/// Join wrapped lines, keeping blank-line paragraph breaks.
-fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
-    if let Some(description) = schema.description.as_mut() {
-        *description = description
-            .split("\n\n")
-            .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect::<Vec<_>>()
-            .join("\n\n");
-    }
+/// Call `visit` on `schema` and on every schema nested in it.
+fn visit_schemas(schema: &mut JSONSchemaProps, visit: &mut dyn FnMut(&mut JSONSchemaProps)) {
+    visit(schema);
     let children = schema
         .properties
         .iter_mut()
@@ -83,15 +81,71 @@ fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
         .chain(schema.one_of.iter_mut().flatten())
         .chain(schema.not.as_deref_mut());
     for child in children {
-        unwrap_descriptions(child);
+        visit_schemas(child, visit);
     }
     match schema.items.as_mut() {
-        Some(JSONSchemaPropsOrArray::Schema(item)) => unwrap_descriptions(item),
-        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(unwrap_descriptions),
+        Some(JSONSchemaPropsOrArray::Schema(item)) => visit_schemas(item, visit),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(|item| visit_schemas(item, visit)),
         None => {}
     }
     if let Some(JSONSchemaPropsOrBool::Schema(additional)) = schema.additional_properties.as_mut() {
-        unwrap_descriptions(additional);
+        visit_schemas(additional, visit);
+    }
+}
+
+/// Doc comments are wrapped for the source file; `kubectl explain` wraps for the terminal.
+/// Join wrapped lines, keeping blank-line paragraph breaks.
+fn unwrap_description(schema: &mut JSONSchemaProps) {
+    if let Some(description) = schema.description.as_mut() {
+        *description = description
+            .split("\n\n")
+            .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+}
+
+/// Longest RFC 3339 timestamp (`9999-12-31T23:59:59.999999999+00:00` is 35 characters).
+const MAX_TIMESTAMP_LENGTH: i64 = 64;
+
+/// Bounds for the k8s-openapi types the CRDs embed, whose schemas carry none: every
+/// `date-time` string (`Time`) and every `LabelSelector`. Kubernetes' CEL cost estimator
+/// assumes a whole request's worth of data for anything unbounded.
+fn bound_foreign_types(schema: &mut JSONSchemaProps) {
+    if schema.format.as_deref() == Some("date-time") {
+        schema.max_length.get_or_insert(MAX_TIMESTAMP_LENGTH);
+    }
+    if let Some(properties) = schema.properties.as_mut()
+        && properties.keys().eq(["matchExpressions", "matchLabels"])
+    {
+        bound_label_selector(properties);
+    }
+}
+
+/// At most 64 labels and 32 expressions of 64 values; label values 63 characters, keys 317.
+fn bound_label_selector(properties: &mut BTreeMap<String, JSONSchemaProps>) {
+    if let Some(labels) = properties.get_mut("matchLabels") {
+        labels.max_properties = Some(64);
+        if let Some(JSONSchemaPropsOrBool::Schema(value)) = labels.additional_properties.as_mut() {
+            value.max_length = Some(63);
+        }
+    }
+    let Some(expressions) = properties.get_mut("matchExpressions") else { return };
+    expressions.max_items = Some(32);
+    let Some(JSONSchemaPropsOrArray::Schema(requirement)) = expressions.items.as_mut() else { return };
+    let Some(fields) = requirement.properties.as_mut() else { return };
+    if let Some(key) = fields.get_mut("key") {
+        // A qualified name: a DNS subdomain prefix (253), '/', and a name (63).
+        key.max_length = Some(317);
+    }
+    if let Some(operator) = fields.get_mut("operator") {
+        operator.enum_ = Some(["In", "NotIn", "Exists", "DoesNotExist"].map(|op| JSON(op.into())).to_vec());
+    }
+    if let Some(values) = fields.get_mut("values") {
+        values.max_items = Some(64);
+        if let Some(JSONSchemaPropsOrArray::Schema(value)) = values.items.as_mut() {
+            value.max_length = Some(63);
+        }
     }
 }
 

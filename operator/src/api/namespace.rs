@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::WorkflowStatus;
-use super::conditions::{Condition, types};
+use super::conditions::{Condition, MAX_CONDITIONS, types};
 
 /// Condition: a cell was chosen and capacity reserved in it (status.assignedCell).
 pub const CELL_SELECTED: &str = "CellSelected";
@@ -192,8 +192,10 @@ fn default_retention_days() -> i32 {
 /// Mutual TLS for the tenant endpoint: set exactly one of acceptedClientCA and
 /// issueClientCertificate: true.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+// "At least one and not both" rather than `a != b`, which Kubernetes 1.25.0 refuses (see
+// DeploymentRingSpec).
 #[x_kube(validation = (
-    "has(self.acceptedClientCA) != (has(self.issueClientCertificate) && self.issueClientCertificate)",
+    "(has(self.acceptedClientCA) || (has(self.issueClientCertificate) && self.issueClientCertificate)) && !(has(self.acceptedClientCA) && has(self.issueClientCertificate) && self.issueClientCertificate)",
     "set exactly one of acceptedClientCA or issueClientCertificate: true"
 ))]
 #[serde(rename_all = "camelCase")]
@@ -270,10 +272,12 @@ pub struct NamespaceStatus {
     /// The Cell the namespace is placed in. Once set it never changes (the controller
     /// enforces it); moving a tenant is a separate migration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub assigned_cell: Option<String>,
 
     /// Hostname of the tenant endpoint, rendered from spec.endpoint.hostnameTemplate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub endpoint: Option<String>,
 
     /// Names of the Secrets that hold the tenant's credentials (in the Namespace's own
@@ -298,6 +302,7 @@ pub struct NamespaceStatus {
     /// CertificatesReady, IngressReady, Connected (and Deleting while being deleted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    #[schemars(length(max = MAX_CONDITIONS))]
     pub conditions: Vec<Condition>,
 
     /// Checkpoint of the namespace's provisioning workflow.
@@ -311,19 +316,23 @@ pub struct NamespaceStatus {
 pub struct NamespaceSecrets {
     /// Secret (type kubernetes.io/tls) with the endpoint's server certificate and key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub server_certificate: Option<String>,
 
     /// Secret (type kubernetes.io/tls) with the issued client certificate and key; only
     /// when spec.mtls.issueClientCertificate is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub client_certificate: Option<String>,
 
     /// Secret with the CA bundle (key ca.crt) the endpoint accepts client certificates from.
     #[serde(rename = "clientCA", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub client_ca: Option<String>,
 
     /// Secret with the tenant's database credentials (keys username, password, database).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub database_credentials: Option<String>,
 }
 
@@ -333,13 +342,17 @@ pub struct NamespaceSecrets {
 pub struct DatabaseStatus {
     /// `host:port` of the server; empty when simulated.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 260))]
     pub server: String,
     /// Name of the tenant's database.
+    #[schemars(length(max = 63))]
     pub database: String,
     /// Name of the tenant's login role, which owns the database.
+    #[schemars(length(max = 63))]
     pub role: String,
     /// What the role was granted, and what was revoked.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 4096))]
     pub grants: String,
     /// True when the cell names no database server and the database is simulated.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -363,9 +376,12 @@ pub struct CertificatesStatus {
 #[serde(rename_all = "camelCase")]
 pub struct RouteStatus {
     /// TLSRoute (Gateway API) or Ingress.
+    #[schemars(length(max = 63))]
     pub kind: String,
     /// Namespace of the route in the cell's cluster.
+    #[schemars(length(max = 63))]
     pub namespace: String,
     /// Name of the route.
+    #[schemars(length(max = 253))]
     pub name: String,
 }

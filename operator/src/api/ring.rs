@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DNS_LABEL_PATTERN, DURATION_PATTERN, VERSION_PATTERN, WorkflowStatus};
-use super::conditions::{Condition, types};
+use super::conditions::{Condition, MAX_CONDITIONS, types};
 
 /// Condition: a rollout is moving (batches being upgraded or the bake running). False with a
 /// reason while paused, waiting for approval or for the upstream ring, and when done.
@@ -19,6 +19,11 @@ pub const ROLLED_OUT: &str = "RolledOut";
 pub const BAKED: &str = "Baked";
 /// Condition: a gate failed and the rollout stopped here and downstream (abnormal-true).
 pub const HALTED: &str = "Halted";
+
+/// Most versions listed in status.cellsByVersion (newest first).
+pub const MAX_VERSION_GROUPS: usize = 32;
+/// Most cell names listed per version in status.cellsByVersion.
+pub const MAX_LISTED_CELLS: usize = 100;
 
 /// The per-step conditions of a ring that make it Ready.
 pub const RING_STEPS: &[&str] = &[ROLLED_OUT, BAKED];
@@ -110,8 +115,10 @@ const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9](
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = ("!(has(self.order) && has(self.upstream))", "set at most one of order and upstream"))]
+// "At least one and not both" rather than `a != b`: Kubernetes 1.25.0 estimates the cost of
+// comparing two has() results as unbounded and refuses the CRD.
 #[x_kube(validation = (
-    "has(self.version) != (has(self.followUpstream) && self.followUpstream)",
+    "(has(self.version) || (has(self.followUpstream) && self.followUpstream)) && !(has(self.version) && has(self.followUpstream) && self.followUpstream)",
     "set exactly one of version or followUpstream: true"
 ))]
 #[x_kube(validation = (
@@ -152,7 +159,7 @@ pub struct DeploymentRingSpec {
     #[serde(default = "default_max_batch")]
     // nullable: false stops kube marking the int-or-string nullable, which would keep an
     // explicit null instead of applying the default.
-    #[schemars(extend("pattern" = "^([1-9][0-9]?|100)%$", "nullable" = false))]
+    #[schemars(extend("pattern" = "^([1-9][0-9]?|100)%$", "maxLength" = 4, "nullable" = false))]
     // The pattern checks strings; the rule checks integers (int() of a percentage errors, which
     // `||` absorbs). Written without type(self) so client-side CEL evaluators agree.
     #[x_kube(validation = (
@@ -255,7 +262,7 @@ pub struct Gate {
     /// Cell condition types that must all be True in every cell of the batch, for a
     /// cellConditions gate. Defaults to Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 316)))]
     pub conditions: Option<Vec<String>>,
 
     /// Query and threshold, for a prometheus gate.
@@ -376,15 +383,18 @@ pub struct DeploymentRingStatus {
     /// Version this ring is rolling out, resolved from spec.version or the upstream ring's
     /// bakedVersion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub target_version: Option<String>,
 
     /// Version every selected cell ran at the end of the last completed rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub current_version: Option<String>,
 
     /// Newest version that finished baking in this ring; downstream rings with
     /// followUpstream roll out this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub baked_version: Option<String>,
 
     /// 1-based number of the batch being rolled out; 0 before the first batch.
@@ -397,9 +407,10 @@ pub struct DeploymentRingStatus {
     #[schemars(range(min = 0))]
     pub total_batches: Option<i32>,
 
-    /// Selected cells grouped by the version they run, newest rollout first.
+    /// Selected cells grouped by the version they run, newest first (at most 32 versions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["version".into()]))]
+    #[schemars(length(max = MAX_VERSION_GROUPS))]
     pub cells_by_version: Vec<VersionCells>,
 
     /// When the current rollout started.
@@ -414,6 +425,7 @@ pub struct DeploymentRingStatus {
     /// (naming the failed gate).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    #[schemars(length(max = MAX_CONDITIONS))]
     pub conditions: Vec<Condition>,
 
     /// Checkpoint of the ring's rollout workflow.
@@ -426,10 +438,12 @@ pub struct DeploymentRingStatus {
 #[serde(rename_all = "camelCase")]
 pub struct VersionCells {
     /// The software version (a cell's status.runningVersion).
+    #[schemars(length(max = 64))]
     pub version: String,
     /// How many selected cells run it.
     pub count: i32,
     /// Names of the cells that run it (the first 100).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LISTED_CELLS), inner(length(max = 63)))]
     pub cells: Vec<String>,
 }

@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
 use crate::api::common::{WorkflowState, WorkflowStatus};
-use crate::api::conditions::{self, Condition, ConditionStatus, Stall};
+use crate::api::conditions::{self, Condition, ConditionStatus, MAX_MESSAGE_LENGTH, Stall, truncated};
 use crate::flows::{Fleet, Owner, ids};
 
 /// Field manager of every write the operator makes.
@@ -360,8 +360,8 @@ pub fn workflow_status(cp: &Checkpoint) -> WorkflowStatus {
         state,
         step: cp.step.clone(),
         attempt: (cp.attempt > 0).then_some(cp.attempt),
-        last_error: cp.last_error.clone(),
-        waiting_for: cp.reason.clone(),
+        last_error: cp.last_error.clone().map(|e| truncated(e, MAX_MESSAGE_LENGTH)),
+        waiting_for: cp.reason.clone().map(|r| truncated(r, MAX_MESSAGE_LENGTH)),
         next_attempt_at: cp.next_attempt_at.and_then(time_ms),
         updated_at: time_ms(cp.updated_at),
     }

@@ -21,8 +21,8 @@ use crate::api::cell::Cell;
 use crate::api::common::parse_duration;
 use crate::api::conditions::{self, Stall};
 use crate::api::ring::{
-    BAKED, DeploymentRing, DeploymentRingStatus, HALTED, PROGRESSING, RING_CONDITIONS, RING_STEPS, ROLLED_OUT,
-    RingPhase, VersionCells,
+    BAKED, DeploymentRing, DeploymentRingStatus, HALTED, MAX_LISTED_CELLS, MAX_VERSION_GROUPS, PROGRESSING,
+    RING_CONDITIONS, RING_STEPS, ROLLED_OUT, RingPhase, VersionCells,
 };
 use crate::flows::placement::{Candidate, selector_matches};
 use crate::flows::ring::{RESUME, RingInput, RingOutput, RingRollout};
@@ -258,10 +258,11 @@ fn cells_by_version(cells: &[&Cell]) -> Vec<VersionCells> {
     by_version
         .into_iter()
         .rev()
+        .take(MAX_VERSION_GROUPS)
         .map(|(version, mut cells)| {
             cells.sort();
             let count = cells.len() as i32;
-            cells.truncate(100);
+            cells.truncate(MAX_LISTED_CELLS);
             VersionCells { version, count, cells }
         })
         .collect()
@@ -333,5 +334,30 @@ fn phase_reason(phase: RingPhase) -> &'static str {
         RingPhase::Baked => "Baked",
         RingPhase::Halted => "Halted",
         RingPhase::RollingBack => "RollingBack",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cell::CellStatus;
+
+    fn running(name: &str, version: &str) -> Cell {
+        let mut cell = crate::fixtures::cell(name, "eu-west-1", &[], 10, version);
+        cell.status = Some(CellStatus { running_version: Some(version.into()), ..CellStatus::default() });
+        cell
+    }
+
+    /// The status lists no more than the schema allows, or the API server refuses the patch.
+    #[test]
+    fn cells_by_version_stays_within_the_schema_bounds() {
+        let mut cells: Vec<Cell> =
+            (0..MAX_VERSION_GROUPS + 8).map(|v| running(&format!("c{v}"), &format!("1.{v:03}.0"))).collect();
+        cells.extend((0..MAX_LISTED_CELLS + 5).map(|i| running(&format!("same-{i}"), "1.999.0")));
+        let groups = cells_by_version(&cells.iter().collect::<Vec<_>>());
+        assert_eq!(groups.len(), MAX_VERSION_GROUPS);
+        assert_eq!(groups[0].version, "1.999.0", "newest version first");
+        assert_eq!(groups[0].count as usize, MAX_LISTED_CELLS + 5);
+        assert_eq!(groups[0].cells.len(), MAX_LISTED_CELLS);
     }
 }
