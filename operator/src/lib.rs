@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cell;
 pub mod cli;
+pub mod client;
 pub mod cloud;
 pub mod controllers;
 pub mod fixtures;

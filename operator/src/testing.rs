@@ -12,7 +12,7 @@ use std::time::Duration;
 use cellplane_memapi::ApiServer;
 use cellplane_workflows::{Clock, EngineConfig};
 use futures::FutureExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -263,7 +263,7 @@ pub async fn install_crds(client: &Client) -> Result<(), TestError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for (_, mut crd) in crate::api::crds() {
         if minor < 25 {
-            strip_validation_rules(&mut crd);
+            crate::api::strip_validation_rules(&mut crd);
         }
         let name = crd.name_any();
         match api.create(&PostParams::default(), &crd).await {
@@ -293,35 +293,6 @@ pub async fn install_crds(client: &Client) -> Result<(), TestError> {
         }
     }
     Ok(())
-}
-
-/// Removes every `x-kubernetes-validations` (CEL rules) from a CRD's schemas.
-pub fn strip_validation_rules(crd: &mut CustomResourceDefinition) {
-    fn strip(schema: &mut JSONSchemaProps) {
-        schema.x_kubernetes_validations = None;
-        for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
-            strip(child);
-        }
-        if let Some(
-            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items),
-        ) = schema.items.as_mut()
-        {
-            strip(items);
-        }
-        if let Some(
-            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(
-                additional,
-            ),
-        ) = schema.additional_properties.as_mut()
-        {
-            strip(additional);
-        }
-    }
-    for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
-            strip(schema);
-        }
-    }
 }
 
 fn init_test_tracing() {

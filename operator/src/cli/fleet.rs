@@ -19,7 +19,7 @@ use crate::api::{Cell, Namespace};
 use crate::cell::sim::SimCellServices;
 use crate::cloud::sim::{SimCloud, SimConfig};
 use crate::fixtures;
-use crate::operator::{Operator, OperatorOptions};
+use crate::operator::{Operator, OperatorError, OperatorOptions};
 
 #[derive(Args, Debug)]
 pub struct FleetArgs {
@@ -35,28 +35,37 @@ pub struct FleetArgs {
     /// Workflows the engine holds in memory at once.
     #[arg(long)]
     pub max_concurrent: Option<usize>,
+    /// Seconds to watch the fleet once all is Ready, counting the operator's requests.
+    #[arg(long, default_value_t = 30)]
+    pub idle_seconds: u64,
 }
 
-/// Creates the cells and namespaces, waits until all are Ready and prints JSON figures.
+/// Creates the cells and namespaces, waits until all are Ready, watches the idle fleet, and
+/// prints JSON figures.
 pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     let api = match &args.kubeconfig {
         Some(_) => None,
         None => Some(ChildApi::spawn().await?),
     };
-    let client = match &api {
-        Some(api) => api.client()?,
-        None => client_from(args.kubeconfig.as_deref()).await?,
+    // The operator's client counts its requests; the benchmark's own (creating, counting) does not.
+    let registry = prometheus::Registry::new();
+    let (client, operator_client) = match &api {
+        Some(api) => (api.client(None)?, api.client(Some(&registry))?),
+        None => {
+            let path = args.kubeconfig.as_deref();
+            (client_from(path).await?, crate::client::connect(path, Some(&registry)).await?.0)
+        }
     };
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("journal.db").display());
     let journal = cellplane_workflows::journal::open(&url, "cellplane").await?;
     let cloud = Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(1), ..SimConfig::default() }));
     let services = Arc::new(SimCellServices::new(Duration::ZERO));
-    let mut options = OperatorOptions::default();
+    let mut options = OperatorOptions { registry: registry.clone(), ..OperatorOptions::default() };
     if let Some(max) = args.max_concurrent {
         options.engine.max_concurrent = max;
     }
-    let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, options)?);
+    let operator = Arc::new(Operator::new(operator_client, journal, cloud, services, options)?);
     let (token, running) = operator.spawn();
     let started = Instant::now();
     create_fleet(&client, args.cells, args.namespaces).await?;
@@ -71,12 +80,21 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let reconciles = operator.metrics().total();
+    let (requests, _) = crate::client::totals(&registry);
+    // What the fleet costs the API server once nothing changes.
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let (after_idle, _) = crate::client::totals(&registry);
+    let idle_per_minute = (after_idle - requests) as f64 * 60.0 / args.idle_seconds.max(1) as f64;
     let figures = serde_json::json!({
         "cells": args.cells,
         "namespaces": args.namespaces,
         "ready": ready,
         "seconds_to_all_ready": (ready == total).then_some(seconds),
         "reconciles_per_sec": reconciles as f64 / seconds,
+        "requests_to_all_ready": requests,
+        "requests_per_sec": requests as f64 / seconds,
+        "requests_per_reconcile": requests as f64 / reconciles.max(1) as f64,
+        "idle_requests_per_minute": idle_per_minute,
         "peak_rss_mib": super::bench::memory_mib("self", "VmHWM"),
         "api": if api.is_some() { "in-memory, child process" } else { "cluster" },
         "api_peak_rss_mib": api.as_ref().map(ChildApi::peak_rss_mib),
@@ -167,10 +185,17 @@ impl ChildApi {
         Err(CliError::MemApi("the API process exited before serving".into()))
     }
 
-    fn client(&self) -> Result<Client, CliError> {
+    /// A client of the API process, counting its requests in `registry` when given one.
+    fn client(&self, registry: Option<&prometheus::Registry>) -> Result<Client, CliError> {
         let url = format!("http://{}", self.addr);
         let uri = url.parse().map_err(|e| CliError::MemApi(format!("{url}: {e}")))?;
-        Ok(Client::try_from(kube::Config::new(uri))?)
+        let builder = kube::client::ClientBuilder::try_from(kube::Config::new(uri))?;
+        Ok(match registry {
+            Some(registry) => builder
+                .with_layer(&crate::client::CountRequests::register(registry).map_err(OperatorError::from)?)
+                .build(),
+            None => builder.build(),
+        })
     }
 
     fn peak_rss_mib(&self) -> Option<f64> {

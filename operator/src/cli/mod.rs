@@ -39,6 +39,10 @@ enum Command {
     Crds {
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Leave out the CEL rules (`x-kubernetes-validations`), for API servers before 1.25,
+        /// which refuse them; the controllers still check what they would refuse.
+        #[arg(long, conflicts_with = "dir")]
+        without_validation_rules: bool,
     },
     /// Inspect and steer workflows in a journal.
     #[command(subcommand)]
@@ -75,7 +79,7 @@ pub fn main(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Run(args) => operator::run(args).await.map_err(|e| e.to_string()),
             Command::Sandbox(args) => operator::sandbox(args).await.map_err(|e| e.to_string()),
-            Command::Crds { dir } => crds(dir),
+            Command::Crds { dir, without_validation_rules } => crds(dir, without_validation_rules),
             Command::Workflows(command) => workflows::run(command).await,
             Command::Bench(command) => bench::run(command).await,
         }
@@ -114,9 +118,9 @@ fn init_tracing(filter: &str, format: LogFormat, file: Option<&std::path::Path>)
     }
 }
 
-fn crds(dir: Option<PathBuf>) -> Result<(), String> {
+fn crds(dir: Option<PathBuf>, without_rules: bool) -> Result<(), String> {
     let Some(dir) = dir else {
-        print!("{}", crate::api::crds_yaml_stream().map_err(|e| e.to_string())?);
+        print!("{}", crate::api::crds_yaml_stream(without_rules).map_err(|e| e.to_string())?);
         return Ok(());
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -24,10 +24,8 @@ use crate::operator::{DEFAULT_NAMESPACE, LeaderOptions, Operator, OperatorError,
 pub enum CliError {
     #[error("Kubernetes API: {}", crate::kube_error::describe(.0))]
     Kube(#[from] kube::Error),
-    #[error("kubeconfig: {0}")]
-    Kubeconfig(#[from] kube::config::KubeconfigError),
-    #[error("cluster configuration: {0}")]
-    Config(#[from] kube::config::InferConfigError),
+    #[error(transparent)]
+    Connect(#[from] crate::client::ConnectError),
     #[error("workflow journal: {0}")]
     Journal(#[from] cellplane_workflows::Error),
     #[error(transparent)]
@@ -79,27 +77,7 @@ pub struct RunArgs {
 }
 
 pub async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, CliError> {
-    Ok(connect(kubeconfig).await?.0)
-}
-
-/// A client for the cluster the kubeconfig names (`path`, else `KUBECONFIG` or
-/// ~/.kube/config), or the in-cluster configuration; with the namespace its current context
-/// names, if any.
-pub async fn connect(path: Option<&Path>) -> Result<(Client, Option<String>), CliError> {
-    let kubeconfig = match path {
-        Some(path) => Some(kube::config::Kubeconfig::read_from(path)?),
-        None => kube::config::Kubeconfig::read().ok(),
-    };
-    let Some(kubeconfig) = kubeconfig else {
-        return Ok((Client::try_default().await?, None));
-    };
-    let context = kubeconfig
-        .current_context
-        .as_ref()
-        .and_then(|current| kubeconfig.contexts.iter().find(|c| &c.name == current).and_then(|c| c.context.as_ref()));
-    let namespace = context.and_then(|c| c.namespace.clone()).filter(|ns| !ns.is_empty());
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
-    Ok((Client::try_from(config)?, namespace))
+    Ok(crate::client::connect(kubeconfig, None).await?.0)
 }
 
 /// Refuses to start in a namespace that does not exist, rather than retrying forever.
@@ -145,11 +123,11 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .map_err(|source| CliError::MetricsAddr { addr: args.metrics_addr, source })?;
-    let (client, context_namespace) = connect(args.kubeconfig.as_deref()).await?;
+    let registry = prometheus::Registry::new();
+    let (client, context_namespace) = crate::client::connect(args.kubeconfig.as_deref(), Some(&registry)).await?;
     let namespace = args.namespace.or(context_namespace).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     check_namespace(&client, &namespace).await?;
     let journal = cellplane_workflows::journal::open(&args.journal.journal, &args.journal.journal_schema).await?;
-    let registry = prometheus::Registry::new();
     let leader = args.leader_election.then(|| LeaderOptions {
         namespace: namespace.clone(),
         name: args.lease_name.clone(),
