@@ -1,5 +1,5 @@
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
@@ -201,6 +201,7 @@ async fn cluster_scoped_kind_without_status_subresource() {
 async fn list_in_one_namespace_and_across_all() {
     let (_server, client) = setup();
     for ns in ["a", "b"] {
+        create_namespace(&client, ns).await;
         let widgets: Api<Widget> = Api::namespaced(client.clone(), ns);
         for name in ["x", "y"] {
             widgets.create(&PostParams::default(), &widget(name, 1)).await.unwrap();
@@ -320,23 +321,6 @@ async fn posting_a_crd_serves_its_kind_and_deleting_it_removes_it() {
 }
 
 #[tokio::test]
-async fn namespaces_exist_and_strict_mode_requires_them() {
-    let server = cellplane_memapi::ApiServer::builder().strict_namespaces(true).build();
-    let (_server, client) = setup_with(server);
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let default = namespaces.get("default").await.unwrap();
-    assert_eq!(default.status.unwrap().phase.as_deref(), Some("Active"));
-
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "tenant");
-    let err = api_error(secrets.create(&PostParams::default(), &secret("s")).await.unwrap_err());
-    assert_eq!((err.code, err.message.as_str()), (404, "namespaces \"tenant\" not found"));
-    let ns =
-        Namespace { metadata: ObjectMeta { name: Some("tenant".into()), ..Default::default() }, ..Default::default() };
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
-    secrets.create(&PostParams::default(), &secret("s")).await.unwrap();
-}
-
-#[tokio::test]
 async fn events_recorder_creates_then_patches_a_series() {
     use k8s_openapi::api::events::v1::Event as K8sEvent;
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -372,7 +356,13 @@ async fn ingresses_are_served_with_generation_status_and_discovery() {
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "default");
     let mut ingress = Ingress {
         metadata: ObjectMeta { name: Some("web".into()), ..Default::default() },
-        spec: Some(IngressSpec { ingress_class_name: Some("nginx".into()), ..Default::default() }),
+        spec: Some(IngressSpec {
+            ingress_class_name: Some("nginx".into()),
+            default_backend: Some(
+                serde_json::from_value(json!({"service": {"name": "web", "port": {"number": 80}}})).unwrap(),
+            ),
+            ..Default::default()
+        }),
         status: None,
     };
     let created = ingresses.create(&PostParams::default(), &ingress).await.unwrap();
