@@ -58,6 +58,11 @@
 //!   path types and paths, backends, TLS, class); Secrets (key format, 1 MiB, the keys
 //!   of typed Secrets, immutable type, `stringData` stored as `data`, `type` defaulted to
 //!   Opaque) and ConfigMaps (key format, 1 MiB, `immutable`).
+//! - Server-side printing (see `table`): `as=Table` (v1 and v1beta1) for get, list and
+//!   watch, with `includeObject`; custom kinds print their CRD's `additionalPrinterColumns`
+//!   (the JSONPath subset CRDs use: fields, indexes, `[*]`, quoted keys, `==`/`!=` filters),
+//!   Namespaces, Secrets, ConfigMaps, Leases, Events and Ingresses the apiserver's columns,
+//!   other built-ins Name and Created At. `kubectl get` works against [`ApiServer::serve`].
 //! - resourceVersion: one global counter; updates carrying a stale one get
 //!   409 Conflict; PUT without one is accepted for built-in kinds and refused with
 //!   422 for custom resources, as the apiserver does. Writes that change nothing
@@ -116,7 +121,7 @@
 //! `propagationPolicy` (foreground and orphan deletion), graceful deletion
 //! periods, the `/finalize` subresource of Namespaces, validation of kinds other than
 //! those listed (and of ownerReferences, and the immutability rules of Event updates),
-//! protobuf and Table output, `resourceVersionMatch=Exact` and lists at
+//! protobuf, `resourceVersionMatch=Exact` and lists at
 //! an older resourceVersion (lists always serve the latest state), other
 //! subresources (`scale`, `log`, `exec`, ...), and a unified storage for the two
 //! Event APIs.
@@ -126,6 +131,7 @@ mod discovery;
 mod error;
 mod handlers;
 mod hooks;
+mod jsonpath;
 mod kinds;
 mod managed;
 mod meta;
@@ -136,6 +142,7 @@ mod router;
 mod selector;
 mod server;
 mod store;
+mod table;
 mod validation;
 mod watch;
 

@@ -28,7 +28,8 @@ use crate::path::{self, Query, RequestPath, Route};
 use crate::router;
 use crate::selector::{FieldSelector, LabelSelector, Selectors};
 use crate::store::Store;
-use crate::watch::{self as watches, WatchRequest};
+use crate::table::{self, TableRequest};
+use crate::watch::{self as watches, Render, WatchRequest};
 
 /// Body of every response: a whole JSON document, or a watch stream.
 pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -336,12 +337,26 @@ impl ApiServer {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::BadRequest(format!("the body of the request could not be decoded as JSON: {e}")))
         };
-        let wanted = accept::negotiate(accept_header(parts), |r| r == Representation::Metadata);
+        let reads = matches!(verb, Verb::Get | Verb::List | Verb::Watch);
+        let wanted = accept::negotiate(accept_header(parts), |r| {
+            r == Representation::Metadata || matches!(r, Representation::Table(_)) && reads
+        });
+        let table = match wanted {
+            Representation::Table(version) => Some(TableRequest::new(version, &q)?),
+            _ => None,
+        };
         let mut store = self.store();
         let (code, doc) = match verb {
             Verb::Get => (StatusCode::OK, handlers::get(&store, &target)?),
             Verb::List => (StatusCode::OK, handlers::list(&mut store, &target, &q)?),
-            Verb::Watch => return self.watch(&store, target, &q, wanted == Representation::Metadata),
+            Verb::Watch => {
+                let render = match table {
+                    Some(t) => Render::Table(t),
+                    None if wanted == Representation::Metadata => Render::Metadata,
+                    None => Render::Json,
+                };
+                return self.watch(&store, target, &q, render);
+            }
             Verb::Create => {
                 let manager = q.get("fieldManager").unwrap_or(&manager);
                 let created = handlers::create(&mut store, &target, &q, json_body()?, manager)?;
@@ -365,7 +380,11 @@ impl ApiServer {
         let deleted_namespaces = std::mem::take(&mut store.namespaces_to_sweep);
         drop(store);
         self.run_namespace_controller(deleted_namespaces);
-        let doc = if wanted == Representation::Metadata { handlers::metadata_only(doc) } else { doc };
+        let doc = match (wanted, table) {
+            (_, Some(t)) => table::convert(&target.kind, &doc, &t, true),
+            (Representation::Metadata, _) => handlers::metadata_only(doc),
+            _ => doc,
+        };
         Ok(json_response(code, &doc))
     }
 
@@ -387,7 +406,7 @@ impl ApiServer {
         store: &Store,
         target: Target,
         q: &Query,
-        metadata_only: bool,
+        render: Render,
     ) -> Result<Response<ResponseBody>, ApiError> {
         let selectors = Selectors {
             labels: LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?,
@@ -401,7 +420,8 @@ impl ApiServer {
             send_initial_events: q.flag("sendInitialEvents"),
             timeout: Duration::from_secs(q.number("timeoutSeconds")?.unwrap_or(1800)),
             bookmark_interval: self.inner.bookmark_interval,
-            metadata_only,
+            render,
+            headers_sent: false,
         };
         let lines = watches::start(store, self.inner.closed.subscribe(), req)?;
         let body = StreamBody::new(lines.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))));

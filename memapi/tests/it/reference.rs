@@ -85,11 +85,17 @@ impl Server {
 
     /// A raw request: status, content type and body as the server sent them.
     pub async fn raw(&self, method: &str, path: &str, body: Option<&Value>) -> Raw {
+        self.raw_accepting(method, path, body, "application/json").await
+    }
+
+    /// A raw request asking for a representation (`Accept`).
+    pub async fn raw_accepting(&self, method: &str, path: &str, body: Option<&Value>, accept: &str) -> Raw {
         let body = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
         let request = Request::builder()
             .method(method)
             .uri(path)
             .header("content-type", "application/json")
+            .header("accept", accept)
             .body(kube::client::Body::from(body))
             .unwrap();
         let response = self.client.send(request).await.expect("request sent");
@@ -138,6 +144,36 @@ impl Raw {
     }
 }
 
+/// A namespaced kind with the names and printer columns kubectl uses.
+pub const GIZMOS: Gvk = ("test.cellplane.io", "v1", "Gizmo");
+
+fn gizmo_crd() -> CustomResourceDefinition {
+    let column = |name: &str, type_: &str, path: &str, priority: i64| json!({"name": name, "type": type_, "jsonPath": path, "priority": priority});
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gizmos.test.cellplane.io"},
+        "spec": {
+            "group": GIZMOS.0,
+            "scope": "Namespaced",
+            "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo", "shortNames": ["gz"], "categories": ["testing"]},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                "additionalPrinterColumns": [
+                    column("Size", "integer", ".spec.size", 0),
+                    column("Color", "string", ".spec.color", 1),
+                    column("Ready", "string", ".status.conditions[?(@.type==\"Ready\")].status", 0),
+                    column("Shiny", "boolean", ".spec.shiny", 0),
+                    column("Age", "date", ".metadata.creationTimestamp", 0),
+                ],
+            }],
+        },
+    }))
+    .unwrap()
+}
+
 /// Kinds named `namespaces` outside the core group, in both scopes.
 pub const CLUSTER_NAMESPACES: Gvk = ("cluster.test.cellplane.io", "v1", "Namespace");
 pub const SCOPED_NAMESPACES: Gvk = ("scoped.test.cellplane.io", "v1", "Namespace");
@@ -163,6 +199,7 @@ fn test_crds() -> Vec<CustomResourceDefinition> {
     vec![
         Widget::crd(),
         Gadget::crd(),
+        gizmo_crd(),
         namespaces(CLUSTER_NAMESPACES.0, "Cluster"),
         namespaces(SCOPED_NAMESPACES.0, "Namespaced"),
     ]
