@@ -242,6 +242,8 @@ impl ApiError {
             Self::Conflict { kind, group, name, causes, .. }
             | Self::Invalid { kind, group, name, causes, .. }
             | Self::Forbidden { kind, group, name, causes, .. } => Some(details(kind, group, name, causes)),
+            // Empty, as go-restful's 405 carries them.
+            Self::MethodNotAllowed(_) => Some(details("", "", "", &[])),
             _ => None,
         };
         if let Some(details) = details {

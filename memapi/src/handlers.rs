@@ -209,22 +209,7 @@ fn insert_new(
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     place(t, &mut obj)?;
-    let name = match meta::name(&obj) {
-        Some(n) => n.to_string(),
-        None => match meta::str_at(&obj, "/metadata/generateName").filter(|s| !s.is_empty()) {
-            Some(prefix) => format!("{prefix}{}", meta::random_suffix()),
-            None => {
-                return Err(t.invalid(
-                    "",
-                    Cause::new(
-                        "FieldValueRequired",
-                        "metadata.name",
-                        "Required value: name or generateName is required",
-                    ),
-                ));
-            }
-        },
-    };
+    let name = chosen_name(t, &obj)?;
     namespaces::admit_create(store, t, &name)?;
     let kind = &t.kind;
     obj = present(&obj, kind);
@@ -235,21 +220,7 @@ fn insert_new(
     if store.get(&t.gr(), &key).is_some() {
         return Err(ApiError::already_exists(&t.kind.plural, &t.kind.group, &name));
     }
-
-    let m = meta::meta_mut(&mut obj);
-    m.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
-    m.insert("creationTimestamp".into(), meta::now());
-    for system in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink", "generation"] {
-        m.remove(system);
-    }
-    if kind.generation {
-        m.insert("generation".into(), 1.into());
-    }
-    if let Some(o) = obj.as_object_mut()
-        && kind.status_subresource
-    {
-        o.remove("status");
-    }
+    stamp_new(kind, &mut obj);
     let new_kinds = on_create_defaults(kind, &mut obj)?;
     meta::normalize(&mut obj);
     if let Manager::Update(manager) = manager {
@@ -264,6 +235,35 @@ fn insert_new(
         store.registry.insert(k);
     }
     Ok(present(&stored, kind))
+}
+
+/// The name of a new object: its own, or one made from `generateName`.
+fn chosen_name(t: &Target, obj: &Value) -> Result<String, ApiError> {
+    if let Some(name) = meta::name(obj) {
+        return Ok(name.to_string());
+    }
+    match meta::str_at(obj, "/metadata/generateName").filter(|s| !s.is_empty()) {
+        Some(prefix) => Ok(format!("{prefix}{}", meta::random_suffix())),
+        None => Err(t.invalid("", Cause::required("metadata.name", "name or generateName is required"))),
+    }
+}
+
+/// System metadata of a new object; a status subresource starts empty.
+fn stamp_new(kind: &ResourceKind, obj: &mut Value) {
+    let m = meta::meta_mut(obj);
+    m.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+    m.insert("creationTimestamp".into(), meta::now());
+    for system in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink", "generation"] {
+        m.remove(system);
+    }
+    if kind.generation {
+        m.insert("generation".into(), 1.into());
+    }
+    if let Some(o) = obj.as_object_mut()
+        && kind.status_subresource
+    {
+        o.remove("status");
+    }
 }
 
 fn is_crd(kind: &ResourceKind) -> bool {

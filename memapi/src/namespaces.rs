@@ -18,6 +18,7 @@
 //!   controller would notice within seconds.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -89,8 +90,17 @@ pub fn begin_delete(store: &mut Store, old: &Value, dry_run: bool) -> Result<Val
     Ok(stored)
 }
 
+/// The namespace controller's passes over these namespaces, and over any their content's
+/// deletion marks for deletion in turn (a Namespace garbage-collected with its owner).
+pub fn sweep_all(store: &mut Store, mut names: Vec<String>) {
+    while let Some(name) = names.pop() {
+        sweep(store, &name);
+        names.append(&mut store.namespaces_to_sweep);
+    }
+}
+
 /// The namespace controller's pass: deletes the namespace's content, then finishes it.
-pub fn sweep(store: &mut Store, name: &str) {
+fn sweep(store: &mut Store, name: &str) {
     for (gr, obj) in store.namespace_content(name) {
         if meta::is_deleting(&obj) {
             continue;
@@ -140,8 +150,8 @@ fn settle(store: &mut Store, name: &str, report: bool) {
     }
 }
 
-/// The two conditions the namespace controller sets while content remains.
-fn remaining_conditions(content: &[(GroupResource, std::sync::Arc<Value>)], ns: &Value) -> Value {
+/// How many objects of each resource, and how many holding each finalizer, remain.
+fn tally(content: &[(GroupResource, Arc<Value>)]) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
     let mut resources: BTreeMap<String, usize> = BTreeMap::new();
     let mut finalizers: BTreeMap<String, usize> = BTreeMap::new();
     for (gr, obj) in content {
@@ -150,30 +160,36 @@ fn remaining_conditions(content: &[(GroupResource, std::sync::Arc<Value>)], ns: 
             *finalizers.entry(f).or_default() += 1;
         }
     }
-    let listed = |counts: &BTreeMap<String, usize>, sep: &str| {
-        counts.iter().map(|(what, n)| format!("{what}{sep}{n} resource instances")).collect::<Vec<_>>().join(", ")
-    };
+    (resources, finalizers)
+}
+
+fn listed(counts: &BTreeMap<String, usize>, joiner: &str) -> String {
+    let parts: Vec<String> = counts.iter().map(|(what, n)| format!("{what}{joiner}{n} resource instances")).collect();
+    parts.join(", ")
+}
+
+/// The two conditions the namespace controller sets while content remains.
+fn remaining_conditions(content: &[(GroupResource, Arc<Value>)], ns: &Value) -> Value {
+    let (resources, finalizers) = tally(content);
     let since = ns.pointer("/status/conditions/0/lastTransitionTime").cloned().unwrap_or_else(meta::now);
-    let condition = |type_: &str, status: bool, reason: &str, message: String| {
-        json!({"type": type_, "status": if status { "True" } else { "False" }, "lastTransitionTime": since,
-               "reason": reason, "message": message})
-    };
-    json!([
-        condition(
-            "NamespaceContentRemaining",
-            true,
-            "SomeResourcesRemain",
-            format!("Some resources are remaining: {}", listed(&resources, " has ")),
-        ),
+    let condition = |type_: &str, status: &str, reason: &str, message: String| json!({"type": type_, "status": status, "lastTransitionTime": since, "reason": reason, "message": message});
+    let content = condition(
+        "NamespaceContentRemaining",
+        "True",
+        "SomeResourcesRemain",
+        format!("Some resources are remaining: {}", listed(&resources, " has ")),
+    );
+    let held = if finalizers.is_empty() {
         condition(
             "NamespaceFinalizersRemaining",
-            !finalizers.is_empty(),
-            if finalizers.is_empty() { "ContentHasNoFinalizers" } else { "SomeFinalizersRemain" },
-            if finalizers.is_empty() {
-                "All content-preserving finalizers finished".into()
-            } else {
-                format!("Some content in the namespace has finalizers remaining: {}", listed(&finalizers, " in "))
-            },
-        ),
-    ])
+            "False",
+            "ContentHasNoFinalizers",
+            "All content-preserving finalizers finished".into(),
+        )
+    } else {
+        let message =
+            format!("Some content in the namespace has finalizers remaining: {}", listed(&finalizers, " in "));
+        condition("NamespaceFinalizersRemaining", "True", "SomeFinalizersRemain", message)
+    };
+    json!([content, held])
 }

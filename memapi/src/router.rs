@@ -17,7 +17,7 @@ use http::Method;
 use crate::error::ApiError;
 use crate::handlers::Target;
 use crate::hooks::Verb;
-use crate::kinds::{Origin, Registry, ResourceKind};
+use crate::kinds::{Registry, ResourceKind};
 use crate::path::{Query, RequestPath};
 
 /// A request resolved to its target and verb.
@@ -36,7 +36,7 @@ pub fn resolve(registry: &Registry, p: &RequestPath, method: &Method, q: &Query)
 }
 
 fn builtin_kind(registry: &Registry, p: &RequestPath, plural: &str) -> Option<Arc<ResourceKind>> {
-    registry.get(&p.group, &p.version, plural).filter(|k| k.origin == Origin::BuiltIn)
+    registry.get(&p.group, &p.version, plural)
 }
 
 fn method_not_allowed() -> ApiError {

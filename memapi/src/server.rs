@@ -391,13 +391,14 @@ impl ApiServer {
     /// The namespace controller's work for namespaces just deleted, after the response (see
     /// `namespaces`); inline when there is no runtime to run it in.
     fn run_namespace_controller(&self, names: Vec<String>) {
-        for name in names {
-            let server = self.clone();
-            let sweep = move || crate::namespaces::sweep(&mut server.store(), &name);
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn(async move { sweep() })),
-                Err(_) => sweep(),
-            }
+        if names.is_empty() {
+            return;
+        }
+        let server = self.clone();
+        let sweep = move || crate::namespaces::sweep_all(&mut server.store(), names);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move { sweep() })),
+            Err(_) => sweep(),
         }
     }
 

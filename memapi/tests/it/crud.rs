@@ -382,3 +382,20 @@ async fn ingresses_are_served_with_generation_status_and_discovery() {
     ingresses.delete("web", &DeleteParams::default()).await.unwrap();
     assert!(ingresses.get_opt("web").await.unwrap().is_none());
 }
+
+/// A kind registered without a CRD keeps the name rule it is given (here a Service's).
+#[tokio::test]
+async fn registered_kinds_follow_their_name_rule() {
+    use cellplane_memapi::{NameRule, ResourceKind};
+    let server = cellplane_memapi::ApiServer::new();
+    let mut services = ResourceKind::namespaced("", "v1", "services", "Service");
+    services.names = NameRule::Dns1035;
+    server.register_kind(services);
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Service"), "services");
+    let api: Api<DynamicObject> = Api::namespaced_with(server.client(), "default", &ar);
+    let pp = PostParams::default();
+    let err = api_error(api.create(&pp, &DynamicObject::new("1web", &ar)).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    assert!(err.message.contains("a DNS-1035 label must consist of lower case"), "{}", err.message);
+    api.create(&pp, &DynamicObject::new("web-1", &ar)).await.unwrap();
+}
