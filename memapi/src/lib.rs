@@ -138,6 +138,7 @@ mod meta;
 mod namespaces;
 mod patch;
 mod path;
+mod render;
 mod router;
 mod selector;
 mod server;

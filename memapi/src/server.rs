@@ -25,11 +25,11 @@ use crate::hooks::{Fault, Hooks, RequestRecord, Verb};
 use crate::kinds::ResourceKind;
 use crate::managed::Scope;
 use crate::path::{self, Query, RequestPath, Route};
+use crate::render::Render;
 use crate::router;
 use crate::selector::{FieldSelector, LabelSelector, Selectors};
 use crate::store::Store;
-use crate::table::{self, TableRequest};
-use crate::watch::{self as watches, Render, WatchRequest};
+use crate::watch::{self as watches, WatchRequest};
 
 /// Body of every response: a whole JSON document, or a watch stream.
 pub type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -321,6 +321,21 @@ impl ApiServer {
     fn resource(&self, parts: &Parts, p: &RequestPath, body: &Bytes) -> Result<Response<ResponseBody>, ApiError> {
         let q = Query::parse(parts.uri.query());
         let router::Resolved { target, verb } = router::resolve(&self.store().registry, p, &parts.method, &q)?;
+        self.record(&target, verb)?;
+        let render = Render::negotiate(accept_header(parts), verb, &q)?;
+        let mut store = self.store();
+        if verb == Verb::Watch {
+            return self.watch(&store, target, &q, render);
+        }
+        let (code, doc) = execute(&mut store, parts, &target, verb, &q, body)?;
+        let deleted_namespaces = std::mem::take(&mut store.namespaces_to_sweep);
+        drop(store);
+        self.run_namespace_controller(deleted_namespaces);
+        Ok(json_response(code, &render.apply(&target.kind, doc, true)))
+    }
+
+    /// Counts the request, and fails it when a test injected a fault for it.
+    fn record(&self, target: &Target, verb: Verb) -> Result<(), ApiError> {
         let record = RequestRecord {
             verb,
             group: target.kind.group.clone(),
@@ -329,63 +344,7 @@ impl ApiServer {
             name: target.name.clone(),
             subresource: target.subresource.clone(),
         };
-        if let Some(err) = self.hooks().on_request(&record) {
-            return Err(err);
-        }
-        let manager = default_manager(parts);
-        let json_body = || -> Result<Value, ApiError> {
-            serde_json::from_slice(body)
-                .map_err(|e| ApiError::BadRequest(format!("the body of the request could not be decoded as JSON: {e}")))
-        };
-        let reads = matches!(verb, Verb::Get | Verb::List | Verb::Watch);
-        let wanted = accept::negotiate(accept_header(parts), |r| {
-            r == Representation::Metadata || matches!(r, Representation::Table(_)) && reads
-        });
-        let table = match wanted {
-            Representation::Table(version) => Some(TableRequest::new(version, &q)?),
-            _ => None,
-        };
-        let mut store = self.store();
-        let (code, doc) = match verb {
-            Verb::Get => (StatusCode::OK, handlers::get(&store, &target)?),
-            Verb::List => (StatusCode::OK, handlers::list(&mut store, &target, &q)?),
-            Verb::Watch => {
-                let render = match table {
-                    Some(t) => Render::Table(t),
-                    None if wanted == Representation::Metadata => Render::Metadata,
-                    None => Render::Json,
-                };
-                return self.watch(&store, target, &q, render);
-            }
-            Verb::Create => {
-                let manager = q.get("fieldManager").unwrap_or(&manager);
-                let created = handlers::create(&mut store, &target, &q, json_body()?, manager)?;
-                (StatusCode::CREATED, created)
-            }
-            Verb::Update => {
-                let manager = q.get("fieldManager").unwrap_or(&manager);
-                (StatusCode::OK, handlers::replace(&mut store, &target, &q, json_body()?, manager)?)
-            }
-            Verb::Patch => {
-                let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-                handlers::patch(&mut store, &target, &q, ct, body, &manager)?
-            }
-            Verb::Delete => {
-                // 200 whether the object went or lingers for its finalizers, as the apiserver
-                // answers when no foreground deletion was asked for.
-                (StatusCode::OK, handlers::delete(&mut store, &target, &q, body)?)
-            }
-            Verb::DeleteCollection => (StatusCode::OK, handlers::delete_collection(&mut store, &target, &q)?),
-        };
-        let deleted_namespaces = std::mem::take(&mut store.namespaces_to_sweep);
-        drop(store);
-        self.run_namespace_controller(deleted_namespaces);
-        let doc = match (wanted, table) {
-            (_, Some(t)) => table::convert(&target.kind, &doc, &t, true),
-            (Representation::Metadata, _) => handlers::metadata_only(doc),
-            _ => doc,
-        };
-        Ok(json_response(code, &doc))
+        self.hooks().on_request(&record).map_or(Ok(()), Err)
     }
 
     /// The namespace controller's work for namespaces just deleted, after the response (see
@@ -430,6 +389,37 @@ impl ApiServer {
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(resp)
     }
+}
+
+/// Runs a verb other than watch under the store lock.
+fn execute(
+    store: &mut Store,
+    parts: &Parts,
+    target: &Target,
+    verb: Verb,
+    q: &Query,
+    body: &Bytes,
+) -> Result<(StatusCode, Value), ApiError> {
+    let default = default_manager(parts);
+    let manager = q.get("fieldManager").unwrap_or(&default);
+    let json_body = || -> Result<Value, ApiError> {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("the body of the request could not be decoded as JSON: {e}")))
+    };
+    Ok(match verb {
+        Verb::Get => (StatusCode::OK, handlers::get(store, target)?),
+        Verb::List | Verb::Watch => (StatusCode::OK, handlers::list(store, target, q)?),
+        Verb::Create => (StatusCode::CREATED, handlers::create(store, target, q, json_body()?, manager)?),
+        Verb::Update => (StatusCode::OK, handlers::replace(store, target, q, json_body()?, manager)?),
+        Verb::Patch => {
+            let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            handlers::patch(store, target, q, ct, body, &default)?
+        }
+        // 200 whether the object went or lingers for its finalizers, as the apiserver answers
+        // when no foreground deletion was asked for.
+        Verb::Delete => (StatusCode::OK, handlers::delete(store, target, q, body)?),
+        Verb::DeleteCollection => (StatusCode::OK, handlers::delete_collection(store, target, q)?),
+    })
 }
 
 /// The field manager of a non-apply write without `fieldManager`: the user-agent's

@@ -11,12 +11,12 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, sleep_until};
 
 use crate::error::ApiError;
-use crate::handlers::{Target, metadata_only, present};
+use crate::handlers::{Target, present};
 use crate::kinds::ResourceKind;
 use crate::meta;
+use crate::render::Render;
 use crate::selector::Selectors;
 use crate::store::{Change, EventType, Store};
-use crate::table::{self, TableRequest};
 
 /// Parameters of one watch request.
 pub struct WatchRequest {
@@ -33,27 +33,11 @@ pub struct WatchRequest {
     pub headers_sent: bool,
 }
 
-/// How objects in watch events are represented.
-pub enum Render {
-    Json,
-    /// PartialObjectMetadata.
-    Metadata,
-    /// One-row Tables.
-    Table(TableRequest),
-}
-
 impl WatchRequest {
     fn render(&mut self, obj: &Value) -> Value {
-        let doc = present(obj, &self.target.kind);
-        match &self.render {
-            Render::Json => doc,
-            Render::Metadata => metadata_only(doc),
-            Render::Table(t) => {
-                let table = table::convert(&self.target.kind, &doc, t, !self.headers_sent);
-                self.headers_sent = true;
-                table
-            }
-        }
+        let doc = self.render.apply(&self.target.kind, present(obj, &self.target.kind), !self.headers_sent);
+        self.headers_sent = true;
+        doc
     }
 }
 
