@@ -15,7 +15,7 @@ use crate::patch::{self, PatchType};
 use crate::path::Query;
 use crate::selector::{FieldSelector, LabelSelector, Selectors};
 use crate::store::{ObjectKey, Store};
-use crate::{namespaces, validation};
+use crate::{convert, namespaces, validation};
 
 /// The resource (and maybe object and subresource) a request is about.
 #[derive(Debug, Clone)]
@@ -64,6 +64,7 @@ impl Target {
 /// An object as served for the requested version.
 pub fn present(obj: &Value, kind: &ResourceKind) -> Value {
     let mut v = obj.clone();
+    convert::from_storage(kind, &mut v);
     if let Some(m) = v.as_object_mut() {
         m.insert("apiVersion".into(), kind.api_version().into());
         m.insert("kind".into(), kind.kind.clone().into());
@@ -221,6 +222,7 @@ fn insert_new(
         return Err(ApiError::already_exists(&t.kind.plural, &t.kind.group, &name));
     }
     stamp_new(kind, &mut obj);
+    convert::to_storage(kind, &mut obj);
     let new_kinds = on_create_defaults(kind, &mut obj)?;
     meta::normalize(&mut obj);
     if let Manager::Update(manager) = manager {
@@ -228,7 +230,7 @@ fn insert_new(
         managed::track_update(None, &mut obj, manager, &kind.api_version(), scope);
     }
     if dry_run {
-        return Ok(obj);
+        return Ok(present(&obj, kind));
     }
     let stored = store.put(&t.gr(), key, obj);
     for k in new_kinds {
@@ -422,6 +424,7 @@ pub fn write_update(
         convert_on_write(kind, &mut new);
         validation::on_update(kind, old, &new)?;
     }
+    convert::to_storage(kind, &mut new);
     meta::normalize(&mut new);
     match req.manager {
         Manager::Update(manager) => managed::track_update(Some(old), &mut new, manager, &kind.api_version(), req.scope),

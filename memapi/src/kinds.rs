@@ -73,6 +73,9 @@ pub struct ResourceKind {
     /// Field selector paths beyond `metadata.name` and `metadata.namespace`.
     pub selectable_fields: Vec<String>,
     pub origin: Origin,
+    /// The group whose storage holds the objects: the kind's own, unless it shares another
+    /// API's storage (events.k8s.io Events are core Events).
+    pub storage_group: String,
     pub names: NameRule,
     /// Verbs of the main resource, in the order discovery lists them.
     pub verbs: Vec<String>,
@@ -116,6 +119,7 @@ impl ResourceKind {
             unconditional_update: false,
             selectable_fields: Vec::new(),
             origin: Origin::Custom,
+            storage_group: group.into(),
             names: NameRule::Subdomain,
             verbs: strings(&CUSTOM_VERBS),
             columns: Vec::new(),
@@ -154,8 +158,9 @@ impl ResourceKind {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
+    /// Storage key of the kind's objects.
     pub fn group_resource(&self) -> GroupResource {
-        GroupResource { group: self.group.clone(), resource: self.plural.clone() }
+        GroupResource { group: self.storage_group.clone(), resource: self.plural.clone() }
     }
 
     /// Whether the main resource serves this verb (e.g. `deletecollection`).
@@ -196,6 +201,7 @@ impl ResourceKind {
         // Both Event APIs are stored as core/v1 Events.
         let mut new_event = Self::builtin("events.k8s.io", "v1", "events", "Event", true).short(&["ev"]);
         new_event.storage_version_hash = storage_version_hash("", "v1", "Event");
+        new_event.storage_group = String::new();
         // Ingress keeps metadata.generation and has a status subresource, as in the apiserver.
         let mut ingress = Self::builtin("networking.k8s.io", "v1", "ingresses", "Ingress", true).short(&["ing"]);
         ingress.status_subresource = true;

@@ -25,7 +25,8 @@
 //! # Supported
 //! - Kinds: Secrets, ConfigMaps, Namespaces (`default`, `kube-system`, `kube-public`
 //!   and `kube-node-lease` exist from the start), core/v1 and events.k8s.io/v1
-//!   Events (stored separately), coordination.k8s.io/v1 Leases,
+//!   Events (one storage: each API shows the other's events under its own field names),
+//!   coordination.k8s.io/v1 Leases, networking.k8s.io/v1 Ingresses,
 //!   CustomResourceDefinitions, and every kind a CRD describes: POST a CRD, or call
 //!   [`ApiServer::register_crd`] / [`ApiServer::register`]. All served versions of a
 //!   CRD share storage (conversion `None`); `subresources.status` and
@@ -123,10 +124,11 @@
 //! those listed (and of ownerReferences, and the immutability rules of Event updates),
 //! protobuf, `resourceVersionMatch=Exact` and lists at
 //! an older resourceVersion (lists always serve the latest state), other
-//! subresources (`scale`, `log`, `exec`, ...), and a unified storage for the two
-//! Event APIs.
+//! subresources (`scale`, `log`, `exec`, ...), and `/openapi/v2` and `/v3` (so
+//! `kubectl apply` needs `--validate=false`).
 
 mod accept;
+mod convert;
 mod discovery;
 mod error;
 mod handlers;

@@ -399,3 +399,46 @@ async fn registered_kinds_follow_their_name_rule() {
     assert!(err.message.contains("a DNS-1035 label must consist of lower case"), "{}", err.message);
     api.create(&pp, &DynamicObject::new("web-1", &ar)).await.unwrap();
 }
+
+/// The two Event APIs share one storage, each showing the other's events under its own
+/// field names (checked against kube-apiserver 1.20).
+#[tokio::test]
+async fn both_event_apis_see_the_same_events() {
+    use crate::reference::servers;
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    for s in servers().await {
+        let n = s.name;
+        let ns = s.namespace("events").await;
+        let new_api: Api<Event> = Api::namespaced(s.client.clone(), &ns);
+        let core_api: Api<CoreEvent> = Api::namespaced(s.client.clone(), &ns);
+        let event = json!({
+            "metadata": {"name": "provisioned"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "cellplane", "reportingInstance": "cellplane-0", "action": "Reconcile",
+            "reason": "Provisioned", "type": "Normal", "note": "done",
+            "regarding": {"kind": "Widget", "namespace": ns, "name": "w"},
+        });
+        new_api.create(&PostParams::default(), &serde_json::from_value(event).unwrap()).await.unwrap();
+        let core = core_api.get("provisioned").await.unwrap();
+        assert_eq!(core.involved_object.name.as_deref(), Some("w"), "{n}");
+        assert_eq!(
+            (core.message.as_deref(), core.reporting_component.as_deref()),
+            (Some("done"), Some("cellplane")),
+            "{n}"
+        );
+
+        let legacy = json!({
+            "metadata": {"name": "legacy"}, "involvedObject": {"kind": "Widget", "namespace": ns, "name": "w"},
+            "reason": "Old", "message": "from the core API", "count": 3, "source": {"component": "kubelet"},
+        });
+        core_api.create(&PostParams::default(), &serde_json::from_value(legacy).unwrap()).await.unwrap();
+        let seen = new_api.get("legacy").await.unwrap();
+        assert_eq!((seen.note.as_deref(), seen.deprecated_count), (Some("from the core API"), Some(3)), "{n}");
+        assert_eq!(seen.regarding.and_then(|r| r.name).as_deref(), Some("w"), "{n}");
+        let listed = new_api.list(&Default::default()).await.unwrap();
+        assert_eq!(listed.items.len(), 2, "{n}");
+        core_api.delete("provisioned", &Default::default()).await.unwrap();
+        assert!(new_api.get_opt("provisioned").await.unwrap().is_none(), "{n}");
+        s.drop_namespace(&ns).await;
+    }
+}
