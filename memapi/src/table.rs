@@ -84,8 +84,11 @@ fn name_column() -> Column {
     Column { format: "name".into(), ..column("Name", "Name must be unique within a namespace.", Cell::Name) }
 }
 
+/// The first sentence of the API's description of `metadata.creationTimestamp`.
+const CREATED: &str = "CreationTimestamp is a timestamp representing the server time when this object was created.";
+
 fn age_column() -> Column {
-    column("Age", "Time since the object was created.", Cell::Age)
+    column("Age", CREATED, Cell::Age)
 }
 
 /// A response (one object, or a list) as a Table; `headers` false leaves the column
@@ -178,8 +181,7 @@ fn columns(kind: &ResourceKind) -> Vec<Column> {
         ("networking.k8s.io", "ingresses") => ingress_columns(),
         (_, "events") => return event_columns(),
         _ => {
-            let created =
-                column("Created At", "When the object was created.", Cell::Pointer("/metadata/creationTimestamp"));
+            let created = column("Created At", CREATED, Cell::Pointer("/metadata/creationTimestamp"));
             let created = Column { type_: "date".into(), ..created };
             return vec![name_column(), created];
         }
@@ -188,12 +190,18 @@ fn columns(kind: &ResourceKind) -> Vec<Column> {
     columns
 }
 
+/// Name, then the CRD's columns; without any, the Age column a CRD is given by default.
 fn custom_columns(defined: &[PrinterColumn]) -> Vec<Column> {
+    let default_age = [PrinterColumn {
+        name: "Age".into(),
+        type_: "date".into(),
+        format: String::new(),
+        description: CREATED.into(),
+        priority: 0,
+        json_path: ".metadata.creationTimestamp".into(),
+    }];
+    let defined = if defined.is_empty() { &default_age[..] } else { defined };
     let mut columns = vec![name_column()];
-    if defined.is_empty() {
-        let age = column("Age", "", Cell::Path(".metadata.creationTimestamp".into()));
-        columns.push(Column { type_: "date".into(), ..age });
-    }
     for c in defined {
         let description = if c.description.is_empty() {
             format!("Custom resource definition column (in JSONPath format): {}", c.json_path)

@@ -61,6 +61,16 @@ async fn custom_resources_print_their_crd_columns() {
         assert_eq!(bare["rows"][0]["object"], Value::Null, "{n}");
         // Without the Table media type, the list is a list.
         assert_eq!(s.raw("GET", &path, None).await.json()["kind"], "GizmoList", "{n}");
+        // A CRD without printer columns gets an Age column.
+        let widgets =
+            s.raw_accepting("GET", &format!("/apis/test.cellplane.io/v1/namespaces/{ns}/widgets"), None, TABLE).await;
+        let widgets = widgets.json();
+        assert_eq!(column_names(&widgets), ["Name", "Age"], "{n}");
+        let age = &widgets["columnDefinitions"][1];
+        assert_eq!(age["type"], "date", "{n}");
+        let described =
+            age["description"].as_str().unwrap().starts_with("CreationTimestamp is a timestamp representing");
+        assert!(described, "{n}: {age}");
         s.drop_namespace(&ns).await;
     }
 }
