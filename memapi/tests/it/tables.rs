@@ -91,6 +91,30 @@ async fn builtin_kinds_print_their_own_columns() {
         assert_eq!(column_names(&namespace), ["Name", "Status", "Age"], "{n}");
         assert_eq!(namespace["rows"][0]["cells"].as_array().unwrap()[..2], [json!(ns), json!("Active")], "{n}");
 
+        let event = json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "provisioned"},
+            "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "cellplane", "reportingInstance": "cellplane-0",
+            "action": "Reconcile", "reason": "Provisioned", "type": "Normal", "note": " done ",
+            "regarding": {"kind": "Widget", "namespace": ns, "name": "w"},
+        });
+        s.raw("POST", &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"), Some(&event)).await;
+        let events = s.raw_accepting("GET", &format!("/api/v1/namespaces/{ns}/events"), None, TABLE).await.json();
+        let expected =
+            ["Last Seen", "Type", "Reason", "Object", "Subobject", "Source", "Message", "First Seen", "Count", "Name"];
+        assert_eq!(column_names(&events), expected, "{n}");
+        let cells = events["rows"][0]["cells"].as_array().unwrap();
+        let shown = [&cells[1], &cells[2], &cells[3], &cells[5], &cells[6], &cells[8], &cells[9]];
+        let expected = [
+            json!("Normal"),
+            json!("Provisioned"),
+            json!("widget/w"),
+            json!("cellplane, cellplane-0"),
+            json!("done"),
+            json!(1),
+            json!("provisioned"),
+        ];
+        assert_eq!(shown, expected.each_ref(), "{n}");
+
         let crds =
             s.raw_accepting("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", None, TABLE).await.json();
         assert_eq!(column_names(&crds), ["Name", "Created At"], "{n}");
