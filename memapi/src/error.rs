@@ -17,6 +17,9 @@ pub enum ApiError {
     Conflict { message: String, kind: String, group: String, name: String, causes: Vec<Cause> },
     #[error("{message}")]
     Invalid { message: String, kind: String, group: String, name: String, causes: Vec<Cause> },
+    /// Refused by policy, e.g. new content in a namespace being terminated.
+    #[error("{message}")]
+    Forbidden { message: String, kind: String, group: String, name: String, causes: Vec<Cause> },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -26,6 +29,10 @@ pub enum ApiError {
     /// The requested watch resourceVersion is older than the kept event history.
     #[error("{0}")]
     Expired(String),
+    /// A path no handler serves: the apiserver's plain-text `404 page not found`, not a
+    /// `Status` (what a custom-resource path answers for an unknown resource or scope).
+    #[error("404 page not found")]
+    PageNotFound,
     /// A failure injected by a test hook, or an internal error.
     #[error("{message}")]
     Custom { code: u16, reason: String, message: String },
@@ -43,12 +50,49 @@ impl Cause {
     pub fn new(reason: &str, field: &str, message: impl Into<String>) -> Self {
         Self { reason: reason.into(), message: message.into(), field: field.into() }
     }
+
+    /// `Required value`, with the detail after a colon when there is one.
+    pub fn required(field: &str, detail: &str) -> Self {
+        Self::new("FieldValueRequired", field, with_detail("Required value", detail))
+    }
+
+    /// `Invalid value: "value": detail`, the value quoted as a string.
+    pub fn invalid(field: &str, value: &str, detail: &str) -> Self {
+        Self::invalid_shown(field, &format!("{value:?}"), detail)
+    }
+
+    /// `Invalid value: 70000: detail`, the value shown as given (numbers, Go literals).
+    pub fn invalid_shown(field: &str, shown: &str, detail: &str) -> Self {
+        Self::new("FieldValueInvalid", field, with_detail(&format!("Invalid value: {shown}"), detail))
+    }
+
+    /// `Unsupported value: "x": supported values: "a", "b"`
+    pub fn not_supported(field: &str, value: &str, supported: &[&str]) -> Self {
+        let quoted: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        let message = format!("Unsupported value: {value:?}: supported values: {}", quoted.join(", "));
+        Self::new("FieldValueNotSupported", field, message)
+    }
+
+    /// `Too long: must have at most N bytes`
+    pub fn too_long(field: &str, max_bytes: usize) -> Self {
+        Self::new("FieldValueTooLong", field, format!("Too long: must have at most {max_bytes} bytes"))
+    }
+
+    /// `Forbidden: detail`
+    pub fn forbidden(field: &str, detail: &str) -> Self {
+        Self::new("FieldValueForbidden", field, with_detail("Forbidden", detail))
+    }
+}
+
+fn with_detail(what: &str, detail: &str) -> String {
+    if detail.is_empty() { what.to_string() } else { format!("{what}: {detail}") }
 }
 
 impl ApiError {
     pub fn code(&self) -> StatusCode {
         match self {
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::PageNotFound => StatusCode::NOT_FOUND,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::AlreadyExists { .. } | Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -61,7 +105,8 @@ impl ApiError {
 
     pub fn reason(&self) -> &str {
         match self {
-            Self::NotFound { .. } => "NotFound",
+            Self::NotFound { .. } | Self::PageNotFound => "NotFound",
+            Self::Forbidden { .. } => "Forbidden",
             Self::AlreadyExists { .. } => "AlreadyExists",
             Self::Conflict { .. } => "Conflict",
             Self::Invalid { .. } => "Invalid",
@@ -122,14 +167,56 @@ impl ApiError {
         }
     }
 
+    /// 422 with one cause per field error; the message lists them as the apiserver's
+    /// aggregate does (bracketed when more than one, duplicates dropped).
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let details: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let mut details: Vec<String> = Vec::new();
+        for c in &causes {
+            let line = format!("{}: {}", c.field, c.message);
+            if !details.contains(&line) {
+                details.push(line);
+            }
+        }
+        let listed = match details.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
         Self::Invalid {
-            message: format!("{} \"{name}\" is invalid: {}", qualified(kind, group), details.join(", ")),
+            message: format!("{} \"{name}\" is invalid: {listed}", qualified(kind, group)),
             kind: kind.into(),
             group: group.into(),
             name: name.into(),
             causes,
+        }
+    }
+
+    /// 403 for writing into a namespace that is being deleted, worded as the
+    /// NamespaceLifecycle admission plugin words it.
+    pub fn namespace_terminating(resource: &str, group: &str, name: &str, namespace: &str) -> Self {
+        Self::Forbidden {
+            message: format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                qualified(resource, group)
+            ),
+            kind: resource.into(),
+            group: group.into(),
+            name: name.into(),
+            causes: vec![Cause::new(
+                "NamespaceTerminating",
+                "metadata.namespace",
+                format!("namespace {namespace} is being terminated"),
+            )],
+        }
+    }
+
+    /// 403 with no causes, e.g. deleting a namespace the system needs.
+    pub fn forbidden(resource: &str, group: &str, name: &str, why: &str) -> Self {
+        Self::Forbidden {
+            message: format!("{} \"{name}\" is forbidden: {why}", qualified(resource, group)),
+            kind: resource.into(),
+            group: group.into(),
+            name: name.into(),
+            causes: Vec::new(),
         }
     }
 
@@ -152,9 +239,11 @@ impl ApiError {
             Self::NotFound { kind, group, name, .. } | Self::AlreadyExists { kind, group, name, .. } => {
                 Some(details(kind, group, name, &[]))
             }
-            Self::Conflict { kind, group, name, causes, .. } | Self::Invalid { kind, group, name, causes, .. } => {
-                Some(details(kind, group, name, causes))
-            }
+            Self::Conflict { kind, group, name, causes, .. }
+            | Self::Invalid { kind, group, name, causes, .. }
+            | Self::Forbidden { kind, group, name, causes, .. } => Some(details(kind, group, name, causes)),
+            // Empty, as go-restful's 405 carries them.
+            Self::MethodNotAllowed(_) => Some(details("", "", "", &[])),
             _ => None,
         };
         if let Some(details) = details {

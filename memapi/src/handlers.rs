@@ -13,8 +13,9 @@ use crate::managed::{self, ApplyTarget, Scope};
 use crate::meta;
 use crate::patch::{self, PatchType};
 use crate::path::Query;
-use crate::selector::{FieldSelector, LabelSelector, Selectors, is_dns_subdomain};
+use crate::selector::{FieldSelector, LabelSelector, Selectors};
 use crate::store::{ObjectKey, Store};
+use crate::{convert, namespaces, validation};
 
 /// The resource (and maybe object and subresource) a request is about.
 #[derive(Debug, Clone)]
@@ -60,17 +61,10 @@ impl Target {
     }
 }
 
-/// Server settings the handlers need.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Settings {
-    /// Reject writes into namespaces that do not exist, as the NamespaceLifecycle
-    /// admission plugin does.
-    pub strict_namespaces: bool,
-}
-
 /// An object as served for the requested version.
 pub fn present(obj: &Value, kind: &ResourceKind) -> Value {
     let mut v = obj.clone();
+    convert::from_storage(kind, &mut v);
     if let Some(m) = v.as_object_mut() {
         m.insert("apiVersion".into(), kind.api_version().into());
         m.insert("kind".into(), kind.kind.clone().into());
@@ -200,80 +194,65 @@ pub enum Manager<'a> {
     Applied,
 }
 
-pub fn create(
-    store: &mut Store,
-    settings: Settings,
-    t: &Target,
-    q: &Query,
-    body: Value,
-    manager: &str,
-) -> Result<Value, ApiError> {
+pub fn create(store: &mut Store, t: &Target, q: &Query, body: Value, manager: &str) -> Result<Value, ApiError> {
     if t.subresource.is_some() || t.name.is_some() {
         return Err(ApiError::MethodNotAllowed("POST is only allowed on a collection".into()));
     }
     check_type(&body, &t.kind)?;
-    insert_new(store, settings, t, body, Manager::Update(manager), q.dry_run())
+    insert_new(store, t, body, Manager::Update(manager), q.dry_run())
 }
 
 fn insert_new(
     store: &mut Store,
-    settings: Settings,
     t: &Target,
     mut obj: Value,
     manager: Manager<'_>,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
     place(t, &mut obj)?;
-    let name = match meta::name(&obj) {
-        Some(n) => n.to_string(),
-        None => match meta::str_at(&obj, "/metadata/generateName").filter(|s| !s.is_empty()) {
-            Some(prefix) => format!("{prefix}{}", meta::random_suffix()),
-            None => {
-                return Err(t.invalid(
-                    "",
-                    Cause::new(
-                        "FieldValueRequired",
-                        "metadata.name",
-                        "Required value: name or generateName is required",
-                    ),
-                ));
-            }
-        },
-    };
-    if !is_dns_subdomain(&name) {
-        return Err(t.invalid(
-            &name,
-            Cause::new(
-                "FieldValueInvalid",
-                "metadata.name",
-                format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
-            ),
-        ));
-    }
-    if settings.strict_namespaces
-        && let Some(ns) = &t.namespace
-    {
-        let ns_gr = GroupResource { group: String::new(), resource: "namespaces".into() };
-        let Some(namespace) = store.get(&ns_gr, &(String::new(), ns.clone())) else {
-            return Err(ApiError::not_found("namespaces", "", ns));
-        };
-        if meta::is_deleting(&namespace) {
-            return Err(ApiError::Custom {
-                code: 403,
-                reason: "Forbidden".into(),
-                message: format!("unable to create new content in namespace {ns} because it is being terminated"),
-            });
-        }
-    }
+    let name = chosen_name(t, &obj)?;
+    namespaces::admit_create(store, t, &name)?;
+    let kind = &t.kind;
+    obj = present(&obj, kind);
+    meta::meta_mut(&mut obj).insert("name".into(), name.clone().into());
+    convert_on_write(kind, &mut obj);
+    validation::on_create(kind, &obj)?;
     let key = t.key(&name);
     if store.get(&t.gr(), &key).is_some() {
         return Err(ApiError::already_exists(&t.kind.plural, &t.kind.group, &name));
     }
+    stamp_new(kind, &mut obj);
+    convert::to_storage(kind, &mut obj);
+    let new_kinds = on_create_defaults(kind, &mut obj)?;
+    meta::normalize(&mut obj);
+    if let Manager::Update(manager) = manager {
+        let scope = Scope::Main { status_subresource: kind.status_subresource };
+        managed::track_update(None, &mut obj, manager, &kind.api_version(), scope);
+    }
+    if dry_run {
+        return Ok(present(&obj, kind));
+    }
+    let stored = store.put(&t.gr(), key, obj);
+    for k in new_kinds {
+        store.registry.insert(k);
+    }
+    Ok(present(&stored, kind))
+}
 
-    let kind = &t.kind;
-    obj = present(&obj, kind);
-    let m = meta::meta_mut(&mut obj);
-    m.insert("name".into(), name.clone().into());
+/// The name of a new object: its own, or one made from `generateName`.
+fn chosen_name(t: &Target, obj: &Value) -> Result<String, ApiError> {
+    if let Some(name) = meta::name(obj) {
+        return Ok(name.to_string());
+    }
+    match meta::str_at(obj, "/metadata/generateName").filter(|s| !s.is_empty()) {
+        Some(prefix) => Ok(format!("{prefix}{}", meta::random_suffix())),
+        None => Err(t.invalid("", Cause::required("metadata.name", "name or generateName is required"))),
+    }
+}
+
+/// System metadata of a new object; a status subresource starts empty.
+fn stamp_new(kind: &ResourceKind, obj: &mut Value) {
+    let m = meta::meta_mut(obj);
     m.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
     m.insert("creationTimestamp".into(), meta::now());
     for system in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink", "generation"] {
@@ -287,30 +266,29 @@ fn insert_new(
     {
         o.remove("status");
     }
-    let new_kinds = on_create_defaults(kind, &mut obj)?;
-    meta::normalize(&mut obj);
-    if let Manager::Update(manager) = manager {
-        let scope = Scope::Main { status_subresource: kind.status_subresource };
-        managed::track_update(None, &mut obj, manager, &kind.api_version(), scope);
-    }
-    if dry_run {
-        return Ok(obj);
-    }
-    let stored = store.put(&t.gr(), key, obj);
-    for k in new_kinds {
-        store.registry.insert(k);
-    }
-    Ok(present(&stored, kind))
 }
 
 fn is_crd(kind: &ResourceKind) -> bool {
     kind.group == "apiextensions.k8s.io" && kind.plural == "customresourcedefinitions"
 }
 
+/// What decoding does to a written object before it is validated.
+fn convert_on_write(kind: &ResourceKind, obj: &mut Value) {
+    if kind.is_core("secrets") {
+        validation::decode_secret(obj);
+    }
+}
+
+/// Whether an object being deleted has nothing left holding it (a Namespace also waits
+/// for the namespace controller's `spec.finalizers`).
+pub fn is_finalized(kind: &ResourceKind, obj: &Value) -> bool {
+    meta::finalizers(obj).is_empty() && (!kind.is_core("namespaces") || namespaces::controller_done(obj))
+}
+
 /// Defaults the apiserver fills in on create; returns kinds a CRD introduces.
 fn on_create_defaults(kind: &ResourceKind, obj: &mut Value) -> Result<Vec<ResourceKind>, ApiError> {
-    if kind.group.is_empty() && kind.plural == "namespaces" {
-        obj["status"] = json!({"phase": "Active"});
+    if kind.is_core("namespaces") {
+        namespaces::on_create(obj);
     }
     if !is_crd(kind) {
         return Ok(Vec::new());
@@ -404,6 +382,9 @@ pub fn write_update(
         }
         Scope::Main { .. } => new,
     };
+    if kind.is_core("namespaces") && req.scope != Scope::Status {
+        namespaces::keep_spec_finalizers(old, &mut new);
+    }
     new = present(&new, kind);
     {
         let old_meta = old.get("metadata").and_then(Value::as_object);
@@ -439,6 +420,11 @@ pub fn write_update(
             ));
         }
     }
+    if req.scope != Scope::Status {
+        convert_on_write(kind, &mut new);
+        validation::on_update(kind, old, &new)?;
+    }
+    convert::to_storage(kind, &mut new);
     meta::normalize(&mut new);
     match req.manager {
         Manager::Update(manager) => managed::track_update(Some(old), &mut new, manager, &kind.api_version(), req.scope),
@@ -459,7 +445,7 @@ pub fn write_update(
         return Ok(present(if req.dry_run { &new } else { old }, kind));
     }
     let key = t.key(name);
-    if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() {
+    if meta::is_deleting(&new) && is_finalized(kind, &new) {
         let last = store.remove(&t.gr(), &key, new);
         after_removal(store, kind, &last);
         return Ok(present(&last, kind));
@@ -528,7 +514,6 @@ pub fn replace(store: &mut Store, t: &Target, q: &Query, body: Value, manager: &
 
 pub fn patch(
     store: &mut Store,
-    settings: Settings,
     t: &Target,
     q: &Query,
     content_type: &str,
@@ -589,7 +574,7 @@ pub fn patch(
             }
             let mut obj = managed::apply(None, &body, manager, force, scope, &target)?;
             meta::meta_mut(&mut obj).insert("name".into(), name.into());
-            let created = insert_new(store, settings, t, obj, Manager::Applied, dry_run)?;
+            let created = insert_new(store, t, obj, Manager::Applied, dry_run)?;
             Ok((StatusCode::CREATED, created))
         }
         Some(old) => {
@@ -639,11 +624,14 @@ fn lower_first(s: &str) -> String {
     }
 }
 
-fn delete_object(store: &mut Store, t: &Target, old: &Value, dry_run: bool) -> Result<Value, ApiError> {
+pub fn delete_object(store: &mut Store, t: &Target, old: &Value, dry_run: bool) -> Result<Value, ApiError> {
     let kind = &t.kind;
     let name = meta::name(old).unwrap_or_default().to_string();
     if meta::is_deleting(old) {
         return Ok(present(old, kind));
+    }
+    if kind.is_core("namespaces") {
+        return Ok(present(&namespaces::begin_delete(store, old, dry_run)?, kind));
     }
     let key = (meta::namespace(old).unwrap_or_default().to_string(), name.clone());
     if !meta::finalizers(old).is_empty() {
@@ -680,9 +668,12 @@ fn delete_object(store: &mut Store, t: &Target, old: &Value, dry_run: bool) -> R
 
 /// What follows an object's removal: its dependents are garbage-collected, and a
 /// removed CRD takes its kinds and their objects with it.
-fn after_removal(store: &mut Store, kind: &ResourceKind, last: &Value) {
+pub fn after_removal(store: &mut Store, kind: &ResourceKind, last: &Value) {
     if let Some(uid) = meta::str_at(last, "/metadata/uid") {
         collect_garbage(store, uid);
+    }
+    if let Some(namespace) = meta::namespace(last) {
+        namespaces::finish_if_empty(store, namespace);
     }
     if !is_crd(kind) {
         return;

@@ -25,7 +25,8 @@
 //! # Supported
 //! - Kinds: Secrets, ConfigMaps, Namespaces (`default`, `kube-system`, `kube-public`
 //!   and `kube-node-lease` exist from the start), core/v1 and events.k8s.io/v1
-//!   Events (stored separately), coordination.k8s.io/v1 Leases,
+//!   Events (one storage: each API shows the other's events under its own field names),
+//!   coordination.k8s.io/v1 Leases, networking.k8s.io/v1 Ingresses,
 //!   CustomResourceDefinitions, and every kind a CRD describes: POST a CRD, or call
 //!   [`ApiServer::register_crd`] / [`ApiServer::register`]. All served versions of a
 //!   CRD share storage (conversion `None`); `subresources.status` and
@@ -36,7 +37,33 @@
 //!   pagination over a snapshot), watch, create (`generateName`, uid,
 //!   creationTimestamp), update, patch, delete (preconditions), deletecollection,
 //!   `dryRun=All`; namespaced, cluster-scoped and all-namespaces paths; discovery
-//!   (`/api`, `/apis`, group versions, `/version`).
+//!   (`/api`, `/apis`, `/apis/{group}`, group versions, the aggregated
+//!   `apidiscovery.k8s.io` v2 and v2beta1 forms, `/version`) with each resource's singular
+//!   name, short names, categories, verbs and `storageVersionHash` as the apiserver
+//!   publishes them; `/healthz`, `/livez`, `/readyz`.
+//! - Routing as the apiserver routes (see `router`): built-in kinds on exact routes
+//!   (`Status` 404 elsewhere, 405 for a method a route lacks); custom kinds through the
+//!   custom-resource handler's reading of the path, so a scope that does not match the
+//!   kind's, or an unknown resource or group, is the plain-text `404 page not found`, and
+//!   a cluster-scoped custom kind whose plural is `namespaces` cannot be read by name.
+//! - Namespaces (see `namespaces`): creating a namespaced object needs its namespace
+//!   (404 `namespaces "x" not found`, 403 while it terminates); `default`,
+//!   `kube-system` and `kube-public` cannot be deleted; deleting a Namespace turns it
+//!   Terminating, and its content is deleted afterwards, in a task of its own, before the
+//!   Namespace goes.
+//! - Validation (see `validation`), as 422 Invalid with the apiserver's `field: message`
+//!   causes: object names per kind (DNS subdomain; DNS label for Namespaces; path segment
+//!   for core/v1 Events), labels, annotation keys and size, finalizer names; Events of
+//!   both APIs (events.k8s.io/v1 creates strictly: eventTime, type, reporting fields and
+//!   their lengths, the namespace rule for cluster-scoped objects); Ingresses (hosts,
+//!   path types and paths, backends, TLS, class); Secrets (key format, 1 MiB, the keys
+//!   of typed Secrets, immutable type, `stringData` stored as `data`, `type` defaulted to
+//!   Opaque) and ConfigMaps (key format, 1 MiB, `immutable`).
+//! - Server-side printing (see `table`): `as=Table` (v1 and v1beta1) for get, list and
+//!   watch, with `includeObject`; custom kinds print their CRD's `additionalPrinterColumns`
+//!   (the JSONPath subset CRDs use: fields, indexes, `[*]`, quoted keys, `==`/`!=` filters),
+//!   Namespaces, Secrets, ConfigMaps, Leases, Events and Ingresses the apiserver's columns,
+//!   other built-ins Name and Created At. `kubectl get` works against [`ApiServer::serve`].
 //! - resourceVersion: one global counter; updates carrying a stale one get
 //!   409 Conflict; PUT without one is accepted for built-in kinds and refused with
 //!   422 for custom resources, as the apiserver does. Writes that change nothing
@@ -63,7 +90,7 @@
 //!   `conditions` lists are owned whole), applied `null` values are ignored, YAML
 //!   bodies are refused (415).
 //! - Finalizers: DELETE of an object with finalizers sets `deletionTimestamp` and
-//!   `deletionGracePeriodSeconds: 0` and answers 202 with the object; the update or
+//!   `deletionGracePeriodSeconds: 0` and answers 200 with the object; the update or
 //!   patch that removes the last finalizer deletes it (watchers see DELETED); new
 //!   finalizers cannot be added to an object being deleted (422). Without
 //!   finalizers DELETE removes at once and answers a `Status` of Success.
@@ -80,8 +107,9 @@
 //!   `ownerReferences` name only owners that are gone is deleted too (honouring its
 //!   own finalizers, following chains), as the garbage collector does with
 //!   background propagation — but at once rather than asynchronously.
-//! - Errors are `Status` objects: NotFound 404, AlreadyExists/Conflict 409,
-//!   Invalid 422, BadRequest 400, MethodNotAllowed 405, Expired 410.
+//! - Errors are `Status` objects: NotFound 404, Forbidden 403,
+//!   AlreadyExists/Conflict 409, Invalid 422, BadRequest 400, MethodNotAllowed 405,
+//!   Expired 410; except the plain-text `404 page not found` where the apiserver sends one.
 //! - Test hooks: [`ApiServer::inject`] / [`ApiServer::fail_next`] make matching
 //!   requests fail; [`ApiServer::request_count`], [`ApiServer::request_count_for`]
 //!   and [`ApiServer::requests`] count and list requests (e.g. to assert no hot
@@ -92,26 +120,36 @@
 //! Authentication and RBAC, admission webhooks, OpenAPI schema validation, CEL
 //! rules and defaulting of CRD schemas, CRD conversion webhooks,
 //! `propagationPolicy` (foreground and orphan deletion), graceful deletion
-//! periods, namespace finalization (deleting a Namespace does not delete its
-//! contents), protobuf and Table output, `resourceVersionMatch=Exact` and lists at
+//! periods, the `/finalize` subresource of Namespaces, validation of kinds other than
+//! those listed (and of ownerReferences, and the immutability rules of Event updates),
+//! protobuf, `resourceVersionMatch=Exact` and lists at
 //! an older resourceVersion (lists always serve the latest state), other
-//! subresources (`scale`, `log`, `exec`, ...), and a unified storage for the two
-//! Event APIs.
+//! subresources (`scale`, `log`, `exec`, ...), and `/openapi/v2` and `/v3` (so
+//! `kubectl apply` needs `--validate=false`).
 
+mod accept;
+mod convert;
+mod discovery;
 mod error;
 mod handlers;
 mod hooks;
+mod jsonpath;
 mod kinds;
 mod managed;
 mod meta;
+mod namespaces;
 mod patch;
 mod path;
+mod render;
+mod router;
 mod selector;
 mod server;
 mod store;
+mod table;
+mod validation;
 mod watch;
 
 pub use error::{ApiError, Cause};
 pub use hooks::{Fault, RequestRecord, Verb};
-pub use kinds::ResourceKind;
+pub use kinds::{NameRule, Origin, PrinterColumn, ResourceKind};
 pub use server::{ApiServer, ApiServerBuilder, ResponseBody};

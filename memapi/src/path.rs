@@ -4,68 +4,57 @@ use std::collections::HashMap;
 
 use crate::error::ApiError;
 
-/// What a request path names.
+/// What a request path names, before the registry says which resource (if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `/healthz`, `/livez`, `/readyz`
+    Health,
     /// `/version`
     Version,
     /// `/api`
     CoreVersions,
     /// `/apis`
     Groups,
+    /// `/apis/{group}`
+    Group(String),
     /// `/api/v1` or `/apis/{group}/{version}`
-    Resources {
-        group: String,
-        version: String,
-    },
-    Object(ResourcePath),
+    Resources { group: String, version: String },
+    /// Anything below a group version.
+    Resource(RequestPath),
 }
 
-/// A resource path: a collection, or one object and maybe a subresource.
+/// A path below `/api/{version}` or `/apis/{group}/{version}`, split into segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourcePath {
+pub struct RequestPath {
     pub group: String,
     pub version: String,
-    pub plural: String,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    pub subresource: Option<String>,
+    pub segments: Vec<String>,
+}
+
+impl RequestPath {
+    pub fn is_core(&self) -> bool {
+        self.group.is_empty()
+    }
 }
 
 pub fn parse(path: &str) -> Result<Route, ApiError> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (group, version, rest) = match segs.as_slice() {
-        ["version"] => return Ok(Route::Version),
-        ["api"] => return Ok(Route::CoreVersions),
-        ["apis"] => return Ok(Route::Groups),
-        ["api", version, rest @ ..] => ("", *version, rest),
-        ["apis", group, version, rest @ ..] => (*group, *version, rest),
-        _ => return Err(ApiError::no_route()),
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let below = |group: &str, version: &str, rest: &[&str]| {
+        if rest.is_empty() {
+            return Route::Resources { group: group.into(), version: version.into() };
+        }
+        let segments = rest.iter().map(|s| s.to_string()).collect();
+        Route::Resource(RequestPath { group: group.into(), version: version.into(), segments })
     };
-    let route = |plural: &str, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
-        Route::Object(ResourcePath {
-            group: group.into(),
-            version: version.into(),
-            plural: plural.into(),
-            namespace: namespace.map(String::from),
-            name: name.map(String::from),
-            subresource: sub.map(String::from),
-        })
-    };
-    Ok(match rest {
-        [] => Route::Resources { group: group.into(), version: version.into() },
-        // A Namespace object and its subresources.
-        ["namespaces", name, sub @ ("status" | "finalize")] => route("namespaces", None, Some(name), Some(sub)),
-        ["namespaces", ns, plural, tail @ ..] => match tail {
-            [] => route(plural, Some(ns), None, None),
-            [name] => route(plural, Some(ns), Some(name), None),
-            [name, sub] => route(plural, Some(ns), Some(name), Some(sub)),
-            _ => return Err(ApiError::no_route()),
-        },
-        [plural] => route(plural, None, None, None),
-        [plural, name] => route(plural, None, Some(name), None),
-        [plural, name, sub] => route(plural, None, Some(name), Some(sub)),
-        _ => return Err(ApiError::no_route()),
+    Ok(match segs.as_slice() {
+        ["healthz" | "livez" | "readyz"] => Route::Health,
+        ["version"] => Route::Version,
+        ["api"] => Route::CoreVersions,
+        ["apis"] => Route::Groups,
+        ["apis", group] => Route::Group(group.to_string()),
+        ["api", version, rest @ ..] => below("", version, rest),
+        ["apis", group, version, rest @ ..] => below(group, version, rest),
+        _ => return Err(ApiError::PageNotFound),
     })
 }
 
@@ -101,27 +90,17 @@ impl Query {
 mod tests {
     use super::*;
 
-    fn object(path: &str) -> ResourcePath {
-        match parse(path).unwrap() {
-            Route::Object(p) => p,
-            other => panic!("{other:?}"),
-        }
-    }
-
     #[test]
-    fn parses_core_group_and_scoped_paths() {
-        let p = object("/api/v1/namespaces/ns1/secrets/s1");
-        assert_eq!((p.group.as_str(), p.version.as_str(), p.plural.as_str()), ("", "v1", "secrets"));
-        assert_eq!((p.namespace.as_deref(), p.name.as_deref()), (Some("ns1"), Some("s1")));
-        let p = object("/apis/cellplane.io/v1alpha1/cells/c1/status");
-        assert_eq!((p.group.as_str(), p.namespace, p.subresource.as_deref()), ("cellplane.io", None, Some("status")));
-        let p = object("/api/v1/namespaces/ns1");
-        assert_eq!((p.plural.as_str(), p.name.as_deref(), p.namespace), ("namespaces", Some("ns1"), None));
-        let p = object("/api/v1/namespaces/ns1/status");
-        assert_eq!((p.plural.as_str(), p.subresource.as_deref()), ("namespaces", Some("status")));
-        let p = object("/apis/coordination.k8s.io/v1/namespaces/ns/leases");
-        assert_eq!((p.plural.as_str(), p.name), ("leases", None));
-        assert_eq!(parse("/apis").unwrap(), Route::Groups);
-        assert!(parse("/healthz").is_err());
+    fn splits_group_version_and_the_rest() {
+        let Route::Resource(p) = parse("/api/v1/namespaces/ns1/secrets/s1").unwrap() else { panic!() };
+        assert_eq!((p.group.as_str(), p.version.as_str()), ("", "v1"));
+        assert_eq!(p.segments, ["namespaces", "ns1", "secrets", "s1"]);
+        assert_eq!(parse("/apis/cellplane.io/").unwrap(), Route::Group("cellplane.io".into()));
+        assert_eq!(
+            parse("/apis/cellplane.io/v1alpha1").unwrap(),
+            Route::Resources { group: "cellplane.io".into(), version: "v1alpha1".into() }
+        );
+        assert_eq!(parse("/readyz").unwrap(), Route::Health);
+        assert_eq!(parse("/metrics").unwrap_err(), ApiError::PageNotFound);
     }
 }

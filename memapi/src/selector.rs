@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::validation::names;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Requirement {
@@ -98,49 +99,19 @@ fn set_values(set: &str) -> Result<BTreeSet<String>, String> {
     inner.split(',').map(|v| label_value(v.trim())).collect::<Result<_, _>>()
 }
 
-/// Checks a label key: optional DNS-subdomain prefix and a name of at most 63
-/// characters of alphanumerics, '-', '_' and '.', starting and ending alphanumeric.
+/// A label key as label validation accepts it (the apiserver's message on failure).
 fn label_key(key: &str) -> Result<String, String> {
-    let name = match key.rsplit_once('/') {
-        Some((prefix, name)) => {
-            if prefix.is_empty() || prefix.len() > 253 || !is_dns_subdomain(prefix) {
-                return Err(format!("invalid label key prefix {prefix:?}"));
-            }
-            name
-        }
-        None => key,
-    };
-    if name.is_empty() || !is_label_token(name) {
-        return Err(format!("invalid label key {key:?}"));
+    match names::qualified_name(key).into_iter().next() {
+        None => Ok(key.to_string()),
+        Some(why) => Err(format!("invalid label key {key:?}: {why}")),
     }
-    Ok(key.to_string())
 }
 
 fn label_value(value: &str) -> Result<String, String> {
-    if value.is_empty() || is_label_token(value) {
-        Ok(value.to_string())
-    } else {
-        Err(format!("invalid label value {value:?}"))
+    match names::label_value(value).into_iter().next() {
+        None => Ok(value.to_string()),
+        Some(why) => Err(format!("invalid label value {value:?}: {why}")),
     }
-}
-
-fn is_label_token(s: &str) -> bool {
-    s.len() <= 63
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// RFC 1123 subdomain: lower-case alphanumerics, '-' and '.', at most 253 characters.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|part| {
-            !part.is_empty()
-                && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        })
 }
 
 /// A parsed `fieldSelector` (`a=b`, `a==b`, `a!=b`, comma-separated).

@@ -1,6 +1,5 @@
 //! The `ApiServer` handle, its tower `Service` and request dispatch.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -18,12 +17,16 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::accept::{self, Representation};
+use crate::discovery;
 use crate::error::ApiError;
-use crate::handlers::{self, Manager, Settings, Target, UpdateRequest};
+use crate::handlers::{self, Manager, Target, UpdateRequest};
 use crate::hooks::{Fault, Hooks, RequestRecord, Verb};
 use crate::kinds::ResourceKind;
 use crate::managed::Scope;
-use crate::path::{self, Query, ResourcePath, Route};
+use crate::path::{self, Query, RequestPath, Route};
+use crate::render::Render;
+use crate::router;
 use crate::selector::{FieldSelector, LabelSelector, Selectors};
 use crate::store::Store;
 use crate::watch::{self as watches, WatchRequest};
@@ -40,7 +43,6 @@ pub struct ApiServer {
 struct Inner {
     store: Mutex<Store>,
     hooks: Mutex<Hooks>,
-    settings: Settings,
     bookmark_interval: Duration,
     /// Bumped to end every open watch stream.
     closed: watch::Sender<u64>,
@@ -51,12 +53,11 @@ struct Inner {
 pub struct ApiServerBuilder {
     history_limit: usize,
     bookmark_interval: Duration,
-    strict_namespaces: bool,
 }
 
 impl Default for ApiServerBuilder {
     fn default() -> Self {
-        Self { history_limit: 10_000, bookmark_interval: Duration::from_secs(60), strict_namespaces: false }
+        Self { history_limit: 10_000, bookmark_interval: Duration::from_secs(60) }
     }
 }
 
@@ -75,13 +76,6 @@ impl ApiServerBuilder {
         self
     }
 
-    /// Refuse namespaced writes into namespaces that do not exist (404), as a real
-    /// cluster does. Off by default so tests need not create namespaces first.
-    pub fn strict_namespaces(mut self, strict: bool) -> Self {
-        self.strict_namespaces = strict;
-        self
-    }
-
     pub fn build(self) -> ApiServer {
         let mut store = Store::new(self.history_limit);
         for kind in ResourceKind::builtins() {
@@ -91,7 +85,6 @@ impl ApiServerBuilder {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
                 hooks: Mutex::new(Hooks::default()),
-                settings: Settings { strict_namespaces: self.strict_namespaces },
                 bookmark_interval: self.bookmark_interval,
                 closed: watch::Sender::new(0),
             }),
@@ -142,7 +135,7 @@ impl ApiServer {
         match existing {
             None => {
                 let q = Query::default();
-                handlers::create(&mut store, self.inner.settings, &target, &q, body, "memapi")?;
+                handlers::create(&mut store, &target, &q, body, "memapi")?;
             }
             Some(old) => {
                 target.name = Some(name);
@@ -267,9 +260,7 @@ impl ApiServer {
         let target = Target { kind, namespace: None, name: None, subresource: None };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            if let Err(e) =
-                handlers::create(&mut store, self.inner.settings, &target, &Query::default(), body, "memapi")
-            {
+            if let Err(e) = handlers::create(&mut store, &target, &Query::default(), body, "memapi") {
                 tracing::warn!(namespace = ns, error = %e, "could not create namespace");
             }
         }
@@ -295,107 +286,79 @@ impl ApiServer {
 
     fn route(&self, parts: &Parts, body: &Bytes) -> Result<Response<ResponseBody>, ApiError> {
         let route = path::parse(parts.uri.path())?;
-        if !matches!(route, Route::Object(_)) && parts.method != Method::GET {
-            return Err(ApiError::MethodNotAllowed(format!("{} is not supported on discovery paths", parts.method)));
+        match route {
+            Route::Resource(p) => return self.resource(parts, &p, body),
+            Route::Health => return Ok(text_response(StatusCode::OK, "ok")),
+            _ if parts.method != Method::GET => {
+                return Err(ApiError::MethodNotAllowed(format!(
+                    "{} is not supported on discovery paths",
+                    parts.method
+                )));
+            }
+            _ => {}
         }
         let store = self.store();
-        let doc = match route {
-            Route::Version => json!({
+        let registry = &store.registry;
+        let wanted = accept::negotiate(accept_header(parts), |r| {
+            matches!(r, Representation::Discovery(_)) && matches!(route, Route::CoreVersions | Route::Groups)
+        });
+        let doc = match (route, wanted) {
+            (Route::CoreVersions, Representation::Discovery(v)) => discovery::aggregated(registry, true, v),
+            (Route::Groups, Representation::Discovery(v)) => discovery::aggregated(registry, false, v),
+            (Route::Version, _) => json!({
                 "major": "1", "minor": "33", "gitVersion": "v1.33.0-memapi",
                 "platform": "linux/amd64", "goVersion": "none", "compiler": "rustc",
             }),
-            Route::CoreVersions => json!({
-                "kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [],
-            }),
-            Route::Groups => discovery_groups(&store),
-            Route::Resources { group, version } => discovery_resources(&store, &group, &version)?,
-            Route::Object(p) => {
-                drop(store);
-                return self.resource(parts, p, body);
-            }
+            (Route::CoreVersions, _) => discovery::core_versions(),
+            (Route::Groups, _) => discovery::groups(registry),
+            (Route::Group(group), _) => discovery::group(registry, &group)?,
+            (Route::Resources { group, version }, _) => discovery::resources(registry, &group, &version)?,
+            (Route::Health | Route::Resource(_), _) => unreachable!("answered above"),
         };
-        Ok(json_response(StatusCode::OK, &doc))
+        Ok(json_response_as(StatusCode::OK, &doc, &wanted.content_type()))
     }
 
-    fn resource(&self, parts: &Parts, p: ResourcePath, body: &Bytes) -> Result<Response<ResponseBody>, ApiError> {
+    fn resource(&self, parts: &Parts, p: &RequestPath, body: &Bytes) -> Result<Response<ResponseBody>, ApiError> {
         let q = Query::parse(parts.uri.query());
-        let kind = self.store().registry.get(&p.group, &p.version, &p.plural).ok_or_else(ApiError::no_route)?;
-        if p.namespace.is_some() && !kind.namespaced {
-            return Err(ApiError::no_route());
+        let router::Resolved { target, verb } = router::resolve(&self.store().registry, p, &parts.method, &q)?;
+        self.record(&target, verb)?;
+        let render = Render::negotiate(accept_header(parts), verb, &q)?;
+        let mut store = self.store();
+        if verb == Verb::Watch {
+            return self.watch(&store, target, &q, render);
         }
-        if p.namespace.is_none() && kind.namespaced && p.name.is_some() {
-            return Err(ApiError::no_route());
-        }
-        let named = p.name.is_some();
-        let verb = match parts.method {
-            Method::GET if named => Verb::Get,
-            Method::GET if q.flag("watch") => Verb::Watch,
-            Method::GET => Verb::List,
-            Method::POST if !named => Verb::Create,
-            Method::PUT if named => Verb::Update,
-            Method::PATCH if named => Verb::Patch,
-            Method::DELETE if named => Verb::Delete,
-            Method::DELETE => Verb::DeleteCollection,
-            _ => {
-                return Err(ApiError::MethodNotAllowed(format!(
-                    "the server does not allow this method on the requested resource ({} {})",
-                    parts.method,
-                    parts.uri.path()
-                )));
-            }
-        };
+        let (code, doc) = execute(&mut store, parts, &target, verb, &q, body)?;
+        let deleted_namespaces = std::mem::take(&mut store.namespaces_to_sweep);
+        drop(store);
+        self.run_namespace_controller(deleted_namespaces);
+        Ok(json_response(code, &render.apply(&target.kind, doc, true)))
+    }
+
+    /// Counts the request, and fails it when a test injected a fault for it.
+    fn record(&self, target: &Target, verb: Verb) -> Result<(), ApiError> {
         let record = RequestRecord {
             verb,
-            group: p.group.clone(),
-            resource: p.plural.clone(),
-            namespace: p.namespace.clone(),
-            name: p.name.clone(),
-            subresource: p.subresource.clone(),
+            group: target.kind.group.clone(),
+            resource: target.kind.plural.clone(),
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            subresource: target.subresource.clone(),
         };
-        if let Some(err) = self.hooks().on_request(&record) {
-            return Err(err);
+        self.hooks().on_request(&record).map_or(Ok(()), Err)
+    }
+
+    /// The namespace controller's work for namespaces just deleted, after the response (see
+    /// `namespaces`); inline when there is no runtime to run it in.
+    fn run_namespace_controller(&self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
         }
-        let target = Target { kind, namespace: p.namespace, name: p.name, subresource: p.subresource };
-        let manager = default_manager(parts);
-        let settings = self.inner.settings;
-        let json_body = || -> Result<Value, ApiError> {
-            serde_json::from_slice(body)
-                .map_err(|e| ApiError::BadRequest(format!("the body of the request could not be decoded as JSON: {e}")))
-        };
-        let metadata_only = parts
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
-        let mut store = self.store();
-        let (code, doc) = match verb {
-            Verb::Get => (StatusCode::OK, handlers::get(&store, &target)?),
-            Verb::List => (StatusCode::OK, handlers::list(&mut store, &target, &q)?),
-            Verb::Watch => return self.watch(&store, target, &q, metadata_only),
-            Verb::Create => {
-                let manager = q.get("fieldManager").unwrap_or(&manager);
-                let created = handlers::create(&mut store, settings, &target, &q, json_body()?, manager)?;
-                (StatusCode::CREATED, created)
-            }
-            Verb::Update => {
-                let manager = q.get("fieldManager").unwrap_or(&manager);
-                (StatusCode::OK, handlers::replace(&mut store, &target, &q, json_body()?, manager)?)
-            }
-            Verb::Patch => {
-                let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-                handlers::patch(&mut store, settings, &target, &q, ct, body, &manager)?
-            }
-            Verb::Delete => {
-                let out = handlers::delete(&mut store, &target, &q, body)?;
-                // 202 when the object lingers (finalizers), as the apiserver answers.
-                let code =
-                    if out.get("kind") == Some(&json!("Status")) { StatusCode::OK } else { StatusCode::ACCEPTED };
-                (code, out)
-            }
-            Verb::DeleteCollection => (StatusCode::OK, handlers::delete_collection(&mut store, &target, &q)?),
-        };
-        let doc = if metadata_only { handlers::metadata_only(doc) } else { doc };
-        Ok(json_response(code, &doc))
+        let server = self.clone();
+        let sweep = move || crate::namespaces::sweep_all(&mut server.store(), names);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move { sweep() })),
+            Err(_) => sweep(),
+        }
     }
 
     fn watch(
@@ -403,7 +366,7 @@ impl ApiServer {
         store: &Store,
         target: Target,
         q: &Query,
-        metadata_only: bool,
+        render: Render,
     ) -> Result<Response<ResponseBody>, ApiError> {
         let selectors = Selectors {
             labels: LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?,
@@ -417,7 +380,8 @@ impl ApiServer {
             send_initial_events: q.flag("sendInitialEvents"),
             timeout: Duration::from_secs(q.number("timeoutSeconds")?.unwrap_or(1800)),
             bookmark_interval: self.inner.bookmark_interval,
-            metadata_only,
+            render,
+            headers_sent: false,
         };
         let lines = watches::start(store, self.inner.closed.subscribe(), req)?;
         let body = StreamBody::new(lines.map(|b| Ok::<_, Infallible>(http_body::Frame::data(b))));
@@ -425,6 +389,37 @@ impl ApiServer {
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(resp)
     }
+}
+
+/// Runs a verb other than watch under the store lock.
+fn execute(
+    store: &mut Store,
+    parts: &Parts,
+    target: &Target,
+    verb: Verb,
+    q: &Query,
+    body: &Bytes,
+) -> Result<(StatusCode, Value), ApiError> {
+    let default = default_manager(parts);
+    let manager = q.get("fieldManager").unwrap_or(&default);
+    let json_body = || -> Result<Value, ApiError> {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("the body of the request could not be decoded as JSON: {e}")))
+    };
+    Ok(match verb {
+        Verb::Get => (StatusCode::OK, handlers::get(store, target)?),
+        Verb::List | Verb::Watch => (StatusCode::OK, handlers::list(store, target, q)?),
+        Verb::Create => (StatusCode::CREATED, handlers::create(store, target, q, json_body()?, manager)?),
+        Verb::Update => (StatusCode::OK, handlers::replace(store, target, q, json_body()?, manager)?),
+        Verb::Patch => {
+            let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            handlers::patch(store, target, q, ct, body, &default)?
+        }
+        // 200 whether the object went or lingers for its finalizers, as the apiserver answers
+        // when no foreground deletion was asked for.
+        Verb::Delete => (StatusCode::OK, handlers::delete(store, target, q, body)?),
+        Verb::DeleteCollection => (StatusCode::OK, handlers::delete_collection(store, target, q)?),
+    })
 }
 
 /// The field manager of a non-apply write without `fieldManager`: the user-agent's
@@ -440,58 +435,36 @@ fn default_manager(parts: &Parts) -> String {
         .to_string()
 }
 
-fn discovery_groups(store: &Store) -> Value {
-    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for k in store.registry.all().filter(|k| !k.group.is_empty()) {
-        let versions = groups.entry(&k.group).or_default();
-        if !versions.contains(&k.version.as_str()) {
-            versions.push(&k.version);
-        }
-    }
-    let groups: Vec<Value> = groups
-        .into_iter()
-        .map(|(name, versions)| {
-            let versions: Vec<Value> =
-                versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
-            json!({"name": name, "versions": versions, "preferredVersion": versions[0]})
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-fn discovery_resources(store: &Store, group: &str, version: &str) -> Result<Value, ApiError> {
-    let mut resources = Vec::new();
-    for k in store.registry.all().filter(|k| k.group == group && k.version == version) {
-        resources.push(json!({
-            "name": k.plural, "singularName": k.kind.to_lowercase(), "namespaced": k.namespaced,
-            "kind": k.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-        }));
-        if k.status_subresource {
-            resources.push(json!({
-                "name": format!("{}/status", k.plural), "singularName": "", "namespaced": k.namespaced,
-                "kind": k.kind, "verbs": ["get", "patch", "update"],
-            }));
-        }
-    }
-    if resources.is_empty() {
-        return Err(ApiError::no_route());
-    }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Ok(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+fn accept_header(parts: &Parts) -> Option<&str> {
+    parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())
 }
 
 fn json_response(code: StatusCode, doc: &Value) -> Response<ResponseBody> {
-    let bytes = serde_json::to_vec(doc).unwrap_or_default();
+    json_response_as(code, doc, "application/json")
+}
+
+fn json_response_as(code: StatusCode, doc: &Value, content_type: &str) -> Response<ResponseBody> {
+    body_response(code, serde_json::to_vec(doc).unwrap_or_default(), content_type)
+}
+
+fn text_response(code: StatusCode, text: &str) -> Response<ResponseBody> {
+    body_response(code, text.as_bytes().to_vec(), "text/plain; charset=utf-8")
+}
+
+fn body_response(code: StatusCode, bytes: Vec<u8>, content_type: &str) -> Response<ResponseBody> {
     let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
     *resp.status_mut() = code;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let content_type = HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, content_type);
     resp
 }
 
 fn error_response(err: &ApiError) -> Response<ResponseBody> {
     tracing::debug!(code = err.code().as_u16(), reason = err.reason(), error = %err, "request failed");
-    json_response(err.code(), &err.to_status())
+    match err {
+        ApiError::PageNotFound => text_response(err.code(), "404 page not found\n"),
+        _ => json_response(err.code(), &err.to_status()),
+    }
 }
 
 impl<B> tower::Service<Request<B>> for ApiServer

@@ -63,6 +63,8 @@ pub struct Store {
     compacted_rv: u64,
     changes: broadcast::Sender<Arc<Change>>,
     pending: VecDeque<(String, Pending)>,
+    /// Namespaces deleted since the server last handed them to the namespace controller.
+    pub namespaces_to_sweep: Vec<String>,
 }
 
 impl Store {
@@ -77,6 +79,7 @@ impl Store {
             compacted_rv: 0,
             changes,
             pending: VecDeque::new(),
+            namespaces_to_sweep: Vec::new(),
         }
     }
 
@@ -105,6 +108,11 @@ impl Store {
                 .collect(),
             None => map.values().cloned().collect(),
         }
+    }
+
+    /// Every object in a namespace, of any resource.
+    pub fn namespace_content(&self, namespace: &str) -> Vec<(GroupResource, Arc<Value>)> {
+        self.objects.keys().flat_map(|gr| self.list(gr, Some(namespace)).into_iter().map(|o| (gr.clone(), o))).collect()
     }
 
     /// Objects listing `uid` among their ownerReferences.

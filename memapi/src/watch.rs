@@ -11,9 +11,10 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, sleep_until};
 
 use crate::error::ApiError;
-use crate::handlers::{Target, metadata_only, present};
+use crate::handlers::{Target, present};
 use crate::kinds::ResourceKind;
 use crate::meta;
+use crate::render::Render;
 use crate::selector::Selectors;
 use crate::store::{Change, EventType, Store};
 
@@ -26,14 +27,17 @@ pub struct WatchRequest {
     pub send_initial_events: bool,
     pub timeout: Duration,
     pub bookmark_interval: Duration,
-    /// Send PartialObjectMetadata instead of whole objects.
-    pub metadata_only: bool,
+    pub render: Render,
+    /// Whether a Table event went out already: only the first carries column definitions,
+    /// as the apiserver sends them.
+    pub headers_sent: bool,
 }
 
 impl WatchRequest {
-    fn render(&self, obj: &Value) -> Value {
-        let doc = present(obj, &self.target.kind);
-        if self.metadata_only { metadata_only(doc) } else { doc }
+    fn render(&mut self, obj: &Value) -> Value {
+        let doc = self.render.apply(&self.target.kind, present(obj, &self.target.kind), !self.headers_sent);
+        self.headers_sent = true;
+        doc
     }
 }
 
@@ -54,7 +58,7 @@ struct Watcher {
 pub fn start(
     store: &Store,
     closed: watch::Receiver<u64>,
-    req: WatchRequest,
+    mut req: WatchRequest,
 ) -> Result<impl Stream<Item = Bytes> + Send + 'static, ApiError> {
     let changes = store.subscribe();
     let now = store.resource_version();
@@ -76,7 +80,7 @@ pub fn start(
             match store.changes_since(from) {
                 Some(history) => {
                     for change in history {
-                        if let Some(line) = event_line(&req, &change) {
+                        if let Some(line) = event_line(&mut req, &change) {
                             queue.push_back(line);
                         }
                     }
@@ -104,7 +108,8 @@ pub fn start(
         None => {
             for obj in store.list(&req.target.gr(), req.target.namespace.as_deref()) {
                 if req.selectors.matches(&obj) {
-                    queue.push_back(line("ADDED", &req.render(&obj)));
+                    let rendered = req.render(&obj);
+                    queue.push_back(line("ADDED", &rendered));
                 }
             }
             if req.send_initial_events && req.bookmarks {
@@ -141,7 +146,7 @@ fn stream(w: Watcher) -> impl Stream<Item = Bytes> + Send + 'static {
                     Ok(change) => {
                         if change.rv > w.position {
                             w.position = change.rv;
-                            if let Some(line) = event_line(&w.req, &change) {
+                            if let Some(line) = event_line(&mut w.req, &change) {
                                 w.queue.push_back(line);
                             }
                         }
@@ -169,7 +174,7 @@ fn stream(w: Watcher) -> impl Stream<Item = Bytes> + Send + 'static {
 
 /// The event a change means for this watch, if any: with selectors, an object
 /// entering the selection is ADDED and one leaving it is DELETED.
-fn event_line(req: &WatchRequest, change: &Change) -> Option<Bytes> {
+fn event_line(req: &mut WatchRequest, change: &Change) -> Option<Bytes> {
     let t = &req.target;
     if change.resource != t.gr() {
         return None;

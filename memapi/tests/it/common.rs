@@ -50,6 +50,13 @@ pub fn setup_with(server: ApiServer) -> (ApiServer, kube::Client) {
     (server, client)
 }
 
+/// Creates a namespace, as a test must before writing into it.
+pub async fn create_namespace(client: &kube::Client, name: &str) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("a Namespace");
+    namespaces.create(&Default::default(), &ns).await.expect("namespace created");
+}
+
 /// Pulls items from a stream until one satisfies `pred`, failing after DEADLINE.
 pub async fn next_matching<S, T>(stream: &mut S, what: &str, mut pred: impl FnMut(&T) -> bool) -> T
 where
@@ -74,12 +81,20 @@ where
 
 /// Polls `check` until it returns Some, failing after DEADLINE. Each poll is a
 /// request to the server, not a sleep-and-hope.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let result = tokio::time::timeout(DEADLINE, async {
+    eventually_within(DEADLINE, what, check).await
+}
+
+pub async fn eventually_within<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let result = tokio::time::timeout(deadline, async {
         loop {
             if let Some(v) = check().await {
                 return v;

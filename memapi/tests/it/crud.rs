@@ -1,5 +1,5 @@
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
@@ -201,6 +201,7 @@ async fn cluster_scoped_kind_without_status_subresource() {
 async fn list_in_one_namespace_and_across_all() {
     let (_server, client) = setup();
     for ns in ["a", "b"] {
+        create_namespace(&client, ns).await;
         let widgets: Api<Widget> = Api::namespaced(client.clone(), ns);
         for name in ["x", "y"] {
             widgets.create(&PostParams::default(), &widget(name, 1)).await.unwrap();
@@ -320,23 +321,6 @@ async fn posting_a_crd_serves_its_kind_and_deleting_it_removes_it() {
 }
 
 #[tokio::test]
-async fn namespaces_exist_and_strict_mode_requires_them() {
-    let server = cellplane_memapi::ApiServer::builder().strict_namespaces(true).build();
-    let (_server, client) = setup_with(server);
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let default = namespaces.get("default").await.unwrap();
-    assert_eq!(default.status.unwrap().phase.as_deref(), Some("Active"));
-
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "tenant");
-    let err = api_error(secrets.create(&PostParams::default(), &secret("s")).await.unwrap_err());
-    assert_eq!((err.code, err.message.as_str()), (404, "namespaces \"tenant\" not found"));
-    let ns =
-        Namespace { metadata: ObjectMeta { name: Some("tenant".into()), ..Default::default() }, ..Default::default() };
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
-    secrets.create(&PostParams::default(), &secret("s")).await.unwrap();
-}
-
-#[tokio::test]
 async fn events_recorder_creates_then_patches_a_series() {
     use k8s_openapi::api::events::v1::Event as K8sEvent;
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -372,7 +356,13 @@ async fn ingresses_are_served_with_generation_status_and_discovery() {
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "default");
     let mut ingress = Ingress {
         metadata: ObjectMeta { name: Some("web".into()), ..Default::default() },
-        spec: Some(IngressSpec { ingress_class_name: Some("nginx".into()), ..Default::default() }),
+        spec: Some(IngressSpec {
+            ingress_class_name: Some("nginx".into()),
+            default_backend: Some(
+                serde_json::from_value(json!({"service": {"name": "web", "port": {"number": 80}}})).unwrap(),
+            ),
+            ..Default::default()
+        }),
         status: None,
     };
     let created = ingresses.create(&PostParams::default(), &ingress).await.unwrap();
@@ -391,4 +381,64 @@ async fn ingresses_are_served_with_generation_status_and_discovery() {
     assert!(resources.resources.iter().any(|r| r.name == "ingresses" && r.namespaced));
     ingresses.delete("web", &DeleteParams::default()).await.unwrap();
     assert!(ingresses.get_opt("web").await.unwrap().is_none());
+}
+
+/// A kind registered without a CRD keeps the name rule it is given (here a Service's).
+#[tokio::test]
+async fn registered_kinds_follow_their_name_rule() {
+    use cellplane_memapi::{NameRule, ResourceKind};
+    let server = cellplane_memapi::ApiServer::new();
+    let mut services = ResourceKind::namespaced("", "v1", "services", "Service");
+    services.names = NameRule::Dns1035;
+    server.register_kind(services);
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Service"), "services");
+    let api: Api<DynamicObject> = Api::namespaced_with(server.client(), "default", &ar);
+    let pp = PostParams::default();
+    let err = api_error(api.create(&pp, &DynamicObject::new("1web", &ar)).await.unwrap_err());
+    assert_eq!(err.code, 422);
+    assert!(err.message.contains("a DNS-1035 label must consist of lower case"), "{}", err.message);
+    api.create(&pp, &DynamicObject::new("web-1", &ar)).await.unwrap();
+}
+
+/// The two Event APIs share one storage, each showing the other's events under its own
+/// field names (checked against kube-apiserver 1.20).
+#[tokio::test]
+async fn both_event_apis_see_the_same_events() {
+    use crate::reference::servers;
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    for s in servers().await {
+        let n = s.name;
+        let ns = s.namespace("events").await;
+        let new_api: Api<Event> = Api::namespaced(s.client.clone(), &ns);
+        let core_api: Api<CoreEvent> = Api::namespaced(s.client.clone(), &ns);
+        let event = json!({
+            "metadata": {"name": "provisioned"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+            "reportingController": "cellplane", "reportingInstance": "cellplane-0", "action": "Reconcile",
+            "reason": "Provisioned", "type": "Normal", "note": "done",
+            "regarding": {"kind": "Widget", "namespace": ns, "name": "w"},
+        });
+        new_api.create(&PostParams::default(), &serde_json::from_value(event).unwrap()).await.unwrap();
+        let core = core_api.get("provisioned").await.unwrap();
+        assert_eq!(core.involved_object.name.as_deref(), Some("w"), "{n}");
+        assert_eq!(
+            (core.message.as_deref(), core.reporting_component.as_deref()),
+            (Some("done"), Some("cellplane")),
+            "{n}"
+        );
+
+        let legacy = json!({
+            "metadata": {"name": "legacy"}, "involvedObject": {"kind": "Widget", "namespace": ns, "name": "w"},
+            "reason": "Old", "message": "from the core API", "count": 3, "source": {"component": "kubelet"},
+        });
+        core_api.create(&PostParams::default(), &serde_json::from_value(legacy).unwrap()).await.unwrap();
+        let seen = new_api.get("legacy").await.unwrap();
+        assert_eq!((seen.note.as_deref(), seen.deprecated_count), (Some("from the core API"), Some(3)), "{n}");
+        assert_eq!(seen.regarding.and_then(|r| r.name).as_deref(), Some("w"), "{n}");
+        let listed = new_api.list(&Default::default()).await.unwrap();
+        assert_eq!(listed.items.len(), 2, "{n}");
+        core_api.delete("provisioned", &Default::default()).await.unwrap();
+        assert!(new_api.get_opt("provisioned").await.unwrap().is_none(), "{n}");
+        s.drop_namespace(&ns).await;
+    }
 }

@@ -2,9 +2,16 @@
 
 mod common;
 mod crud;
+mod discovery;
 mod finalizers;
 mod hooks;
+mod kubectl;
+mod namespaces;
 mod over_http;
 mod patches;
+mod reference;
+mod routing;
 mod selectors;
+mod tables;
+mod validation;
 mod watches;

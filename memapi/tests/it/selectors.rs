@@ -22,6 +22,8 @@ async fn seeded() -> Api<Secret> {
                 ..Default::default()
             },
             type_: Some(type_.into()),
+            string_data: (type_ == "kubernetes.io/tls")
+                .then(|| [("tls.crt", "cert"), ("tls.key", "key")].map(|(k, v)| (k.into(), v.into())).into()),
             ..Default::default()
         };
         secrets.create(&PostParams::default(), &s).await.unwrap();
