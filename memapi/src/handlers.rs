@@ -614,7 +614,33 @@ pub fn delete(store: &mut Store, t: &Target, q: &Query, body: &[u8]) -> Result<V
     }
     let dry_run =
         q.dry_run() || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
+    let policy = opts.get("propagationPolicy").and_then(Value::as_str).or(q.get("propagationPolicy"));
+    if policy == Some("Orphan") && !dry_run {
+        orphan_dependents(store, &old);
+    }
     delete_object(store, t, &old, dry_run)
+}
+
+/// `propagationPolicy: Orphan`: the dependents lose their reference to the object and outlive
+/// it. A real server orphans them once the object's other finalizers are done (through the
+/// `orphan` finalizer and the garbage collector); here it happens at once, which no client can
+/// tell apart as long as it only looks after the object is gone.
+fn orphan_dependents(store: &mut Store, owner: &Value) {
+    let Some(uid) = meta::str_at(owner, "/metadata/uid").map(str::to_string) else { return };
+    for (gr, dependent) in store.dependents_of(&uid) {
+        let mut updated = (*dependent).clone();
+        if let Some(refs) = updated.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+            refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
+            if refs.is_empty() {
+                meta::meta_mut(&mut updated).remove("ownerReferences");
+            }
+        }
+        let key = (
+            meta::namespace(&updated).unwrap_or_default().to_string(),
+            meta::name(&updated).unwrap_or_default().to_string(),
+        );
+        store.put(&gr, key, updated);
+    }
 }
 
 fn lower_first(s: &str) -> String {

@@ -218,7 +218,7 @@ impl Context {
             },
             action: Some("Reconcile".into()),
             reason: Some(reason.into()),
-            note: Some(note),
+            note: Some(truncate_bytes(note, EVENT_NOTE_LIMIT)),
             type_: Some(if warning { "Warning" } else { "Normal" }.into()),
             event_time: Some(MicroTime(now)),
             reporting_controller: Some(MANAGER.into()),
@@ -226,13 +226,31 @@ impl Context {
             regarding: Some(regarding.clone()),
             ..Default::default()
         };
-        // Events of cluster-scoped objects live in `default`, as kubectl describe expects.
-        let namespace = regarding.namespace.as_deref().unwrap_or("default");
+        // Events of cluster-scoped objects go to kube-system: every API server accepts them
+        // there (1.20 refuses `default`), and kubectl describe finds them in any namespace.
+        let namespace = regarding.namespace.as_deref().unwrap_or("kube-system");
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
         if let Err(e) = api.create(&PostParams::default(), &event).await {
             tracing::warn!(error = %crate::kube_error::describe(&e), %reason, "could not publish an event");
         }
     }
+}
+
+/// The longest Event note an API server accepts, in bytes.
+const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// `text` cut to at most `limit` bytes (not characters, as for conditions) at a character
+/// boundary, marked with an ellipsis.
+fn truncate_bytes(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit.saturating_sub('…'.len_utf8());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// The error policy shared by the controllers: back off with jitter, per object.
