@@ -4,6 +4,7 @@ pub mod api;
 pub mod cell;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod cloud;
 pub mod controllers;
 pub mod fixtures;
