@@ -27,9 +27,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## run: the sandbox: controllers, engine and simulated cloud on an in-memory API, applying examples/
+## run: the sandbox: controllers, engine and simulated cloud on an in-memory API, applying examples/,
+##      with the web console on loopback (it prints the URL; Ctrl-C stops)
+CONSOLE_ADDR ?= 127.0.0.1:8090
 run:
-	$(CARGO) run --release -p cellplane -- sandbox examples
+	$(CARGO) run --release -p cellplane -- sandbox examples --console-addr $(CONSOLE_ADDR)
 
 ## bench: the engine benchmarks of the README, against PostgreSQL and SQLite
 bench:

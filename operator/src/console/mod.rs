@@ -80,13 +80,51 @@ pub struct Options {
     pub tls: Tls,
 }
 
-/// Binds the console's address and prepares TLS; the caller spawns [`serve`] with the result
-/// and prints [`Console::url`].
-pub async fn bind(options: Options) -> Result<(tokio::net::TcpListener, Arc<Console>), StartError> {
+/// Binds the console's address, prepares TLS and serves in the background until `shutdown`;
+/// returns the URL to open.
+pub async fn start(options: Options, shutdown: tokio_util::sync::CancellationToken) -> Result<String, StartError> {
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .map_err(|source| StartError::Bind { addr: options.addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: options.addr, source })?;
-    let console = Console::new(addr, options.access, options.journal, options.tls)?;
-    Ok((listener, Arc::new(console)))
+    let console = Arc::new(Console::new(addr, options.access, options.journal, options.tls)?);
+    let url = console.url();
+    tracing::info!(%url, "serving the web console");
+    tokio::spawn(serve(listener, console, shutdown));
+    Ok(url)
+}
+
+/// The console's command-line options, shared by `run`, `sandbox` and `console`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ConsoleArgs {
+    /// Serve the web console on this address (e.g. 127.0.0.1:8090). Off loopback it always
+    /// uses TLS: the certificate below, else a self-signed one, flagged on every page.
+    #[arg(long)]
+    pub console_addr: Option<SocketAddr>,
+    /// The console's certificate chain, PEM (with --console-tls-key).
+    #[arg(long, requires = "console_tls_key")]
+    pub console_tls_cert: Option<PathBuf>,
+    /// The console certificate's private key, PEM.
+    #[arg(long, requires = "console_tls_cert")]
+    pub console_tls_key: Option<PathBuf>,
+}
+
+impl ConsoleArgs {
+    pub fn tls(&self) -> Tls {
+        match (&self.console_tls_cert, &self.console_tls_key) {
+            (Some(cert), Some(key)) => Tls::Files { cert: cert.clone(), key: key.clone() },
+            _ => Tls::Off,
+        }
+    }
+
+    /// Starts the console when an address is given; returns its URL.
+    pub async fn start(
+        &self,
+        access: Access,
+        journal: Option<Arc<dyn Journal>>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<Option<String>, StartError> {
+        let Some(addr) = self.console_addr else { return Ok(None) };
+        start(Options { addr, access, journal, tls: self.tls() }, shutdown).await.map(Some)
+    }
 }
