@@ -264,7 +264,7 @@ async fn handle(console: &Console, request: http::Request<Incoming>) -> Response
     };
     // A first visit to the sandbox gets a session at once (there is nobody to sign in).
     let fresh = match (&session, &console.access) {
-        (None, Access::Trusted { client, user }) if request.method == Method::GET => {
+        (None, Access::Trusted { client, user }) if request.method == Method::GET && is_page(&request.path) => {
             let viewer = Arc::new(Viewer::trusted(client.clone(), user.clone()));
             Some(console.sessions.create(Some(viewer), None))
         }
@@ -291,10 +291,17 @@ fn session_of(console: &Console, headers: &http::HeaderMap) -> Option<Arc<Sessio
         .and_then(|id| console.sessions.find(id))
 }
 
+/// A request for a page (not an asset, the favicon, health or an event stream): only these
+/// start a session, so a browser's parallel requests for the rest never replace its cookie.
+fn is_page(path: &str) -> bool {
+    !(path.starts_with("/assets/") || matches!(path, "/favicon.ico" | "/healthz" | "/live"))
+}
+
 /// Answers for a browser without a session: assets and health, else a session is made.
 fn public(console: &Console, request: &Request) -> Response<Body> {
     match request.path.as_str() {
         "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/favicon.ico" => plain(StatusCode::NO_CONTENT, ""),
         path if path.starts_with("/assets/") => assets::serve(path),
         "/login" => {
             let session = console.sessions.create(None, None);
@@ -311,12 +318,18 @@ async fn respond(console: &Console, session: &Arc<Session>, request: &Request, h
         let token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
         let presented = token.or_else(|| request.form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()));
         if cross_site(headers) || !session.csrf_matches(presented) {
-            tracing::warn!(path = %request.path, "refused a POST without this session's CSRF token");
+            tracing::warn!(
+                path = %request.path,
+                cross_site = cross_site(headers),
+                token = presented.is_some(),
+                "refused a POST without this session's CSRF token"
+            );
             return plain(StatusCode::FORBIDDEN, "refused: the request did not carry this session's CSRF token");
         }
     }
     match (&request.method, request.path.as_str()) {
         (_, "/healthz") => return plain(StatusCode::OK, "ok\n"),
+        (_, "/favicon.ico") => return plain(StatusCode::NO_CONTENT, ""),
         (&Method::GET, path) if path.starts_with("/assets/") => return assets::serve(path),
         (&Method::GET, "/login") => return html_response(StatusCode::OK, login_page(console, session, None)),
         (&Method::POST, "/login") => return sign_in(console, session, request).await,
@@ -380,7 +393,6 @@ fn cross_site(headers: &http::HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     match (origin, host) {
-        (Some("null"), _) => true,
         (Some(origin), Some(host)) => origin.split_once("://").map(|(_, rest)| rest) != Some(host),
         _ => false,
     }
@@ -468,7 +480,8 @@ fn secure_headers(response: &mut Response<Body>) {
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not no-referrer: under it Chrome sends `Origin: null` with same-origin form posts.
+        (header::REFERRER_POLICY, "same-origin"),
     ];
     for (name, value) in fixed {
         headers.insert(name, HeaderValue::from_static(value));
