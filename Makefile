@@ -12,11 +12,11 @@ build:
 ##       real kube-apiserver (built once and started by scripts/with-kube-apiserver.sh)
 test:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh $(CARGO) nextest run --workspace --no-fail-fast && \
+	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh scripts/with-browser.sh $(CARGO) nextest run --workspace --no-fail-fast && \
 	  $(CARGO) test --workspace --doc; \
 	else \
 	  echo "cargo-nextest not installed: using cargo test"; \
-	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh $(CARGO) test --workspace --no-fail-fast; \
+	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh scripts/with-browser.sh $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
 ## lint: formatting and clippy, warnings are errors

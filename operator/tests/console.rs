@@ -37,7 +37,11 @@ async fn sandbox(cluster: &TestCluster) -> (Arc<Operator>, Arc<dyn Journal>, Can
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("journal.db").display());
     let journal = cellplane_workflows::journal::open(&url, "cellplane").await.unwrap();
-    let engine = EngineConfig { lease: Duration::from_secs(2), poll_interval: Duration::from_millis(200), ..EngineConfig::default() };
+    let engine = EngineConfig {
+        lease: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(200),
+        ..EngineConfig::default()
+    };
     let options = OperatorOptions { engine, ..OperatorOptions::default() };
     let cloud = Arc::new(SimCloud::new(SimConfig::default()));
     let services = Arc::new(SimCellServices::new(Duration::from_millis(1)));
@@ -78,8 +82,14 @@ async fn a_namespace_created_in_the_form_provisions_live_and_a_refused_form_show
     browser.click("#f-create").await;
     browser.wait_for_text(&format!("Namespace web.{}", cluster.account)).await;
     browser.eval("window.notReloaded = true; return null;").await;
-    browser.wait_until("every provisioning step done", || async { browser.count(r#"li[data-state="done"]"#).await == 6 }).await;
-    assert_eq!(browser.eval("return window.notReloaded === true;").await, serde_json::json!(true), "the page updated itself, it was not reloaded");
+    browser
+        .wait_until("every provisioning step done", || async { browser.count(r#"li[data-state="done"]"#).await == 6 })
+        .await;
+    assert_eq!(
+        browser.eval("return window.notReloaded === true;").await,
+        serde_json::json!(true),
+        "the page updated itself, it was not reloaded"
+    );
     browser.wait_for_text("HandshakeVerified").await;
     browser.screenshot("namespace-detail").await;
 
@@ -143,24 +153,51 @@ async fn read_only_token(cluster: &TestCluster) -> String {
         ..Default::default()
     };
     let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    fixtures::create(&accounts, &ServiceAccount { metadata: meta("viewer", Some(&cluster.namespace)), ..Default::default() }).await.unwrap();
+    fixtures::create(
+        &accounts,
+        &ServiceAccount { metadata: meta("viewer", Some(&cluster.namespace)), ..Default::default() },
+    )
+    .await
+    .unwrap();
     let read = vec!["get".to_string(), "list".into(), "watch".into()];
     let role = ClusterRole {
         metadata: meta(&name, None),
         rules: Some(vec![
-            PolicyRule { api_groups: Some(vec!["cellplane.io".into()]), resources: Some(vec!["cells".into(), "namespaces".into(), "deploymentrings".into()]), verbs: read.clone(), ..Default::default() },
-            PolicyRule { api_groups: Some(vec!["events.k8s.io".into()]), resources: Some(vec!["events".into()]), verbs: read, ..Default::default() },
+            PolicyRule {
+                api_groups: Some(vec!["cellplane.io".into()]),
+                resources: Some(vec!["cells".into(), "namespaces".into(), "deploymentrings".into()]),
+                verbs: read.clone(),
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec!["events.k8s.io".into()]),
+                resources: Some(vec!["events".into()]),
+                verbs: read,
+                ..Default::default()
+            },
         ]),
         ..Default::default()
     };
     fixtures::create(&Api::<ClusterRole>::all(cluster.client.clone()), &role).await.unwrap();
     let binding = ClusterRoleBinding {
         metadata: meta(&name, None),
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: name.clone() },
-        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: "viewer".into(), namespace: Some(cluster.namespace.clone()), ..Default::default() }]),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "viewer".into(),
+            namespace: Some(cluster.namespace.clone()),
+            ..Default::default()
+        }]),
     };
     fixtures::create(&Api::<ClusterRoleBinding>::all(cluster.client.clone()), &binding).await.unwrap();
-    let request = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }, ..Default::default() };
+    let request = TokenRequest {
+        spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() },
+        ..Default::default()
+    };
     let issued = accounts.create_token_request("viewer", &Default::default(), &request).await.unwrap();
     issued.status.expect("a token").token
 }
@@ -231,4 +268,3 @@ async fn a_user_who_may_only_read_gets_no_buttons_and_a_forged_post_is_refused()
         })
         .await;
 }
-

@@ -41,13 +41,19 @@ fn exprs(value: &Value, out: &mut Vec<String>) {
 
 /// The cellplane metric names the dashboard and the alert rules query.
 fn used_metrics() -> BTreeSet<String> {
-    let rules: Value = serde_norway::from_str(&std::fs::read_to_string(chart_file("prometheus-rules.yaml")).unwrap()).unwrap();
-    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(chart_file("grafana-dashboard.json")).unwrap()).unwrap();
+    let rules: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart_file("prometheus-rules.yaml")).unwrap()).unwrap();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart_file("grafana-dashboard.json")).unwrap()).unwrap();
     let mut all = Vec::new();
     exprs(&rules, &mut all);
     let alerts = all.len();
     exprs(&dashboard, &mut all);
-    assert!(alerts >= 5 && all.len() > alerts + 10, "the rules and the dashboard have queries ({alerts}, {})", all.len());
+    assert!(
+        alerts >= 5 && all.len() > alerts + 10,
+        "the rules and the dashboard have queries ({alerts}, {})",
+        all.len()
+    );
     let name = regex::Regex::new(r"\bcellplane_[a-z0-9_]+").unwrap();
     all.iter().flat_map(|expr| name.find_iter(expr).map(|m| m.as_str().to_string())).collect()
 }
@@ -55,7 +61,12 @@ fn used_metrics() -> BTreeSet<String> {
 #[test]
 fn promtool_accepts_the_alert_rules() {
     let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let output = match std::process::Command::new(&promtool).arg("check").arg("rules").arg(chart_file("prometheus-rules.yaml")).output() {
+    let output = match std::process::Command::new(&promtool)
+        .arg("check")
+        .arg("rules")
+        .arg(chart_file("prometheus-rules.yaml"))
+        .output()
+    {
         Ok(output) => output,
         Err(e) if std::env::var_os("CONSOLE_REQUIRE_BROWSER").is_some() => {
             panic!("{promtool}: {e} (scripts/with-browser.sh installs Debian's prometheus package, which has it)")
@@ -96,10 +107,21 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     std::fs::write(kubeconfig.path(), server.serve_on_loopback().await.unwrap().to_string()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
-    let addr = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let addr =
+        format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
     let binary = env!("CARGO_BIN_EXE_cellplane");
     let _operator = Command::new(binary)
-        .args(["--log-level", "warn", "run", "--journal", &journal, "--namespace", &cluster.namespace, "--metrics-addr", &addr])
+        .args([
+            "--log-level",
+            "warn",
+            "run",
+            "--journal",
+            &journal,
+            "--namespace",
+            &cluster.namespace,
+            "--metrics-addr",
+            &addr,
+        ])
         .arg("--kubeconfig")
         .arg(kubeconfig.path())
         .stderr(Stdio::null())
@@ -114,7 +136,8 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
 
     // A workflow cancelled by a person shows in cellplane_workflows_failed_total{state="Cancelled"}.
     let tenants: Api<Namespace> = Api::namespaced(cluster.client.clone(), "acme");
-    let ready = |n: Option<&Namespace>| n.is_some_and(|n| is_ready(n, &n.status.clone().unwrap_or_default().conditions));
+    let ready =
+        |n: Option<&Namespace>| n.is_some_and(|n| is_ready(n, &n.status.clone().unwrap_or_default().conditions));
     let web = wait_for(&tenants, "web", "Ready", WITHIN, ready).await.unwrap().expect("acme/web");
     let id = web.status.and_then(|s| s.workflow).expect("a workflow").id;
     let cancel = Command::new(binary).args(["workflows", "cancel", &id, "--journal", &journal]).output().await.unwrap();
@@ -127,7 +150,10 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         if missing.is_empty() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "used by the dashboard or the alerts but not exported: {missing:?}\nexported: {exported:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "used by the dashboard or the alerts but not exported: {missing:?}\nexported: {exported:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -160,7 +160,8 @@ impl Viewer {
             },
             ..Default::default()
         };
-        let answer = Api::<SelfSubjectAccessReview>::all(self.client.clone()).create(&PostParams::default(), &review).await?;
+        let answer =
+            Api::<SelfSubjectAccessReview>::all(self.client.clone()).create(&PostParams::default(), &review).await?;
         Ok(answer.status.is_some_and(|s| s.allowed))
     }
 }

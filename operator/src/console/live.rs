@@ -84,7 +84,9 @@ type Changes = BoxStream<'static, Result<(), String>>;
 
 fn changes(client: &Client, watch: &Watch) -> Changes {
     let streams: Vec<Changes> = match watch {
-        Watch::Namespaces { account: Some(account) } => vec![follow(Api::<Namespace>::namespaced(client.clone(), account), None)],
+        Watch::Namespaces { account: Some(account) } => {
+            vec![follow(Api::<Namespace>::namespaced(client.clone(), account), None)]
+        }
         Watch::Namespaces { account: None } => vec![follow(Api::<Namespace>::all(client.clone()), None)],
         Watch::Namespace { account, name } => vec![
             follow(Api::<Namespace>::namespaced(client.clone(), account), Some(format!("metadata.name={name}"))),

@@ -98,7 +98,8 @@ fn acceptor(tls: &Tls, addr: SocketAddr) -> Result<Option<TlsAcceptor>, StartErr
     let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&chain)
         .collect::<Result<_, _>>()
         .map_err(|e| StartError::Tls(format!("certificate: {e}")))?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&key).map_err(|e| StartError::Tls(format!("key: {e}")))?;
+    let key =
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(&key).map_err(|e| StartError::Tls(format!("key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -181,7 +182,7 @@ impl Request {
             .unwrap_or_default()
             .split('/')
             .filter(|s| !s.is_empty())
-            .map(|s| percent_decode(s))
+            .map(percent_decode)
             .collect()
     }
 }
@@ -214,7 +215,14 @@ pub struct Page {
 
 impl Page {
     pub fn new(title: impl Into<String>, area: &'static str) -> Self {
-        Page { title: title.into(), area, status: StatusCode::OK, before: String::new(), live: None, after: String::new() }
+        Page {
+            title: title.into(),
+            area,
+            status: StatusCode::OK,
+            before: String::new(),
+            live: None,
+            after: String::new(),
+        }
     }
 }
 
@@ -313,7 +321,12 @@ fn public(console: &Console, request: &Request) -> Response<Body> {
     }
 }
 
-async fn respond(console: &Console, session: &Arc<Session>, request: &Request, headers: &http::HeaderMap) -> Response<Body> {
+async fn respond(
+    console: &Console,
+    session: &Arc<Session>,
+    request: &Request,
+    headers: &http::HeaderMap,
+) -> Response<Body> {
     if request.method == Method::POST {
         let token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
         let presented = token.or_else(|| request.form.iter().find(|(k, _)| k == "_csrf").map(|(_, v)| v.as_str()));
@@ -353,7 +366,9 @@ async fn respond(console: &Console, session: &Arc<Session>, request: &Request, h
     match reply {
         Reply::Redirect(to) => redirect(&to),
         Reply::Events(body) => events_response(body),
-        Reply::Page(page) if request.fragment => html_response(page.status, page.live.map(|(_, body)| body).unwrap_or_default()),
+        Reply::Page(page) if request.fragment => {
+            html_response(page.status, page.live.map(|(_, body)| body).unwrap_or_default())
+        }
         Reply::Page(page) => {
             let chrome = Chrome {
                 title: &page.title,
@@ -413,7 +428,8 @@ async fn sign_in(console: &Console, session: &Arc<Session>, request: &Request) -
 }
 
 fn login_page(console: &Console, session: &Session, error: Option<&str>) -> String {
-    let error = error.map(|e| format!(r#"<p class="banner error" role="alert">{}</p>"#, html::esc(e))).unwrap_or_default();
+    let error =
+        error.map(|e| format!(r#"<p class="banner error" role="alert">{}</p>"#, html::esc(e))).unwrap_or_default();
     let chrome = Chrome {
         title: "Sign in",
         user: None,

@@ -95,10 +95,22 @@ impl Families {
                 &["kind", "state"],
             ),
             ring_phase: gauge("cellplane_ring_phase", "1 for each ring's current status.phase", &["ring", "phase"]),
-            ring_batch: gauge("cellplane_ring_current_batch", "Batch the ring's rollout is at (status.currentBatch)", &["ring"]),
-            ring_batches: gauge("cellplane_ring_total_batches", "Batches of the ring's rollout (status.totalBatches)", &["ring"]),
+            ring_batch: gauge(
+                "cellplane_ring_current_batch",
+                "Batch the ring's rollout is at (status.currentBatch)",
+                &["ring"],
+            ),
+            ring_batches: gauge(
+                "cellplane_ring_total_batches",
+                "Batches of the ring's rollout (status.totalBatches)",
+                &["ring"],
+            ),
             ring_cells: gauge("cellplane_ring_cells", "Cells the ring selects", &["ring"]),
-            ring_at_target: gauge("cellplane_ring_cells_at_target", "Cells of the ring that run its target version", &["ring"]),
+            ring_at_target: gauge(
+                "cellplane_ring_cells_at_target",
+                "Cells of the ring that run its target version",
+                &["ring"],
+            ),
         }
     }
 

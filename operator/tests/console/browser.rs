@@ -126,7 +126,8 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) {
-        let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("nothing to click at {css}: {e}"));
+        let element =
+            self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("nothing to click at {css}: {e}"));
         element.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 

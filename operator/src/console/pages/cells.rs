@@ -21,7 +21,9 @@ pub async fn route(ctx: &Ctx<'_>) -> Result<Reply, ConsoleError> {
     let segments = ctx.request.segments(AREA);
     match (ctx.request.method == Method::GET, segments.as_slice()) {
         (true, []) => list(ctx).await,
-        (false, [name, action]) if action == "cordon" || action == "uncordon" => cordon(ctx, name, action == "cordon").await,
+        (false, [name, action]) if action == "cordon" || action == "uncordon" => {
+            cordon(ctx, name, action == "cordon").await
+        }
         _ => Err(ConsoleError::NotFound(format!("no page at {}", ctx.request.path))),
     }
 }
@@ -70,9 +72,15 @@ fn row(cell: &Cell, may_cordon: bool, csrf: &str) -> String {
     let action = if !may_cordon {
         String::new()
     } else if cell.spec.cordoned {
-        format!("<td>{}</td>", html::button_form(&format!("{AREA}/{}/uncordon", url(name)), csrf, &[], &format!("Uncordon {name}"), ""))
+        format!(
+            "<td>{}</td>",
+            html::button_form(&format!("{AREA}/{}/uncordon", url(name)), csrf, &[], &format!("Uncordon {name}"), "")
+        )
     } else {
-        format!("<td>{}</td>", html::button_form(&format!("{AREA}/{}/cordon", url(name)), csrf, &[], &format!("Cordon {name}"), ""))
+        format!(
+            "<td>{}</td>",
+            html::button_form(&format!("{AREA}/{}/cordon", url(name)), csrf, &[], &format!("Cordon {name}"), "")
+        )
     };
     format!(
         r#"<tr id="cell-{id}"><th scope="row">{id}</th><td>{phase}</td><td><meter min="0" max="{max}" value="{used}" aria-label="namespaces in {id}">{used}/{max}</meter> {used}/{max}</td><td>{running}</td><td>{target}{arrow}</td><td>{cordoned}</td><td class="msg">{waiting}</td>{action}</tr>"#,

@@ -51,7 +51,9 @@ pub async fn events_table(client: kube::Client, namespace: &str, kind: &str, nam
     };
     let mut about: Vec<&K8sEvent> = events
         .iter()
-        .filter(|e| e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name)))
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
         .collect();
     about.sort_by_key(|e| std::cmp::Reverse(event_time(e)));
     if about.is_empty() {
@@ -63,7 +65,11 @@ pub async fn events_table(client: kube::Client, namespace: &str, kind: &str, nam
         let _ = write!(
             rows,
             r#"<tr><td>{}</td><td>{}</td><td class="msg">{}</td><td>{}</td></tr>"#,
-            if warning { r#"<span class="badge bad">Warning</span>"# } else { r#"<span class="badge ok">Normal</span>"# },
+            if warning {
+                r#"<span class="badge bad">Warning</span>"#
+            } else {
+                r#"<span class="badge ok">Normal</span>"#
+            },
             esc(event.reason.as_deref().unwrap_or("")),
             esc(event.note.as_deref().unwrap_or("")),
             time_ago(event_time(event).as_ref()),

@@ -48,11 +48,8 @@ fn phase(ns: &Namespace) -> Option<String> {
 async fn list(ctx: &Ctx<'_>) -> Result<Reply, ConsoleError> {
     let account = ctx.request.query("account").trim().to_string();
     let state = ctx.request.query("state");
-    let api: Api<Namespace> = if account.is_empty() {
-        Api::all(ctx.client())
-    } else {
-        Api::namespaced(ctx.client(), &account)
-    };
+    let api: Api<Namespace> =
+        if account.is_empty() { Api::all(ctx.client()) } else { Api::namespaced(ctx.client(), &account) };
     let mut page = Page::new("Namespaces", AREA);
     let can_create = ctx.viewer.can("create", Kind::Namespace, (!account.is_empty()).then_some(account.as_str())).await;
     let create = if can_create {
@@ -85,7 +82,8 @@ fn table(items: &[Namespace]) -> String {
     }
     let mut rows = String::new();
     for ns in items {
-        let (account, name) = (ns.metadata.namespace.as_deref().unwrap_or(""), ns.metadata.name.as_deref().unwrap_or(""));
+        let (account, name) =
+            (ns.metadata.namespace.as_deref().unwrap_or(""), ns.metadata.name.as_deref().unwrap_or(""));
         let status = ns.status.clone().unwrap_or_default();
         let ready = conditions::find(&status.conditions, types::READY);
         let _ = write!(
@@ -150,7 +148,8 @@ impl Draft {
     /// are not numbers); the rest is the API server's to refuse, with its own message.
     fn namespace(&self) -> Result<Namespace, ConsoleError> {
         let number = |what: &str, text: &str| {
-            text.parse::<i32>().map_err(|_| ConsoleError::BadRequest(format!("{what} must be a whole number, not {text:?}")))
+            text.parse::<i32>()
+                .map_err(|_| ConsoleError::BadRequest(format!("{what} must be a whole number, not {text:?}")))
         };
         let tier = match self.tier.as_str() {
             "critical" => Tier::Critical,
@@ -180,7 +179,12 @@ fn form(draft: &Draft, error: Option<&ConsoleError>, csrf: &str) -> Page {
         page.status = error.status();
     }
     let error = error
-        .map(|e| format!(r#"<p class="banner error" role="alert" id="form-error">The API server refused the Namespace: {}</p>"#, esc(&e.to_string())))
+        .map(|e| {
+            format!(
+                r#"<p class="banner error" role="alert" id="form-error">The API server refused the Namespace: {}</p>"#,
+                esc(&e.to_string())
+            )
+        })
         .unwrap_or_default();
     let checked = |value: &str| if draft.mtls == value { " checked" } else { "" };
     let tiers = html::options(&["standard", "critical"], &draft.tier);
@@ -225,23 +229,29 @@ async fn create(ctx: &Ctx<'_>) -> Result<Reply, ConsoleError> {
         Err(e) => Err(e),
     };
     match result {
-        Ok(_) => Ok(ctx.done(path(&draft.account, &draft.name), format!("Namespace {}.{} created", draft.name, draft.account))),
+        Ok(_) => {
+            Ok(ctx
+                .done(path(&draft.account, &draft.name), format!("Namespace {}.{} created", draft.name, draft.account)))
+        }
         Err(e) => Ok(Reply::Page(form(&draft, Some(&e), ctx.csrf()))),
     }
 }
 
 async fn detail(ctx: &Ctx<'_>, account: &str, name: &str) -> Result<Reply, ConsoleError> {
     let api: Api<Namespace> = Api::namespaced(ctx.client(), account);
-    let ns = api.get_opt(name).await?.ok_or_else(|| ConsoleError::NotFound(format!("no Namespace {name} in account {account}")))?;
+    let ns = api
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| ConsoleError::NotFound(format!("no Namespace {name} in account {account}")))?;
     let mut page = Page::new(format!("Namespace {name}.{account}"), AREA);
-    let body = format!(
-        "{}{}",
-        detail_body(ctx, &ns).await,
-        events_table(ctx.client(), account, "Namespace", name).await
-    );
+    let body =
+        format!("{}{}", detail_body(ctx, &ns).await, events_table(ctx.client(), account, "Namespace", name).await);
     page.live = Some((Watch::Namespace { account: account.into(), name: name.into() }.source(), body));
     if ctx.viewer.can_named("delete", Kind::Namespace, Some(account), Some(name)).await {
-        page.after = format!(r#"<div class="actions"><a class="button danger" href="{}/delete">Delete…</a></div>"#, path(account, name));
+        page.after = format!(
+            r#"<div class="actions"><a class="button danger" href="{}/delete">Delete…</a></div>"#,
+            path(account, name)
+        );
     }
     Ok(Reply::Page(page))
 }
@@ -254,7 +264,11 @@ async fn detail_body(ctx: &Ctx<'_>, ns: &Namespace) -> String {
         .assigned_cell
         .as_deref()
         .map_or_else(|| "-".into(), |c| format!(r#"<a href="/cells#cell-{}">{}</a>"#, esc(c), esc(c)));
-    let mtls = if spec.mtls.accepted_client_ca.is_some() { "accepts clients of its own CA" } else { "client certificate issued by cellplane" };
+    let mtls = if spec.mtls.accepted_client_ca.is_some() {
+        "accepts clients of its own CA"
+    } else {
+        "client certificate issued by cellplane"
+    };
     let secrets = status.secrets.clone().unwrap_or_default();
     let secret_names: Vec<String> = [secrets.client_certificate, secrets.client_ca, secrets.database_credentials]
         .into_iter()
@@ -290,7 +304,9 @@ fn steps(all: &[crate::api::conditions::Condition], generation: Option<i64>) -> 
             Some(c) if c.reason == "InProgress" => ("wait", "in progress"),
             _ => ("wait", "waiting"),
         };
-        let detail = condition.map(|c| if c.message.is_empty() { c.reason.clone() } else { c.message.clone() }).unwrap_or_default();
+        let detail = condition
+            .map(|c| if c.message.is_empty() { c.reason.clone() } else { c.message.clone() })
+            .unwrap_or_default();
         let _ = write!(
             out,
             r#"<li class="{class}" data-step="{step}" data-state="{state}"><span class="name">{step}</span><span class="badge {class}">{state}</span><p class="hint">{}</p></li>"#,

@@ -49,7 +49,13 @@ impl RingView {
         let gate_verdicts = value
             .pointer("/status/gates")
             .and_then(Value::as_array)
-            .map(|gates| gates.iter().filter_map(Value::as_object).map(|gate| gate.iter().map(|(k, v)| (k.clone(), text(v))).collect()).collect())
+            .map(|gates| {
+                gates
+                    .iter()
+                    .filter_map(Value::as_object)
+                    .map(|gate| gate.iter().map(|(k, v)| (k.clone(), text(v))).collect())
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(RingView { ring: serde_json::from_value(value)?, gate_verdicts })
     }
@@ -78,10 +84,8 @@ fn text(value: &Value) -> String {
 
 /// Rings in rollout order: by order, a ring with an upstream right after it.
 fn rollout_order(rings: &mut [RingView]) {
-    let orders: BTreeMap<String, (Option<i32>, Option<String>)> = rings
-        .iter()
-        .map(|r| (r.name().to_string(), (r.ring.spec.order, r.ring.spec.upstream.clone())))
-        .collect();
+    let orders: BTreeMap<String, (Option<i32>, Option<String>)> =
+        rings.iter().map(|r| (r.name().to_string(), (r.ring.spec.order, r.ring.spec.upstream.clone()))).collect();
     let depth = |name: &str| {
         let mut depth = 0;
         let mut at = name.to_string();
@@ -110,7 +114,10 @@ async fn pipeline(ctx: &Ctx<'_>) -> Result<Reply, ConsoleError> {
             let mut rings = Vec::new();
             for object in objects {
                 let value = serde_json::to_value(&object).map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-                rings.push(RingView::from_json(value).map_err(|e| ConsoleError::BadRequest(format!("a ring the console cannot read: {e}")))?);
+                rings.push(
+                    RingView::from_json(value)
+                        .map_err(|e| ConsoleError::BadRequest(format!("a ring the console cannot read: {e}")))?,
+                );
             }
             rollout_order(&mut rings);
             let cells = list_or_forbidden(&Api::<Cell>::all(ctx.client())).await?.unwrap_or_default();
@@ -135,12 +142,16 @@ fn card(view: &RingView, cells: &[Cell], may_steer: bool, csrf: &str) -> String 
     };
     let batch = match (status.current_batch, status.total_batches) {
         (Some(current), Some(total)) if total > 0 => {
-            format!(r#"<progress max="{total}" value="{current}" aria-label="batch {current} of {total}"></progress> batch {current} of {total}"#)
+            format!(
+                r#"<progress max="{total}" value="{current}" aria-label="batch {current} of {total}"></progress> batch {current} of {total}"#
+            )
         }
         _ => "-".into(),
     };
     let bake = match (&status.baked_until, status.phase) {
-        (Some(until), Some(RingPhase::Baking)) => format!(r#"<time data-countdown datetime="{}">until {}</time>"#, until.0, until.0),
+        (Some(until), Some(RingPhase::Baking)) => {
+            format!(r#"<time data-countdown datetime="{}">until {}</time>"#, until.0, until.0)
+        }
         (Some(until), _) => format!(r#"<time datetime="{}">{}</time>"#, until.0, until.0),
         _ => "-".into(),
     };
@@ -164,7 +175,9 @@ fn card(view: &RingView, cells: &[Cell], may_steer: bool, csrf: &str) -> String 
         ("Paused", if ring.spec.paused { r#"<span class="badge wait">paused</span>"#.into() } else { "no".into() }),
         ("Approval", approval),
     ]));
-    if let Some(ready) = conditions::find(&status.conditions, conditions::types::READY).filter(|c| !c.message.is_empty()) {
+    if let Some(ready) =
+        conditions::find(&status.conditions, conditions::types::READY).filter(|c| !c.message.is_empty())
+    {
         let _ = write!(out, r#"<p class="hint">{}</p>"#, esc(&ready.message));
     }
     out.push_str(&batches(view, cells, status.current_batch));
@@ -179,7 +192,10 @@ fn card(view: &RingView, cells: &[Cell], may_steer: bool, csrf: &str) -> String 
 /// The ring's cells in the batches a rollout takes them (sorted by name, `maxBatch` at a time).
 fn batches(view: &RingView, cells: &[Cell], current: Option<i32>) -> String {
     let ring = &view.ring;
-    let mut selected: Vec<&Cell> = cells.iter().filter(|c| selector_matches(&ring.spec.cell_selector, c.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))).collect();
+    let mut selected: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| selector_matches(&ring.spec.cell_selector, c.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        .collect();
     selected.sort_by_key(|c| c.metadata.name.clone());
     if selected.is_empty() {
         return html::empty("No cells match this ring's selector.");
@@ -194,7 +210,11 @@ fn batches(view: &RingView, cells: &[Cell], current: Option<i32>) -> String {
             .map(|cell| {
                 let running = cell.status.as_ref().and_then(|s| s.running_version.as_deref());
                 let class = if running.is_some() && running == target { "ok" } else { "wait" };
-                format!(r#"{} <span class="badge {class}">{}</span>"#, esc(cell.metadata.name.as_deref().unwrap_or("")), or_dash(running))
+                format!(
+                    r#"{} <span class="badge {class}">{}</span>"#,
+                    esc(cell.metadata.name.as_deref().unwrap_or("")),
+                    or_dash(running)
+                )
             })
             .collect();
         let _ = write!(
@@ -235,7 +255,8 @@ fn gates(view: &RingView) -> String {
             .gate_verdicts
             .iter()
             .map(|gate| {
-                let field = |names: &[&str]| names.iter().find_map(|n| gate.get(*n)).map_or_else(|| "-".into(), |v| esc(v));
+                let field =
+                    |names: &[&str]| names.iter().find_map(|n| gate.get(*n)).map_or_else(|| "-".into(), |v| esc(v));
                 format!(
                     "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td class=\"msg\">{}</td></tr>",
                     field(&["name"]),
@@ -265,7 +286,13 @@ fn actions(view: &RingView, csrf: &str) -> String {
     if view.awaits_approval()
         && let Some(target) = view.target()
     {
-        out.push_str(&html::button_form(&format!("{base}/approve"), csrf, &[("version", target)], &format!("Approve {target} for {name}"), "primary"));
+        out.push_str(&html::button_form(
+            &format!("{base}/approve"),
+            csrf,
+            &[("version", target)],
+            &format!("Approve {target} for {name}"),
+            "primary",
+        ));
     }
     out.push_str("</div>");
     out
@@ -287,7 +314,8 @@ async fn approve(ctx: &Ctx<'_>, name: &str) -> Result<Reply, ConsoleError> {
     let target = ring.status.as_ref().and_then(|s| s.target_version.clone());
     let seen = ctx.request.field("version");
     let Some(target) = target.filter(|t| t == seen) else {
-        let error = ConsoleError::BadRequest(format!("not approved: ring {name}'s target is no longer {seen}; look again"));
+        let error =
+            ConsoleError::BadRequest(format!("not approved: ring {name}'s target is no longer {seen}; look again"));
         return Ok(ctx.failed(AREA, &error));
     };
     let patch = serde_json::json!({ "spec": { "approval": { "version": target, "approvedBy": ctx.viewer.user } } });

@@ -33,7 +33,8 @@ const KINDS: &[&str] = &["", "cell", "ns", "ring", "other"];
 pub async fn route(ctx: &Ctx<'_>) -> Result<Reply, ConsoleError> {
     let Some(journal) = ctx.console.journal.clone() else {
         let mut page = Page::new("Workflows", AREA);
-        page.before = html::empty("This console reads no workflow journal: start it with --journal (or CELLPLANE_JOURNAL).");
+        page.before =
+            html::empty("This console reads no workflow journal: start it with --journal (or CELLPLANE_JOURNAL).");
         return Ok(Reply::Page(page));
     };
     let segments = ctx.request.segments(AREA);
@@ -145,9 +146,14 @@ fn table(rows: &[&WorkflowRow]) -> String {
 
 async fn show(ctx: &Ctx<'_>, journal: &dyn Journal, id: &str) -> Result<Reply, ConsoleError> {
     if !may(ctx, "get", id).await {
-        return Err(ConsoleError::Forbidden(format!("you may not see workflow {id}: it belongs to an object you may not get")));
+        return Err(ConsoleError::Forbidden(format!(
+            "you may not see workflow {id}: it belongs to an object you may not get"
+        )));
     }
-    let row = journal.get(id).await?.ok_or_else(|| ConsoleError::NotFound(format!("no workflow with id {id:?} in this journal")))?;
+    let row = journal
+        .get(id)
+        .await?
+        .ok_or_else(|| ConsoleError::NotFound(format!("no workflow with id {id:?} in this journal")))?;
     let history = journal.history(id).await?;
     let mut page = Page::new(format!("Workflow {id}"), AREA);
     page.live = Some((Watch::Workflows.source(), format!("{}{}", checkpoint(&row), history_tables(&history))));
@@ -161,10 +167,18 @@ fn checkpoint(row: &WorkflowRow) -> String {
     let cp = &row.checkpoint;
     let owner = match ids::owner(&cp.id) {
         Some((Owner::Namespace, Some(account), name)) => {
-            format!(r#"<a href="/namespaces/{}/{}">Namespace {}.{}</a>"#, url(account), url(name), esc(name), esc(account))
+            format!(
+                r#"<a href="/namespaces/{}/{}">Namespace {}.{}</a>"#,
+                url(account),
+                url(name),
+                esc(name),
+                esc(account)
+            )
         }
         Some((Owner::Cell, _, name)) => format!(r#"<a href="/cells#cell-{}">Cell {}</a>"#, esc(name), esc(name)),
-        Some((Owner::Ring, _, name)) => format!(r#"<a href="/rings#ring-{}">DeploymentRing {}</a>"#, esc(name), esc(name)),
+        Some((Owner::Ring, _, name)) => {
+            format!(r#"<a href="/rings#ring-{}">DeploymentRing {}</a>"#, esc(name), esc(name))
+        }
         _ => "-".into(),
     };
     facts(&[
@@ -234,11 +248,22 @@ fn operation_row(op: &Operation<'_>) -> String {
         })
         .collect();
     let (outcome, attempts, duration, detail) = match last {
-        Some(Record::StepDone { result: Ok(value), attempts, duration_ms }) => ("Completed", attempts.to_string(), format!("{duration_ms} ms"), short(&value.to_string())),
-        Some(Record::StepDone { result: Err(error), attempts, duration_ms }) => ("Failed", attempts.to_string(), format!("{duration_ms} ms"), esc(&error.to_string())),
+        Some(Record::StepDone { result: Ok(value), attempts, duration_ms }) => {
+            ("Completed", attempts.to_string(), format!("{duration_ms} ms"), short(&value.to_string()))
+        }
+        Some(Record::StepDone { result: Err(error), attempts, duration_ms }) => {
+            ("Failed", attempts.to_string(), format!("{duration_ms} ms"), esc(&error.to_string()))
+        }
         Some(Record::StepRetry { attempt, .. }) => ("Retrying", attempt.to_string(), "-".into(), String::new()),
-        Some(Record::TimerStarted { until }) => ("Sleeping", "-".into(), "-".into(), format!("until {}", html::ms_time(*until))),
-        Some(Record::SignalWait { deadline }) => ("Waiting", "-".into(), "-".into(), deadline.map_or_else(|| "no deadline".into(), |d| format!("times out {}", html::ms_time(d)))),
+        Some(Record::TimerStarted { until }) => {
+            ("Sleeping", "-".into(), "-".into(), format!("until {}", html::ms_time(*until)))
+        }
+        Some(Record::SignalWait { deadline }) => (
+            "Waiting",
+            "-".into(),
+            "-".into(),
+            deadline.map_or_else(|| "no deadline".into(), |d| format!("times out {}", html::ms_time(d))),
+        ),
         Some(Record::SignalReceived { payload }) => ("Received", "-".into(), "-".into(), short(&payload.to_string())),
         Some(Record::SignalTimedOut) => ("TimedOut", "-".into(), "-".into(), String::new()),
         Some(Record::ChildStarted { workflow }) => ("Started", "-".into(), "-".into(), esc(workflow)),
@@ -250,7 +275,11 @@ fn operation_row(op: &Operation<'_>) -> String {
         Some(Record::ContinuedAsNew) => ("ContinuedAsNew", "-".into(), "-".into(), String::new()),
         None => ("-", "-".into(), "-".into(), String::new()),
     };
-    let errors = if failed_attempts.is_empty() { String::new() } else { format!("<ul><li>{}</li></ul>", failed_attempts.join("</li><li>")) };
+    let errors = if failed_attempts.is_empty() {
+        String::new()
+    } else {
+        format!("<ul><li>{}</li></ul>", failed_attempts.join("</li><li>"))
+    };
     let when = op.records.first().map_or_else(|| "-".into(), |e| html::ms_time(e.at));
     format!(
         r#"<tr><td>{}</td><td>{}</td><th scope="row">{}</th><td>{}</td><td>{attempts}</td><td>{duration}</td><td>{when}</td><td class="msg">{detail}{}</td></tr>"#,
@@ -276,7 +305,13 @@ fn controls(ctx: &Ctx<'_>, row: &WorkflowRow) -> String {
         out.push_str(&html::button_form(&format!("{AREA}/cancel"), ctx.csrf(), &id, "Cancel workflow", "danger"));
     }
     if matches!(cp.state, State::Failed | State::NonDeterministic) {
-        out.push_str(&html::button_form(&format!("{AREA}/retry"), ctx.csrf(), &id, "Retry from the failed step", "primary"));
+        out.push_str(&html::button_form(
+            &format!("{AREA}/retry"),
+            ctx.csrf(),
+            &id,
+            "Retry from the failed step",
+            "primary",
+        ));
     }
     out.push_str("</div>");
     if !cp.state.is_finished() {
@@ -296,13 +331,23 @@ fn controls(ctx: &Ctx<'_>, row: &WorkflowRow) -> String {
 async fn steer(ctx: &Ctx<'_>, journal: &dyn Journal, action: &str) -> Result<Reply, ConsoleError> {
     let id = ctx.request.field("id");
     if !may(ctx, "patch", id).await {
-        return Err(ConsoleError::Forbidden(format!("you may not steer workflow {id}: it belongs to an object you may not patch")));
+        return Err(ConsoleError::Forbidden(format!(
+            "you may not steer workflow {id}: it belongs to an object you may not patch"
+        )));
     }
     let back = show_path(id);
     let result = match action {
         "signal" => signal(ctx, journal, id).await,
-        "cancel" => journal.wake(id, true, wall_ms()).await.map(|()| "cancellation requested".to_string()).map_err(ConsoleError::from),
-        _ => journal.retry(id, wall_ms()).await.map(|()| "it runs again from its failed step".to_string()).map_err(ConsoleError::from),
+        "cancel" => journal
+            .wake(id, true, wall_ms())
+            .await
+            .map(|()| "cancellation requested".to_string())
+            .map_err(ConsoleError::from),
+        _ => journal
+            .retry(id, wall_ms())
+            .await
+            .map(|()| "it runs again from its failed step".to_string())
+            .map_err(ConsoleError::from),
     };
     Ok(match result {
         Ok(done) => ctx.done(back, format!("{id}: {done}")),
@@ -313,7 +358,9 @@ async fn steer(ctx: &Ctx<'_>, journal: &dyn Journal, action: &str) -> Result<Rep
 async fn signal(ctx: &Ctx<'_>, journal: &dyn Journal, id: &str) -> Result<String, ConsoleError> {
     let name = ctx.request.field("name").trim();
     if name.is_empty() || name.starts_with("__") {
-        return Err(ConsoleError::BadRequest(format!("signal names must not be empty or start with \"__\" (the engine's): {name:?}")));
+        return Err(ConsoleError::BadRequest(format!(
+            "signal names must not be empty or start with \"__\" (the engine's): {name:?}"
+        )));
     }
     let payload: serde_json::Value = serde_json::from_str(ctx.request.field("payload"))
         .map_err(|e| ConsoleError::BadRequest(format!("the payload is not valid JSON: {e}")))?;
