@@ -12,11 +12,11 @@ build:
 ##       real kube-apiserver (built once and started by scripts/with-kube-apiserver.sh)
 test:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh $(CARGO) nextest run --workspace --no-fail-fast && \
+	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh scripts/with-browser.sh $(CARGO) nextest run --workspace --no-fail-fast && \
 	  $(CARGO) test --workspace --doc; \
 	else \
 	  echo "cargo-nextest not installed: using cargo test"; \
-	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh $(CARGO) test --workspace --no-fail-fast; \
+	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh scripts/with-browser.sh $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
 ## lint: formatting and clippy, warnings are errors
@@ -27,9 +27,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## run: the sandbox: controllers, engine and simulated cloud on an in-memory API, applying examples/
+## run: the sandbox: controllers, engine and simulated cloud on an in-memory API, applying examples/,
+##      with the web console on loopback (it prints the URL; Ctrl-C stops)
+CONSOLE_ADDR ?= 127.0.0.1:8090
 run:
-	$(CARGO) run --release -p cellplane -- sandbox examples
+	$(CARGO) run --release -p cellplane -- sandbox examples --console-addr $(CONSOLE_ADDR)
 
 ## bench: the engine benchmarks of the README, against PostgreSQL and SQLite
 bench:

@@ -12,6 +12,7 @@ Prints one line per finding and a summary; exits 1 when anything failed.
 """
 
 import collections
+import json
 import sys
 
 import kubernetes_validate
@@ -121,8 +122,14 @@ def check_profile(profile, objs, problems):
         expect(ref == {"name": "cellplane-journal", "key": "url"}, "CELLPLANE_JOURNAL not from the Secret key")
         expect(not any(a.startswith("--journal=") for a in args), "journal URL on the command line")
         expect(not by_kind(objs, "PersistentVolumeClaim"), "PVC rendered for the postgres journal")
-        for kind in ("PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"):
+        for kind in ("PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"):
             expect(len(by_kind(objs, kind)) == 1, f"no {kind}")
+        rules = by_kind(objs, "PrometheusRule")
+        expect(bool(rules) and len(rules[0]["spec"].get("groups", [])) > 0, "the PrometheusRule has no rule groups")
+        dashboards = [c for c in by_kind(objs, "ConfigMap") if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+        expect(len(dashboards) == 1, "no ConfigMap labelled grafana_dashboard: \"1\"")
+        for dashboard in dashboards:
+            expect(json.loads(dashboard["data"]["cellplane.json"]).get("uid") == "cellplane", "the dashboard is not valid JSON")
     if profile == "crds-disabled":
         expect(not crds, "CRDs rendered with crds.install=false")
     else:

@@ -28,23 +28,29 @@ pub async fn connect(
     path: Option<&Path>,
     registry: Option<&Registry>,
 ) -> Result<(kube::Client, Option<String>), ConnectError> {
-    let kubeconfig = match path {
-        Some(path) => Some(Kubeconfig::read_from(path)?),
-        None => Kubeconfig::read().ok(),
-    };
-    let (config, namespace) = match kubeconfig {
-        Some(kubeconfig) => {
-            let namespace = context_namespace(&kubeconfig);
-            (kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?, namespace)
-        }
-        None => (kube::Config::incluster()?, None),
-    };
+    let (config, namespace) = config(path).await?;
     let builder = ClientBuilder::try_from(config)?;
     let client = match registry {
         Some(registry) => builder.with_layer(&CountRequests::register(registry)?).build(),
         None => builder.build(),
     };
     Ok((client, namespace))
+}
+
+/// The configuration [`connect`] uses: the kubeconfig's (`path`, else `KUBECONFIG` or
+/// ~/.kube/config), else the in-cluster one; with the current context's namespace, if any.
+pub async fn config(path: Option<&Path>) -> Result<(kube::Config, Option<String>), ConnectError> {
+    let kubeconfig = match path {
+        Some(path) => Some(Kubeconfig::read_from(path)?),
+        None => Kubeconfig::read().ok(),
+    };
+    Ok(match kubeconfig {
+        Some(kubeconfig) => {
+            let namespace = context_namespace(&kubeconfig);
+            (kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?, namespace)
+        }
+        None => (kube::Config::incluster()?, None),
+    })
 }
 
 /// The namespace of the kubeconfig's current context, as kubectl uses it.

@@ -5,6 +5,7 @@ pub mod cell;
 pub mod cli;
 pub mod client;
 pub mod cloud;
+pub mod console;
 pub mod controllers;
 pub mod fixtures;
 pub mod flows;

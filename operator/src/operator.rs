@@ -131,6 +131,7 @@ impl Operator {
             return Ok(());
         }
         self.ready.store(true, Ordering::SeqCst);
+        self.context.metrics.active.set(1);
         let stop = shutdown.child_token();
         let controllers = controllers::run_all(self.context.clone(), stop.clone());
         let hold = async {
@@ -149,6 +150,7 @@ impl Operator {
             held
         });
         self.ready.store(false, Ordering::SeqCst);
+        self.context.metrics.active.set(0);
         self.engine.shutdown().await;
         held.map_err(OperatorError::LeaseLost)
     }

@@ -1,6 +1,7 @@
 //! The `cellplane` command line.
 
 mod bench;
+mod console;
 mod fleet;
 pub mod operator;
 mod workflows;
@@ -44,6 +45,8 @@ enum Command {
         #[arg(long, conflicts_with = "dir")]
         without_validation_rules: bool,
     },
+    /// Serve the web console alone; users sign in with their own Kubernetes tokens.
+    Console(console::ConsoleCommand),
     /// Inspect and steer workflows in a journal.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
@@ -80,6 +83,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Run(args) => operator::run(args).await.map_err(|e| e.to_string()),
             Command::Sandbox(args) => operator::sandbox(args).await.map_err(|e| e.to_string()),
             Command::Crds { dir, without_validation_rules } => crds(dir, without_validation_rules),
+            Command::Console(command) => console::run(command).await,
             Command::Workflows(command) => workflows::run(command).await,
             Command::Bench(command) => bench::run(command).await,
         }

@@ -47,6 +47,8 @@ pub enum CliError {
     NoNamespace(String),
     #[error("cannot serve /metrics on {addr}: {source} (is another cellplane running? choose another --metrics-addr)")]
     MetricsAddr { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Console(#[from] crate::console::StartError),
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +76,8 @@ pub struct RunArgs {
     /// for several operators in one cluster. Unset: all of them.
     #[arg(long, env = "CELLPLANE_SELECTOR")]
     pub selector: Option<String>,
+    #[command(flatten)]
+    pub console: crate::console::ConsoleArgs,
 }
 
 pub async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, CliError> {
@@ -96,7 +100,7 @@ async fn check_namespace(client: &Client, namespace: &str) -> Result<(), CliErro
 }
 
 /// Cancels the token on SIGTERM or Ctrl-C.
-fn cancel_on_signals(token: CancellationToken) {
+pub(crate) fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
         #[cfg(unix)]
         let term = async {
@@ -138,9 +142,15 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let cloud = Arc::new(SimCloud::new(SimConfig::default()));
     let config = ServicesConfig { namespace: namespace.clone(), ..ServicesConfig::default() };
     let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
-    let operator = Arc::new(Operator::new(client, journal, cloud, services, options)?);
+    let operator = Arc::new(Operator::new(client, journal.clone(), cloud, services, options)?);
     let token = CancellationToken::new();
     cancel_on_signals(token.clone());
+    // The console never lends the operator's credentials: its users sign in with their own.
+    let (base, _) = crate::client::config(args.kubeconfig.as_deref()).await?;
+    let access = crate::console::Access::tokens(base);
+    if let Some(url) = args.console.start(access, Some(journal), token.clone()).await? {
+        println!("console: {url}");
+    }
     tracing::info!(addr = %args.metrics_addr, %namespace, "serving /metrics, /healthz and /readyz");
     let ready_operator = operator.clone();
     let ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || ready_operator.is_ready());
@@ -167,7 +177,13 @@ pub struct SandboxArgs {
     /// `bench fleet --kubeconfig` against it, so the benchmark measures the operator alone.
     #[arg(long, default_value_t = false, requires = "serve")]
     pub api_only: bool,
+    // With --console-addr the sandbox keeps running (as with --keep) for the console.
+    #[command(flatten)]
+    pub console: crate::console::ConsoleArgs,
 }
+
+/// The sandbox's console user: the in-memory API has no users, so everyone acts as this one.
+pub const SANDBOX_USER: &str = "sandbox";
 
 /// How `sandbox --serve` announces its address (read by `bench fleet`).
 pub const API_BANNER: &str = "in-memory API at http://";
@@ -197,9 +213,16 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     // Real certificates, routes and mTLS checks against the sim cells' loopback front doors;
     // a cell that names a PostgreSQL server gets real tenant databases there.
     let services = Arc::new(ClusterCellServices::new(client.clone(), ServicesConfig::default(), SimDataPlane::new()));
-    let operator = Arc::new(Operator::new(client.clone(), journal, cloud, services, OperatorOptions::default())?);
+    let operator =
+        Arc::new(Operator::new(client.clone(), journal.clone(), cloud, services, OperatorOptions::default())?);
     let (token, running) = operator.spawn();
     cancel_on_signals(token.clone());
+    let access = crate::console::Access::Trusted { client: client.clone(), user: SANDBOX_USER.into() };
+    let console = args.console.start(access, Some(journal), token.clone()).await?;
+    if let Some(url) = &console {
+        println!("console: {url}  (open it to create a namespace and watch it provision; Ctrl-C stops)");
+    }
+    let keep = args.keep || console.is_some();
     let applied = apply_dir(&client, &args.dir, &[]).await?.len();
     println!("applied {applied} resources from {}; watching them converge\n", args.dir.display());
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
@@ -219,7 +242,7 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
             }
         }
         let all_ready = !rows.is_empty() && rows.iter().all(|r| r.ready == "True");
-        if (all_ready && !args.keep) || Instant::now() > deadline {
+        if !keep && (all_ready || Instant::now() > deadline) {
             if !all_ready {
                 println!("\nnot everything became Ready within {}s", args.timeout);
             }

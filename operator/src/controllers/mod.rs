@@ -4,6 +4,7 @@
 //! Reconciles are triggered by watches and by workflow progress, never by polling.
 
 pub mod cell;
+pub mod gauges;
 pub mod leader;
 pub mod namespace;
 pub mod ring;
@@ -48,10 +49,15 @@ pub enum ReconcileError {
     Json(#[from] serde_json::Error),
 }
 
-/// Counts reconciles by kind and result.
+/// Counts reconciles by kind and result; reports the fleet gauges and whether this replica's
+/// controllers run.
 #[derive(Clone)]
 pub struct ControllerMetrics {
     reconciles: IntCounterVec,
+    /// Fleet gauges from the controllers' caches (see [`gauges`]).
+    pub objects: gauges::ObjectGauges,
+    /// 1 while this replica runs the controllers (it holds the leader lease, if any).
+    pub active: prometheus::IntGauge,
 }
 
 impl ControllerMetrics {
@@ -61,7 +67,14 @@ impl ControllerMetrics {
             &["kind", "result"],
         )?;
         registry.register(Box::new(reconciles.clone()))?;
-        Ok(ControllerMetrics { reconciles })
+        let objects = gauges::ObjectGauges::default();
+        registry.register(Box::new(objects.clone()))?;
+        let active = prometheus::IntGauge::new(
+            "cellplane_controllers_active",
+            "1 while this replica runs the controllers (holds the leader lease, with leader election)",
+        )?;
+        registry.register(Box::new(active.clone()))?;
+        Ok(ControllerMetrics { reconciles, objects, active })
     }
 
     pub fn count(&self, kind: &str, ok: bool) {
@@ -519,10 +532,11 @@ pub async fn run_controller<K, Fut>(
     owners: &'static [Owner],
     reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
 ) where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static + gauges::Tracked,
     Fut: std::future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
 {
     let controller = controller_for(Api::<K>::all(ctx.client.clone()), ctx.watch_config());
+    ctx.metrics.objects.track(controller.store());
     let progress = triggers(&ctx.engine, &ctx.fleet, owners, controller.store());
     controller
         .reconcile_on(progress)

@@ -34,6 +34,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
     let controller = super::controller_for(api.clone(), ctx.watch_config());
     let store = controller.store();
+    ctx.metrics.objects.track(store.clone());
     let rings = store.clone();
     let every_ring = move || rings.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
     // What a ring waits for can change elsewhere (an upstream ring's bake, a cell becoming
