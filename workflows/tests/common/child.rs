@@ -127,12 +127,7 @@ pub async fn run_child() {
         (0..spec.workflows).map(|i| (format!("wf-{i:03}"), serde_json::json!(spec.steps))).collect();
     engine.start_many::<Effectful>(&items, Default::default()).await.expect("workflows start");
     loop {
-        let fenced = registry
-            .gather()
-            .iter()
-            .find(|family| family.name() == "cellplane_workflow_fenced_writes_total")
-            .and_then(|family| family.get_metric().first().map(|m| m.get_counter().get_value()))
-            .unwrap_or(0.0);
+        let fenced = super::counter(&registry, "cellplane_workflow_fenced_writes_total");
         println!("status running={} fenced={fenced}", engine.running());
         let finished = journal.list(Some(State::Completed), i64::from(spec.workflows) + 1).await.expect("list").len();
         if finished == spec.workflows as usize && engine.running() == 0 {

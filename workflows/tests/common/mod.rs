@@ -219,6 +219,16 @@ where
     }
 }
 
+/// The value of a counter in `registry` (summed over its labels).
+pub fn counter(registry: &prometheus::Registry, name: &str) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == name)
+        .flat_map(|family| family.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .sum()
+}
+
 /// Awaits `fut`, failing the test if it takes longer than the suite's deadline.
 pub async fn within<T>(fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), fut).await.expect("finished within 30 s")
