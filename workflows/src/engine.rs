@@ -190,7 +190,7 @@ impl Shared {
         self.killed.is_cancelled()
     }
 
-    /// Sends a checkpoint to [`Engine::subscribe`]rs.
+    /// Sends a checkpoint to whoever called [`Engine::subscribe`].
     pub(crate) fn show(&self, checkpoint: Checkpoint) {
         // No subscriber is not an error.
         let _ = self.progress.send(checkpoint);
