@@ -405,7 +405,8 @@ impl Engine {
     /// whichever engine changed them: read them again with [`Engine::checkpoint`]. This engine's
     /// journal announces its own writes as they commit (every step included); on PostgreSQL it
     /// also announces those of other engines on the same schema, except their completed steps'
-    /// appends. On `RecvError::Lagged`, some ids were missed: re-read everything you follow.
+    /// appends. An id may come more than once for one change. On `RecvError::Lagged`, some ids
+    /// were missed: re-read everything you follow.
     pub fn changes(&self) -> broadcast::Receiver<String> {
         self.shared.journal.changes()
     }
