@@ -53,9 +53,12 @@ struct Inner {
     lost: CancellationToken,
     halt: Mutex<Option<oneshot::Sender<Halt>>>,
     checkpoint: Mutex<Checkpoint>,
-    /// The journal row holds a plain running checkpoint (see [`is_plain`]) written by this run,
-    /// so a completed step may be appended without rewriting the row.
+    /// The journal row holds a plain running checkpoint (see [`RowUpdate::is_plain`]) written by
+    /// this run, so a completed step may be appended without rewriting the row.
     row_plain: AtomicBool,
+    /// A published state not yet written: the last one published while replaying, or a live one
+    /// on its way. The stored one is the checkpoint's.
+    unwritten: Mutex<Option<Value>>,
 }
 
 /// One durable operation being executed: its sequence number and what history holds for it.
@@ -104,6 +107,7 @@ impl Ctx {
             owner: Some(shared.config.owner.clone()),
             created_at: claimed.created_at,
             updated_at: wall_ms(),
+            published: claimed.published.clone(),
         };
         Ctx {
             inner: Arc::new(Inner {
@@ -122,6 +126,7 @@ impl Ctx {
                 halt: Mutex::new(Some(halt)),
                 checkpoint: Mutex::new(checkpoint),
                 row_plain: AtomicBool::new(claimed.plain),
+                unwritten: Mutex::new(None),
             }),
         }
     }
@@ -230,6 +235,20 @@ impl Ctx {
     /// A random UUID, recorded so that replay sees the same value.
     pub async fn uuid(&self) -> Result<String, WfError> {
         self.marker("uuid", || uuid::Uuid::new_v4().to_string()).await
+    }
+
+    /// Replaces this workflow's published state: what it wants others to see (a phase, the ids of
+    /// what it created). Readable by id from any engine in the checkpoint, and announced on
+    /// `Engine::changes`; kept across continue-as-new and after the workflow ends. Returns once
+    /// durable. It is not history: a replay publishes again, but only the last value published
+    /// while replaying is written, when the replay ends, so others never see the state go back.
+    /// A value equal to the stored one is not written.
+    pub async fn publish(&self, state: &impl Serialize) -> Result<(), WfError> {
+        let value = serde_json::to_value(state)?;
+        if self.stage_publish(value) && !self.is_replaying() {
+            self.write_published().await;
+        }
+        Ok(())
     }
 
     /// Ends this run and starts the next with `input` and an empty history (same id). Never
@@ -356,6 +375,10 @@ impl Ctx {
 
     async fn begin(&self, op: Op, name: &str) -> Slot {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
+        if seq == self.inner.recorded_ops && lock(&self.inner.unwritten).is_some() {
+            // The replay is over: what it published last is the state to show from now on.
+            self.write_published().await;
+        }
         let records = lock(&self.inner.history).remove(&seq).unwrap_or_default();
         if let Some(first) = records.first()
             && (first.op != op || first.name != name)
@@ -414,9 +437,11 @@ impl Ctx {
 
     /// The checkpoint fields for a commit, from the step last started.
     fn row(&self, state: State, reason: Option<String>) -> RowUpdate {
-        let cp = lock(&self.inner.checkpoint);
+        RowUpdate { reason, ..self.row_of(&lock(&self.inner.checkpoint), state) }
+    }
+
+    fn row_of(&self, cp: &Checkpoint, state: State) -> RowUpdate {
         RowUpdate {
-            reason,
             step: cp.step.clone(),
             step_seq: cp.step_seq,
             attempt: cp.attempt,
@@ -425,7 +450,27 @@ impl Ctx {
         }
     }
 
-    fn commit_request(&self, events: Vec<Event>, row: RowUpdate, consume_signal: Option<i64>) -> Commit {
+    /// Keeps `value` to be written unless it is the stored state; says whether it is kept.
+    fn stage_publish(&self, value: Value) -> bool {
+        let stored = lock(&self.inner.checkpoint).published.as_ref() == Some(&value);
+        let mut unwritten = lock(&self.inner.unwritten);
+        *unwritten = (!stored).then_some(value);
+        unwritten.is_some()
+    }
+
+    /// Commits the checkpoint as it is, with the unwritten published state.
+    async fn write_published(&self) {
+        self.ensure_live().await;
+        let row = {
+            let cp = lock(&self.inner.checkpoint);
+            RowUpdate { reason: cp.reason.clone(), ..self.row_of(&cp, cp.state) }
+        };
+        self.commit(Vec::new(), row, None).await;
+    }
+
+    /// A commit of `row`, carrying the unwritten published state if there is one.
+    fn commit_request(&self, events: Vec<Event>, mut row: RowUpdate, consume_signal: Option<i64>) -> Commit {
+        row.published = lock(&self.inner.unwritten).take();
         Commit {
             id: self.inner.id.clone(),
             owner: self.inner.shared.config.owner.clone(),
@@ -441,10 +486,10 @@ impl Ctx {
 
     /// Commits durably before the workflow goes on; halts the task if the lease is gone.
     async fn commit(&self, events: Vec<Event>, row: RowUpdate, consume_signal: Option<i64>) {
-        let update = row.clone();
-        let plain = is_plain(&update);
         let mut request = self.commit_request(events, row, consume_signal);
+        let plain = request.row.is_plain();
         request.append_only = plain && self.inner.row_plain.load(Ordering::SeqCst);
+        let update = request.row.clone();
         match self.inner.shared.commit(request).await {
             CommitOutcome::Applied => {
                 self.inner.row_plain.store(plain, Ordering::SeqCst);
@@ -467,7 +512,10 @@ impl Ctx {
         cp.next_attempt_at = (waits && row.wake_at > 0 && row.wake_at != NEVER).then_some(row.wake_at);
         cp.owner = (!row.release).then(|| self.inner.shared.config.owner.clone());
         cp.updated_at = wall_ms();
-        self.inner.shared.publish(cp.clone());
+        if let Some(published) = &row.published {
+            cp.published = Some(published.clone());
+        }
+        self.inner.shared.show(cp.clone());
     }
 
     pub(crate) fn publish_running(&self) {
@@ -572,7 +620,7 @@ impl Ctx {
         row.release = true;
         row.wake_at = NEVER;
         row.output = output.clone();
-        let mut commit = self.commit_request(events, row.clone(), None);
+        let mut commit = self.commit_request(events, row, None);
         if let Some(parent) = &self.inner.parent {
             commit.send_signals.push(OutgoingSignal {
                 target: parent.clone(),
@@ -580,23 +628,26 @@ impl Ctx {
                 payload: serde_json::to_value(Outcome { state, output, reason }).unwrap_or(Value::Null),
             });
         }
-        self.final_commit(commit, &row).await;
+        self.final_commit(commit).await;
     }
 
     pub(crate) async fn mark_non_deterministic(&self, reason: String) {
         tracing::error!(%reason, "workflow stopped: its code no longer matches its history");
         let metrics = &self.inner.shared.metrics;
         metrics.failed.with_label_values(&[&self.inner.workflow, State::NonDeterministic.as_str()]).inc();
+        // What a replay that went astray published is not the workflow's state.
+        lock(&self.inner.unwritten).take();
         let mut row = self.row(State::NonDeterministic, Some(reason));
         row.release = true;
         row.wake_at = NEVER;
-        let commit = self.commit_request(Vec::new(), row.clone(), None);
-        self.final_commit(commit, &row).await;
+        let commit = self.commit_request(Vec::new(), row, None);
+        self.final_commit(commit).await;
     }
 
-    async fn final_commit(&self, commit: Commit, row: &RowUpdate) {
+    async fn final_commit(&self, commit: Commit) {
+        let row = commit.row.clone();
         match self.inner.shared.commit(commit).await {
-            CommitOutcome::Applied => self.show(row),
+            CommitOutcome::Applied => self.show(&row),
             CommitOutcome::Fenced => tracing::warn!("lease lost before the workflow's end was recorded"),
             CommitOutcome::Failed(e) => {
                 tracing::warn!(error = %e, "could not record the workflow's end; it will replay");
@@ -607,18 +658,6 @@ impl Ctx {
             }
         }
     }
-}
-
-/// A checkpoint of a workflow running with nothing to report: no reason, error or wake-up.
-fn is_plain(row: &RowUpdate) -> bool {
-    row.state == State::Running
-        && row.reason.is_none()
-        && row.last_error.is_none()
-        && row.wake_at == 0
-        && !row.release
-        && row.seen_signal_version.is_none()
-        && row.output.is_none()
-        && row.next_run_input.is_none()
 }
 
 fn format_ms(ms: i64) -> String {

@@ -190,7 +190,8 @@ impl Shared {
         self.killed.is_cancelled()
     }
 
-    pub(crate) fn publish(&self, checkpoint: Checkpoint) {
+    /// Sends a checkpoint to whoever called [`Engine::subscribe`].
+    pub(crate) fn show(&self, checkpoint: Checkpoint) {
         // No subscriber is not an error.
         let _ = self.progress.send(checkpoint);
     }
@@ -398,6 +399,16 @@ impl Engine {
     /// Checkpoints of workflows this engine runs, as they change.
     pub fn subscribe(&self) -> broadcast::Receiver<Checkpoint> {
         self.shared.progress.subscribe()
+    }
+
+    /// Ids of workflows whose checkpoint or published state changed in the journal from now on,
+    /// whichever engine changed them: read them again with [`Engine::checkpoint`]. This engine's
+    /// journal announces its own writes as they commit (every step included); on PostgreSQL it
+    /// also announces those of other engines on the same schema, except their completed steps'
+    /// appends. An id may come more than once for one change. On `RecvError::Lagged`, some ids
+    /// were missed: re-read everything you follow.
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.shared.journal.changes()
     }
 
     /// Workflows this engine holds in memory right now.

@@ -22,6 +22,8 @@ pub enum Error {
     BadSchema(String),
     #[error("no workflow with id {0:?}")]
     NotFound(String),
+    #[error("a workflow id of {bytes} bytes is too long: ids are at most {max} bytes")]
+    IdTooLong { bytes: usize, max: usize },
     #[error("workflow {id:?} is {state}: {action} needs it to be {needed}")]
     WrongState { id: String, state: State, action: &'static str, needed: &'static str },
     #[error("no workflow named {name:?} at version {version} is registered with this engine")]

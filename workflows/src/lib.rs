@@ -5,6 +5,9 @@
 //! result is committed to the [`journal`] before the workflow goes on; after a crash the function
 //! runs again from the top and completed operations return their recorded results. Engines claim
 //! workflows under leases fenced by an epoch, so several of them can share one PostgreSQL.
+//! A workflow may publish a state of its own ([`Ctx::publish`]), which any engine reads with its
+//! checkpoint; [`Engine::changes`] names the workflows whose checkpoint changed, on PostgreSQL
+//! whichever engine changed them.
 //!
 //! ```no_run
 //! use std::sync::Arc;

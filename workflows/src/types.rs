@@ -104,6 +104,9 @@ pub struct Checkpoint {
     pub owner: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// What the workflow last published with `Ctx::publish` (None until it does): replaced by each
+    /// publish, kept across continue-as-new and after the workflow ends.
+    pub published: Option<Value>,
 }
 
 /// The output or error of a finished workflow.

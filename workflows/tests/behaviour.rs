@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cellplane_workflows::journal::{ClaimRequest, Commit, RowUpdate};
+use cellplane_workflows::journal::{ClaimRequest, Commit, MAX_ID_BYTES, RowUpdate};
 use cellplane_workflows::{
-    Ctx, Error, Event, IdReuse, Op, Record, RetryPolicy, Started, State, StepError, TestClock, WfError, Workflow,
+    Checkpoint, Ctx, Engine, EngineConfig, Error, Event, IdReuse, Op, Record, RetryPolicy, Started, State, StepError,
+    TestClock, WfError, Workflow,
 };
 use common::*;
+use serde_json::json;
 use tokio::sync::Notify;
+use tokio::sync::broadcast::{self, error::TryRecvError};
 
 /// Counts executions of each step body.
 #[derive(Default)]
@@ -228,7 +231,9 @@ async fn a_signal_wakes_a_waiting_workflow(postgres: bool) {
     let engine = engine(journal.clone(), "solo").register(WaitsForGo).start().unwrap();
     engine.start::<WaitsForGo>("w", &()).await.unwrap();
     checkpoint_in(&engine, "w", State::WaitingSignal).await;
-    assert_eq!(engine.running(), 0, "a workflow waiting for a signal leaves memory");
+    // The wait is journaled before the workflow's task lets go of it.
+    eventually("a workflow waiting for a signal to leave memory", || async { (engine.running() == 0).then_some(()) })
+        .await;
     engine.signal("w", "go", &5).await.unwrap();
     assert_eq!(within(engine.result::<WaitsForGo>("w")).await.unwrap(), 5);
     engine.shutdown().await;
@@ -867,6 +872,7 @@ async fn an_append_racing_an_uncommitted_takeover_waits_for_it_and_is_refused() 
     let a = journal.claim(&claim_of("a", now)).await.unwrap();
 
     let mut takeover = pool.begin().await.unwrap();
+    let takeover_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *takeover).await.unwrap();
     sqlx::query("UPDATE workflows SET epoch = epoch + 1, lease_owner = 'b' WHERE id = 'w'")
         .execute(&mut *takeover)
         .await
@@ -876,7 +882,16 @@ async fn an_append_racing_an_uncommitted_takeover_waits_for_it_and_is_refused() 
         let commit = appended_step("a", a[0].epoch, 0, now);
         async move { journal.commit(&[commit]).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the append to wait for the takeover's row lock", || async {
+        let blocked: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))")
+                .bind(takeover_pid)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        (blocked > 0).then_some(())
+    })
+    .await;
     assert!(!append.is_finished(), "the append waits for the takeover's row lock");
     takeover.commit().await.unwrap();
     assert_eq!(within(append).await.unwrap().unwrap(), [false]);
@@ -901,6 +916,284 @@ async fn listing_filters_by_state(postgres: bool) {
     engine.shutdown().await;
 }
 both_journals!(listing_filters_by_state, listing_filters_by_state);
+
+// ---------------------------------------------------------------------------------------------
+
+/// Publishes its phase as it goes: "creating", then "created" with the step's result; after
+/// "next" it continues as new, and the next run publishes "finished" after "finish".
+struct Reports(Arc<AtomicUsize>);
+impl Workflow for Reports {
+    const NAME: &'static str = "reports";
+    type Input = bool;
+    type Output = ();
+    async fn run(self: Arc<Self>, ctx: Ctx, continued: bool) -> Result<(), WfError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        if continued {
+            ctx.wait_signal::<()>("finish", None).await?;
+            return ctx.publish(&json!({"phase": "finished"})).await;
+        }
+        ctx.publish(&json!({"phase": "creating"})).await?;
+        let vpc: String = ctx.step("create").run(|_| async { Ok("vpc-1".to_string()) }).await?;
+        ctx.publish(&json!({"phase": "created", "vpc": vpc})).await?;
+        ctx.wait_signal::<()>("next", None).await?;
+        ctx.continue_as_new(&true).await
+    }
+}
+
+async fn published_state_is_durable_and_never_goes_back(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let created = json!({"phase": "created", "vpc": "vpc-1"});
+    let first = engine(db.open().await, "first").register(Reports(runs.clone())).start().unwrap();
+    first.start::<Reports>("w", &false).await.unwrap();
+    assert_eq!(checkpoint_in(&first, "w", State::WaitingSignal).await.published.as_ref(), Some(&created));
+    first.shutdown().await;
+    drop(first);
+
+    // Another process reads it from the journal, before anything runs there.
+    let journal = db.open().await;
+    let second = engine(journal.clone(), "second").register(Reports(runs.clone())).start().unwrap();
+    assert_eq!(second.checkpoint("w").await.unwrap().unwrap().published.as_ref(), Some(&created));
+    assert_eq!(journal.list(None, 10).await.unwrap()[0].checkpoint.published.as_ref(), Some(&created));
+
+    // A replay publishes "creating" again on its way back to the wait; it is never shown.
+    let mut progress = second.subscribe();
+    second.wake("w").await.unwrap();
+    eventually("the woken workflow to replay and wait again", || async {
+        (runs.load(Ordering::SeqCst) == 2 && second.running() == 0).then_some(())
+    })
+    .await;
+    let mut shown = Vec::new();
+    while let Ok(cp) = progress.try_recv() {
+        shown.push(cp.published);
+    }
+    assert!(!shown.is_empty() && shown.iter().all(|p| p.as_ref() == Some(&created)), "{shown:?}");
+
+    // It stays through continue-as-new, until the next run publishes, and after the end.
+    second.signal("w", "next", &()).await.unwrap();
+    let next_run = eventually("the next run to wait", || async {
+        second.checkpoint("w").await.unwrap().filter(|cp| cp.run == 2 && cp.state == State::WaitingSignal)
+    })
+    .await;
+    assert_eq!(next_run.published.as_ref(), Some(&created));
+    second.signal("w", "finish", &()).await.unwrap();
+    within(second.result::<Reports>("w")).await.unwrap();
+    assert_eq!(second.checkpoint("w").await.unwrap().unwrap().published, Some(json!({"phase": "finished"})));
+    second.shutdown().await;
+}
+both_journals!(published_state_is_durable_and_never_goes_back, published_state_is_durable_and_never_goes_back);
+
+/// Publishes the same state `n` times, then waits.
+struct Repeats;
+impl Workflow for Repeats {
+    const NAME: &'static str = "repeats";
+    type Input = u32;
+    type Output = ();
+    async fn run(self: Arc<Self>, ctx: Ctx, n: u32) -> Result<(), WfError> {
+        for _ in 0..n {
+            ctx.publish(&"steady").await?;
+        }
+        ctx.wait_signal::<()>("never", None).await?;
+        Ok(())
+    }
+}
+
+async fn publishing_an_unchanged_state_writes_nothing(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let engine = engine(db.open().await, "solo").register(Repeats).start().unwrap();
+    let mut changes = engine.changes();
+    engine.start::<Repeats>("once", &1).await.unwrap();
+    engine.start::<Repeats>("thrice", &3).await.unwrap();
+    for id in ["once", "thrice"] {
+        assert_eq!(checkpoint_in(&engine, id, State::WaitingSignal).await.published, Some(json!("steady")));
+    }
+    eventually("both to leave memory", || async { (engine.running() == 0).then_some(()) }).await;
+    // Every write is announced once.
+    let mut writes: HashMap<String, usize> = HashMap::new();
+    while let Ok(id) = changes.try_recv() {
+        *writes.entry(id).or_default() += 1;
+    }
+    assert_eq!(writes.get("once"), writes.get("thrice"), "{writes:?}");
+    engine.shutdown().await;
+}
+both_journals!(publishing_an_unchanged_state_writes_nothing, publishing_an_unchanged_state_writes_nothing);
+
+/// Publishes once its gate opens, outside any step: the publish is its first write after that.
+struct PublishesAfterGate(Arc<Notify>);
+impl Workflow for PublishesAfterGate {
+    const NAME: &'static str = "publishes-after-gate";
+    type Input = ();
+    type Output = ();
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<(), WfError> {
+        self.0.notified().await;
+        ctx.publish(&"from the old owner").await
+    }
+}
+
+async fn a_publish_by_an_owner_whose_lease_was_taken_over_is_refused(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let gate = Arc::new(Notify::new());
+    let registry = prometheus::Registry::new();
+    // A lease longer than the test: the old owner does not find out by renewing; only the fence stops it.
+    let config = EngineConfig { lease: Duration::from_secs(600), ..fast_config("old") };
+    let old = Engine::builder(journal.clone())
+        .config(config)
+        .metrics(&registry)
+        .register(PublishesAfterGate(gate.clone()))
+        .start()
+        .unwrap();
+    old.start::<PublishesAfterGate>("w", &()).await.unwrap();
+    eventually("the old owner to run w", || async { (old.running() == 1).then_some(()) }).await;
+
+    let now = cellplane_workflows::clock::wall_ms();
+    let later = now + 1_200_000;
+    let claim = ClaimRequest { wall_now: later, lease_until: later + 60_000, ..claim_of("new", now) };
+    let claim = ClaimRequest { types: vec![(PublishesAfterGate::NAME.into(), 1)], ..claim };
+    let taken = journal.claim(&claim).await.unwrap();
+    assert_eq!(taken.len(), 1, "the new owner took w over");
+    let publish = Commit {
+        id: "w".into(),
+        owner: "new".into(),
+        epoch: taken[0].epoch,
+        wall_now: now,
+        events: Vec::new(),
+        row: RowUpdate { published: Some(json!("from the new owner")), ..RowUpdate::new(State::Running) },
+        consume_signal: None,
+        send_signals: Vec::new(),
+        append_only: false,
+    };
+    assert_eq!(journal.commit(&[publish]).await.unwrap(), [true]);
+
+    gate.notify_one();
+    eventually("the old owner to let go of w", || async { (old.running() == 0).then_some(()) }).await;
+    let fenced = counter(&registry, "cellplane_workflow_fenced_writes_total");
+    assert_eq!(fenced, 1.0, "the old owner's publish reached the journal and was refused");
+    let published = journal.get("w").await.unwrap().unwrap().checkpoint.published;
+    assert_eq!(published, Some(json!("from the new owner")));
+    old.shutdown().await;
+}
+both_journals!(
+    a_publish_by_an_owner_whose_lease_was_taken_over_is_refused,
+    a_publish_by_an_owner_whose_lease_was_taken_over_is_refused
+);
+
+/// Waits for "publish", publishes "halfway", waits for "finish".
+struct Announces;
+impl Workflow for Announces {
+    const NAME: &'static str = "announces";
+    type Input = ();
+    type Output = ();
+    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<(), WfError> {
+        ctx.wait_signal::<()>("publish", None).await?;
+        ctx.publish(&"halfway").await?;
+        ctx.wait_signal::<()>("finish", None).await?;
+        Ok(())
+    }
+}
+
+/// Receives announced ids until `id`'s checkpoint, read again each time it is announced, is `done`.
+async fn announced_until(
+    watcher: &Engine,
+    changes: &mut broadcast::Receiver<String>,
+    id: &str,
+    done: impl Fn(&Checkpoint) -> bool,
+) -> Checkpoint {
+    within(async {
+        loop {
+            if changes.recv().await.expect("no announcement missed") == id
+                && let Some(cp) = watcher.checkpoint(id).await.unwrap().filter(&done)
+            {
+                return cp;
+            }
+        }
+    })
+    .await
+}
+
+async fn changes_are_announced_to_every_engine_on_the_journal(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let runner = engine(db.open().await, "runner").register(Announces).start().unwrap();
+    // On PostgreSQL the watcher is another engine on connections of its own, as on another
+    // replica. SQLite serves one process: there the runner's engine watches its own changes.
+    let other;
+    let watcher = if postgres {
+        other = engine(db.open().await, "watcher").start().unwrap();
+        &other
+    } else {
+        &runner
+    };
+    let mut changes = watcher.changes();
+    runner.start::<Announces>("w", &()).await.unwrap();
+    announced_until(watcher, &mut changes, "w", |_| true).await;
+    runner.signal("w", "publish", &()).await.unwrap();
+    announced_until(watcher, &mut changes, "w", |cp| cp.published == Some(json!("halfway"))).await;
+    runner.signal("w", "finish", &()).await.unwrap();
+    announced_until(watcher, &mut changes, "w", |cp| cp.state == State::Completed).await;
+    runner.shutdown().await;
+}
+both_journals!(
+    changes_are_announced_to_every_engine_on_the_journal,
+    changes_are_announced_to_every_engine_on_the_journal
+);
+
+async fn a_receiver_that_falls_behind_is_told_it_lagged(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let client = engine(db.open().await, "client").start().unwrap();
+    let mut changes = client.changes();
+    let items: Vec<(String, serde_json::Value)> = (0..5_000).map(|i| (format!("w-{i}"), json!(null))).collect();
+    client.start_many::<WaitsForGo>(&items, IdReuse::ReturnExisting).await.unwrap();
+    assert!(matches!(changes.try_recv(), Err(TryRecvError::Lagged(missed)) if missed > 0));
+    let mut last = None;
+    while let Ok(id) = changes.try_recv() {
+        last = Some(id);
+    }
+    assert_eq!(last.as_deref(), Some("w-4999"), "after the lag, the newest announcements are kept");
+    client.shutdown().await;
+}
+both_journals!(a_receiver_that_falls_behind_is_told_it_lagged, a_receiver_that_falls_behind_is_told_it_lagged);
+
+/// A failover cuts every listening connection; notifications sent meanwhile are gone, so a
+/// listener that reconnects announces again what changed since it last heard from the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_lost_its_connection_announces_recent_changes_again() {
+    let db = TestJournal::postgres();
+    let runner = engine(db.open().await, "runner").register(Announces).start().unwrap();
+    let watcher = engine(db.open().await, "watcher").start().unwrap();
+    let mut changes = watcher.changes();
+    runner.start::<Announces>("w", &()).await.unwrap();
+    announced_until(&watcher, &mut changes, "w", |cp| cp.state == State::WaitingSignal).await;
+    eventually("w to leave memory", || async { (runner.running() == 0).then_some(()) }).await;
+    while changes.try_recv().is_ok() {}
+
+    let EffectDb::Postgres(pool) = db.pool().await else { unreachable!("a PostgreSQL journal") };
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query LIKE 'LISTEN%' AND position($1 in query) > 0",
+    )
+    .bind(&db.schema)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(cut, 2, "both journals' listening connections were cut");
+    announced_until(&watcher, &mut changes, "w", |cp| cp.state == State::WaitingSignal).await;
+    runner.shutdown().await;
+}
+
+async fn ids_longer_than_the_limit_are_refused(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let client = engine(db.open().await, "client").start().unwrap();
+    let too_long = "x".repeat(MAX_ID_BYTES + 1);
+    let refused = client.start::<WaitsForGo>(&too_long, &()).await;
+    assert!(matches!(refused, Err(Error::IdTooLong { bytes, .. }) if bytes == MAX_ID_BYTES + 1), "{refused:?}");
+    // The longest id is announced like any other.
+    let longest = "\"".repeat(MAX_ID_BYTES);
+    let mut changes = client.changes();
+    assert_eq!(client.start::<WaitsForGo>(&longest, &()).await.unwrap(), Started::Created);
+    assert_eq!(changes.try_recv().unwrap(), longest);
+    client.shutdown().await;
+}
+both_journals!(ids_longer_than_the_limit_are_refused, ids_longer_than_the_limit_are_refused);
 
 #[tokio::test]
 async fn an_unreachable_database_is_a_clear_error() {

@@ -53,6 +53,9 @@ pub struct EngineBench {
     /// Each step upserts `(idempotency_key, executions)` into the table `bench_effects`.
     #[arg(long)]
     effects: bool,
+    /// Each step is followed by a publish of the step's number (a step's latency includes it).
+    #[arg(long)]
+    publish: bool,
 }
 
 pub async fn run(command: BenchCommand) -> Result<(), String> {
@@ -64,9 +67,10 @@ pub async fn run(command: BenchCommand) -> Result<(), String> {
     }
 }
 
-/// A workflow of `steps` steps that do nothing (or write one effect row each).
+/// A workflow of `steps` steps that do nothing (or write one effect row each, or publish after each).
 struct NoOps {
     effects: Option<Effects>,
+    publish: bool,
     latencies_us: Arc<Mutex<Vec<u64>>>,
     live_steps: Arc<AtomicUsize>,
 }
@@ -91,6 +95,9 @@ impl Workflow for NoOps {
                     }
                 })
                 .await?;
+            if self.publish {
+                ctx.publish(&json!({ "step": i })).await?;
+            }
             if live {
                 self.live_steps.fetch_add(1, Ordering::Relaxed);
                 self.latencies_us.lock().await.push(started.elapsed().as_micros() as u64);
@@ -146,17 +153,17 @@ fn bench_config(owner: String, concurrency: usize) -> EngineConfig {
     }
 }
 
-fn noops(effects: Option<Effects>) -> (NoOps, Arc<Mutex<Vec<u64>>>, Arc<AtomicUsize>) {
+fn noops(effects: Option<Effects>, publish: bool) -> (NoOps, Arc<Mutex<Vec<u64>>>, Arc<AtomicUsize>) {
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let live = Arc::new(AtomicUsize::new(0));
-    (NoOps { effects, latencies_us: latencies.clone(), live_steps: live.clone() }, latencies, live)
+    (NoOps { effects, publish, latencies_us: latencies.clone(), live_steps: live.clone() }, latencies, live)
 }
 
 async fn engine_bench(args: EngineBench) -> Result<(), String> {
     let journal = open_journal(&args.journal, true).await?;
     let effects = if args.effects { Some(Effects::connect(&args.journal).await?) } else { None };
     let run_id = args.run_id.clone().unwrap_or_else(uuid_short);
-    let (workflow, latencies, live_steps) = noops(effects);
+    let (workflow, latencies, live_steps) = noops(effects, args.publish);
     let registry = prometheus::Registry::new();
     // A stable owner per run id: a second run of the same id reclaims the first one's leases at once.
     let engine = Engine::builder(journal.clone())
@@ -187,6 +194,7 @@ async fn engine_bench(args: EngineBench) -> Result<(), String> {
             "resumed_finished": already_done,
             "steps": steps,
             "concurrency": args.concurrency,
+            "publish": args.publish,
             "journal": journal_kind(&args.journal.journal),
             "seconds": round(seconds),
             "steps_per_sec": round(steps as f64 / seconds),
@@ -208,8 +216,12 @@ impl Workflow for Stranded {
     type Input = u32;
     type Output = ();
     async fn run(self: Arc<Self>, ctx: Ctx, steps: u32) -> Result<(), WfError> {
-        let inner =
-            NoOps { effects: None, latencies_us: self.0.latencies_us.clone(), live_steps: self.0.live_steps.clone() };
+        let inner = NoOps {
+            effects: None,
+            publish: false,
+            latencies_us: self.0.latencies_us.clone(),
+            live_steps: self.0.live_steps.clone(),
+        };
         Arc::new(inner).run(ctx, steps).await
     }
 }
@@ -218,7 +230,7 @@ async fn recovery_bench(args: JournalArgs, workflows: usize) -> Result<(), Strin
     let journal = open_journal(&args, true).await?;
     let run_id = uuid_short();
     let ids = strand_mid_flight(&journal, &run_id, workflows).await.map_err(|e| e.to_string())?;
-    let (inner, _, live_steps) = noops(None);
+    let (inner, _, live_steps) = noops(None, false);
     let workflow = Stranded(inner);
     let registry = prometheus::Registry::new();
     let started = Instant::now();

@@ -153,6 +153,9 @@ fn show(row: &cellplane_workflows::journal::WorkflowRow, history: &[Event]) -> S
     {
         let _ = writeln!(out, "Output:    {output}");
     }
+    if let Some(state) = &cp.published {
+        out.push_str(&published(state));
+    }
     let _ = writeln!(out, "\nHistory:");
     let mut run = None;
     for event in history {
@@ -168,6 +171,16 @@ fn show(row: &cellplane_workflows::journal::WorkflowRow, history: &[Event]) -> S
             event.name,
             describe(&event.record)
         );
+    }
+    out
+}
+
+/// What the workflow published, as indented pretty JSON.
+fn published(state: &serde_json::Value) -> String {
+    let pretty = serde_json::to_string_pretty(state).unwrap_or_else(|_| state.to_string());
+    let mut out = String::from("Published:\n");
+    for line in pretty.lines() {
+        let _ = writeln!(out, "  {line}");
     }
     out
 }
@@ -236,6 +249,12 @@ mod tests {
     fn tables_align_columns_to_the_widest_cell() {
         let table = columns(&[vec!["ID".into(), "STATE".into()], vec!["cell-eu-1".into(), "Running".into()]]);
         assert_eq!(table, "ID          STATE\ncell-eu-1   Running\n");
+    }
+
+    #[test]
+    fn published_state_shows_as_indented_json() {
+        let state = serde_json::json!({"phase": "Ready", "vpc": "vpc-1"});
+        assert_eq!(published(&state), "Published:\n  {\n    \"phase\": \"Ready\",\n    \"vpc\": \"vpc-1\"\n  }\n");
     }
 
     #[test]

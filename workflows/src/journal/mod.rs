@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use tokio::sync::broadcast;
 
 pub use postgres::PgJournal;
 pub use sqlite::SqliteJournal;
@@ -17,6 +18,13 @@ use crate::{Event, IdReuse, Result, State};
 
 /// Where a workflow nobody waits on time for sorts: `wake_at` of a signal wait without timeout.
 pub const NEVER: i64 = i64::MAX;
+
+/// The longest workflow id, in bytes: ids are announced to other engines in PostgreSQL
+/// notifications, whose payload must stay under 8000 bytes.
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// Changed ids a slow [`Journal::changes`] receiver may fall behind by before it lags.
+const CHANGES_CAPACITY: usize = 4096;
 
 /// A claimed Pending run is running from now on. Its step comes from its events: the row's step
 /// fields (from a run that continued as new, or a retried step) would hide steps appended later.
@@ -72,6 +80,8 @@ pub struct Claimed {
     /// The row holds a plain running checkpoint (Running; no reason, error or wake-up), so the
     /// run's completed steps may be appended without rewriting it (see [`Commit::append_only`]).
     pub plain: bool,
+    /// The workflow's published state as stored when claimed.
+    pub published: Option<Value>,
 }
 
 /// Which workflows a worker may claim and until when.
@@ -106,6 +116,8 @@ pub struct RowUpdate {
     pub output: Option<Value>,
     /// Continue-as-new: the next run's input (the run number is incremented).
     pub next_run_input: Option<Value>,
+    /// Replaces the workflow's published state; None leaves it as it is.
+    pub published: Option<Value>,
 }
 
 impl RowUpdate {
@@ -123,7 +135,21 @@ impl RowUpdate {
             seen_signal_version: None,
             output: None,
             next_run_input: None,
+            published: None,
         }
+    }
+
+    /// A running checkpoint with nothing to report (no reason, error or wake-up) that keeps its
+    /// lease: a commit of it changes nothing but the step and, perhaps, the published state.
+    pub fn is_plain(&self) -> bool {
+        self.state == State::Running
+            && self.reason.is_none()
+            && self.last_error.is_none()
+            && self.wake_at == 0
+            && !self.release
+            && self.seen_signal_version.is_none()
+            && self.output.is_none()
+            && self.next_run_input.is_none()
     }
 }
 
@@ -151,6 +177,28 @@ pub struct Commit {
     /// carries. A journal may then append the event, fenced, without rewriting the row; readers
     /// derive the checkpoint from the latest step event. Journals may ignore it.
     pub append_only: bool,
+}
+
+impl Commit {
+    /// The completed step this commit appends without rewriting the row, when it may: the writer
+    /// promised the row holds the rest of the checkpoint, and the commit changes nothing else.
+    /// Such a commit is not announced to other engines (see [`Journal::changes`]).
+    pub fn appended_step(&self) -> Option<&Event> {
+        match self.events.as_slice() {
+            [event]
+                if self.append_only
+                    && self.row.is_plain()
+                    && self.row.published.is_none()
+                    && self.consume_signal.is_none()
+                    && self.send_signals.is_empty()
+                    && event.op == crate::Op::Step
+                    && matches!(event.record, crate::Record::StepDone { result: Ok(_), .. }) =>
+            {
+                Some(event)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The oldest unconsumed signal of a name, and the workflow's signal version when looked up.
@@ -222,6 +270,49 @@ pub trait Journal: Send + Sync + 'static {
     async fn wait_for_wakeup(&self) {
         futures::future::pending::<()>().await
     }
+    /// Ids of workflows whose checkpoint or published state changed from now on: those this
+    /// journal wrote (creations and restarts, commits, administrative retries) as they commit
+    /// and, where several processes share the journal, those the others wrote except their
+    /// completed steps' appends. A receiver that falls behind gets `RecvError::Lagged` and
+    /// should then re-read everything it follows.
+    fn changes(&self) -> broadcast::Receiver<String>;
+}
+
+/// Where a journal announces the ids of workflows it changed.
+#[derive(Clone)]
+pub(crate) struct ChangeFeed(broadcast::Sender<String>);
+
+impl ChangeFeed {
+    pub(crate) fn new() -> Self {
+        ChangeFeed(broadcast::channel(CHANGES_CAPACITY).0)
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.0.subscribe()
+    }
+
+    pub(crate) fn announce<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        if self.0.receiver_count() == 0 {
+            return;
+        }
+        for id in ids {
+            // Receivers may all have gone meanwhile: nobody to tell is not an error.
+            let _ = self.0.send(id.to_string());
+        }
+    }
+
+    /// Announces the workflows of the commits that were applied.
+    pub(crate) fn announce_applied(&self, batch: &[Commit], applied: &[bool]) {
+        self.announce(batch.iter().zip(applied).filter(|(_, ok)| **ok).map(|(c, _)| c.id.as_str()));
+    }
+}
+
+/// Refuses ids longer than [`MAX_ID_BYTES`].
+pub(crate) fn check_ids(workflows: &[NewWorkflow]) -> Result<()> {
+    match workflows.iter().find(|w| w.id.len() > MAX_ID_BYTES) {
+        Some(w) => Err(crate::Error::IdTooLong { bytes: w.id.len(), max: MAX_ID_BYTES }),
+        None => Ok(()),
+    }
 }
 
 /// Checks a SQL identifier for the journal's schema; it is also quoted where used.
@@ -234,6 +325,10 @@ pub(crate) fn validate_schema(schema: &str) -> Result<()> {
 
 fn corrupt(message: impl std::fmt::Display) -> crate::Error {
     crate::Error::Json(serde::de::Error::custom(message))
+}
+
+fn parse_json(text: Option<&str>) -> Result<Option<Value>> {
+    Ok(text.map(serde_json::from_str).transpose()?)
 }
 
 fn parse_state(state: &str) -> Result<State> {
@@ -268,6 +363,7 @@ struct RawRow {
     cancel_requested: bool,
     created_at: i64,
     updated_at: i64,
+    published: Option<String>,
 }
 
 impl TryFrom<RawRow> for WorkflowRow {
@@ -293,9 +389,10 @@ impl TryFrom<RawRow> for WorkflowRow {
                 owner: raw.lease_owner,
                 created_at: raw.created_at,
                 updated_at: raw.updated_at,
+                published: parse_json(raw.published.as_deref())?,
             },
             input: serde_json::from_str(&raw.input)?,
-            output: raw.output.as_deref().map(serde_json::from_str).transpose()?,
+            output: parse_json(raw.output.as_deref())?,
             epoch: raw.epoch,
             takeovers: raw.takeovers,
             cancel_requested: raw.cancel_requested,
@@ -359,6 +456,7 @@ struct RawClaim {
     created_at: i64,
     has_history: bool,
     plain: bool,
+    published: Option<String>,
 }
 
 impl TryFrom<RawClaim> for Claimed {
@@ -378,6 +476,7 @@ impl TryFrom<RawClaim> for Claimed {
             created_at: raw.created_at,
             has_history: raw.has_history,
             plain: raw.plain,
+            published: parse_json(raw.published.as_deref())?,
         })
     }
 }

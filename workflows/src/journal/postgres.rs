@@ -1,19 +1,25 @@
 //! PostgreSQL journal: several engines share it; claims use `FOR UPDATE SKIP LOCKED`, every
-//! write is fenced by the lease epoch, and a batch of commits is one statement.
+//! write is fenced by the lease epoch, and a batch of commits is one statement. Writes that make
+//! work runnable NOTIFY a wake-up channel; writes that change a checkpoint or published state
+//! NOTIFY a change channel with the ids, in the same transaction.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Connection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgNotification, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres, Transaction};
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
 
 use super::*;
+use crate::clock::wall_ms;
 use crate::{Error, Started};
 
 /// A workflow row with its checkpoint. Append-only step commits leave the row's step fields
@@ -23,7 +29,7 @@ const ROW_SELECT: &str = "SELECT w.id, w.name, w.version, w.run, w.state, w.reas
     w.output::text AS output, w.parent_id, COALESCE(l.name, w.step_name) AS step_name, \
     COALESCE(l.seq, w.step_seq) AS step_seq, COALESCE((l.payload->>'attempts')::int, w.attempt) AS attempt, \
     w.last_error, w.wake_at, w.lease_owner, w.epoch, w.takeovers, w.cancel_requested, w.created_at, \
-    GREATEST(w.updated_at, l.at) AS updated_at \
+    GREATEST(w.updated_at, l.at) AS updated_at, w.published::text AS published \
     FROM workflows w LEFT JOIN LATERAL ( \
         SELECT e.seq, e.name, e.payload, e.at FROM events e \
         WHERE w.state = 'Running' AND e.workflow_id = w.id AND e.run = w.run \
@@ -33,6 +39,19 @@ const ROW_SELECT: &str = "SELECT w.id, w.name, w.version, w.run, w.state, w.reas
 const FINISHED: &str = "'{Completed,Failed,Cancelled,NonDeterministic}'::text[]";
 
 const ACTIVE: &str = "('Pending', 'Running', 'Sleeping', 'WaitingSignal')";
+
+/// The longest NOTIFY payload PostgreSQL accepts, in bytes (less than 8000), less a margin for
+/// a server encoding that spells some characters longer than UTF-8.
+const PAYLOAD_LIMIT: usize = 7900;
+
+/// How long the listening connection may be silent before a query checks that it still lives
+/// (a connection dropped by a NAT or a load balancer shows no error, and hears nothing).
+const LISTENER_QUIET: Duration = Duration::from_secs(30);
+/// How long that check may take before the connection counts as lost.
+const LISTENER_CHECK: Duration = Duration::from_secs(10);
+/// After the listening connection was lost, workflows updated since it was last heard from, less
+/// this, are announced again: writers stamp updates with their own clocks.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
 /// Runs `$query.$fetch(..)` on the journal's commit connection when it is free, else on the pool,
 /// and evaluates to the fetched value (`?` applied).
@@ -55,9 +74,66 @@ pub struct PgJournal {
     /// this one skips the pool. It is taken out while in use, so a commit dropped half way drops
     /// (closes) it rather than leaving it mid-protocol; commits that find it taken use the pool.
     commit_conn: std::sync::Mutex<Option<PgConnection>>,
-    channel: String,
+    channels: Arc<Channels>,
+    /// Names this journal in its change notifications, so that its listener skips its own.
+    token: String,
     wakeups: Arc<Notify>,
-    listening: AtomicBool,
+    feed: ChangeFeed,
+    /// Stops the listener when the journal is dropped.
+    _listener: DropGuard,
+}
+
+/// The journal's notification channels, named after its schema.
+struct Channels {
+    wakeup: String,
+    changes: String,
+}
+
+impl Channels {
+    fn of(schema: &str) -> Self {
+        Channels { wakeup: channel_name("wakeup", schema), changes: channel_name("changes", schema) }
+    }
+}
+
+/// `cellplane_KIND_SCHEMA`, or with a digest of the schema where that would exceed PostgreSQL's
+/// 63-byte names (pg_notify refuses longer channel names).
+fn channel_name(kind: &str, schema: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let name = format!("cellplane_{kind}_{schema}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let digest: String = Sha256::digest(schema.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("cellplane_{kind}_{digest}")
+}
+
+/// A change notification's payload: the ids a journal changed, and which journal it was.
+#[derive(Serialize, Deserialize)]
+struct ChangeNote<'a> {
+    from: Cow<'a, str>,
+    ids: Vec<Cow<'a, str>>,
+}
+
+/// The payloads announcing `ids` as changed by the journal `from`, each within NOTIFY's limit.
+fn change_payloads(from: &str, ids: &[&str]) -> Result<Vec<String>> {
+    let mut payloads = Vec::new();
+    let mut note = ChangeNote { from: from.into(), ids: Vec::new() };
+    let empty = serde_json::to_string(&note)?.len();
+    let mut size = empty;
+    for id in ids {
+        let len = serde_json::to_string(id)?.len() + 1;
+        if !note.ids.is_empty() && size + len > PAYLOAD_LIMIT {
+            payloads.push(serde_json::to_string(&note)?);
+            note.ids.clear();
+            size = empty;
+        }
+        note.ids.push(Cow::Borrowed(id));
+        size += len;
+    }
+    if !note.ids.is_empty() {
+        payloads.push(serde_json::to_string(&note)?);
+    }
+    Ok(payloads)
 }
 
 impl PgJournal {
@@ -87,13 +163,23 @@ impl PgJournal {
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(options);
-        Ok(PgJournal {
+        let listener = Listener {
+            pool: pool.clone(),
+            channels: Arc::new(Channels::of(schema)),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            wakeups: Arc::new(Notify::new()),
+            feed: ChangeFeed::new(),
+        };
+        let journal = PgJournal {
             pool,
             commit_conn: std::sync::Mutex::new(Some(conn)),
-            channel: format!("cellplane_wakeup_{schema}"),
-            wakeups: Arc::new(Notify::new()),
-            listening: AtomicBool::new(false),
-        })
+            channels: listener.channels.clone(),
+            token: listener.token.clone(),
+            wakeups: listener.wakeups.clone(),
+            feed: listener.feed.clone(),
+            _listener: listener.start(schema).await?,
+        };
+        Ok(journal)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -114,9 +200,22 @@ impl PgJournal {
         }
     }
 
-    async fn notify(&self, tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, '')").bind(&self.channel).execute(&mut **tx).await?;
+    /// Wakes claim loops and announces `changed` to other journals when `tx` commits.
+    async fn notify(&self, tx: &mut Transaction<'_, Postgres>, changed: &[&str]) -> Result<()> {
+        let changes = self.change_payloads(changed)?;
+        let mut channels = vec![self.channels.wakeup.as_str()];
+        channels.resize(changes.len() + 1, self.channels.changes.as_str());
+        let payloads: Vec<&str> = std::iter::once("").chain(changes.iter().map(String::as_str)).collect();
+        sqlx::query("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)")
+            .bind(&channels)
+            .bind(&payloads)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
+    }
+
+    fn change_payloads(&self, ids: &[&str]) -> Result<Vec<String>> {
+        change_payloads(&self.token, ids)
     }
 
     async fn deliver(&self, tx: &mut Transaction<'_, Postgres>, signals: &[&OutgoingSignal], now: i64) -> Result<()> {
@@ -141,13 +240,13 @@ impl PgJournal {
         .bind(&targets)
         .execute(&mut **tx)
         .await?;
-        self.notify(tx).await
+        self.notify(tx, &[]).await
     }
 
     /// The common case at low concurrency, as one statement with plain parameters: array
     /// parameters cost a commit about 0.1 ms more.
     async fn commit_one(&self, c: &Commit) -> Result<bool> {
-        if let Some(event) = append_only_event(c) {
+        if let Some(event) = c.appended_step() {
             let payload = serde_json::to_string(&event.record)?;
             let query = sqlx::query_scalar(APPEND_SQL)
                 .bind(&c.id)
@@ -163,9 +262,116 @@ impl PgJournal {
             let appended: Option<String> = on_commit_conn!(self, query, fetch_optional);
             return Ok(appended.is_some());
         }
-        let query = bind_commit_one(sqlx::query_as(COMMIT_ONE_SQL), c)?;
+        let query = self.bind_commit_one(sqlx::query_as(COMMIT_ONE_SQL), c)?;
         let applied: Option<(String,)> = on_commit_conn!(self, query, fetch_optional);
         Ok(applied.is_some())
+    }
+
+    /// Binds one commit's parameters ($1 to $25): its row, its event, and its notification.
+    fn bind_commit_one<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+        c: &'q Commit,
+    ) -> Result<sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>> {
+        let r = &c.row;
+        let event = c.events.first();
+        let payload = self.change_payloads(&[&c.id])?.into_iter().next();
+        Ok(query
+            .bind(&c.id)
+            .bind(c.epoch)
+            .bind(&c.owner)
+            .bind(r.state.as_str())
+            .bind(&r.reason)
+            .bind(&r.step)
+            .bind(r.step_seq)
+            .bind(r.attempt)
+            .bind(&r.last_error)
+            .bind(r.wake_at)
+            .bind(r.release)
+            .bind(r.seen_signal_version)
+            .bind(r.output.as_ref().map(Value::to_string))
+            .bind(r.next_run_input.as_ref().map(Value::to_string))
+            .bind(c.wall_now)
+            .bind(event.map(|e| e.run))
+            .bind(event.map(|e| e.seq))
+            .bind(event.map(|e| e.idx))
+            .bind(event.map(|e| e.op.as_str()))
+            .bind(event.map(|e| e.name.as_str()))
+            .bind(event.map(|e| serde_json::to_string(&e.record)).transpose()?)
+            .bind(event.map(|e| e.at))
+            .bind(r.published.as_ref().map(Value::to_string))
+            .bind(self.channels.changes.as_str())
+            .bind(payload))
+    }
+
+    /// Applies a batch, announcing nothing yet.
+    async fn apply(&self, batch: &[Commit]) -> Result<Vec<bool>> {
+        if let [single] = batch
+            && is_simple(single)
+        {
+            return Ok(vec![self.commit_one(single).await?]);
+        }
+        let mut rows = CommitColumns::default();
+        for c in batch {
+            rows.push(c)?;
+        }
+        let announced: Vec<&str> =
+            batch.iter().filter(|c| c.appended_step().is_none()).map(|c| c.id.as_str()).collect();
+        let payloads = self.change_payloads(&announced)?;
+        let with_signals = batch.iter().any(|c| !c.send_signals.is_empty());
+        let mut tx = if with_signals { Some(self.pool.begin().await?) } else { None };
+        let query = sqlx::query_as::<_, (String, String, i64)>(COMMIT_SQL)
+            .bind(&rows.id)
+            .bind(&rows.owner)
+            .bind(&rows.epoch)
+            .bind(&rows.state)
+            .bind(&rows.reason)
+            .bind(&rows.step)
+            .bind(&rows.step_seq)
+            .bind(&rows.attempt)
+            .bind(&rows.last_error)
+            .bind(&rows.wake_at)
+            .bind(&rows.release)
+            .bind(&rows.seen_signal_version)
+            .bind(&rows.output)
+            .bind(&rows.next_input)
+            .bind(&rows.now)
+            .bind(&rows.e_id)
+            .bind(&rows.e_run)
+            .bind(&rows.e_seq)
+            .bind(&rows.e_idx)
+            .bind(&rows.e_kind)
+            .bind(&rows.e_name)
+            .bind(&rows.e_payload)
+            .bind(&rows.e_epoch)
+            .bind(&rows.e_owner)
+            .bind(&rows.e_at)
+            .bind(&rows.s_id)
+            .bind(&rows.s_signal)
+            .bind(&rows.s_now)
+            .bind(&rows.s_owner)
+            .bind(&rows.s_epoch)
+            .bind(&rows.published)
+            .bind(&payloads)
+            .bind(self.channels.changes.as_str());
+        let accepted: std::collections::HashSet<(String, String, i64)> = match tx.as_mut() {
+            Some(tx) => query.fetch_all(&mut **tx).await?,
+            None => on_commit_conn!(self, query, fetch_all),
+        }
+        .into_iter()
+        .collect();
+        let results: Vec<bool> =
+            batch.iter().map(|c| accepted.contains(&(c.id.clone(), c.owner.clone(), c.epoch))).collect();
+        if let Some(mut tx) = tx {
+            let signals: Vec<&OutgoingSignal> =
+                batch.iter().zip(&results).filter(|(_, ok)| **ok).flat_map(|(c, _)| &c.send_signals).collect();
+            if !signals.is_empty() {
+                let now = batch.iter().map(|c| c.wall_now).max().unwrap_or_default();
+                self.deliver(&mut tx, &signals, now).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(results)
     }
 
     async fn state_of(&self, id: &str) -> Result<State> {
@@ -178,6 +384,7 @@ impl PgJournal {
 #[async_trait]
 impl Journal for PgJournal {
     async fn create(&self, workflows: &[NewWorkflow], reuse: IdReuse, now: i64) -> Result<Vec<Started>> {
+        check_ids(workflows)?;
         let ids: Vec<&str> = workflows.iter().map(|w| w.id.as_str()).collect();
         let names: Vec<&str> = workflows.iter().map(|w| w.name.as_str()).collect();
         let versions: Vec<i32> = workflows.iter().map(|w| w.version).collect();
@@ -219,8 +426,10 @@ impl Journal for PgJournal {
         };
         let existing: Vec<(String, String)> =
             sqlx::query_as("SELECT id, state FROM workflows WHERE id = ANY($1)").bind(&ids).fetch_all(&mut *tx).await?;
-        self.notify(&mut tx).await?;
+        let changed: Vec<&str> = created.iter().chain(&restarted).map(String::as_str).collect();
+        self.notify(&mut tx, &changed).await?;
         tx.commit().await?;
+        self.feed.announce(changed.iter().copied());
         let existing: std::collections::HashMap<String, String> = existing.into_iter().collect();
         ids.iter()
             .map(|id| {
@@ -257,7 +466,8 @@ impl Journal for PgJournal {
                 return Ok((applied, self.claim(claim).await.unwrap_or_default()));
             }
         };
-        let query = bind_commit_one(sqlx::query_as(AssertSqlSafe(COMMIT_ONE_CLAIM_SQL.as_str())), single)?
+        let query = self
+            .bind_commit_one(sqlx::query_as(AssertSqlSafe(COMMIT_ONE_CLAIM_SQL.as_str())), single)?
             .bind(&claim.owner)
             .bind(type_keys(&claim.types))
             .bind(claim.clock_now)
@@ -265,9 +475,10 @@ impl Journal for PgJournal {
             .bind(claim.limit)
             .bind(claim.lease_until);
         let rows: Vec<CommitClaimRow> = on_commit_conn!(self, query, fetch_all);
-        let applied = rows.first().is_some_and(|r| r.applied);
+        let applied = vec![rows.first().is_some_and(|r| r.applied)];
+        self.feed.announce_applied(batch, &applied);
         let claimed = rows.into_iter().filter_map(CommitClaimRow::claimed).collect::<Result<Vec<_>>>()?;
-        Ok((vec![applied], claimed))
+        Ok((applied, claimed))
     }
 
     async fn histories(&self, runs: &[(String, i64)]) -> Result<Vec<(String, Vec<Event>)>> {
@@ -286,66 +497,9 @@ impl Journal for PgJournal {
     }
 
     async fn commit(&self, batch: &[Commit]) -> Result<Vec<bool>> {
-        if let [single] = batch
-            && is_simple(single)
-        {
-            return Ok(vec![self.commit_one(single).await?]);
-        }
-        let mut rows = CommitColumns::default();
-        for c in batch {
-            rows.push(c)?;
-        }
-        let with_signals = batch.iter().any(|c| !c.send_signals.is_empty());
-        let mut tx = if with_signals { Some(self.pool.begin().await?) } else { None };
-        let query = sqlx::query_as::<_, (String, String, i64)>(COMMIT_SQL)
-            .bind(&rows.id)
-            .bind(&rows.owner)
-            .bind(&rows.epoch)
-            .bind(&rows.state)
-            .bind(&rows.reason)
-            .bind(&rows.step)
-            .bind(&rows.step_seq)
-            .bind(&rows.attempt)
-            .bind(&rows.last_error)
-            .bind(&rows.wake_at)
-            .bind(&rows.release)
-            .bind(&rows.seen_signal_version)
-            .bind(&rows.output)
-            .bind(&rows.next_input)
-            .bind(&rows.now)
-            .bind(&rows.e_id)
-            .bind(&rows.e_run)
-            .bind(&rows.e_seq)
-            .bind(&rows.e_idx)
-            .bind(&rows.e_kind)
-            .bind(&rows.e_name)
-            .bind(&rows.e_payload)
-            .bind(&rows.e_epoch)
-            .bind(&rows.e_owner)
-            .bind(&rows.e_at)
-            .bind(&rows.s_id)
-            .bind(&rows.s_signal)
-            .bind(&rows.s_now)
-            .bind(&rows.s_owner)
-            .bind(&rows.s_epoch);
-        let accepted: std::collections::HashSet<(String, String, i64)> = match tx.as_mut() {
-            Some(tx) => query.fetch_all(&mut **tx).await?,
-            None => on_commit_conn!(self, query, fetch_all),
-        }
-        .into_iter()
-        .collect();
-        let results: Vec<bool> =
-            batch.iter().map(|c| accepted.contains(&(c.id.clone(), c.owner.clone(), c.epoch))).collect();
-        if let Some(mut tx) = tx {
-            let signals: Vec<&OutgoingSignal> =
-                batch.iter().zip(&results).filter(|(_, ok)| **ok).flat_map(|(c, _)| &c.send_signals).collect();
-            if !signals.is_empty() {
-                let now = batch.iter().map(|c| c.wall_now).max().unwrap_or_default();
-                self.deliver(&mut tx, &signals, now).await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(results)
+        let applied = self.apply(batch).await?;
+        self.feed.announce_applied(batch, &applied);
+        Ok(applied)
     }
 
     async fn renew(&self, owner: &str, until: i64) -> Result<Vec<Renewed>> {
@@ -368,7 +522,7 @@ impl Journal for PgJournal {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        sqlx::query("SELECT pg_notify($1, '')").bind(&self.channel).execute(&self.pool).await?;
+        sqlx::query("SELECT pg_notify($1, '')").bind(&self.channels.wakeup).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -425,7 +579,7 @@ impl Journal for PgJournal {
                 needed: "active",
             });
         }
-        self.notify(&mut tx).await?;
+        self.notify(&mut tx, &[]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -454,8 +608,9 @@ impl Journal for PgJournal {
                 .execute(&mut *tx)
                 .await?;
         }
-        self.notify(&mut tx).await?;
+        self.notify(&mut tx, &[id]).await?;
         tx.commit().await?;
+        self.feed.announce([id]);
         Ok(())
     }
 
@@ -490,94 +645,130 @@ impl Journal for PgJournal {
     }
 
     async fn wait_for_wakeup(&self) {
-        // The listener runs as a task of its own: a wait is cancelled whenever the engine wakes
-        // for another reason, and a connection set up inside it would be torn down each time.
-        if !self.listening.swap(true, Ordering::SeqCst) {
-            tokio::spawn(listen(self.pool.clone(), self.channel.clone(), self.wakeups.clone()));
-        }
         self.wakeups.notified().await
+    }
+
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.feed.subscribe()
     }
 }
 
-/// Forwards NOTIFYs on `channel` to `wakeups`, reconnecting after failures.
-async fn listen(pool: PgPool, channel: String, wakeups: Arc<Notify>) {
-    loop {
-        match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(&channel).await {
-                Ok(()) => {
-                    while listener.recv().await.is_ok() {
-                        wakeups.notify_one();
-                    }
-                    tracing::debug!("wake-up listener lost its connection; reconnecting");
+/// The journal's LISTEN connection: it wakes the claim loop on the wake-up channel, and announces
+/// on the change feed the ids that other journals on the schema notify on the change channel.
+struct Listener {
+    pool: PgPool,
+    channels: Arc<Channels>,
+    token: String,
+    wakeups: Arc<Notify>,
+    feed: ChangeFeed,
+}
+
+impl Listener {
+    /// Listens before returning, so that no change committed afterwards is missed, then forwards
+    /// notifications from a task of its own until the guard is dropped.
+    async fn start(self, schema: &str) -> Result<DropGuard> {
+        let since = wall_ms();
+        let session = self.listen().await?;
+        let stop = CancellationToken::new();
+        let span = tracing::info_span!("journal_listener", schema);
+        let task = {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = self.run(session, since) => {}
                 }
-                Err(e) => tracing::debug!(error = %e, "cannot LISTEN for wake-ups; polling meanwhile"),
-            },
-            Err(e) => tracing::debug!(error = %e, "cannot connect a wake-up listener; polling meanwhile"),
+            }
+        };
+        tokio::spawn(task.instrument(span));
+        Ok(stop.drop_guard())
+    }
+
+    async fn listen(&self) -> Result<PgListener> {
+        let mut session = PgListener::connect_with(&self.pool).await?;
+        session.listen_all([self.channels.wakeup.as_str(), self.channels.changes.as_str()]).await?;
+        Ok(session)
+    }
+
+    /// Forwards notifications; after losing the connection, listens again and announces what
+    /// changed meanwhile.
+    async fn run(&self, mut session: PgListener, mut since: i64) {
+        loop {
+            let heard_at = self.forward(&mut session, since).await;
+            tracing::warn!("the journal's listening connection was lost; listening again");
+            (session, since) = self.listen_again().await;
+            self.recover(heard_at).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    /// Forwards notifications while the connection lives; returns when it was last heard from.
+    async fn forward(&self, session: &mut PgListener, mut heard_at: i64) -> i64 {
+        loop {
+            match tokio::time::timeout(LISTENER_QUIET, session.try_recv()).await {
+                Ok(Ok(Some(notification))) => {
+                    heard_at = wall_ms();
+                    self.dispatch(&notification);
+                }
+                // A lost connection, which sqlx may have replaced already: run starts afresh.
+                Ok(Ok(None)) => return heard_at,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "listening failed");
+                    return heard_at;
+                }
+                Err(_quiet) => {
+                    let checked_at = wall_ms();
+                    let check = sqlx::query("SELECT 1").execute(&mut *session);
+                    match tokio::time::timeout(LISTENER_CHECK, check).await {
+                        Ok(Ok(_)) => heard_at = checked_at,
+                        _ => return heard_at,
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, notification: &PgNotification) {
+        if notification.channel() == self.channels.wakeup {
+            return self.wakeups.notify_one();
+        }
+        match serde_json::from_str::<ChangeNote>(notification.payload()) {
+            Ok(note) if note.from != self.token => self.feed.announce(note.ids.iter().map(|id| id.as_ref())),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "ignoring a change notification that no journal sent"),
+        }
+    }
+
+    /// A new listening connection, and when it started listening at the latest.
+    async fn listen_again(&self) -> (PgListener, i64) {
+        loop {
+            let since = wall_ms();
+            match self.listen().await {
+                Ok(session) => return (session, since),
+                Err(e) => tracing::warn!(error = %e, "cannot listen for wake-ups and changes; retrying in a second"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Announces the workflows updated since `heard_at` (less the clock skew allowed), whose
+    /// notifications may have been lost with the connection, and wakes the claim loop.
+    async fn recover(&self, heard_at: i64) {
+        self.wakeups.notify_one();
+        let since = heard_at - CLOCK_SKEW.as_millis() as i64;
+        loop {
+            let query = sqlx::query_scalar::<_, String>("SELECT id FROM workflows WHERE updated_at >= $1").bind(since);
+            match query.fetch_all(&self.pool).await {
+                Ok(ids) => return self.feed.announce(ids.iter().map(String::as_str)),
+                Err(e) => tracing::warn!(error = %e, "cannot read the workflows changed while not listening; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
 
 /// A commit that fits the single-commit statements: at most one event, no signals.
 fn is_simple(c: &Commit) -> bool {
     c.events.len() <= 1 && c.consume_signal.is_none() && c.send_signals.is_empty()
-}
-
-/// The event of a commit that may be appended without rewriting the row: the writer promised
-/// the row holds the rest of the checkpoint, and the commit changes nothing but the step.
-fn append_only_event(c: &Commit) -> Option<&Event> {
-    let r = &c.row;
-    let plain = r.state == State::Running
-        && r.reason.is_none()
-        && r.last_error.is_none()
-        && r.wake_at == 0
-        && !r.release
-        && r.seen_signal_version.is_none()
-        && r.output.is_none()
-        && r.next_run_input.is_none();
-    match c.events.as_slice() {
-        [event]
-            if c.append_only
-                && plain
-                && is_simple(c)
-                && event.op == crate::Op::Step
-                && matches!(event.record, crate::Record::StepDone { result: Ok(_), .. }) =>
-        {
-            Some(event)
-        }
-        _ => None,
-    }
-}
-
-fn bind_commit_one<'q, O>(
-    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
-    c: &'q Commit,
-) -> Result<sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>> {
-    let r = &c.row;
-    let event = c.events.first();
-    Ok(query
-        .bind(&c.id)
-        .bind(c.epoch)
-        .bind(&c.owner)
-        .bind(r.state.as_str())
-        .bind(&r.reason)
-        .bind(&r.step)
-        .bind(r.step_seq)
-        .bind(r.attempt)
-        .bind(&r.last_error)
-        .bind(r.wake_at)
-        .bind(r.release)
-        .bind(r.seen_signal_version)
-        .bind(r.output.as_ref().map(Value::to_string))
-        .bind(r.next_run_input.as_ref().map(Value::to_string))
-        .bind(c.wall_now)
-        .bind(event.map(|e| e.run))
-        .bind(event.map(|e| e.seq))
-        .bind(event.map(|e| e.idx))
-        .bind(event.map(|e| e.op.as_str()))
-        .bind(event.map(|e| e.name.as_str()))
-        .bind(event.map(|e| serde_json::to_string(&e.record)).transpose()?)
-        .bind(event.map(|e| e.at)))
 }
 
 /// A row of the commit-and-claim statement: whether the commit applied, and one claimed
@@ -598,6 +789,7 @@ struct CommitClaimRow {
     created_at: Option<i64>,
     has_history: Option<bool>,
     plain: Option<bool>,
+    published: Option<String>,
 }
 
 impl CommitClaimRow {
@@ -616,6 +808,7 @@ impl CommitClaimRow {
             created_at: self.created_at?,
             has_history: self.has_history?,
             plain: self.plain?,
+            published: self.published,
         };
         Some(Claimed::try_from(raw))
     }
@@ -654,6 +847,7 @@ struct CommitColumns {
     s_now: Vec<i64>,
     s_owner: Vec<String>,
     s_epoch: Vec<i64>,
+    published: Vec<Option<String>>,
 }
 
 impl CommitColumns {
@@ -674,6 +868,7 @@ impl CommitColumns {
         self.output.push(r.output.as_ref().map(Value::to_string));
         self.next_input.push(r.next_run_input.as_ref().map(Value::to_string));
         self.now.push(c.wall_now);
+        self.published.push(r.published.as_ref().map(Value::to_string));
         for e in &c.events {
             self.e_id.push(c.id.clone());
             self.e_run.push(e.run);
@@ -705,17 +900,19 @@ macro_rules! commit_one_ctes {
         lease_owner = CASE WHEN $11 THEN NULL ELSE w.lease_owner END, \
         lease_expires_at = CASE WHEN $11 THEN NULL ELSE w.lease_expires_at END, \
         output = $13::jsonb, input = COALESCE($14::jsonb, w.input), \
-        run = w.run + CASE WHEN $14::text IS NULL THEN 0 ELSE 1 END, updated_at = $15 \
+        run = w.run + CASE WHEN $14::text IS NULL THEN 0 ELSE 1 END, updated_at = $15, \
+        published = COALESCE($23::jsonb, w.published) \
     WHERE w.id = $1 AND w.epoch = $2 AND w.lease_owner = $3 \
     RETURNING w.id \
 ), e AS ( \
     INSERT INTO events (workflow_id, run, seq, idx, kind, name, payload, epoch, owner, at) \
     SELECT $1, $16, $17, $18, $19, $20, $21::jsonb, $2, $3, $22 FROM w WHERE $16::bigint IS NOT NULL \
-)"
+), n AS (SELECT w.id, pg_notify($24, $25) FROM w)"
     };
 }
 
-const COMMIT_ONE_SQL: &str = concat!(commit_one_ctes!(), " SELECT id FROM w");
+/// One commit; `n` holds its id if applied (and then notified).
+const COMMIT_ONE_SQL: &str = concat!(commit_one_ctes!(), " SELECT id FROM n");
 
 /// A completed step appended without rewriting the workflow row. The fence is a share lock on
 /// the row, taken only if owner and epoch match: a takeover's UPDATE of the epoch conflicts with
@@ -756,7 +953,7 @@ fn claim_ctes(p: usize, exclude: &str) -> String {
             RETURNING k.id, k.name, k.version, k.run, k.state, k.input::text AS input, k.parent_id, k.epoch, \
                 k.cancel_requested, k.previous_owner AS taken_from, k.created_at, \
                 EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = k.id AND e.run = k.run) AS has_history, \
-                {CLAIMED_PLAIN} AS plain)"
+                {CLAIMED_PLAIN} AS plain, k.published::text AS published)"
     )
 }
 
@@ -765,20 +962,22 @@ static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| format!("WITH {} SELECT * 
 /// A single commit and a claim in one statement; the claim never takes the committing workflow.
 static COMMIT_ONE_CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{}, {} SELECT EXISTS (SELECT 1 FROM w) AS applied, claimed.* FROM (VALUES (1)) AS one (x) \
+        "{}, {} SELECT EXISTS (SELECT 1 FROM n) AS applied, claimed.* FROM (VALUES (1)) AS one (x) \
          LEFT JOIN claimed ON TRUE",
         commit_one_ctes!(),
-        claim_ctes(23, "AND id <> $1")
+        claim_ctes(26, "AND id <> $1")
     )
 });
 
 /// One statement for a whole batch: update each workflow whose fence holds, then append the
-/// events and consume the signals of exactly those workflows.
+/// events and consume the signals of exactly those workflows, and send the change notifications
+/// ($32) if any applied.
 const COMMIT_SQL: &str = "WITH r AS ( \
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], \
-        $8::int[], $9::text[], $10::bigint[], $11::bool[], $12::bigint[], $13::text[], $14::text[], $15::bigint[]) \
+        $8::int[], $9::text[], $10::bigint[], $11::bool[], $12::bigint[], $13::text[], $14::text[], $15::bigint[], \
+        $31::text[]) \
     AS r(id, owner, epoch, state, reason, step_name, step_seq, attempt, last_error, wake_at, release, seen_sv, \
-        output, next_input, now) \
+        output, next_input, now, published) \
 ), w AS ( \
     UPDATE workflows w SET state = r.state, reason = r.reason, step_name = r.step_name, step_seq = r.step_seq, \
         attempt = r.attempt, last_error = r.last_error, \
@@ -786,7 +985,8 @@ const COMMIT_SQL: &str = "WITH r AS ( \
         lease_owner = CASE WHEN r.release THEN NULL ELSE w.lease_owner END, \
         lease_expires_at = CASE WHEN r.release THEN NULL ELSE w.lease_expires_at END, \
         output = r.output::jsonb, input = COALESCE(r.next_input::jsonb, w.input), \
-        run = w.run + CASE WHEN r.next_input IS NULL THEN 0 ELSE 1 END, updated_at = r.now \
+        run = w.run + CASE WHEN r.next_input IS NULL THEN 0 ELSE 1 END, updated_at = r.now, \
+        published = COALESCE(r.published::jsonb, w.published) \
     FROM r WHERE w.id = r.id AND w.epoch = r.epoch AND w.lease_owner = r.owner \
     RETURNING w.id, r.owner, r.epoch \
 ), e AS ( \
@@ -800,5 +1000,38 @@ const COMMIT_SQL: &str = "WITH r AS ( \
     FROM unnest($26::text[], $27::bigint[], $28::bigint[], $29::text[], $30::bigint[]) \
         AS c(i, signal_id, now, owner, epoch) \
     WHERE s.id = c.signal_id AND (c.i, c.owner, c.epoch) IN (SELECT id, owner, epoch FROM w) \
+), n AS ( \
+    SELECT pg_notify($33, p) FROM unnest($32::text[]) AS p WHERE EXISTS (SELECT 1 FROM w) \
 ) \
-SELECT id, owner, epoch FROM w";
+SELECT id, owner, epoch FROM w CROSS JOIN (SELECT count(*) FROM n) AS notified";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_payloads_split_under_the_notify_limit_and_carry_every_id_once() {
+        let ids: Vec<String> = (0..400).map(|i| format!("cell-\"{i}\"-{}", "x".repeat(i % 90))).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let payloads = change_payloads("journal-a", &ids).unwrap();
+        assert!(payloads.len() > 1, "{} bytes of ids fit one payload?", ids.concat().len());
+        let mut seen = Vec::new();
+        for payload in &payloads {
+            assert!(payload.len() < 8000, "a payload of {} bytes", payload.len());
+            let note: ChangeNote = serde_json::from_str(payload).unwrap();
+            assert_eq!(note.from, "journal-a");
+            seen.extend(note.ids.into_iter().map(Cow::into_owned));
+        }
+        assert_eq!(seen, ids);
+        assert!(change_payloads("journal-a", &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn channel_names_fit_postgres_names_and_stay_apart() {
+        assert_eq!(channel_name("changes", "cellplane"), "cellplane_changes_cellplane");
+        let long_a = channel_name("changes", &"a".repeat(63));
+        let long_b = channel_name("changes", &format!("{}b", "a".repeat(62)));
+        assert!(long_a.len() <= 63 && long_b.len() <= 63);
+        assert_ne!(long_a, long_b);
+    }
+}

@@ -1,5 +1,6 @@
 //! SQLite journal: one file, the default for a single replica and a newcomer's first run.
-//! SQLite serialises writers, so a batch is one transaction of small statements.
+//! SQLite serialises writers, so a batch is one transaction of small statements. One process
+//! uses it, so its change feed announces its own writes only.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,12 +14,13 @@ use super::*;
 use crate::{Error, Started};
 
 const ROW_COLUMNS: &str = "id, name, version, run, state, reason, input, output, parent_id, step_name, step_seq, \
-    attempt, last_error, wake_at, lease_owner, epoch, takeovers, cancel_requested, created_at, updated_at";
+    attempt, last_error, wake_at, lease_owner, epoch, takeovers, cancel_requested, created_at, updated_at, published";
 
 const ACTIVE: &str = "('Pending', 'Running', 'Sleeping', 'WaitingSignal')";
 
 pub struct SqliteJournal {
     pool: SqlitePool,
+    feed: ChangeFeed,
 }
 
 impl SqliteJournal {
@@ -32,7 +34,7 @@ impl SqliteJournal {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteJournal { pool })
+        Ok(SqliteJournal { pool, feed: ChangeFeed::new() })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -88,7 +90,7 @@ impl SqliteJournal {
              RETURNING id, name, version, run, state, input, parent_id, epoch, cancel_requested, \
                 previous_owner AS taken_from, created_at, \
                 EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = workflows.id AND e.run = workflows.run) AS has_history, \
-                {CLAIMED_PLAIN} AS plain"
+                {CLAIMED_PLAIN} AS plain, published"
         )))
         .bind(&req.owner)
         .bind(serde_json::to_string(&type_keys(&req.types))?)
@@ -109,7 +111,7 @@ impl SqliteJournal {
              lease_owner = CASE WHEN ?9 THEN NULL ELSE lease_owner END, \
              lease_expires_at = CASE WHEN ?9 THEN NULL ELSE lease_expires_at END, \
              output = ?10, input = COALESCE(?11, input), run = run + (CASE WHEN ?11 IS NULL THEN 0 ELSE 1 END), \
-             updated_at = ?12 \
+             updated_at = ?12, published = COALESCE(?16, published) \
              WHERE id = ?13 AND epoch = ?14 AND lease_owner = ?15",
         )
         .bind(r.state.as_str())
@@ -127,6 +129,7 @@ impl SqliteJournal {
         .bind(&c.id)
         .bind(c.epoch)
         .bind(&c.owner)
+        .bind(r.published.as_ref().map(Value::to_string))
         .execute(&mut **tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -168,6 +171,7 @@ impl SqliteJournal {
 #[async_trait]
 impl Journal for SqliteJournal {
     async fn create(&self, workflows: &[NewWorkflow], reuse: IdReuse, now: i64) -> Result<Vec<Started>> {
+        check_ids(workflows)?;
         let restartable = serde_json::to_string(&reuse.restartable().iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
         let mut tx = self.write().await?;
         let mut outcomes = Vec::with_capacity(workflows.len());
@@ -209,6 +213,8 @@ impl Journal for SqliteJournal {
             outcomes.push(Started::Existing(parse_state(&state)?));
         }
         tx.commit().await?;
+        let changed = workflows.iter().zip(&outcomes).filter(|(_, o)| !matches!(o, Started::Existing(_)));
+        self.feed.announce(changed.map(|(w, _)| w.id.as_str()));
         Ok(outcomes)
     }
 
@@ -224,6 +230,7 @@ impl Journal for SqliteJournal {
         }
         let claimed = Self::claim_with(&mut tx, claim).await?;
         tx.commit().await?;
+        self.feed.announce_applied(batch, &results);
         Ok((results, claimed))
     }
 
@@ -248,6 +255,7 @@ impl Journal for SqliteJournal {
             results.push(Self::apply(&mut tx, c).await?);
         }
         tx.commit().await?;
+        self.feed.announce_applied(batch, &results);
         Ok(results)
     }
 
@@ -352,6 +360,7 @@ impl Journal for SqliteJournal {
                 .await?;
         }
         tx.commit().await?;
+        self.feed.announce([id]);
         Ok(())
     }
 
@@ -384,5 +393,9 @@ impl Journal for SqliteJournal {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(|r| r.parse().map(|(_, e)| e)).collect()
+    }
+
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.feed.subscribe()
     }
 }

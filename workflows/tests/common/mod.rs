@@ -100,28 +100,40 @@ pub enum EffectDb {
     Sqlite(sqlx::SqlitePool),
 }
 
+/// Evaluates `$body` with `$pool` bound to the database's pool, whichever of the two types it has.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            EffectDb::Postgres($pool) => $body,
+            EffectDb::Sqlite($pool) => $body,
+        }
+    };
+}
+
 impl EffectDb {
     pub async fn execute(&self, sql: &'static str) {
-        match self {
-            EffectDb::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
-            EffectDb::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
-        }
-        .expect("statement runs");
+        with_pool!(self, pool => sqlx::query(sql).execute(pool).await.map(|_| ())).expect("statement runs");
     }
 
-    /// Inserts the effect of a step once (keyed by its idempotency key) and counts executions.
-    pub async fn record_effect(&self, key: &str, value: &str) -> Result<String, sqlx::Error> {
-        const SQL: &str = "INSERT INTO effects (key, value, executions) VALUES ($1, $2, 1) \
+    /// Stores the effect of a step once (keyed by its idempotency key) and logs, in the same
+    /// transaction, that `owner` executed it: the log holds one row per execution.
+    pub async fn record_effect(&self, key: &str, value: &str, owner: &str) -> Result<String, sqlx::Error> {
+        const UPSERT: &str = "INSERT INTO effects (key, value, executions) VALUES ($1, $2, 1) \
              ON CONFLICT (key) DO UPDATE SET executions = effects.executions + 1 RETURNING value";
-        match self {
-            EffectDb::Postgres(pool) => sqlx::query_scalar(SQL).bind(key).bind(value).fetch_one(pool).await,
-            EffectDb::Sqlite(pool) => sqlx::query_scalar(SQL).bind(key).bind(value).fetch_one(pool).await,
-        }
+        const LOG: &str = "INSERT INTO effect_log (key, owner) VALUES ($1, $2)";
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let stored: String = sqlx::query_scalar(UPSERT).bind(key).bind(value).fetch_one(&mut *tx).await?;
+            sqlx::query(LOG).bind(key).bind(owner).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(stored)
+        })
     }
 
     pub async fn create_effects_table(&self) {
         self.execute("CREATE TABLE IF NOT EXISTS effects (key TEXT PRIMARY KEY, value TEXT NOT NULL, executions BIGINT NOT NULL)")
             .await;
+        self.execute("CREATE TABLE IF NOT EXISTS effect_log (key TEXT NOT NULL, owner TEXT NOT NULL)").await;
         self.execute(
             "CREATE TABLE IF NOT EXISTS executions (workflow_id TEXT NOT NULL, seq BIGINT NOT NULL, owner TEXT NOT NULL, \
              started_ms BIGINT NOT NULL, ended_ms BIGINT NOT NULL)",
@@ -140,46 +152,34 @@ impl EffectDb {
         const SQL: &str =
             "INSERT INTO executions (workflow_id, seq, owner, started_ms, ended_ms) VALUES ($1, $2, $3, $4, $5)";
         let ended = cellplane_workflows::clock::wall_ms();
-        match self {
-            EffectDb::Postgres(pool) => sqlx::query(SQL)
-                .bind(workflow_id)
-                .bind(seq)
-                .bind(owner)
-                .bind(started_ms)
-                .bind(ended)
-                .execute(pool)
-                .await
-                .map(|_| ()),
-            EffectDb::Sqlite(pool) => sqlx::query(SQL)
-                .bind(workflow_id)
-                .bind(seq)
-                .bind(owner)
-                .bind(started_ms)
-                .bind(ended)
-                .execute(pool)
-                .await
-                .map(|_| ()),
-        }
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(workflow_id)
+            .bind(seq)
+            .bind(owner)
+            .bind(started_ms)
+            .bind(ended)
+            .execute(pool)
+            .await
+            .map(|_| ()))
     }
 
     /// Every step execution, in order of start per workflow.
     pub async fn executions(&self) -> Vec<Execution> {
         const SQL: &str =
             "SELECT workflow_id, seq, owner, started_ms, ended_ms FROM executions ORDER BY workflow_id, started_ms";
-        match self {
-            EffectDb::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
-            EffectDb::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
-        }
-        .expect("executions readable")
+        with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await).expect("executions readable")
     }
 
+    /// (key, value, executions) of every effect.
     pub async fn effects(&self) -> Vec<(String, String, i64)> {
         const SQL: &str = "SELECT key, value, executions FROM effects ORDER BY key";
-        match self {
-            EffectDb::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
-            EffectDb::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
-        }
-        .expect("effects readable")
+        with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await).expect("effects readable")
+    }
+
+    /// (key, owner) of every execution of a step's effect.
+    pub async fn effect_log(&self) -> Vec<(String, String)> {
+        const SQL: &str = "SELECT key, owner FROM effect_log ORDER BY key";
+        with_pool!(self, pool => sqlx::query_as(SQL).fetch_all(pool).await).expect("effect log readable")
     }
 }
 
@@ -217,6 +217,16 @@ where
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The value of a counter in `registry` (summed over its labels).
+pub fn counter(registry: &prometheus::Registry, name: &str) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == name)
+        .flat_map(|family| family.get_metric().iter().map(|m| m.get_counter().get_value()))
+        .sum()
 }
 
 /// Awaits `fut`, failing the test if it takes longer than the suite's deadline.
