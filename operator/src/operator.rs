@@ -75,10 +75,19 @@ pub struct Operator {
     context: Arc<Context>,
     leader: Option<(LeaderElection, String)>,
     ready: AtomicBool,
+    /// Stops the fleet's watches when the operator goes.
+    watching: CancellationToken,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.watching.cancel();
+    }
 }
 
 impl Operator {
-    /// Starts the workflow engine (its workers run from now on) and prepares the controllers.
+    /// Starts the workflow engine (its workers run from now on) and the fleet's watches, and
+    /// prepares the controllers. Call from within a Tokio runtime.
     pub fn new(
         client: Client,
         journal: Arc<dyn Journal>,
@@ -86,7 +95,8 @@ impl Operator {
         services: Arc<dyn CellServices>,
         options: OperatorOptions,
     ) -> Result<Self, OperatorError> {
-        let fleet = Arc::new(Fleet::default());
+        let watching = CancellationToken::new();
+        let fleet = Fleet::watch(&client, options.selector.as_deref(), watching.clone());
         let deps = FlowDeps::new(cloud, services, fleet.clone());
         let identity = options.engine.owner.clone();
         let mut builder = Engine::builder(journal).config(options.engine).metrics(&options.registry);
@@ -96,12 +106,12 @@ impl Operator {
         let engine = Arc::new(flows::register(builder, &deps).start()?);
         deps.signals.bind(&engine);
         let metrics = ControllerMetrics::new(&options.registry)?;
-        let context = Context::new(client.clone(), engine.clone(), fleet.clone(), metrics, options.selector);
+        let context = Context::new(client.clone(), engine.clone(), metrics, options.selector);
         let leader = options.leader.map(|l| {
             let election = LeaderElection::new(client, &l.namespace, &l.name, &identity, l.lease_duration);
             (election, format!("{}/{}", l.namespace, l.name))
         });
-        Ok(Operator { engine, fleet, context, leader, ready: AtomicBool::new(false) })
+        Ok(Operator { engine, fleet, context, leader, ready: AtomicBool::new(false), watching })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

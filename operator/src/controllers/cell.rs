@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cellplane_workflows::Checkpoint;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ use super::{
 use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, Provider};
 use crate::api::conditions::{self, Stall};
 use crate::flows::cell::{COMMAND, CellCommand, CellInput, CellWorkflow};
-use crate::flows::fleet::CellEntry;
+use crate::flows::fleet::{CellView, view};
 use crate::flows::{Owner, ids};
 
 const KIND: &str = "Cell";
@@ -45,35 +46,17 @@ async fn reconcile_inner(cell: &Cell, ctx: &Context) -> Result<Action, Reconcile
     }
     let uid = cell.uid().ok_or(ReconcileError::MissingField("metadata.uid"))?;
     let id = ids::cell(&name, &uid);
-    let status = cell.status.clone().unwrap_or_default();
-    ctx.fleet.upsert_cell(CellEntry {
-        name: name.clone(),
-        workflow_id: id.clone(),
-        region: cell.spec.region.clone(),
-        labels: cell.labels().clone(),
-        cordoned: cell.spec.cordoned,
-        max_namespaces: cell.spec.capacity.max_namespaces,
-        max_units: cell.spec.capacity.max_units,
-        ingress: cell.spec.ingress.clone(),
-        database: cell.spec.database.clone(),
-        used: status.capacity_used.clone().unwrap_or_default(),
-        running_version: status.running_version.clone(),
-    });
     let generation = cell.metadata.generation.unwrap_or(1);
     let input = CellInput { cell: name.clone(), spec: cell.spec.clone(), generation, state: None };
     ctx.ensure::<CellWorkflow>(&id, &input).await?;
-    let view = ctx.fleet.cell_view(&id);
-    if view.is_none() {
-        ctx.refresh(&id).await?;
-    }
-    // Without a view (the workflow has not run in this process yet) the workflow decides: it
-    // ignores generations it has applied.
-    let applied = view.as_ref().map_or(1, |v| v.applied_generation);
+    let checkpoint = ctx.engine.checkpoint(&id).await?;
+    // Before its first view the workflow decides: it ignores generations it has applied.
+    let applied = view::<CellView>(checkpoint.as_ref()).map_or(1, |v| v.applied_generation);
     if generation > applied {
         let command = CellCommand::ApplySpec { generation, spec: Box::new(cell.spec.clone()) };
         ctx.signal_once(&id, COMMAND, &generation.to_string(), &command).await?;
     }
-    write_status(cell, ctx, &api, Some(&id), None, None).await?;
+    write_status(cell, ctx, &api, checkpoint.as_ref(), None, None).await?;
     Ok(Action::requeue(std::time::Duration::from_secs(600)))
 }
 
@@ -102,31 +85,27 @@ fn validate(cell: &Cell) -> Result<(), String> {
     Ok(())
 }
 
-/// Status from the workflow's checkpoint and view; what this replica has not seen (a workflow
-/// resident elsewhere, or not replayed since a restart) keeps its last written value.
+/// Status from the workflow's checkpoint and the view it published; before its first view the
+/// last written status stays.
 async fn write_status(
     cell: &Cell,
     ctx: &Context,
     api: &Api<Cell>,
-    id: Option<&str>,
+    checkpoint: Option<&Checkpoint>,
     stall: Option<&Stall>,
     deleting: Option<(&str, String)>,
 ) -> Result<(), ReconcileError> {
     let current = cell.status.clone();
     let mut status = current.clone().unwrap_or_default();
     let generation = cell.metadata.generation;
-    let checkpoint = match id {
-        Some(id) => ctx.engine.checkpoint(id).await?,
-        None => None,
-    };
-    let view = id.and_then(|id| ctx.fleet.cell_view(id));
-    let workflow_stall = checkpoint.as_ref().and_then(stall_of);
+    let view = view::<CellView>(checkpoint);
+    let workflow_stall = checkpoint.and_then(stall_of);
     let stall = stall.cloned().or(workflow_stall);
     let done: Vec<&str> = match &view {
-        Some(view) => view.done.clone(),
+        Some(view) => CELL_STEPS.iter().copied().filter(|s| view.done.iter().any(|d| d == s)).collect(),
         None => CELL_STEPS.iter().copied().filter(|s| conditions::is_true(&status.conditions, s)).collect(),
     };
-    let waiting = checkpoint.as_ref().map(progress_message);
+    let waiting = checkpoint.map(progress_message);
     let before = status.phase;
     if let Some(view) = &view {
         status.phase = view.phase;
@@ -145,7 +124,7 @@ async fn write_status(
     set_deleting(&mut conditions, deleting, generation);
     status.conditions = conditions;
     status.observed_generation = generation;
-    status.workflow = checkpoint.as_ref().map(workflow_status);
+    status.workflow = checkpoint.map(workflow_status);
     apply_status(api, cell, current.as_ref(), &status).await?;
     announce(cell, ctx, before, status.phase, stall.as_ref(), view.and_then(|v| v.last_failure)).await;
     Ok(())
@@ -184,14 +163,12 @@ async fn cleanup(cell: &Cell, ctx: &Context, api: &Api<Cell>) -> Result<Action, 
     let id = ids::cell(&name, &uid);
     let checkpoint = ctx.engine.checkpoint(&id).await?;
     let Some(checkpoint) = checkpoint else {
-        ctx.fleet.remove_cell(&name);
         remove_finalizer(api, cell).await?;
         return Ok(Action::await_change());
     };
     match checkpoint.state {
         cellplane_workflows::State::Completed | cellplane_workflows::State::Cancelled => {
             ctx.event(cell, false, "Deleted", "cloud resources deleted".into()).await;
-            ctx.fleet.remove_cell(&name);
             remove_finalizer(api, cell).await?;
             return Ok(Action::await_change());
         }
@@ -201,16 +178,16 @@ async fn cleanup(cell: &Cell, ctx: &Context, api: &Api<Cell>) -> Result<Action, 
                 checkpoint.state,
                 checkpoint.reason.clone().unwrap_or_default()
             );
-            write_status(cell, ctx, api, Some(&id), None, Some(("WorkflowFailed", message))).await?;
+            write_status(cell, ctx, api, Some(&checkpoint), None, Some(("WorkflowFailed", message))).await?;
             return Ok(Action::await_change());
         }
         _ => {}
     }
     ctx.signal_once(&id, COMMAND, "delete", &CellCommand::Delete).await?;
-    let blocker = match ctx.fleet.cell_view(&id).and_then(|v| v.blocked) {
+    let blocker = match view::<CellView>(Some(&checkpoint)).and_then(|v| v.blocked) {
         Some(blocked) => ("NamespacesRemain", blocked),
         None => ("TearingDown", progress_message(&checkpoint)),
     };
-    write_status(cell, ctx, api, Some(&id), None, Some(blocker)).await?;
+    write_status(cell, ctx, api, Some(&checkpoint), None, Some(blocker)).await?;
     Ok(Action::requeue(std::time::Duration::from_secs(300)))
 }

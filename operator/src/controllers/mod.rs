@@ -30,7 +30,7 @@ use tokio::sync::broadcast;
 
 use crate::api::common::{WorkflowState, WorkflowStatus};
 use crate::api::conditions::{self, Condition, ConditionStatus, MAX_MESSAGE_LENGTH, Stall, truncated};
-use crate::flows::{Fleet, Owner, ids};
+use crate::flows::{Owner, ids};
 
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "cellplane";
@@ -94,7 +94,6 @@ impl ControllerMetrics {
 pub struct Context {
     pub client: Client,
     pub engine: Arc<Engine>,
-    pub fleet: Arc<Fleet>,
     pub metrics: ControllerMetrics,
     /// Only objects with these labels are reconciled (see [`Context::watch_config`]).
     pub selector: Option<String>,
@@ -102,8 +101,6 @@ pub struct Context {
     started: Mutex<HashSet<String>>,
     /// Signals already sent by this process, as `workflow id + signal`.
     signalled: Mutex<HashSet<String>>,
-    /// Workflows woken by [`Context::refresh`] in this process.
-    refreshed: Mutex<HashSet<String>>,
     /// Consecutive failures per object, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -113,22 +110,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        engine: Arc<Engine>,
-        fleet: Arc<Fleet>,
-        metrics: ControllerMetrics,
-        selector: Option<String>,
-    ) -> Arc<Self> {
+    pub fn new(client: Client, engine: Arc<Engine>, metrics: ControllerMetrics, selector: Option<String>) -> Arc<Self> {
         Arc::new(Context {
             client,
             engine,
-            fleet,
             metrics,
             selector,
             started: Mutex::default(),
             signalled: Mutex::default(),
-            refreshed: Mutex::default(),
             failures: Mutex::default(),
         })
     }
@@ -183,24 +172,6 @@ impl Context {
             Err(e) => return Err(e.into()),
         }
         lock(&self.signalled).insert(once);
-        Ok(())
-    }
-
-    /// Wakes a waiting workflow so that it replays and shows its view again: after a restart, a
-    /// workflow that waits (for days, maybe) has not run in this process. Once per process.
-    pub async fn refresh(&self, id: &str) -> Result<(), ReconcileError> {
-        if lock(&self.refreshed).contains(id) {
-            return Ok(());
-        }
-        // A workflow that is not waiting runs, or will, and publishes by itself.
-        let waiting = self.engine.checkpoint(id).await?.is_some_and(|cp| cp.state == State::WaitingSignal);
-        if waiting {
-            match self.engine.wake(id).await {
-                Ok(()) | Err(cellplane_workflows::Error::WrongState { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            lock(&self.refreshed).insert(id.to_string());
-        }
         Ok(())
     }
 
@@ -483,21 +454,19 @@ pub fn set_deleting(conditions: &mut Vec<Condition>, blocker: Option<(&str, Stri
     }
 }
 
-/// Reconcile triggers for objects of one kind: every workflow checkpoint and fleet view change
-/// of a workflow it owns, as an ObjectRef. When the channels overflowed (a burst larger than
-/// their buffers), every object in `store` is reconciled, so no final progress goes unseen.
+/// Reconcile triggers for objects of one kind: every change of a workflow it owns (its checkpoint
+/// or the view it published, on any replica), as an ObjectRef. When changes were missed (a burst
+/// larger than the channel), every object in `store` is reconciled, so no final progress goes
+/// unseen.
 pub fn triggers<K>(
     engine: &Engine,
-    fleet: &Fleet,
     owners: &'static [Owner],
     store: Store<K>,
 ) -> impl Stream<Item = ObjectRef<K>> + Send + use<K>
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    let checkpoints = receiver_stream(engine.subscribe()).map(|cp: Option<Checkpoint>| cp.map(|cp| cp.id));
-    let views = receiver_stream(fleet.subscribe());
-    futures::stream::select(checkpoints, views).flat_map(move |id| {
+    receiver_stream(engine.changes()).flat_map(move |id| {
         let refs: Vec<ObjectRef<K>> = match id {
             Some(id) => ids::owner(&id)
                 .filter(|(owner, ..)| owners.contains(owner))
@@ -537,7 +506,7 @@ pub async fn run_controller<K, Fut>(
 {
     let controller = controller_for(Api::<K>::all(ctx.client.clone()), ctx.watch_config());
     ctx.metrics.objects.track(controller.store());
-    let progress = triggers(&ctx.engine, &ctx.fleet, owners, controller.store());
+    let progress = triggers(&ctx.engine, owners, controller.store());
     controller
         .reconcile_on(progress)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cellplane_workflows::State;
+use cellplane_workflows::{Checkpoint, State};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use crate::api::namespace::{
     Namespace, NamespacePhase, NamespaceStatus, TenantId,
 };
 use crate::cell::pki;
-use crate::flows::fleet::NamespaceView;
+use crate::flows::fleet::{NamespaceView, view};
 use crate::flows::namespace::{DELETE, NamespaceInput, NamespaceWorkflow};
 use crate::flows::placement::render_hostname;
 use crate::flows::{Owner, ids};
@@ -52,10 +52,8 @@ async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, Reconc
     let id = ids::namespace(&tenant, &uid);
     let input = NamespaceInput { tenant, uid, spec: ns.spec.clone() };
     ctx.ensure::<NamespaceWorkflow>(&id, &input).await?;
-    if ctx.fleet.namespace_view(&id).is_none() {
-        ctx.refresh(&id).await?;
-    }
-    write_status(ns, ctx, &api, Some(&id), None, None).await?;
+    let checkpoint = ctx.engine.checkpoint(&id).await?;
+    write_status(ns, ctx, &api, checkpoint.as_ref(), None, None).await?;
     Ok(Action::requeue(std::time::Duration::from_secs(600)))
 }
 
@@ -101,28 +99,24 @@ async fn write_status(
     ns: &Namespace,
     ctx: &Context,
     api: &Api<Namespace>,
-    id: Option<&str>,
+    checkpoint: Option<&Checkpoint>,
     stall: Option<&Stall>,
     deleting: Option<(&str, String)>,
 ) -> Result<(), ReconcileError> {
     let current = ns.status.clone();
     let mut status = current.clone().unwrap_or_default();
     let generation = ns.metadata.generation;
-    let checkpoint = match id {
-        Some(id) => ctx.engine.checkpoint(id).await?,
-        None => None,
-    };
-    let view = id.and_then(|id| ctx.fleet.namespace_view(id));
-    let failed = stall.cloned().or(checkpoint.as_ref().and_then(stall_of));
+    let view = view::<NamespaceView>(checkpoint);
+    let failed = stall.cloned().or(checkpoint.and_then(stall_of));
     // No cell can take the namespace (and none is on its way to): stalled, but not failed;
     // it is placed as soon as a cell has room again.
-    let unplaceable = failed.is_none().then(|| no_eligible_cell(view.as_ref(), checkpoint.as_ref())).flatten();
+    let unplaceable = failed.is_none().then(|| no_eligible_cell(view.as_ref(), checkpoint)).flatten();
     let stall = failed.clone().or(unplaceable);
     let done: Vec<&str> = match &view {
-        Some(view) => view.done.clone(),
+        Some(view) => NAMESPACE_STEPS.iter().copied().filter(|s| view.done.iter().any(|d| d == s)).collect(),
         None => NAMESPACE_STEPS.iter().copied().filter(|s| conditions::is_true(&status.conditions, s)).collect(),
     };
-    let waiting = match (&view, &checkpoint) {
+    let waiting = match (&view, checkpoint) {
         (Some(view), _) if view.waiting.is_some() => view.waiting.clone(),
         (_, Some(cp)) => Some(progress_message(cp)),
         _ => None,
@@ -153,7 +147,7 @@ async fn write_status(
         stall.as_ref(),
     );
     if let Some(view) = &view {
-        for (step, reason, message) in step_notes(view, &status) {
+        for (step, reason, message) in step_notes(view, &done, &status) {
             if done.contains(&step) {
                 let note = Condition::new(step, ConditionStatus::True, reason, message, generation, super::now());
                 conditions::set_condition(&mut conditions, note);
@@ -164,7 +158,7 @@ async fn write_status(
     let previous = current.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     status.conditions = conditions;
     status.observed_generation = generation;
-    status.workflow = checkpoint.as_ref().map(workflow_status);
+    status.workflow = checkpoint.map(workflow_status);
     apply_status(api, ns, current.as_ref(), &status).await?;
     // An event per step that became True, and when the namespace stalls.
     for type_ in NAMESPACE_STEPS {
@@ -199,7 +193,11 @@ async fn write_status(
 }
 
 /// Reason and message of each step condition that is True, from what the workflow did.
-fn step_notes(view: &NamespaceView, status: &NamespaceStatus) -> Vec<(&'static str, &'static str, String)> {
+fn step_notes(
+    view: &NamespaceView,
+    done: &[&str],
+    status: &NamespaceStatus,
+) -> Vec<(&'static str, &'static str, String)> {
     let mut notes = Vec::new();
     if let Some(cell) = &view.assigned_cell {
         notes.push((CELL_SELECTED, "CellAssigned", format!("placed in cell {cell}; it stays there for life")));
@@ -249,9 +247,7 @@ fn step_notes(view: &NamespaceView, status: &NamespaceStatus) -> Vec<(&'static s
                 view.endpoint.clone().unwrap_or_default()
             ),
         )),
-        None if view.done.contains(&INGRESS_READY) => {
-            notes.push((INGRESS_READY, "RouteCreated", "simulated route".into()))
-        }
+        None if done.contains(&INGRESS_READY) => notes.push((INGRESS_READY, "RouteCreated", "simulated route".into())),
         None => {}
     }
     if let Some(verified) = &view.connected {
@@ -293,7 +289,6 @@ async fn cleanup(
     match checkpoint.state {
         State::Completed | State::Cancelled => {
             ctx.event(ns, false, "Deleted", "database, certificates, route and capacity released".into()).await;
-            ctx.fleet.forget_namespace(&id);
             remove_finalizer(api, ns).await?;
             return Ok(Action::await_change());
         }
@@ -303,13 +298,13 @@ async fn cleanup(
                 checkpoint.state,
                 checkpoint.reason.clone().unwrap_or_default()
             );
-            write_status(ns, ctx, api, Some(&id), None, Some(("WorkflowFailed", message))).await?;
+            write_status(ns, ctx, api, Some(&checkpoint), None, Some(("WorkflowFailed", message))).await?;
             return Ok(Action::await_change());
         }
         _ => {}
     }
     let placed = ns.status.as_ref().and_then(|s| s.assigned_cell.as_ref()).is_some()
-        || ctx.fleet.namespace_view(&id).is_some_and(|v| v.assigned_cell.is_some());
+        || view::<NamespaceView>(Some(&checkpoint)).is_some_and(|v| v.assigned_cell.is_some());
     // Only while choosing a cell does the workflow hold nothing that teardown must release.
     let choosing = matches!(checkpoint.step.as_deref(), None | Some("select-cell"));
     if placed || !choosing {
@@ -322,6 +317,6 @@ async fn cleanup(
         }
     }
     let blocker = ("TearingDown", progress_message(&checkpoint));
-    write_status(ns, ctx, api, Some(&id), None, Some(blocker)).await?;
+    write_status(ns, ctx, api, Some(&checkpoint), None, Some(blocker)).await?;
     Ok(Action::requeue(std::time::Duration::from_secs(300)))
 }

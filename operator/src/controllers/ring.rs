@@ -24,6 +24,7 @@ use crate::api::ring::{
     BAKED, DeploymentRing, DeploymentRingStatus, HALTED, MAX_LISTED_CELLS, MAX_VERSION_GROUPS, PROGRESSING,
     RING_CONDITIONS, RING_STEPS, ROLLED_OUT, RingPhase, VersionCells,
 };
+use crate::flows::fleet::{RingView, view};
 use crate::flows::placement::{Candidate, selector_matches};
 use crate::flows::ring::{RESUME, RingInput, RingOutput, RingRollout};
 use crate::flows::{Owner, ids};
@@ -41,7 +42,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     // Ready): any ring's or cell's progress, any ring's status and any change to a Cell object
     // (its Ready condition is written after the progress that led to it) reconcile every ring.
     let all = every_ring.clone();
-    let progress = triggers::<DeploymentRing>(&ctx.engine, &ctx.fleet, &[Owner::Ring, Owner::Cell], store.clone())
+    let progress = triggers::<DeploymentRing>(&ctx.engine, &[Owner::Ring, Owner::Cell], store.clone())
         .flat_map(move |_| futures::stream::iter(all()));
     let on_cells = every_ring.clone();
     controller
@@ -94,7 +95,6 @@ async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action,
     let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
     let name = ring.name_any();
     if ring.metadata.deletion_timestamp.is_some() {
-        ctx.fleet.remove_ring(&name);
         if let Some(id) = ring.status.as_ref().and_then(|s| s.workflow.as_ref()).map(|w| w.id.clone()) {
             cancel_if_active(ctx, &id).await?;
         }
@@ -124,12 +124,6 @@ async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action,
             return Ok(Action::await_change());
         }
     };
-    ctx.fleet.set_ring_paused(&name, ring.spec.paused);
-    ctx.fleet.upsert_ring(crate::flows::fleet::RingEntry {
-        name: name.clone(),
-        order: ring.spec.order,
-        selector: ring.spec.cell_selector.clone(),
-    });
     let cells: Vec<Cell> = Api::<Cell>::all(ctx.client.clone()).list(&ctx.list_params()).await?.items;
     let selected: Vec<&Cell> =
         cells.iter().filter(|c| selector_matches(&ring.spec.cell_selector, c.labels())).collect();
@@ -193,14 +187,12 @@ async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action,
         ctx.event(ring, false, "RolloutStarted", format!("rolling out {target}")).await;
         checkpoint = ctx.engine.checkpoint(&id).await?;
     }
-    let view = ctx.fleet.ring_view(&id);
+    let view = view::<RingView>(checkpoint.as_ref());
     if let Some(view) = &view
         && view.paused
         && !ring.spec.paused
-        && !view.resume_sent
     {
-        ctx.engine.signal(&id, RESUME, &()).await?;
-        ctx.fleet.update_ring(&id, |v| v.resume_sent = true);
+        ctx.signal_once(&id, RESUME, &view.current_batch.to_string(), &()).await?;
     }
     let Some(checkpoint) = checkpoint else { return Ok(Action::await_change()) };
     let mut done: Vec<&str> = Vec::new();

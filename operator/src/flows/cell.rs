@@ -8,6 +8,7 @@ use std::sync::Arc;
 use cellplane_workflows::{Ctx, WfError, Workflow};
 use serde::{Deserialize, Serialize};
 
+use super::fleet::CellView;
 use super::{FlowDeps, call_retry, ids, send_from_step};
 use crate::api::cell::{
     CLUSTER_READY, COMPONENTS_READY, CapacityUsage, CellPhase, CellSpec, CloudResources, NETWORK_READY,
@@ -54,6 +55,9 @@ pub struct CellState {
     /// CA rotations so far (names their steps).
     #[serde(default)]
     pub ca_rotations: u32,
+    /// What the workflow published last, carried over so a new run shows no step going back.
+    #[serde(default)]
+    pub view: CellView,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,14 +104,17 @@ impl Workflow for CellWorkflow {
             }
         };
         let scope = CellScope { cell: input.cell.clone(), region: input.spec.region.clone() };
-        let mut entity = Entity { ctx: &ctx, deps: &self.deps, scope, spec, state };
-        entity.publish(|v| v.phase = Some(CellPhase::Provisioning));
+        let view = state.view.clone();
+        let mut entity = Entity { ctx: &ctx, deps: &self.deps, scope, spec, state, view };
+        if entity.state.components.is_none() {
+            entity.publish(|v| v.phase = Some(CellPhase::Provisioning)).await?;
+        }
         entity.provision().await?;
-        entity.publish(|v| v.phase = Some(CellPhase::Ready));
+        entity.publish(|v| v.phase = Some(CellPhase::Ready)).await?;
         let mut handled = 0;
         loop {
             if entity.state.delete_requested && entity.state.reservations.is_empty() {
-                entity.publish(|v| v.phase = Some(CellPhase::Deleting));
+                entity.publish(|v| v.phase = Some(CellPhase::Deleting)).await?;
                 entity.teardown().await?;
                 return Ok(());
             }
@@ -126,7 +133,8 @@ impl Workflow for CellWorkflow {
             entity.handle(command).await?;
             handled += 1;
             if handled >= COMMANDS_PER_RUN {
-                let next = CellInput { state: Some(entity.state.clone()), ..input };
+                let state = CellState { view: entity.view.clone(), ..entity.state.clone() };
+                let next = CellInput { state: Some(state), ..input };
                 return ctx.continue_as_new(&next).await;
             }
         }
@@ -140,6 +148,8 @@ struct Entity<'a> {
     /// The spec last applied (also in `state.spec`, for continue-as-new).
     spec: CellSpec,
     state: CellState,
+    /// What the workflow publishes.
+    view: CellView,
 }
 
 impl Entity<'_> {
@@ -153,7 +163,8 @@ impl Entity<'_> {
 
     /// Creates whatever of network, cluster, node pools and components does not exist yet.
     async fn provision(&mut self) -> Result<(), WfError> {
-        let (ctx, cloud, scope) = (self.ctx, &self.deps.cloud, &self.scope);
+        let (ctx, deps, scope) = (self.ctx, self.deps, self.scope.clone());
+        let (cloud, scope) = (&deps.cloud, &scope);
         if self.state.network.is_none() {
             let request = NetworkRequest { scope: scope.clone(), cidr: self.spec().network.cidr.clone() };
             let network = ctx
@@ -166,7 +177,7 @@ impl Entity<'_> {
                 .await?;
             self.state.network = Some(network);
         }
-        self.publish(|v| v.done.push(NETWORK_READY));
+        self.publish(|v| v.done.push(NETWORK_READY.into())).await?;
         if self.state.cluster.is_none() {
             let network_id = self.state.network.as_ref().map(|n| n.id.clone()).unwrap_or_default();
             let request = ClusterRequest {
@@ -184,12 +195,12 @@ impl Entity<'_> {
                 .await?;
             self.state.cluster = Some(cluster);
         }
-        self.publish(|v| v.done.push(CLUSTER_READY));
+        self.publish(|v| v.done.push(CLUSTER_READY.into())).await?;
         let pools = self.spec().cluster.node_pools.clone();
         for pool in pools {
             self.create_node_pool(&pool).await?;
         }
-        self.publish(|v| v.done.push(NODE_POOLS_READY));
+        self.publish(|v| v.done.push(NODE_POOLS_READY.into())).await?;
         if self.state.components.is_none() {
             let version = self.spec().version.clone();
             let components = self.install(&version).await?;
@@ -206,9 +217,10 @@ impl Entity<'_> {
             self.state.ca = Some(ca);
         }
         self.publish(|v| {
-            v.done.push(COMPONENTS_READY);
+            v.done.push(COMPONENTS_READY.into());
             v.provisioned = true;
-        });
+        })
+        .await?;
         Ok(())
     }
 
@@ -296,7 +308,7 @@ impl Entity<'_> {
             }
             CellCommand::Reserve { namespace, units, reply_to, request_id } => {
                 let reply = self.reserve(&namespace, units);
-                self.publish(|_| {});
+                self.publish(|_| {}).await?;
                 self.reply(&reply_to, &request_id, &reply).await?;
             }
             CellCommand::Release { namespace } => {
@@ -305,7 +317,7 @@ impl Entity<'_> {
             CellCommand::Drain { draining } => self.state.draining = draining,
             CellCommand::Delete => self.state.delete_requested = true,
         }
-        self.publish(|_| {});
+        self.publish(|_| {}).await?;
         Ok(())
     }
 
@@ -313,7 +325,7 @@ impl Entity<'_> {
         if generation <= self.state.applied_generation {
             return Ok(());
         }
-        self.publish(|v| v.phase = Some(CellPhase::Updating));
+        self.publish(|v| v.phase = Some(CellPhase::Updating)).await?;
         let previous_version = self.spec().version.clone();
         let wanted: Vec<String> = spec.cluster.node_pools.iter().map(|p| p.name.clone()).collect();
         for pool in &spec.cluster.node_pools {
@@ -338,10 +350,10 @@ impl Entity<'_> {
         if new_version != previous_version {
             let reply = self.upgrade(&new_version).await?;
             if let Some(error) = reply.error {
-                self.publish(|v| v.last_failure = Some(error));
+                self.publish(|v| v.last_failure = Some(error)).await?;
             }
         }
-        self.publish(|v| v.phase = Some(CellPhase::Ready));
+        self.publish(|v| v.phase = Some(CellPhase::Ready)).await?;
         Ok(())
     }
 
@@ -349,22 +361,22 @@ impl Entity<'_> {
         if self.state.components.as_ref().is_some_and(|c| c.version == version) {
             return Ok(UpgradeReply { version: version.to_string(), error: None });
         }
-        self.publish(|v| v.phase = Some(CellPhase::Upgrading));
+        self.publish(|v| v.phase = Some(CellPhase::Upgrading)).await?;
         let reply = match self.install(version).await {
             Ok(components) => {
                 self.state.components = Some(components);
-                self.publish(|v| v.last_failure = None);
+                self.publish(|v| v.last_failure = None).await?;
                 UpgradeReply { version: version.to_string(), error: None }
             }
             // The cell stays on its version; the requester decides what a failed upgrade means.
             Err(WfError::Step { error, .. }) => {
                 let message = format!("upgrade to {version} failed: {error}");
-                self.publish(|v| v.last_failure = Some(message.clone()));
+                self.publish(|v| v.last_failure = Some(message.clone())).await?;
                 UpgradeReply { version: version.to_string(), error: Some(message) }
             }
             Err(other) => return Err(other),
         };
-        self.publish(|v| v.phase = Some(CellPhase::Ready));
+        self.publish(|v| v.phase = Some(CellPhase::Ready)).await?;
         Ok(reply)
     }
 
@@ -462,37 +474,36 @@ impl Entity<'_> {
             v.done.clear();
             v.provisioned = false;
             v.resources = CloudResources::default();
-        });
+        })
+        .await?;
         Ok(())
     }
 
-    /// Shows the workflow's state to the controllers, after `update` adds what is new.
-    fn publish(&self, update: impl FnOnce(&mut super::fleet::CellView)) {
+    /// Publishes the workflow's view (for status, on any replica), after `update` adds what is new.
+    async fn publish(&mut self, update: impl FnOnce(&mut CellView)) -> Result<(), WfError> {
         let used = self.usage();
         let state = &self.state;
-        let blocked = (state.delete_requested && !state.reservations.is_empty()).then(|| {
+        let view = &mut self.view;
+        update(view);
+        view.done.sort_unstable();
+        view.done.dedup();
+        view.used = used;
+        view.applied_generation = state.applied_generation;
+        view.running_version = state.components.as_ref().map(|c| c.version.clone());
+        view.endpoint = state.cluster.as_ref().map(|c| c.endpoint.clone());
+        view.resources = CloudResources {
+            network_id: state.network.as_ref().map(|n| n.id.clone()),
+            subnet_ids: state.network.as_ref().map(|n| n.subnet_ids.clone()).unwrap_or_default(),
+            cluster_id: state.cluster.as_ref().map(|c| c.id.clone()),
+            node_pool_ids: state.node_pools.clone(),
+        };
+        view.blocked = (state.delete_requested && !state.reservations.is_empty()).then(|| {
             let names: Vec<&str> = state.reservations.keys().map(String::as_str).take(10).collect();
             format!("{} namespaces are still placed in the cell: {}", state.reservations.len(), names.join(", "))
         });
-        self.deps.fleet.update_cell(self.ctx.id(), |view| {
-            update(view);
-            view.done.sort_unstable();
-            view.done.dedup();
-            view.used = used;
-            view.tenants = state.reservations.keys().cloned().collect();
-            view.applied_generation = state.applied_generation;
-            view.running_version = state.components.as_ref().map(|c| c.version.clone());
-            view.endpoint = state.cluster.as_ref().map(|c| c.endpoint.clone());
-            view.resources = CloudResources {
-                network_id: state.network.as_ref().map(|n| n.id.clone()),
-                subnet_ids: state.network.as_ref().map(|n| n.subnet_ids.clone()).unwrap_or_default(),
-                cluster_id: state.cluster.as_ref().map(|c| c.id.clone()),
-                node_pool_ids: state.node_pools.clone(),
-            };
-            view.blocked = blocked;
-            if state.delete_requested {
-                view.phase = Some(CellPhase::Deleting);
-            }
-        });
+        if state.delete_requested {
+            view.phase = Some(CellPhase::Deleting);
+        }
+        self.ctx.publish(&self.view).await
     }
 }

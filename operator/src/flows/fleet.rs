@@ -1,17 +1,27 @@
-//! What the operator knows about the fleet in memory: the cells the controllers have seen
-//! (for placement and ring planning) and what each workflow has done (for status). Every
-//! change is announced by workflow id so the owning object is reconciled again at once.
+//! What the operator knows about the fleet, the same on every replica: the Cell and
+//! DeploymentRing objects, watched by every replica whether or not it leads (placement and ring
+//! rollouts run wherever their workflows run); and the views the workflows publish to the
+//! journal with `Ctx::publish` (read back from a checkpoint, on any replica).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use tokio::sync::broadcast;
+use cellplane_workflows::Checkpoint;
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
-use crate::api::cell::{CapacityUsage, CellPhase, CloudResources, DatabaseSpec, IngressSpec};
+use crate::api::cell::{CapacityUsage, Cell, CellPhase, CloudResources, DatabaseSpec, IngressSpec};
+use crate::api::conditions;
 use crate::api::namespace::{CertificatesStatus, DatabaseStatus, NamespacePhase, NamespaceSecrets, RouteStatus};
-use crate::api::ring::RingPhase;
+use crate::api::ring::{DeploymentRing, RingPhase};
+use crate::flows::ids;
 
-/// A cell as its controller last saw it.
+/// A cell as placement sees it: its spec and labels, and what its status says it holds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CellEntry {
     pub name: String,
@@ -23,23 +33,44 @@ pub struct CellEntry {
     pub max_units: Option<i32>,
     pub ingress: IngressSpec,
     pub database: Option<DatabaseSpec>,
-    /// Capacity in use according to the object's status (the workflow's view is fresher).
+    /// Capacity in use (the cell's workflow, which reserves it, is the authority).
     pub used: CapacityUsage,
-    pub running_version: Option<String>,
+    /// Provisioned: it can take tenants.
+    pub provisioned: bool,
+}
+
+impl CellEntry {
+    /// The entry of a Cell object (None before the API server gave it a uid).
+    pub fn of(cell: &Cell) -> Option<CellEntry> {
+        let status = cell.status.clone().unwrap_or_default();
+        Some(CellEntry {
+            name: cell.name_any(),
+            workflow_id: ids::cell(&cell.name_any(), &cell.uid()?),
+            region: cell.spec.region.clone(),
+            labels: cell.labels().clone(),
+            cordoned: cell.spec.cordoned,
+            max_namespaces: cell.spec.capacity.max_namespaces,
+            max_units: cell.spec.capacity.max_units,
+            ingress: cell.spec.ingress.clone(),
+            database: cell.spec.database.clone(),
+            used: status.capacity_used.unwrap_or_default(),
+            provisioned: conditions::is_true(&status.conditions, crate::api::cell::COMPONENTS_READY),
+        })
+    }
 }
 
 /// What a cell's entity workflow has done.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CellView {
     pub phase: Option<CellPhase>,
     /// Step conditions that are True.
-    pub done: Vec<&'static str>,
+    pub done: Vec<String>,
     pub provisioned: bool,
     pub resources: CloudResources,
     pub endpoint: Option<String>,
     pub running_version: Option<String>,
     pub used: CapacityUsage,
-    pub tenants: Vec<String>,
     pub applied_generation: i64,
     /// What keeps a requested teardown from starting.
     pub blocked: Option<String>,
@@ -48,10 +79,11 @@ pub struct CellView {
 }
 
 /// What a namespace's workflow has done.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NamespaceView {
     pub phase: Option<NamespacePhase>,
-    pub done: Vec<&'static str>,
+    pub done: Vec<String>,
     pub assigned_cell: Option<String>,
     pub endpoint: Option<String>,
     pub secrets: Option<NamespaceSecrets>,
@@ -65,7 +97,8 @@ pub struct NamespaceView {
 }
 
 /// What a ring rollout has done.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RingView {
     pub phase: Option<RingPhase>,
     pub version: String,
@@ -77,7 +110,14 @@ pub struct RingView {
     pub halted: Option<String>,
     /// Waiting for the `resume` signal.
     pub paused: bool,
-    pub resume_sent: bool,
+}
+
+/// The view a workflow published, if it published one of this type.
+pub fn view<V: DeserializeOwned>(checkpoint: Option<&Checkpoint>) -> Option<V> {
+    let published = checkpoint?.published.clone()?;
+    serde_json::from_value(published)
+        .inspect_err(|e| tracing::warn!(error = %e, "a workflow's published view does not parse"))
+        .ok()
 }
 
 /// A DeploymentRing as placement needs it.
@@ -89,114 +129,68 @@ pub struct RingEntry {
     pub selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
 }
 
-#[derive(Default)]
-struct State {
-    cells: BTreeMap<String, CellEntry>,
-    rings: BTreeMap<String, RingEntry>,
-    cell_views: HashMap<String, CellView>,
-    namespace_views: HashMap<String, NamespaceView>,
-    ring_views: HashMap<String, RingView>,
-    ring_paused: HashMap<String, bool>,
-}
-
+/// The Cells and DeploymentRings of this operator, as watched on this replica.
+#[derive(Clone)]
 pub struct Fleet {
-    state: Mutex<State>,
-    changes: broadcast::Sender<String>,
-}
-
-impl Default for Fleet {
-    fn default() -> Self {
-        Fleet { state: Mutex::default(), changes: broadcast::channel(4096).0 }
-    }
+    cells: Store<Cell>,
+    rings: Store<DeploymentRing>,
 }
 
 impl Fleet {
-    /// Workflow ids whose view changed.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.changes.subscribe()
+    /// Watches the Cells and DeploymentRings (those `selector` picks) until `shutdown`.
+    pub fn watch(client: &Client, selector: Option<&str>, shutdown: CancellationToken) -> Arc<Fleet> {
+        let config = match selector {
+            Some(selector) => watcher::Config::default().labels(selector),
+            None => watcher::Config::default(),
+        };
+        let cells = reflect(Api::<Cell>::all(client.clone()), config.clone(), shutdown.clone());
+        let rings = reflect(Api::<DeploymentRing>::all(client.clone()), config, shutdown);
+        Arc::new(Fleet { cells, rings })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn announce(&self, id: &str) {
-        // Nobody listening is fine.
-        let _ = self.changes.send(id.to_string());
-    }
-
-    pub fn upsert_cell(&self, entry: CellEntry) {
-        self.lock().cells.insert(entry.name.clone(), entry);
-    }
-
-    pub fn remove_cell(&self, name: &str) {
-        let mut state = self.lock();
-        if let Some(entry) = state.cells.remove(name) {
-            state.cell_views.remove(&entry.workflow_id);
-        }
-    }
-
-    /// Every known cell with its workflow's view (default when the workflow has not run here).
-    pub fn cells(&self) -> Vec<(CellEntry, CellView)> {
-        let state = self.lock();
-        state
-            .cells
-            .values()
-            .map(|entry| (entry.clone(), state.cell_views.get(&entry.workflow_id).cloned().unwrap_or_default()))
-            .collect()
-    }
-
-    pub fn cell_view(&self, id: &str) -> Option<CellView> {
-        self.lock().cell_views.get(id).cloned()
-    }
-
-    pub fn update_cell(&self, id: &str, update: impl FnOnce(&mut CellView)) {
-        update(self.lock().cell_views.entry(id.to_string()).or_default());
-        self.announce(id);
-    }
-
-    pub fn namespace_view(&self, id: &str) -> Option<NamespaceView> {
-        self.lock().namespace_views.get(id).cloned()
-    }
-
-    pub fn update_namespace(&self, id: &str, update: impl FnOnce(&mut NamespaceView)) {
-        update(self.lock().namespace_views.entry(id.to_string()).or_default());
-        self.announce(id);
-    }
-
-    pub fn forget_namespace(&self, id: &str) {
-        self.lock().namespace_views.remove(id);
-    }
-
-    pub fn ring_view(&self, id: &str) -> Option<RingView> {
-        self.lock().ring_views.get(id).cloned()
-    }
-
-    pub fn update_ring(&self, id: &str, update: impl FnOnce(&mut RingView)) {
-        update(self.lock().ring_views.entry(id.to_string()).or_default());
-        self.announce(id);
-    }
-
-    pub fn upsert_ring(&self, entry: RingEntry) {
-        self.lock().rings.insert(entry.name.clone(), entry);
-    }
-
-    pub fn remove_ring(&self, name: &str) {
-        self.lock().rings.remove(name);
+    /// Every cell, as placement sees it.
+    pub fn cells(&self) -> Vec<CellEntry> {
+        self.cells.state().iter().filter_map(|cell| CellEntry::of(cell)).collect()
     }
 
     /// The rings with the lowest order: ring 0, the first to receive every version.
     pub fn first_rings(&self) -> Vec<RingEntry> {
-        let state = self.lock();
-        let lowest = state.rings.values().filter_map(|r| r.order).min();
-        state.rings.values().filter(|r| lowest.is_some() && r.order == lowest).cloned().collect()
+        let rings = self.rings.state();
+        let lowest = rings.iter().filter(|r| r.spec.upstream.is_none()).map(|r| r.spec.order.unwrap_or(0)).min();
+        rings
+            .iter()
+            .filter(|r| r.spec.upstream.is_none() && Some(r.spec.order.unwrap_or(0)) == lowest)
+            .map(|r| RingEntry { name: r.name_any(), order: r.spec.order, selector: r.spec.cell_selector.clone() })
+            .collect()
     }
 
-    pub fn set_ring_paused(&self, ring: &str, paused: bool) {
-        self.lock().ring_paused.insert(ring.to_string(), paused);
-    }
-
+    /// Whether a person paused the ring (spec.paused).
     pub fn ring_paused(&self, ring: &str) -> bool {
-        self.lock().ring_paused.get(ring).copied().unwrap_or(false)
+        self.rings.state().iter().any(|r| r.name_any() == ring && r.spec.paused)
     }
+}
+
+/// A store of `api`'s objects kept current by a watch until `shutdown` (managedFields dropped:
+/// most of an object's bytes, never read here).
+fn reflect<K>(api: Api<K>, config: watcher::Config, shutdown: CancellationToken) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream =
+        watcher(api, config).default_backoff().modify(|obj| obj.managed_fields_mut().clear()).reflect(writer).for_each(
+            |event| {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "watching the fleet failed; retrying");
+                }
+                futures::future::ready(())
+            },
+        );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stream => {}
+            _ = shutdown.cancelled() => {}
+        }
+    });
+    reader
 }

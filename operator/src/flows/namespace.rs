@@ -58,9 +58,9 @@ impl Workflow for NamespaceWorkflow {
 
     async fn run(self: Arc<Self>, ctx: Ctx, input: NamespaceInput) -> Result<NamespaceOutput, WfError> {
         let deps = &self.deps;
-        let id = ctx.id().to_string();
-        deps.fleet.update_namespace(&id, |v| v.phase = Some(NamespacePhase::Pending));
-        let (candidate, cell) = place(&ctx, deps, &input).await?;
+        let mut view = NamespaceView { phase: Some(NamespacePhase::Pending), ..NamespaceView::default() };
+        ctx.publish(&view).await?;
+        let (candidate, cell) = place(&ctx, deps, &input, &mut view).await?;
         let endpoint = placement::render_hostname(
             &input.spec.endpoint.hostname_template,
             &input.tenant,
@@ -68,15 +68,18 @@ impl Workflow for NamespaceWorkflow {
             &cell.region,
             &cell.ingress.domain,
         );
-        let tenant =
-            Tenant { id: input.tenant.clone(), uid: input.uid.clone(), mtls: input.spec.mtls.clone(), endpoint };
-        let show = |update: &dyn Fn(&mut NamespaceView)| deps.fleet.update_namespace(&id, |v| update(v));
-        show(&|v| {
-            v.phase = Some(NamespacePhase::Provisioning);
-            v.assigned_cell = Some(cell.name.clone());
-            v.done = vec![CELL_SELECTED];
-            v.waiting = None;
-        });
+        let tenant = Tenant {
+            id: input.tenant.clone(),
+            uid: input.uid.clone(),
+            mtls: input.spec.mtls.clone(),
+            endpoint: endpoint.clone(),
+        };
+        view.phase = Some(NamespacePhase::Provisioning);
+        view.assigned_cell = Some(cell.name.clone());
+        view.endpoint = Some(endpoint);
+        view.done = vec![CELL_SELECTED.into()];
+        view.waiting = None;
+        ctx.publish(&view).await?;
 
         let services = &deps.services;
         let (c, t) = (&cell, &tenant);
@@ -88,11 +91,10 @@ impl Workflow for NamespaceWorkflow {
         // Secret names appear in status as soon as the Secrets exist.
         let mut secrets =
             NamespaceSecrets { database_credentials: Some(grant.secret.clone()), ..NamespaceSecrets::default() };
-        show(&|v| {
-            v.done.push(DATABASE_READY);
-            v.database = Some(database_status(&grant));
-            v.secrets = Some(secrets.clone());
-        });
+        view.done.push(DATABASE_READY.into());
+        view.database = Some(database_status(&grant));
+        view.secrets = Some(secrets.clone());
+        ctx.publish(&view).await?;
         let mut certificates =
             ctx.step("issue-certificates")
                 .retry(call_retry())
@@ -103,31 +105,27 @@ impl Workflow for NamespaceWorkflow {
         secrets.server_certificate = Some(certificates.server_secret.clone());
         secrets.client_certificate = certificates.client_secret.clone();
         secrets.client_ca = Some(certificates.client_ca_secret.clone());
-        show(&|v| {
-            v.done.push(CERTIFICATES_READY);
-            v.certificates = Some(certificates_status(&certificates));
-            v.secrets = Some(secrets.clone());
-        });
+        view.done.push(CERTIFICATES_READY.into());
+        view.certificates = Some(certificates_status(&certificates));
+        view.secrets = Some(secrets);
+        ctx.publish(&view).await?;
         let route = ctx
             .step("create-route")
             .retry(call_retry())
             .run(|key| async move { services.create_route(&key.digest(), c, t).await.map_err(CellError::into_step) })
             .await?;
-        show(&|v| {
-            v.done.push(INGRESS_READY);
-            v.route = route_status(&route);
-        });
+        view.done.push(INGRESS_READY.into());
+        view.route = route_status(&route);
+        ctx.publish(&view).await?;
         let verified = ctx
             .step("probe-endpoint")
             .retry(call_retry())
             .run(|_| async move { services.probe(c, t).await.map_err(CellError::into_step) })
             .await?;
-        show(&|v| {
-            v.done.push(CONNECTED);
-            v.phase = Some(NamespacePhase::Ready);
-            v.endpoint = Some(tenant.endpoint.clone());
-            v.connected = Some(verified.clone());
-        });
+        view.done.push(CONNECTED.into());
+        view.phase = Some(NamespacePhase::Ready);
+        view.connected = Some(verified);
+        ctx.publish(&view).await?;
 
         // Serve until deletion, renewing the certificates before they expire: a durable timer,
         // so a renewal due while the operator was down happens as soon as it is back.
@@ -159,12 +157,12 @@ impl Workflow for NamespaceWorkflow {
                 .retry(call_retry())
                 .run(|_| async move { services.probe(c, t).await.map_err(CellError::into_step) })
                 .await?;
-            show(&|v| {
-                v.certificates = Some(certificates_status(&certificates));
-                v.connected = Some(verified.clone());
-            });
+            view.certificates = Some(certificates_status(&certificates));
+            view.connected = Some(verified);
+            ctx.publish(&view).await?;
         }
-        show(&|v| v.phase = Some(NamespacePhase::Deleting));
+        view.phase = Some(NamespacePhase::Deleting);
+        ctx.publish(&view).await?;
         ctx.step("delete-route")
             .retry(call_retry())
             .run(|_| async move { services.delete_route(c, t).await.map_err(CellError::into_step) })
@@ -179,7 +177,8 @@ impl Workflow for NamespaceWorkflow {
             .await?;
         let release = CellCommand::Release { namespace: input.tenant.to_string() };
         send_from_step(&ctx, deps, "release-capacity", &candidate.workflow_id, COMMAND, &release).await?;
-        show(&|v| v.done.clear());
+        view.done.clear();
+        ctx.publish(&view).await?;
         Ok(NamespaceOutput { cell: cell.name })
     }
 }
@@ -217,7 +216,12 @@ fn route_status(route: &Route) -> Option<RouteStatus> {
 
 /// Tries the eligible cells, least loaded first, until one accepts the reservation; waits
 /// (durably) and tries again while none can.
-async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Candidate, CellContext), WfError> {
+async fn place(
+    ctx: &Ctx,
+    deps: &FlowDeps,
+    input: &NamespaceInput,
+    view: &mut NamespaceView,
+) -> Result<(Candidate, CellContext), WfError> {
     let units = placement::units(input.spec.placement.tier);
     let id = ctx.id().to_string();
     loop {
@@ -258,8 +262,8 @@ async fn place(ctx: &Ctx, deps: &FlowDeps, input: &NamespaceInput) -> Result<(Ca
                 None => refusals.add(&candidate.cell, "no answer".into()),
             }
         }
-        let waiting = format!("every eligible cell refused: {refusals}");
-        deps.fleet.update_namespace(&id, |v| v.waiting = Some(waiting));
+        view.waiting = Some(format!("every eligible cell refused: {refusals}"));
+        ctx.publish(view).await?;
         ctx.sleep(Duration::from_secs(5)).await?;
     }
 }

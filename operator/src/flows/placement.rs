@@ -5,7 +5,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::fleet::{CellEntry, CellView, RingEntry};
+use super::fleet::{CellEntry, RingEntry};
 use crate::api::namespace::{Placement, TenantId, Tier};
 
 /// Cells with this label value may hold critical-tier namespaces.
@@ -36,7 +36,7 @@ pub struct Candidate {
 /// Equally loaded cells are ordered by a hash of tenant and cell, so namespaces created together
 /// spread over the cells instead of all asking the same cell first and queueing behind it.
 pub fn rank(
-    cells: &[(CellEntry, CellView)],
+    cells: &[CellEntry],
     first_rings: &[RingEntry],
     tenant: &str,
     region: &str,
@@ -45,13 +45,13 @@ pub fn rank(
     let mut eligible = Vec::new();
     let mut refusals = Refusals::default();
     let mut provisioning = Vec::new();
-    for (entry, view) in cells {
+    for entry in cells {
         let ring_zero = (placement.tier == Tier::Critical)
             .then(|| first_rings.iter().find(|r| selector_matches(&r.selector, &entry.labels)))
             .flatten();
         let refusal = match ring_zero {
             Some(ring) => Some(format!("in ring 0 ({}), which never holds critical namespaces", ring.name)),
-            None => refuse(entry, view, region, placement),
+            None => refuse(entry, region, placement),
         };
         match refusal {
             Some(reason) => {
@@ -60,7 +60,7 @@ pub fn rank(
                 }
                 refusals.add(&entry.name, reason);
             }
-            None => eligible.push(((spends_critical_capacity(entry, placement), load(entry, view)), entry)),
+            None => eligible.push(((spends_critical_capacity(entry, placement), load(entry)), entry)),
         }
     }
     // A cell of its own still being provisioned will take this tenant soon: wait for it rather
@@ -146,24 +146,18 @@ fn spends_critical_capacity(entry: &CellEntry, placement: &Placement) -> bool {
     placement.tier != Tier::Critical && entry.labels.get(TIER_LABEL).map(String::as_str) == Some("critical")
 }
 
-fn used(entry: &CellEntry, view: &CellView) -> (i32, i32) {
-    // The workflow's view is authoritative when this replica runs it; else the object's status.
-    if view.provisioned { (view.used.namespaces, view.used.units) } else { (entry.used.namespaces, entry.used.units) }
+fn load(entry: &CellEntry) -> f64 {
+    f64::from(entry.used.namespaces) / f64::from(entry.max_namespaces.max(1))
 }
 
-fn load(entry: &CellEntry, view: &CellView) -> f64 {
-    let (namespaces, _) = used(entry, view);
-    f64::from(namespaces) / f64::from(entry.max_namespaces.max(1))
-}
-
-fn refuse(entry: &CellEntry, view: &CellView, region: &str, placement: &Placement) -> Option<String> {
+fn refuse(entry: &CellEntry, region: &str, placement: &Placement) -> Option<String> {
     if entry.region != region {
         return Some(format!("in region {}", entry.region));
     }
     if entry.cordoned {
         return Some("cordoned".into());
     }
-    if !view.provisioned && entry.running_version.is_none() {
+    if !entry.provisioned {
         return Some(NOT_PROVISIONED.into());
     }
     if placement.tier == Tier::Critical && entry.labels.get(TIER_LABEL).map(String::as_str) != Some("critical") {
@@ -174,7 +168,7 @@ fn refuse(entry: &CellEntry, view: &CellView, region: &str, placement: &Placemen
     {
         return Some("labels do not match the cell selector".into());
     }
-    let (namespaces, units_used) = used(entry, view);
+    let (namespaces, units_used) = (entry.used.namespaces, entry.used.units);
     if namespaces >= entry.max_namespaces {
         return Some(format!("full ({namespaces}/{} namespaces)", entry.max_namespaces));
     }
@@ -221,8 +215,8 @@ mod tests {
     use crate::api::cell::{CapacityUsage, IngressSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
-    fn cell(name: &str, region: &str, used: i32, max: i32) -> (CellEntry, CellView) {
-        let entry = CellEntry {
+    fn cell(name: &str, region: &str, used: i32, max: i32) -> CellEntry {
+        CellEntry {
             name: name.into(),
             workflow_id: format!("cell/{name}/uid"),
             region: region.into(),
@@ -232,12 +226,9 @@ mod tests {
             max_units: None,
             ingress: IngressSpec { domain: "example.com".into(), ..IngressSpec::default() },
             database: None,
-            used: CapacityUsage::default(),
-            running_version: None,
-        };
-        let view =
-            CellView { provisioned: true, used: CapacityUsage { namespaces: used, units: used }, ..Default::default() };
-        (entry, view)
+            used: CapacityUsage { namespaces: used, units: used },
+            provisioned: true,
+        }
     }
 
     fn names(ranked: Vec<Candidate>) -> Vec<String> {
@@ -264,9 +255,9 @@ mod tests {
     #[test]
     fn full_cordoned_and_unprovisioned_cells_are_refused_with_reasons() {
         let mut cordoned = cell("b", "eu", 0, 10);
-        cordoned.0.cordoned = true;
+        cordoned.cordoned = true;
         let mut fresh = cell("c", "eu", 0, 10);
-        fresh.1.provisioned = false;
+        fresh.provisioned = false;
         let cells = vec![cell("a", "eu", 10, 10), cordoned, fresh];
         let refusal = rank(&cells, &[], "t", "eu", &Placement::default()).unwrap_err();
         assert_eq!(refusal, "a: full (10/10 namespaces); b: cordoned; c: not provisioned yet");
@@ -277,7 +268,7 @@ mod tests {
         let mut cells: Vec<_> = (0..100).map(|i| cell(&format!("c{i:02}"), "us", 0, 10)).collect();
         cells.extend((0..100).map(|i| {
             let mut c = cell(&format!("d{i:02}"), "eu", 0, 10);
-            c.1.provisioned = false;
+            c.provisioned = false;
             c
         }));
         let refusal = rank(&cells, &[], "t", "eu", &Placement::default()).unwrap_err();
@@ -287,23 +278,23 @@ mod tests {
     #[test]
     fn critical_tier_needs_a_labelled_cell_and_units() {
         let mut labelled = cell("b", "eu", 0, 10);
-        labelled.0.labels.insert(TIER_LABEL.into(), "critical".into());
+        labelled.labels.insert(TIER_LABEL.into(), "critical".into());
         let cells = vec![cell("a", "eu", 0, 10), labelled.clone()];
         let critical = Placement { tier: Tier::Critical, ..Placement::default() };
         assert_eq!(names(rank(&cells, &[], "t", "eu", &critical).unwrap()), ["b"]);
-        labelled.0.max_units = Some(3);
+        labelled.max_units = Some(3);
         assert!(rank(&[labelled], &[], "t", "eu", &critical).unwrap_err().contains("units"));
     }
 
     #[test]
     fn other_tiers_use_a_critical_cell_only_when_no_other_cell_can_take_them() {
         let mut critical = cell("a", "eu", 0, 10);
-        critical.0.labels.insert(TIER_LABEL.into(), "critical".into());
+        critical.labels.insert(TIER_LABEL.into(), "critical".into());
         let cells = vec![critical.clone(), cell("b", "eu", 9, 10)];
         assert_eq!(names(rank(&cells, &[], "t", "eu", &Placement::default()).unwrap()), ["b", "a"]);
         assert_eq!(names(rank(&[critical.clone()], &[], "t", "eu", &Placement::default()).unwrap()), ["a"]);
         let mut provisioning = cell("c", "eu", 0, 10);
-        provisioning.1.provisioned = false;
+        provisioning.provisioned = false;
         let refusal = rank(&[critical, provisioning], &[], "t", "eu", &Placement::default()).unwrap_err();
         assert_eq!(refusal, "c: not provisioned yet; a: kept for critical tenants while c is provisioned");
     }
@@ -311,10 +302,10 @@ mod tests {
     #[test]
     fn critical_tenants_never_land_in_a_ring_zero_cell() {
         let mut canary = cell("canary", "eu", 0, 10);
-        canary.0.labels.insert(TIER_LABEL.into(), "critical".into());
-        canary.0.labels.insert("ring".into(), "canary".into());
+        canary.labels.insert(TIER_LABEL.into(), "critical".into());
+        canary.labels.insert("ring".into(), "canary".into());
         let mut prod = cell("prod", "eu", 9, 10);
-        prod.0.labels.insert(TIER_LABEL.into(), "critical".into());
+        prod.labels.insert(TIER_LABEL.into(), "critical".into());
         let ring0 = RingEntry {
             name: "ring-0".into(),
             order: Some(0),

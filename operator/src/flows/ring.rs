@@ -65,52 +65,49 @@ impl Workflow for RingRollout {
 
     async fn run(self: Arc<Self>, ctx: Ctx, input: RingInput) -> Result<RingOutput, WfError> {
         let deps = &self.deps;
-        let id = ctx.id().to_string();
-        let show = |update: &dyn Fn(&mut RingView)| deps.fleet.update_ring(&id, |v| update(v));
         let started = ms(ctx.now().await?);
         let fleet = &deps.fleet;
         let cells = &input.cells;
         let batches = plan_batches(cells, &input.max_batch);
-        show(&|v| {
-            v.phase = Some(RingPhase::Progressing);
-            v.version = input.version.clone();
-            v.cells = cells.iter().map(|c| c.cell.clone()).collect();
-            v.total_batches = batches.len() as i32;
-            v.started_at = Some(started);
-        });
+        let mut view = RingView {
+            phase: Some(RingPhase::Progressing),
+            version: input.version.clone(),
+            cells: cells.iter().map(|c| c.cell.clone()).collect(),
+            total_batches: batches.len() as i32,
+            started_at: Some(started),
+            ..RingView::default()
+        };
+        ctx.publish(&view).await?;
         for (index, batch) in batches.iter().enumerate() {
             let ring = &input.ring;
             let paused = ctx.step("check-paused").run(|_| async move { Ok(fleet.ring_paused(ring)) }).await?;
             if paused {
-                show(&|v| {
-                    v.phase = Some(RingPhase::Paused);
-                    v.paused = true;
-                    v.resume_sent = false;
-                });
+                view.phase = Some(RingPhase::Paused);
+                view.paused = true;
+                ctx.publish(&view).await?;
                 ctx.wait_signal::<()>(RESUME, None).await?;
             }
-            show(&|v| {
-                v.phase = Some(RingPhase::Progressing);
-                v.paused = false;
-                v.current_batch = index as i32 + 1;
-            });
-            upgrade_batch(&ctx, deps, &input.version, batch).await.inspect_err(|e| {
-                show(&|v| {
-                    v.phase = Some(RingPhase::Halted);
-                    v.halted = Some(e.to_string());
-                })
-            })?;
+            view.phase = Some(RingPhase::Progressing);
+            view.paused = false;
+            view.current_batch = index as i32 + 1;
+            ctx.publish(&view).await?;
+            if let Err(e) = upgrade_batch(&ctx, deps, &input.version, batch).await {
+                view.phase = Some(RingPhase::Halted);
+                view.halted = Some(e.to_string());
+                ctx.publish(&view).await?;
+                return Err(e);
+            }
             if index + 1 < batches.len() && input.pause_between_batches_ms > 0 {
                 ctx.sleep(Duration::from_millis(input.pause_between_batches_ms)).await?;
             }
         }
         let until = ms(ctx.now().await?) + input.min_bake_time_ms as i64;
-        show(&|v| {
-            v.phase = Some(RingPhase::Baking);
-            v.baked_until = Some(until);
-        });
+        view.phase = Some(RingPhase::Baking);
+        view.baked_until = Some(until);
+        ctx.publish(&view).await?;
         ctx.sleep_until(UNIX_EPOCH + Duration::from_millis(until.max(0) as u64)).await?;
-        show(&|v| v.phase = Some(RingPhase::Baked));
+        view.phase = Some(RingPhase::Baked);
+        ctx.publish(&view).await?;
         Ok(RingOutput { version: input.version, baked_at: until })
     }
 }
