@@ -2,49 +2,21 @@
 //! API server named by `E2E_KUBECONFIG` (what `make test` starts), else the in-memory one
 //! served over HTTP.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+mod binary;
+
+use std::path::Path;
 use std::time::Duration;
 
+use binary::{cellplane_run, exit_of, kubeconfig, signal};
 use cellplane::api::conditions::Condition;
 use cellplane::api::{Cell, DeploymentRing, Namespace};
 use cellplane::cli::operator::{Applied, apply_dir};
 use cellplane::fixtures::{is_ready, wait_for};
-use cellplane::testing::{KUBECONFIG_ENV, RUN_LABEL, TestCluster};
+use cellplane::testing::{RUN_LABEL, TestCluster};
 use kube::api::DeleteParams;
 use kube::{Api, Client, Resource};
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
 
 const WITHIN: Duration = Duration::from_secs(120);
-
-/// A kubeconfig file for the test cluster: the real one's, or one for the in-memory API
-/// served on loopback.
-async fn kubeconfig(cluster: &TestCluster) -> (PathBuf, Option<tempfile::NamedTempFile>) {
-    match (&cluster.memory, std::env::var_os(KUBECONFIG_ENV)) {
-        (Some(server), _) => {
-            let file = tempfile::NamedTempFile::new().unwrap();
-            std::fs::write(file.path(), server.serve_on_loopback().await.unwrap().to_string()).unwrap();
-            (file.path().to_path_buf(), Some(file))
-        }
-        (None, Some(path)) => (PathBuf::from(path), None),
-        (None, None) => unreachable!("a real test cluster comes from {KUBECONFIG_ENV}"),
-    }
-}
-
-/// `cellplane run` against the test cluster in `namespace`, reconciling the test's objects only.
-fn cellplane_run(cluster: &TestCluster, kubeconfig: &Path, journal: &str, namespace: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cellplane"))
-        .args(["--log-level", "warn", "run", "--journal", journal])
-        .args(["--namespace", namespace, "--selector", &cluster.selector()])
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
 
 /// Waits until the applied object of kind `K` is Ready for its generation.
 async fn ready<K>(api: Api<K>, object: &Applied, conditions: fn(&K) -> Vec<Condition>)
@@ -79,12 +51,6 @@ async fn all_ready(client: &Client, applied: &[Applied]) -> usize {
     count
 }
 
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanly_on_sigterm() {
     TestCluster::start()
@@ -95,7 +61,7 @@ async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanl
             let dir = tempfile::tempdir().unwrap();
             let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
             let mut operator =
-                cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", "127.0.0.1:0"]);
+                cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", "127.0.0.1:0"], &[]);
             let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
             let applied = apply_dir(&cluster.client, &examples, &[(RUN_LABEL, &cluster.run)]).await.unwrap();
 
@@ -108,7 +74,7 @@ async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanl
             wait_for(&cluster.cells(), "eu-canary-1", "network created", WITHIN, provisioning).await.unwrap();
             operator.kill().await.unwrap();
             let mut operator =
-                cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", "127.0.0.1:0"]);
+                cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", "127.0.0.1:0"], &[]);
 
             let ready = all_ready(&cluster.client, &applied).await;
             let expected = applied.iter().filter(|o| o.api_version == "cellplane.io/v1alpha1").count();
@@ -131,20 +97,12 @@ async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanl
 
             // Torn down by the operator while it runs, then a graceful stop.
             cluster.cleanup().await.unwrap();
-            sigterm(&operator);
+            signal(&operator, libc::SIGTERM);
             let status =
                 tokio::time::timeout(Duration::from_secs(40), operator.wait()).await.expect("exits after SIGTERM");
             assert!(status.unwrap().success(), "a graceful shutdown exits 0");
         })
         .await;
-}
-
-/// What the binary printed on stderr before it exited, and whether it succeeded.
-async fn exit_of(mut child: Child) -> (bool, String) {
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits").unwrap();
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
-    (status.success(), stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +116,7 @@ async fn cellplane_run_says_what_is_wrong_at_start_and_exits() {
             let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
 
             let missing = cluster.name("missing");
-            let child = cellplane_run(&cluster, &path, &journal, &missing, &["--metrics-addr", "127.0.0.1:0"]);
+            let child = cellplane_run(&cluster, &path, &journal, &missing, &["--metrics-addr", "127.0.0.1:0"], &[]);
             let (ok, stderr) = exit_of(child).await;
             assert!(!ok, "a missing namespace is an error");
             assert!(stderr.contains(&format!("namespace \"{missing}\" does not exist")), "{stderr}");
@@ -166,7 +124,7 @@ async fn cellplane_run_says_what_is_wrong_at_start_and_exits() {
 
             let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = taken.local_addr().unwrap().to_string();
-            let child = cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", &addr]);
+            let child = cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", &addr], &[]);
             let (ok, stderr) = exit_of(child).await;
             assert!(!ok, "a metrics address in use is an error");
             assert!(stderr.contains(&format!("cannot serve /metrics on {addr}")), "{stderr}");

@@ -72,6 +72,10 @@ pub struct RunArgs {
     pub namespace: Option<String>,
     #[arg(long, default_value = "cellplane-leader")]
     pub lease_name: String,
+    /// Workflows this replica holds in memory and runs at once; the others wait in the journal
+    /// for a replica with room.
+    #[arg(long, env = "CELLPLANE_MAX_WORKFLOWS", default_value_t = 10_000)]
+    pub max_workflows: usize,
     /// Reconcile only the cellplane objects with these labels (e.g. `cellplane.io/shard=a`):
     /// for several operators in one cluster. Unset: all of them.
     #[arg(long, env = "CELLPLANE_SELECTOR")]
@@ -137,7 +141,9 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         name: args.lease_name.clone(),
         lease_duration: Duration::from_secs(15),
     });
-    let options = OperatorOptions { leader, registry: registry.clone(), selector: args.selector, ..Default::default() };
+    let mut options =
+        OperatorOptions { leader, registry: registry.clone(), selector: args.selector, ..Default::default() };
+    options.engine.max_concurrent = args.max_workflows;
     // Only the sim provider exists so far; aws and gcp cells are refused with a Stalled reason.
     let cloud = Arc::new(SimCloud::new(SimConfig::default()));
     let config = ServicesConfig { namespace: namespace.clone(), ..ServicesConfig::default() };

@@ -1,0 +1,61 @@
+//! Running the `cellplane` binary against a test cluster, as a user (or a Deployment) would.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use cellplane::testing::{KUBECONFIG_ENV, TestCluster};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+/// A kubeconfig file for the test cluster: the real one's, or one for the in-memory API
+/// served on loopback (kept while the returned file lives).
+pub async fn kubeconfig(cluster: &TestCluster) -> (PathBuf, Option<tempfile::NamedTempFile>) {
+    match (&cluster.memory, std::env::var_os(KUBECONFIG_ENV)) {
+        (Some(server), _) => {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), server.serve_on_loopback().await.unwrap().to_string()).unwrap();
+            (file.path().to_path_buf(), Some(file))
+        }
+        (None, Some(path)) => (PathBuf::from(path), None),
+        (None, None) => unreachable!("a real test cluster comes from {KUBECONFIG_ENV}"),
+    }
+}
+
+/// `cellplane run` against the test cluster in `namespace`, reconciling the test's objects only,
+/// with `extra` arguments and `env`.
+pub fn cellplane_run(
+    cluster: &TestCluster,
+    kubeconfig: &Path,
+    journal: &str,
+    namespace: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cellplane"))
+        .args(["--log-level", "warn", "run", "--journal", journal])
+        .args(["--namespace", namespace, "--selector", &cluster.selector()])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(extra)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+pub fn signal(child: &Child, signal: i32) {
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// What the binary printed on stderr before it exited, and whether it succeeded.
+pub async fn exit_of(mut child: Child) -> (bool, String) {
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait()).await.expect("exits").unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    (status.success(), stderr)
+}
