@@ -57,6 +57,7 @@ pub fn namespace(name: &str, account: &str, region: &str, tier: Tier) -> Namespa
         retention: Default::default(),
         mtls: MtlsSpec { accepted_client_ca: None, issue_client_certificate: Some(true) },
         endpoint: Default::default(),
+        synthetic: false,
     };
     let metadata = ObjectMeta { namespace: Some(account.into()), ..meta(name, &[]) };
     Namespace { metadata, spec, status: None }
@@ -80,7 +81,10 @@ pub fn ring(name: &str, order: i32, selector: &str, version: Option<&str>, bake:
         manual_approval: false,
         approval: None,
         paused: false,
+        progress_deadline: "30m".into(),
         rollback_policy: RollbackPolicy::None,
+        admits: Default::default(),
+        synthetic: Default::default(),
     };
     DeploymentRing { metadata: meta(name, &[]), spec, status: None }
 }

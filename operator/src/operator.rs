@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cell::CellServices;
 use crate::cloud::CloudProvider;
 use crate::controllers::leader::LeaderElection;
+use crate::controllers::synthetic::{ProbeMetrics, Prober};
 use crate::controllers::{self, Context, ControllerMetrics};
 use crate::flows::{self, Fleet, FlowDeps};
 
@@ -42,7 +43,7 @@ pub struct LeaderOptions {
 }
 
 /// How the operator runs. `Default` suits one replica without leader election.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct OperatorOptions {
     pub engine: EngineConfig,
     /// The clock durable timers run on (a `TestClock` in tests); the system clock if unset.
@@ -54,6 +55,24 @@ pub struct OperatorOptions {
     /// Reconcile only the cellplane objects with these labels (a label selector such as
     /// `cellplane.io/test-run=abc`); unset: all of them.
     pub selector: Option<String>,
+    /// The operator's namespace (its synthetic tenants live there).
+    pub namespace: String,
+    /// The Prometheus that gates without an address query.
+    pub prometheus: Option<String>,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        OperatorOptions {
+            engine: EngineConfig::default(),
+            clock: None,
+            leader: None,
+            registry: prometheus::Registry::new(),
+            selector: None,
+            namespace: DEFAULT_NAMESPACE.into(),
+            prometheus: None,
+        }
+    }
 }
 
 /// Lets an `Arc<dyn Clock>` be handed to the engine builder.
@@ -71,6 +90,7 @@ impl Clock for SharedClock {
 
 pub struct Operator {
     engine: Arc<Engine>,
+    prober: Prober,
     fleet: Arc<Fleet>,
     context: Arc<Context>,
     leader: Option<(LeaderElection, String)>,
@@ -97,7 +117,8 @@ impl Operator {
     ) -> Result<Self, OperatorError> {
         let watching = CancellationToken::new();
         let fleet = Fleet::watch(&client, options.selector.as_deref(), watching.clone());
-        let deps = FlowDeps::new(cloud, services, fleet.clone());
+        let prober = Prober::new(services.clone(), ProbeMetrics::new(&options.registry)?);
+        let deps = FlowDeps::new(cloud, services, fleet.clone(), options.prometheus.clone());
         let identity = options.engine.owner.clone();
         let mut builder = Engine::builder(journal).config(options.engine).metrics(&options.registry);
         if let Some(clock) = options.clock {
@@ -106,12 +127,19 @@ impl Operator {
         let engine = Arc::new(flows::register(builder, &deps).start()?);
         deps.signals.bind(&engine);
         let metrics = ControllerMetrics::new(&options.registry)?;
-        let context = Context::new(client.clone(), engine.clone(), metrics, options.selector);
+        let context = Context::new(
+            client.clone(),
+            engine.clone(),
+            fleet.clone(),
+            metrics,
+            options.selector,
+            options.namespace.clone(),
+        );
         let leader = options.leader.map(|l| {
             let election = LeaderElection::new(client, &l.namespace, &l.name, &identity, l.lease_duration);
             (election, format!("{}/{}", l.namespace, l.name))
         });
-        Ok(Operator { engine, fleet, context, leader, ready: AtomicBool::new(false), watching })
+        Ok(Operator { engine, prober, fleet, context, leader, ready: AtomicBool::new(false), watching })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -143,7 +171,7 @@ impl Operator {
         self.ready.store(true, Ordering::SeqCst);
         self.context.metrics.active.set(1);
         let stop = shutdown.child_token();
-        let controllers = controllers::run_all(self.context.clone(), stop.clone());
+        let controllers = controllers::run_all(self.context.clone(), &self.prober, stop.clone());
         let hold = async {
             match &self.leader {
                 Some((election, name)) if !election.hold(&shutdown).await => Err(name.clone()),

@@ -357,6 +357,7 @@ impl TestOperator {
             clock: setup.clock,
             leader,
             selector: Some(cluster.selector()),
+            namespace: cluster.namespace.clone(),
             ..OperatorOptions::default()
         };
         let operator = Operator::new(cluster.client.clone(), store, setup.cloud, setup.services, options)

@@ -739,7 +739,7 @@ async fn an_unplaceable_namespace_stalls_naming_why_each_cell_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn critical_namespaces_never_land_in_a_ring_zero_cell_nor_a_cordoned_one() {
+async fn critical_namespaces_never_land_in_a_ring_that_admits_only_standard_nor_a_cordoned_cell() {
     provision(Lifetimes::default(), |h| async move {
         let cells = h.cluster.cells();
         let (canary, prod) = (h.name("canary"), h.name("prod"));
@@ -751,11 +751,13 @@ async fn critical_namespaces_never_land_in_a_ring_zero_cell_nor_a_cordoned_one()
         h.create(&cells, &fixtures::cell(&prod, "eu-west-1", &prod_labels, 10, "1.0.0")).await;
         let ring_0 = h.name("ring-0");
         let rings: Api<DeploymentRing> = h.cluster.rings();
-        h.create(&rings, &fixtures::ring(&ring_0, 0, &canary_ring, Some("1.0.0"), "0s")).await;
+        let mut canary_only = fixtures::ring(&ring_0, 0, &canary_ring, Some("1.0.0"), "0s");
+        canary_only.spec.admits.tiers = Some(vec![Tier::Standard]);
+        h.create(&rings, &canary_only).await;
         let seen = |r: Option<&DeploymentRing>| r.and_then(|r| r.status.as_ref()).is_some();
         fixtures::wait_for(&rings, &ring_0, "reconciled", WITHIN, seen).await.unwrap();
 
-        // The canary is as empty as prod, but it is in ring 0.
+        // The canary is as empty as prod, but its ring admits standard tenants only.
         let first = h.name("first");
         h.create(&h.namespaces(), &h.tenant(&first, "eu-west-1", Tier::Critical)).await;
         assert_eq!(h.ready(&first).await.status.unwrap().assigned_cell, Some(prod.clone()));
@@ -767,7 +769,7 @@ async fn critical_namespaces_never_land_in_a_ring_zero_cell_nor_a_cordoned_one()
         h.create(&h.namespaces(), &h.tenant(&second, "eu-west-1", Tier::Critical)).await;
         let ns = h.stalled(&second, "NoEligibleCell").await;
         let message = condition(&ns, "Stalled").message;
-        assert!(message.contains(&format!("{canary}: in ring 0 ({ring_0})")), "{message}");
+        assert!(message.contains(&format!("{canary}: in ring {ring_0}, which admits tiers standard")), "{message}");
         assert!(message.contains(&format!("{prod}: cordoned")), "{message}");
         // The namespace placed before the cordon stays where it is.
         assert_eq!(h.ready(&first).await.status.unwrap().assigned_cell, Some(prod.clone()));

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DNS_LABEL_PATTERN, SecretReference, VERSION_PATTERN, WorkflowStatus};
-use super::conditions::{Condition, MAX_CONDITIONS, types};
+use super::conditions::{Condition, MAX_CONDITIONS, MAX_MESSAGE_LENGTH, types};
 
 /// Condition: the cloud network (VPC, subnets, routing) exists and matches the spec.
 pub const NETWORK_READY: &str = "NetworkReady";
@@ -346,6 +346,48 @@ pub struct CellStatus {
     /// Checkpoint of the cell's entity workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<WorkflowStatus>,
+
+    /// The synthetic probes of the cell, when a ring probes it (written by the prober, field
+    /// manager cellplane-synthetic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SyntheticStatus>,
+}
+
+/// The recent synthetic probes of a cell: a mutual-TLS handshake with its synthetic tenant's
+/// endpoint and a round trip to its database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyntheticStatus {
+    /// The synthetic tenant probed (`<name>.<account>`).
+    #[schemars(length(max = 127))]
+    pub tenant: String,
+    /// Probes that succeeded, of the recent ones.
+    #[schemars(range(min = 0))]
+    pub succeeded: i32,
+    /// Probes that failed, of the recent ones.
+    #[schemars(range(min = 0))]
+    pub failed: i32,
+    /// 99th percentile of the recent probes' latency, in milliseconds.
+    #[schemars(range(min = 0))]
+    pub p99_millis: i32,
+    /// The last failure, if the last probe failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_MESSAGE_LENGTH))]
+    pub last_error: Option<String>,
+    /// When the cell was last probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probed_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+impl SyntheticStatus {
+    pub fn probes(&self) -> i32 {
+        self.succeeded + self.failed
+    }
+
+    /// Share of the recent probes that succeeded (0 without probes).
+    pub fn success_ratio(&self) -> f64 {
+        if self.probes() == 0 { 0.0 } else { f64::from(self.succeeded) / f64::from(self.probes()) }
+    }
 }
 
 /// Ids of the cloud resources created for a cell, as the provider names them.

@@ -135,6 +135,12 @@ pub struct NamespaceSpec {
     /// How the tenant endpoint is named.
     #[serde(default)]
     pub endpoint: EndpointSpec,
+
+    /// A synthetic tenant: the operator's own, carrying probe traffic only, admitted by rings
+    /// that admit only synthetic tenants. Honoured only in the operator's namespace, where the
+    /// operator creates one per cell of a ring with synthetic probes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub synthetic: bool,
 }
 
 /// Hints for choosing the cell of a namespace.
@@ -156,6 +162,21 @@ pub struct Placement {
     #[serde(default)]
     #[schemars(range(min = 0, max = 1000))]
     pub priority: i32,
+
+    /// The cell to place the namespace in, by name: no other is considered. For pinning (the
+    /// operator pins each synthetic tenant to its cell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = super::common::DNS_LABEL_PATTERN))]
+    pub cell: Option<String>,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Standard => "standard",
+            Tier::Critical => "critical",
+        }
+    }
 }
 
 /// Service tier of a namespace.

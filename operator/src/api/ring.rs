@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DNS_LABEL_PATTERN, DURATION_PATTERN, VERSION_PATTERN, WorkflowStatus};
-use super::conditions::{Condition, MAX_CONDITIONS, types};
+use super::conditions::{Condition, MAX_CONDITIONS, MAX_MESSAGE_LENGTH, types};
+use super::namespace::Tier;
 
 /// Condition: a rollout is moving (batches being upgraded or the bake running). False with a
 /// reason while paused, waiting for approval or for the upstream ring, and when done.
@@ -139,9 +140,19 @@ pub struct DeploymentRingSpec {
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub upstream: Option<String>,
 
-    /// Cells in this ring, by their labels. An empty selector selects every cell. A cell
-    /// selected by several rings is upgraded by the one with the lowest order.
+    /// Cells in this ring, by their labels. An empty selector selects every cell. A cell belongs
+    /// to one ring at most: a cell selected by two rings stalls both, and neither rolls.
     pub cell_selector: LabelSelector,
+
+    /// Which tenants the ring's cells may hold; placement honours it. Unset: every tenant.
+    #[serde(default)]
+    pub admits: Admission,
+
+    /// Synthetic traffic: one synthetic tenant per cell of the ring, probed continuously (mutual
+    /// TLS handshake and a database round trip). Its success ratio and latency are metrics and
+    /// feed synthetic gates.
+    #[serde(default)]
+    pub synthetic: SyntheticProbes,
 
     /// Version to roll out, e.g. 1.4.2. A newer version set mid-rollout supersedes the older
     /// one (its bake starts over). Set exactly one of version and followUpstream.
@@ -199,8 +210,14 @@ pub struct DeploymentRingSpec {
     #[serde(default)]
     pub paused: bool,
 
-    /// What happens when a gate fails: none (halt and leave the cells as they are) or
-    /// automatic (halt and roll the changed batches back, newest first).
+    /// Longest a batch may take to upgrade its cells; past it the ring is Stalled, naming the
+    /// cells that have not finished (the rollout keeps waiting for them), e.g. 30m.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub progress_deadline: String,
+
+    /// What happens when a gate fails or a cell upgrade fails: none (halt and leave the cells
+    /// as they are) or automatic (halt and roll the changed batches back, newest first).
     #[serde(default)]
     pub rollback_policy: RollbackPolicy,
 }
@@ -215,6 +232,55 @@ fn default_pause_between_batches() -> String {
 
 fn default_min_bake_time() -> String {
     "1h".to_owned()
+}
+
+fn default_progress_deadline() -> String {
+    "30m".to_owned()
+}
+
+/// Which tenants the cells of a ring may hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Admission {
+    /// Only synthetic tenants: a canary ring that carries no customer traffic (ring 0).
+    #[serde(default)]
+    pub synthetic_only: bool,
+
+    /// Highest placement priority (spec.placement.priority, 0 to 1000) admitted. Unset: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub max_priority: Option<i32>,
+
+    /// Service tiers admitted. Unset: every tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4))]
+    pub tiers: Option<Vec<Tier>>,
+}
+
+/// Synthetic traffic for a ring's cells.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyntheticProbes {
+    /// Keep a synthetic tenant in each cell of the ring and probe it. Unset: on for a ring that
+    /// admits only synthetic tenants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// Time between two probes of a cell, e.g. 30s.
+    #[serde(default = "default_probe_interval")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub interval: String,
+}
+
+fn default_probe_interval() -> String {
+    "30s".to_owned()
+}
+
+impl SyntheticProbes {
+    /// Whether the ring keeps synthetic tenants, given what it admits.
+    pub fn is_enabled(&self, admits: &Admission) -> bool {
+        self.enabled.unwrap_or(admits.synthetic_only)
+    }
 }
 
 /// What happens when a gate fails.
@@ -249,14 +315,15 @@ pub struct Approval {
 #[x_kube(validation = ("self.kind != 'prometheus' || has(self.prometheus)", "a prometheus gate needs the prometheus settings"))]
 #[x_kube(validation = ("self.kind == 'prometheus' || !has(self.prometheus)", "prometheus settings are only allowed on a prometheus gate"))]
 #[x_kube(validation = ("self.kind == 'cellConditions' || !has(self.conditions)", "conditions are only allowed on a cellConditions gate"))]
+#[x_kube(validation = ("self.kind == 'synthetic' || !has(self.synthetic)", "synthetic settings are only allowed on a synthetic gate"))]
 #[serde(rename_all = "camelCase")]
 pub struct Gate {
     /// Name of the gate, unique within the ring; shown when the gate fails.
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
     pub name: String,
 
-    /// What the gate checks: cellConditions (the conditions of the batch's cells) or
-    /// prometheus (a metrics query).
+    /// What the gate checks: cellConditions (the conditions of the batch's cells), synthetic
+    /// (the synthetic probes of the batch's cells) or prometheus (a metrics query).
     pub kind: GateKind,
 
     /// Cell condition types that must all be True in every cell of the batch, for a
@@ -264,6 +331,11 @@ pub struct Gate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 316)))]
     pub conditions: Option<Vec<String>>,
+
+    /// Thresholds of a synthetic gate. Unset: a success ratio of at least 0.99 and a p99
+    /// latency of at most 1000 ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<SyntheticGate>,
 
     /// Query and threshold, for a prometheus gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,6 +355,45 @@ pub struct Gate {
     #[serde(default = "default_stable_for")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub stable_for: String,
+
+    /// Time between two checks, e.g. 30s.
+    #[serde(default = "default_check_interval")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub interval: String,
+}
+
+fn default_check_interval() -> String {
+    "30s".to_owned()
+}
+
+/// Thresholds of a synthetic gate, over the probes of the last `interval` × 10 (at least the
+/// last ten probes of each cell).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyntheticGate {
+    /// Least share of successful probes, from 0 to 1.
+    #[serde(default = "default_min_success_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_success_ratio: f64,
+
+    /// Highest 99th-percentile probe latency, in milliseconds.
+    #[serde(default = "default_max_p99_millis")]
+    #[schemars(range(min = 1, max = 600000))]
+    pub max_p99_millis: i32,
+}
+
+impl Default for SyntheticGate {
+    fn default() -> Self {
+        SyntheticGate { min_success_ratio: default_min_success_ratio(), max_p99_millis: default_max_p99_millis() }
+    }
+}
+
+fn default_min_success_ratio() -> f64 {
+    0.99
+}
+
+fn default_max_p99_millis() -> i32 {
+    1000
 }
 
 fn default_wait() -> String {
@@ -303,6 +414,8 @@ fn default_stable_for() -> String {
 pub enum GateKind {
     /// The conditions of the batch's cells.
     CellConditions,
+    /// The synthetic probes of the batch's cells (their success ratio and p99 latency).
+    Synthetic,
     /// A Prometheus query.
     Prometheus,
 }
@@ -362,7 +475,8 @@ pub enum RingPhase {
     Baking,
     /// Baked: the target version finished baking; nothing to do until a new version arrives.
     Baked,
-    /// Halted: a gate failed; see the Halted condition. Nothing rolls out here or downstream.
+    /// Halted: a gate or a cell upgrade failed, or a person aborted the rollout; see the Halted
+    /// condition. Nothing rolls out here or downstream until a new version or a retry.
     Halted,
     /// RollingBack: a gate failed and rollbackPolicy is automatic.
     RollingBack,
@@ -417,6 +531,20 @@ pub struct DeploymentRingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
 
+    /// The health gates of the current rollout: verdict and last value of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    #[schemars(length(max = 16))]
+    pub gates: Vec<GateStatus>,
+
+    /// The approval the current rollout started on, when manualApproval is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalStatus>,
+
+    /// What the last rollback put back, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackStatus>,
+
     /// When the current bake ends, if no gate fails first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baked_until: Option<Time>,
@@ -446,4 +574,86 @@ pub struct VersionCells {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_LISTED_CELLS), inner(length(max = 63)))]
     pub cells: Vec<String>,
+}
+
+/// Where a gate stands: settling, waiting for health within its window, stabilizing (healthy,
+/// counting stableFor), passed, watching (checked through the bake) or failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum GateVerdict {
+    /// Settling: within `wait`, not checked yet.
+    Settling,
+    /// Waiting: not healthy yet; must become healthy before the window ends.
+    Waiting,
+    /// Stabilizing: healthy; must stay so for stableFor.
+    Stabilizing,
+    /// Passed: healthy for stableFor.
+    Passed,
+    /// Watching: checked through the bake; healthy.
+    Watching,
+    /// Failed: not healthy within the window.
+    Failed,
+}
+
+/// The verdict and last value of one gate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatus {
+    /// The gate's name.
+    #[schemars(length(max = 63))]
+    pub name: String,
+    /// Where the gate stands.
+    pub verdict: GateVerdict,
+    /// What the last check measured, e.g. `eu-1: 1.00 ok, p99 12 ms`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = MAX_MESSAGE_LENGTH))]
+    pub value: String,
+    /// The batch the gate checks (0: the bake).
+    pub batch: i32,
+    /// When the verdict last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+/// The approval a rollout started on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalStatus {
+    /// The approved version.
+    #[schemars(length(max = 64))]
+    pub version: String,
+    /// Who approved (spec.approval.approvedBy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub approved_by: Option<String>,
+    /// When the rollout saw the approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<Time>,
+}
+
+/// What a rollback put back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    /// The version rolled back.
+    #[schemars(length(max = 64))]
+    pub from: String,
+    /// Why.
+    #[schemars(length(max = MAX_MESSAGE_LENGTH))]
+    pub reason: String,
+    /// The cells put back, each with the version it runs again, newest batch first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LISTED_CELLS))]
+    pub cells: Vec<CellVersion>,
+}
+
+/// A cell and a version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CellVersion {
+    /// The cell's name.
+    #[schemars(length(max = 63))]
+    pub cell: String,
+    /// Its version.
+    #[schemars(length(max = 64))]
+    pub version: String,
 }

@@ -575,6 +575,25 @@ impl CellServices for ClusterCellServices {
         routes::delete(&client, &self.config.namespace, &tenant.id).await
     }
 
+    async fn probe_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        // A simulated database has no server to reach.
+        let Some(spec) = &cell.database else { return Ok(()) };
+        let name = names::database(&tenant.id);
+        let secret = self
+            .tenants(tenant, &name)
+            .await?
+            .ok_or_else(|| CellError::Transient(format!("Secret {name} is missing")))?;
+        let missing = |key| CellError::Invalid(format!("Secret {name} has no {key}"));
+        let login = AdminLogin {
+            host: spec.host.clone(),
+            port: u16::try_from(spec.port).map_err(|_| CellError::Invalid(format!("port {} is invalid", spec.port)))?,
+            database: text(&secret, "database").ok_or_else(|| missing("database"))?,
+            username: text(&secret, "username").ok_or_else(|| missing("username"))?,
+            password: text(&secret, "password").ok_or_else(|| missing("password"))?,
+        };
+        database::round_trip(&login).await
+    }
+
     async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
         let span = tracing::info_span!("probe", cell = %cell.name, host = %tenant.endpoint);
         async {

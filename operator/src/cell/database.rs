@@ -20,7 +20,7 @@ use crate::api::namespace::TenantId;
 /// Prefix of every tenant role and database, so an administrator can tell them apart.
 pub const PREFIX: &str = "cp_";
 
-/// How to reach a cell's server as its administrator.
+/// How to reach a cell's server: as its administrator, or as a tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminLogin {
     pub host: String,
@@ -209,6 +209,13 @@ pub async fn create(admin: &AdminLogin, ident: &str, password: &str) -> Result<(
 
 /// Drops the tenant's database (disconnecting its sessions) and role. What is already gone
 /// is fine.
+/// A round trip to a tenant's database as the tenant: connect with its login, `SELECT 1`.
+pub async fn round_trip(login: &AdminLogin) -> Result<(), CellError> {
+    let mut conn = login.connect(&login.database).await?;
+    sqlx::query("SELECT 1").execute(&mut conn).await.map_err(|e| classify("SELECT 1", e))?;
+    conn.close().await.map_err(|e| classify("closing", e))
+}
+
 pub async fn drop(admin: &AdminLogin, ident: &str) -> Result<(), CellError> {
     check_identifier(ident)?;
     let role = quote_ident(ident);

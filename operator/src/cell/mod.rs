@@ -192,4 +192,7 @@ pub trait CellServices: Send + Sync + 'static {
     /// Connects to the tenant endpoint with mutual TLS; Ok (with what was verified) once a
     /// handshake succeeded.
     async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError>;
+
+    /// A round trip to the tenant's database with the tenant's own login.
+    async fn probe_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError>;
 }

@@ -111,6 +111,11 @@ impl CellServices for SimCellServices {
         Ok(())
     }
 
+    async fn probe_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
+        let database = format!("{}/database/{}", cell.name, tenant.id);
+        if self.lock().contains(&database) { Ok(()) } else { Err(CellError::Transient("no database".into())) }
+    }
+
     async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
         tokio::time::sleep(self.latency).await;
         let route = format!("{}/route/{}", cell.name, tenant.id);

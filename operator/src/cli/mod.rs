@@ -4,6 +4,7 @@ mod bench;
 mod console;
 mod fleet;
 pub mod operator;
+mod rings;
 mod workflows;
 
 use std::path::PathBuf;
@@ -47,6 +48,12 @@ enum Command {
     },
     /// Serve the web console alone; users sign in with their own Kubernetes tokens.
     Console(console::ConsoleCommand),
+    /// Steer a DeploymentRing's rollout: approve, pause, resume, abort, retry.
+    #[command(subcommand)]
+    Rings(rings::RingsCommand),
+    /// Show the rollout: every ring in order.
+    #[command(subcommand)]
+    Rollout(rings::RolloutCommand),
     /// Inspect and steer workflows in a journal.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCommand),
@@ -85,6 +92,8 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Crds { dir, without_validation_rules } => crds(dir, without_validation_rules),
             Command::Console(command) => console::run(command).await,
             Command::Workflows(command) => workflows::run(command).await,
+            Command::Rings(command) => rings::run_rings(command).await,
+            Command::Rollout(command) => rings::run_rollout(command).await,
             Command::Bench(command) => bench::run(command).await,
         }
     });

@@ -72,6 +72,10 @@ pub struct RunArgs {
     pub namespace: Option<String>,
     #[arg(long, default_value = "cellplane-leader")]
     pub lease_name: String,
+    /// The Prometheus that prometheus gates without an address query, e.g.
+    /// http://prometheus.monitoring:9090.
+    #[arg(long, env = "CELLPLANE_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
     /// Workflows this replica holds in memory and runs at once; the others wait in the journal
     /// for a replica with room.
     #[arg(long, env = "CELLPLANE_MAX_WORKFLOWS", default_value_t = 10_000)]
@@ -144,6 +148,8 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let mut options =
         OperatorOptions { leader, registry: registry.clone(), selector: args.selector, ..Default::default() };
     options.engine.max_concurrent = args.max_workflows;
+    options.namespace = namespace.clone();
+    options.prometheus = args.prometheus_url.clone();
     // Only the sim provider exists so far; aws and gcp cells are refused with a Stalled reason.
     let cloud = Arc::new(SimCloud::new(SimConfig::default()));
     let config = ServicesConfig { namespace: namespace.clone(), ..ServicesConfig::default() };

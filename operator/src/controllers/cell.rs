@@ -12,7 +12,7 @@ use super::{
     Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, is_dns_label, progress_message,
     remove_finalizer, set_deleting, stall_of, workflow_status,
 };
-use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, Provider};
+use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, CellStatus, Provider};
 use crate::api::conditions::{self, Stall};
 use crate::flows::cell::{COMMAND, CellCommand, CellInput, CellWorkflow};
 use crate::flows::fleet::{CellView, view};
@@ -53,7 +53,8 @@ async fn reconcile_inner(cell: &Cell, ctx: &Context) -> Result<Action, Reconcile
     // Before its first view the workflow decides: it ignores generations it has applied.
     let applied = view::<CellView>(checkpoint.as_ref()).map_or(1, |v| v.applied_generation);
     if generation > applied {
-        let command = CellCommand::ApplySpec { generation, spec: Box::new(cell.spec.clone()) };
+        let ring = ctx.fleet.ring_of(cell.labels()).map(|r| r.name_any());
+        let command = CellCommand::ApplySpec { generation, spec: Box::new(cell.spec.clone()), ring };
         ctx.signal_once(&id, COMMAND, &generation.to_string(), &command).await?;
     }
     write_status(cell, ctx, &api, checkpoint.as_ref(), None, None).await?;
@@ -95,7 +96,8 @@ async fn write_status(
     stall: Option<&Stall>,
     deleting: Option<(&str, String)>,
 ) -> Result<(), ReconcileError> {
-    let current = cell.status.clone();
+    // status.synthetic is the prober's (another field manager): neither compared nor written.
+    let current = cell.status.clone().map(|s| CellStatus { synthetic: None, ..s });
     let mut status = current.clone().unwrap_or_default();
     let generation = cell.metadata.generation;
     let view = view::<CellView>(checkpoint);

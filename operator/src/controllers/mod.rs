@@ -8,6 +8,7 @@ pub mod gauges;
 pub mod leader;
 pub mod namespace;
 pub mod ring;
+pub mod synthetic;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -30,7 +31,7 @@ use tokio::sync::broadcast;
 
 use crate::api::common::{WorkflowState, WorkflowStatus};
 use crate::api::conditions::{self, Condition, ConditionStatus, MAX_MESSAGE_LENGTH, Stall, truncated};
-use crate::flows::{Owner, ids};
+use crate::flows::{Fleet, Owner, ids};
 
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "cellplane";
@@ -94,9 +95,13 @@ impl ControllerMetrics {
 pub struct Context {
     pub client: Client,
     pub engine: Arc<Engine>,
+    /// The Cells and DeploymentRings, as this replica watches them.
+    pub fleet: Arc<Fleet>,
     pub metrics: ControllerMetrics,
     /// Only objects with these labels are reconciled (see [`Context::watch_config`]).
     pub selector: Option<String>,
+    /// The operator's namespace (synthetic tenants live there).
+    pub namespace: String,
     /// Workflow ids known to exist, so a reconcile storm does not hit the journal.
     started: Mutex<HashSet<String>>,
     /// Signals already sent by this process, as `workflow id + signal`.
@@ -110,12 +115,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
-    pub fn new(client: Client, engine: Arc<Engine>, metrics: ControllerMetrics, selector: Option<String>) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        engine: Arc<Engine>,
+        fleet: Arc<Fleet>,
+        metrics: ControllerMetrics,
+        selector: Option<String>,
+        namespace: String,
+    ) -> Arc<Self> {
         Arc::new(Context {
             client,
             engine,
+            fleet,
             metrics,
             selector,
+            namespace,
             started: Mutex::default(),
             signalled: Mutex::default(),
             failures: Mutex::default(),
@@ -153,6 +167,23 @@ impl Context {
         self.engine.start::<W>(id, input).await?;
         lock(&self.started).insert(id.to_string());
         Ok(())
+    }
+
+    /// Whether `key` is new to this process (and remembers it): for work that is idempotent
+    /// but worth doing once per change.
+    pub fn first_time(&self, key: String) -> bool {
+        lock(&self.signalled).insert(key)
+    }
+
+    /// The labels that put an object under this operator (the equality terms of its selector).
+    pub fn own_labels(&self) -> std::collections::BTreeMap<String, String> {
+        self.selector
+            .iter()
+            .flat_map(|s| s.split(','))
+            .filter_map(|term| term.split_once('='))
+            .filter(|(key, _)| !key.ends_with('!'))
+            .map(|(key, value)| (key.trim().to_string(), value.trim_start_matches('=').trim().to_string()))
+            .collect()
     }
 
     /// Sends a signal at most once per process (workflows tolerate a repeat after a restart).
@@ -541,11 +572,12 @@ pub fn controller_config() -> kube::runtime::controller::Config {
 /// namespaces meant ten thousand connections and hundreds of MiB.
 pub const RECONCILE_CONCURRENCY: u16 = 8;
 
-/// Runs the three controllers until `shutdown`.
-pub async fn run_all(ctx: Arc<Context>, shutdown: tokio_util::sync::CancellationToken) {
+/// Runs the three controllers and the synthetic prober until `shutdown`.
+pub async fn run_all(ctx: Arc<Context>, prober: &synthetic::Prober, shutdown: tokio_util::sync::CancellationToken) {
     tokio::join!(
         cell::run(ctx.clone(), shutdown.clone()),
         namespace::run(ctx.clone(), shutdown.clone()),
-        ring::run(ctx, shutdown),
+        ring::run(ctx.clone(), shutdown.clone()),
+        prober.run(ctx, shutdown),
     );
 }

@@ -44,7 +44,7 @@ async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, Reconc
     if ensure_finalizer(&api, ns).await? {
         return Ok(Action::await_change());
     }
-    if let Err(stall) = validate(ns, &tenant) {
+    if let Err(stall) = validate(ns, &tenant, &ctx.namespace) {
         write_status(ns, ctx, &api, None, Some(&stall), None).await?;
         return Ok(Action::await_change());
     }
@@ -59,8 +59,14 @@ async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, Reconc
 
 /// What the schema should have refused, checked again (names reach hostnames and SQL), and
 /// what it cannot check: a supplied client CA must parse, be a CA and be valid now.
-fn validate(ns: &Namespace, tenant: &TenantId) -> Result<(), Stall> {
+fn validate(ns: &Namespace, tenant: &TenantId, operator_namespace: &str) -> Result<(), Stall> {
     validate_spec(ns, tenant).map_err(|message| Stall { reason: "InvalidSpec".into(), message })?;
+    if ns.spec.synthetic && tenant.account != operator_namespace {
+        let message = format!(
+            "spec.synthetic: only the operator's own tenants (in namespace {operator_namespace}) are synthetic"
+        );
+        return Err(Stall { reason: "InvalidSpec".into(), message });
+    }
     if let Some(pem) = &ns.spec.mtls.accepted_client_ca
         && let Err(problem) = pki::validate_client_ca(pem, std::time::SystemTime::now())
     {

@@ -63,11 +63,31 @@ pub struct CellState {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum CellCommand {
-    ApplySpec { generation: i64, spec: Box<CellSpec> },
-    Upgrade { version: String, reply_to: String, request_id: String },
-    Reserve { namespace: String, units: i32, reply_to: String, request_id: String },
-    Release { namespace: String },
-    Drain { draining: bool },
+    /// A new spec generation. `ring`: the ring that owns the cell's version (it upgrades the
+    /// cell by command; spec.version then only says what a new cell starts with).
+    ApplySpec {
+        generation: i64,
+        spec: Box<CellSpec>,
+        #[serde(default)]
+        ring: Option<String>,
+    },
+    Upgrade {
+        version: String,
+        reply_to: String,
+        request_id: String,
+    },
+    Reserve {
+        namespace: String,
+        units: i32,
+        reply_to: String,
+        request_id: String,
+    },
+    Release {
+        namespace: String,
+    },
+    Drain {
+        draining: bool,
+    },
     Delete,
 }
 
@@ -301,7 +321,7 @@ impl Entity<'_> {
 
     async fn handle(&mut self, command: CellCommand) -> Result<(), WfError> {
         match command {
-            CellCommand::ApplySpec { generation, spec } => self.apply_spec(generation, *spec).await?,
+            CellCommand::ApplySpec { generation, spec, ring } => self.apply_spec(generation, *spec, ring).await?,
             CellCommand::Upgrade { version, reply_to, request_id } => {
                 let reply = self.upgrade(&version).await?;
                 self.reply(&reply_to, &request_id, &reply).await?;
@@ -321,7 +341,7 @@ impl Entity<'_> {
         Ok(())
     }
 
-    async fn apply_spec(&mut self, generation: i64, spec: CellSpec) -> Result<(), WfError> {
+    async fn apply_spec(&mut self, generation: i64, spec: CellSpec, ring: Option<String>) -> Result<(), WfError> {
         if generation <= self.state.applied_generation {
             return Ok(());
         }
@@ -346,8 +366,9 @@ impl Entity<'_> {
         self.state.spec = Some(spec.clone());
         self.spec = spec;
         self.state.applied_generation = generation;
-        // A person edited spec.version (rings upgrade by command and leave the spec alone).
-        if new_version != previous_version {
+        // A person edited spec.version (rings upgrade by command and leave the spec alone); a
+        // cell in a ring takes its version from the ring only.
+        if new_version != previous_version && ring.is_none() {
             let reply = self.upgrade(&new_version).await?;
             if let Some(error) = reply.error {
                 self.publish(|v| v.last_failure = Some(error)).await?;

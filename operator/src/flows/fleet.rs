@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::cell::{CapacityUsage, Cell, CellPhase, CloudResources, DatabaseSpec, IngressSpec};
 use crate::api::conditions;
 use crate::api::namespace::{CertificatesStatus, DatabaseStatus, NamespacePhase, NamespaceSecrets, RouteStatus};
-use crate::api::ring::{DeploymentRing, RingPhase};
+use crate::api::ring::{Admission, ApprovalStatus, DeploymentRing, GateStatus, RingPhase, RollbackStatus};
 use crate::flows::ids;
+use crate::flows::placement::selector_matches;
 
 /// A cell as placement sees it: its spec and labels, and what its status says it holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,11 +38,13 @@ pub struct CellEntry {
     pub used: CapacityUsage,
     /// Provisioned: it can take tenants.
     pub provisioned: bool,
+    /// The ring that selects the cell, if one does.
+    pub ring: Option<RingEntry>,
 }
 
 impl CellEntry {
-    /// The entry of a Cell object (None before the API server gave it a uid).
-    pub fn of(cell: &Cell) -> Option<CellEntry> {
+    /// The entry of a Cell object in `ring` (None before the API server gave it a uid).
+    pub fn of(cell: &Cell, ring: Option<RingEntry>) -> Option<CellEntry> {
         let status = cell.status.clone().unwrap_or_default();
         Some(CellEntry {
             name: cell.name_any(),
@@ -55,6 +58,7 @@ impl CellEntry {
             database: cell.spec.database.clone(),
             used: status.capacity_used.unwrap_or_default(),
             provisioned: conditions::is_true(&status.conditions, crate::api::cell::COMPONENTS_READY),
+            ring,
         })
     }
 }
@@ -107,9 +111,24 @@ pub struct RingView {
     pub total_batches: i32,
     pub started_at: Option<i64>,
     pub baked_until: Option<i64>,
-    pub halted: Option<String>,
+    /// Why the rollout halted (a failed gate or upgrade, or it was cancelled).
+    pub halted: Option<Halt>,
     /// Waiting for the `resume` signal.
     pub paused: bool,
+    /// The batch in flight has not finished within the progress deadline: which cells not.
+    pub overdue: Option<String>,
+    pub gates: Vec<GateStatus>,
+    pub approval: Option<ApprovalStatus>,
+    pub rollback: Option<RollbackStatus>,
+}
+
+/// Why a rollout stopped short of baking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Halt {
+    /// GateFailed, UpgradeFailed or Cancelled.
+    pub reason: String,
+    pub message: String,
 }
 
 /// The view a workflow published, if it published one of this type.
@@ -124,9 +143,7 @@ pub fn view<V: DeserializeOwned>(checkpoint: Option<&Checkpoint>) -> Option<V> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RingEntry {
     pub name: String,
-    /// spec.order; None for a ring that follows an upstream ring.
-    pub order: Option<i32>,
-    pub selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    pub admits: Admission,
 }
 
 /// The Cells and DeploymentRings of this operator, as watched on this replica.
@@ -148,20 +165,39 @@ impl Fleet {
         Arc::new(Fleet { cells, rings })
     }
 
-    /// Every cell, as placement sees it.
-    pub fn cells(&self) -> Vec<CellEntry> {
-        self.cells.state().iter().filter_map(|cell| CellEntry::of(cell)).collect()
+    /// Every Cell object.
+    pub fn cell_objects(&self) -> Vec<Arc<Cell>> {
+        self.cells.state()
     }
 
-    /// The rings with the lowest order: ring 0, the first to receive every version.
-    pub fn first_rings(&self) -> Vec<RingEntry> {
+    /// Every DeploymentRing object.
+    pub fn rings(&self) -> Vec<Arc<DeploymentRing>> {
+        self.rings.state()
+    }
+
+    /// A cell by name.
+    pub fn cell(&self, name: &str) -> Option<Arc<Cell>> {
+        self.cells.state().into_iter().find(|c| c.name_any() == name)
+    }
+
+    /// Every cell, as placement sees it.
+    pub fn cells(&self) -> Vec<CellEntry> {
         let rings = self.rings.state();
-        let lowest = rings.iter().filter(|r| r.spec.upstream.is_none()).map(|r| r.spec.order.unwrap_or(0)).min();
-        rings
+        self.cells
+            .state()
             .iter()
-            .filter(|r| r.spec.upstream.is_none() && Some(r.spec.order.unwrap_or(0)) == lowest)
-            .map(|r| RingEntry { name: r.name_any(), order: r.spec.order, selector: r.spec.cell_selector.clone() })
+            .filter_map(|cell| {
+                let ring = rings.iter().find(|r| selector_matches(&r.spec.cell_selector, cell.labels()));
+                let entry = ring.map(|r| RingEntry { name: r.name_any(), admits: r.spec.admits.clone() });
+                CellEntry::of(cell, entry)
+            })
             .collect()
+    }
+
+    /// The ring that selects a cell with these labels, if any (the first, when several do:
+    /// their controller stalls them).
+    pub fn ring_of(&self, labels: &BTreeMap<String, String>) -> Option<Arc<DeploymentRing>> {
+        self.rings.state().into_iter().find(|r| selector_matches(&r.spec.cell_selector, labels))
     }
 
     /// Whether a person paused the ring (spec.paused).

@@ -9,6 +9,7 @@
 
 pub mod cell;
 pub mod fleet;
+pub mod gates;
 pub mod namespace;
 pub mod placement;
 pub mod ring;
@@ -28,12 +29,20 @@ pub struct FlowDeps {
     pub cloud: Arc<dyn CloudProvider>,
     pub services: Arc<dyn CellServices>,
     pub fleet: Arc<Fleet>,
+    pub gates: gates::Gates,
     pub signals: Signaller,
 }
 
 impl FlowDeps {
-    pub fn new(cloud: Arc<dyn CloudProvider>, services: Arc<dyn CellServices>, fleet: Arc<Fleet>) -> Arc<Self> {
-        Arc::new(FlowDeps { cloud, services, fleet, signals: Signaller::default() })
+    /// `prometheus`: the address of the Prometheus that gates without one query.
+    pub fn new(
+        cloud: Arc<dyn CloudProvider>,
+        services: Arc<dyn CellServices>,
+        fleet: Arc<Fleet>,
+        prometheus: Option<String>,
+    ) -> Arc<Self> {
+        let gates = gates::Gates::new(fleet.clone(), prometheus);
+        Arc::new(FlowDeps { cloud, services, fleet, gates, signals: Signaller::default() })
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cell::{COMMAND, CellCommand, ReserveReply};
 use super::fleet::NamespaceView;
-use super::placement::{self, Candidate, Refusals};
+use super::placement::{self, Applicant, Candidate, Refusals};
 use super::{FlowDeps, call_retry, ids, request, send_from_step};
 use crate::api::namespace::{
     CELL_SELECTED, CERTIFICATES_READY, CONNECTED, DATABASE_READY, INGRESS_READY, NamespacePhase, NamespaceSecrets,
@@ -225,21 +225,26 @@ async fn place(
     let units = placement::units(input.spec.placement.tier);
     let id = ctx.id().to_string();
     loop {
-        let (fleet, spec, name) = (&deps.fleet, &input.spec, &input.tenant.to_string());
+        let fleet = &deps.fleet;
+        let applicant = Applicant {
+            id: input.tenant.to_string(),
+            region: &input.spec.region,
+            placement: &input.spec.placement,
+            synthetic: input.spec.synthetic,
+        };
+        let applicant = &applicant;
         let candidates: Vec<Candidate> = ctx
             .step("select-cell")
             .retry(placement_retry())
             .run(|_| async move {
-                placement::rank(&fleet.cells(), &fleet.first_rings(), name, &spec.region, &spec.placement).map_err(
-                    |refusals| {
-                        let message = format!("no eligible cell: {refusals}");
-                        // A cell on its way is an expected wait, not a failure.
-                        match refusals.contains(placement::NOT_PROVISIONED) {
-                            true => StepError::waiting(message),
-                            false => StepError::of_kind("no-eligible-cell", message),
-                        }
-                    },
-                )
+                placement::rank(&fleet.cells(), applicant).map_err(|refusals| {
+                    let message = format!("no eligible cell: {refusals}");
+                    // A cell on its way is an expected wait, not a failure.
+                    match refusals.contains(placement::NOT_PROVISIONED) {
+                        true => StepError::waiting(message),
+                        false => StepError::of_kind("no-eligible-cell", message),
+                    }
+                })
             })
             .await?;
         let mut refusals = Refusals::default();

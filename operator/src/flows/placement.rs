@@ -26,34 +26,31 @@ pub struct Candidate {
     pub workflow_id: String,
 }
 
-/// Eligible cells for the namespace `tenant`, least loaded first; or why every cell was refused.
-/// Tenants of other tiers go to cells labelled critical only when no other cell can take them,
-/// so the critical cells' capacity stays for the critical tenants that can live nowhere else.
-///
-/// Critical tenants never go to a cell of ring 0 (`first_rings`: the rings with the lowest order),
-/// which gets every new version first.
+/// The namespace being placed, as placement needs it.
+#[derive(Clone, Debug)]
+pub struct Applicant<'a> {
+    /// Its identity `<name>.<account>`.
+    pub id: String,
+    pub region: &'a str,
+    pub placement: &'a Placement,
+    /// The operator's own probe tenant.
+    pub synthetic: bool,
+}
+
+/// Eligible cells for `tenant`, least loaded first; or why every cell was refused. A cell in a
+/// ring holds only what the ring admits. Tenants of other tiers go to cells labelled critical
+/// only when no other cell can take them, so the critical cells' capacity stays for the critical
+/// tenants that can live nowhere else.
 ///
 /// Equally loaded cells are ordered by a hash of tenant and cell, so namespaces created together
 /// spread over the cells instead of all asking the same cell first and queueing behind it.
-pub fn rank(
-    cells: &[CellEntry],
-    first_rings: &[RingEntry],
-    tenant: &str,
-    region: &str,
-    placement: &Placement,
-) -> Result<Vec<Candidate>, String> {
+pub fn rank(cells: &[CellEntry], tenant: &Applicant) -> Result<Vec<Candidate>, String> {
+    let placement = tenant.placement;
     let mut eligible = Vec::new();
     let mut refusals = Refusals::default();
     let mut provisioning = Vec::new();
     for entry in cells {
-        let ring_zero = (placement.tier == Tier::Critical)
-            .then(|| first_rings.iter().find(|r| selector_matches(&r.selector, &entry.labels)))
-            .flatten();
-        let refusal = match ring_zero {
-            Some(ring) => Some(format!("in ring 0 ({}), which never holds critical namespaces", ring.name)),
-            None => refuse(entry, region, placement),
-        };
-        match refusal {
+        match refuse(entry, tenant) {
             Some(reason) => {
                 if reason == NOT_PROVISIONED && !spends_critical_capacity(entry, placement) {
                     provisioning.push(entry.name.as_str());
@@ -81,12 +78,35 @@ pub fn rank(
         return Err(refusals.to_string());
     }
     eligible.sort_by(|((ca, la), ea), ((cb, lb), eb)| {
-        ca.cmp(cb).then_with(|| la.total_cmp(lb)).then_with(|| spread(tenant, ea).cmp(&spread(tenant, eb)))
+        ca.cmp(cb).then_with(|| la.total_cmp(lb)).then_with(|| spread(&tenant.id, ea).cmp(&spread(&tenant.id, eb)))
     });
     Ok(eligible
         .into_iter()
         .map(|(_, entry)| Candidate { cell: entry.name.clone(), workflow_id: entry.workflow_id.clone() })
         .collect())
+}
+
+/// Why the cell's ring does not admit the tenant, if it does not.
+fn not_admitted(ring: &RingEntry, tenant: &Applicant) -> Option<String> {
+    let admits = &ring.admits;
+    if tenant.synthetic {
+        return None;
+    }
+    if admits.synthetic_only {
+        return Some(format!("in ring {}, which admits only synthetic tenants", ring.name));
+    }
+    if let Some(max) = admits.max_priority
+        && tenant.placement.priority > max
+    {
+        return Some(format!("in ring {}, which admits priorities up to {max}", ring.name));
+    }
+    if let Some(tiers) = &admits.tiers
+        && !tiers.contains(&tenant.placement.tier)
+    {
+        let names: Vec<&str> = tiers.iter().map(|t| t.as_str()).collect();
+        return Some(format!("in ring {}, which admits tiers {}", ring.name, names.join(", ")));
+    }
+    None
 }
 
 /// Why cells were refused, grouped by reason so that a fleet of hundreds of cells still gives
@@ -150,7 +170,11 @@ fn load(entry: &CellEntry) -> f64 {
     f64::from(entry.used.namespaces) / f64::from(entry.max_namespaces.max(1))
 }
 
-fn refuse(entry: &CellEntry, region: &str, placement: &Placement) -> Option<String> {
+fn refuse(entry: &CellEntry, tenant: &Applicant) -> Option<String> {
+    let (region, placement) = (tenant.region, tenant.placement);
+    if placement.cell.as_ref().is_some_and(|pinned| pinned != &entry.name) {
+        return Some("not the cell in spec.placement.cell".into());
+    }
     if entry.region != region {
         return Some(format!("in region {}", entry.region));
     }
@@ -159,6 +183,9 @@ fn refuse(entry: &CellEntry, region: &str, placement: &Placement) -> Option<Stri
     }
     if !entry.provisioned {
         return Some(NOT_PROVISIONED.into());
+    }
+    if let Some(refusal) = entry.ring.as_ref().and_then(|ring| not_admitted(ring, tenant)) {
+        return Some(refusal);
     }
     if placement.tier == Tier::Critical && entry.labels.get(TIER_LABEL).map(String::as_str) != Some("critical") {
         return Some(format!("not labelled {TIER_LABEL}=critical"));
@@ -213,6 +240,7 @@ pub fn render_hostname(template: &str, tenant: &TenantId, cell: &str, region: &s
 mod tests {
     use super::*;
     use crate::api::cell::{CapacityUsage, IngressSpec};
+    use crate::api::ring::Admission;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn cell(name: &str, region: &str, used: i32, max: i32) -> CellEntry {
@@ -228,7 +256,12 @@ mod tests {
             database: None,
             used: CapacityUsage { namespaces: used, units: used },
             provisioned: true,
+            ring: None,
         }
+    }
+
+    fn applicant<'a>(id: &str, region: &'a str, placement: &'a Placement) -> Applicant<'a> {
+        Applicant { id: id.into(), region, placement, synthetic: false }
     }
 
     fn names(ranked: Vec<Candidate>) -> Vec<String> {
@@ -238,18 +271,20 @@ mod tests {
     #[test]
     fn least_loaded_cell_of_the_region_comes_first() {
         let cells = vec![cell("a", "eu", 5, 10), cell("b", "eu", 1, 10), cell("c", "us", 0, 10)];
-        assert_eq!(names(rank(&cells, &[], "t", "eu", &Placement::default()).unwrap()), ["b", "a"]);
+        assert_eq!(names(rank(&cells, &applicant("t", "eu", &Placement::default())).unwrap()), ["b", "a"]);
     }
 
     #[test]
     fn tenants_created_together_spread_over_equally_loaded_cells() {
         let cells: Vec<_> = (0..10).map(|i| cell(&format!("c{i}"), "eu", 0, 10)).collect();
         let first_choices: std::collections::BTreeSet<String> = (0..100)
-            .map(|i| names(rank(&cells, &[], &format!("tenant-{i}"), "eu", &Placement::default()).unwrap()).remove(0))
+            .map(|i| {
+                names(rank(&cells, &applicant(&format!("tenant-{i}"), "eu", &Placement::default())).unwrap()).remove(0)
+            })
             .collect();
         assert!(first_choices.len() >= 8, "100 tenants chose only {first_choices:?}");
-        let again = names(rank(&cells, &[], "tenant-7", "eu", &Placement::default()).unwrap());
-        assert_eq!(again, names(rank(&cells, &[], "tenant-7", "eu", &Placement::default()).unwrap()));
+        let again = names(rank(&cells, &applicant("tenant-7", "eu", &Placement::default())).unwrap());
+        assert_eq!(again, names(rank(&cells, &applicant("tenant-7", "eu", &Placement::default())).unwrap()));
     }
 
     #[test]
@@ -259,7 +294,7 @@ mod tests {
         let mut fresh = cell("c", "eu", 0, 10);
         fresh.provisioned = false;
         let cells = vec![cell("a", "eu", 10, 10), cordoned, fresh];
-        let refusal = rank(&cells, &[], "t", "eu", &Placement::default()).unwrap_err();
+        let refusal = rank(&cells, &applicant("t", "eu", &Placement::default())).unwrap_err();
         assert_eq!(refusal, "a: full (10/10 namespaces); b: cordoned; c: not provisioned yet");
     }
 
@@ -271,7 +306,7 @@ mod tests {
             c.provisioned = false;
             c
         }));
-        let refusal = rank(&cells, &[], "t", "eu", &Placement::default()).unwrap_err();
+        let refusal = rank(&cells, &applicant("t", "eu", &Placement::default())).unwrap_err();
         assert_eq!(refusal, "c00, c01, c02 and 97 more: in region us; d00, d01, d02 and 97 more: not provisioned yet");
     }
 
@@ -281,9 +316,9 @@ mod tests {
         labelled.labels.insert(TIER_LABEL.into(), "critical".into());
         let cells = vec![cell("a", "eu", 0, 10), labelled.clone()];
         let critical = Placement { tier: Tier::Critical, ..Placement::default() };
-        assert_eq!(names(rank(&cells, &[], "t", "eu", &critical).unwrap()), ["b"]);
+        assert_eq!(names(rank(&cells, &applicant("t", "eu", &critical)).unwrap()), ["b"]);
         labelled.max_units = Some(3);
-        assert!(rank(&[labelled], &[], "t", "eu", &critical).unwrap_err().contains("units"));
+        assert!(rank(&[labelled], &applicant("t", "eu", &critical)).unwrap_err().contains("units"));
     }
 
     #[test]
@@ -291,37 +326,45 @@ mod tests {
         let mut critical = cell("a", "eu", 0, 10);
         critical.labels.insert(TIER_LABEL.into(), "critical".into());
         let cells = vec![critical.clone(), cell("b", "eu", 9, 10)];
-        assert_eq!(names(rank(&cells, &[], "t", "eu", &Placement::default()).unwrap()), ["b", "a"]);
-        assert_eq!(names(rank(&[critical.clone()], &[], "t", "eu", &Placement::default()).unwrap()), ["a"]);
+        assert_eq!(names(rank(&cells, &applicant("t", "eu", &Placement::default())).unwrap()), ["b", "a"]);
+        assert_eq!(names(rank(&[critical.clone()], &applicant("t", "eu", &Placement::default())).unwrap()), ["a"]);
         let mut provisioning = cell("c", "eu", 0, 10);
         provisioning.provisioned = false;
-        let refusal = rank(&[critical, provisioning], &[], "t", "eu", &Placement::default()).unwrap_err();
+        let refusal = rank(&[critical, provisioning], &applicant("t", "eu", &Placement::default())).unwrap_err();
         assert_eq!(refusal, "c: not provisioned yet; a: kept for critical tenants while c is provisioned");
     }
 
     #[test]
-    fn critical_tenants_never_land_in_a_ring_zero_cell() {
+    fn a_ring_admits_what_it_says() {
+        let ring = |admits: Admission| RingEntry { name: "ring-0".into(), admits };
         let mut canary = cell("canary", "eu", 0, 10);
+        canary.ring = Some(ring(Admission { synthetic_only: true, ..Admission::default() }));
+        let standard = Placement::default();
+        let refusal = rank(std::slice::from_ref(&canary), &applicant("t", "eu", &standard)).unwrap_err();
+        assert_eq!(refusal, "canary: in ring ring-0, which admits only synthetic tenants");
+        let probe = Applicant { synthetic: true, ..applicant("probe", "eu", &standard) };
+        assert_eq!(names(rank(std::slice::from_ref(&canary), &probe).unwrap()), ["canary"]);
+
+        canary.ring = Some(ring(Admission {
+            max_priority: Some(300),
+            tiers: Some(vec![Tier::Standard]),
+            ..Admission::default()
+        }));
+        let urgent = Placement { priority: 900, ..Placement::default() };
+        let refusal = rank(std::slice::from_ref(&canary), &applicant("t", "eu", &urgent)).unwrap_err();
+        assert_eq!(refusal, "canary: in ring ring-0, which admits priorities up to 300");
         canary.labels.insert(TIER_LABEL.into(), "critical".into());
-        canary.labels.insert("ring".into(), "canary".into());
-        let mut prod = cell("prod", "eu", 9, 10);
-        prod.labels.insert(TIER_LABEL.into(), "critical".into());
-        let ring0 = RingEntry {
-            name: "ring-0".into(),
-            order: Some(0),
-            selector: LabelSelector {
-                match_labels: Some([("ring".to_string(), "canary".to_string())].into()),
-                ..Default::default()
-            },
-        };
         let critical = Placement { tier: Tier::Critical, ..Placement::default() };
-        let cells = vec![canary.clone(), prod];
-        // The canary is emptier, but it is in ring 0.
-        assert_eq!(names(rank(&cells, std::slice::from_ref(&ring0), "t", "eu", &critical).unwrap()), ["prod"]);
-        let refusal = rank(&[canary.clone()], std::slice::from_ref(&ring0), "t", "eu", &critical).unwrap_err();
-        assert_eq!(refusal, "canary: in ring 0 (ring-0), which never holds critical namespaces");
-        // Standard tenants may use it.
-        assert_eq!(names(rank(&[canary], &[ring0], "t", "eu", &Placement::default()).unwrap()), ["canary"]);
+        let refusal = rank(std::slice::from_ref(&canary), &applicant("t", "eu", &critical)).unwrap_err();
+        assert_eq!(refusal, "canary: in ring ring-0, which admits tiers standard");
+        assert_eq!(names(rank(&[canary], &applicant("t", "eu", &standard)).unwrap()), ["canary"]);
+    }
+
+    #[test]
+    fn a_pinned_namespace_goes_to_its_cell_only() {
+        let cells = vec![cell("a", "eu", 0, 10), cell("b", "eu", 9, 10)];
+        let pinned = Placement { cell: Some("b".into()), ..Placement::default() };
+        assert_eq!(names(rank(&cells, &applicant("t", "eu", &pinned)).unwrap()), ["b"]);
     }
 
     #[test]

@@ -161,10 +161,11 @@ impl Draft {
         };
         let spec = NamespaceSpec {
             region: self.region.clone(),
-            placement: Placement { cell_selector: None, tier, priority: number("Priority", &self.priority)? },
+            placement: Placement { tier, priority: number("Priority", &self.priority)?, ..Placement::default() },
             retention: Retention { days: number("Retention", &self.retention)? },
             mtls,
             endpoint: EndpointSpec::default(),
+            synthetic: false,
         };
         let mut ns = Namespace::new(&self.name, spec);
         ns.metadata.namespace = Some(self.account.clone());
