@@ -311,6 +311,10 @@ pub struct OperatorSetup {
     pub engine: EngineConfig,
     /// Leader election with a Lease in the test's operator namespace.
     pub leader_election: bool,
+    /// The Prometheus that gates without an address query.
+    pub prometheus: Option<String>,
+    /// Where the operator's metrics are registered (a test may serve them).
+    pub registry: prometheus::Registry,
 }
 
 impl OperatorSetup {
@@ -325,6 +329,8 @@ impl OperatorSetup {
                 ..EngineConfig::default()
             },
             leader_election: false,
+            prometheus: None,
+            registry: prometheus::Registry::new(),
         }
     }
 }
@@ -358,6 +364,8 @@ impl TestOperator {
             leader,
             selector: Some(cluster.selector()),
             namespace: cluster.namespace.clone(),
+            prometheus: setup.prometheus,
+            registry: setup.registry,
             ..OperatorOptions::default()
         };
         let operator = Operator::new(cluster.client.clone(), store, setup.cloud, setup.services, options)
@@ -368,8 +376,9 @@ impl TestOperator {
     }
 
     /// Kills the operator as a crash would (nothing more is written), then starts a new one on
-    /// the same journal with `setup` (a new process has new in-memory services).
+    /// the same journal with `setup` (a new process has new in-memory services and metrics).
     pub async fn crash_and_restart(&mut self, cluster: &TestCluster, setup: OperatorSetup) {
+        let setup = OperatorSetup { registry: prometheus::Registry::new(), ..setup };
         self.token.cancel();
         self.operator.abort().await;
         if let Some(task) = self.task.take() {

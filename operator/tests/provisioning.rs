@@ -152,14 +152,7 @@ impl Harness {
 
     /// What the in-cell services are given for `namespace` placed in `cell`.
     async fn cell_and_tenant(&self, cell: &str, namespace: &Namespace, endpoint: &str) -> (CellContext, Tenant) {
-        let spec = self.cluster.cells().get(cell).await.unwrap().spec;
-        let context = CellContext {
-            name: cell.to_string(),
-            region: spec.region,
-            provider: spec.provider,
-            ingress: spec.ingress,
-            database: spec.database,
-        };
+        let context = CellContext::of(&self.cluster.cells().get(cell).await.unwrap());
         let tenant = Tenant {
             id: TenantId::of(namespace).unwrap(),
             uid: namespace.metadata.uid.clone().unwrap(),
@@ -515,13 +508,7 @@ async fn hostile_names_are_refused_by_the_api_or_the_controller_and_never_reach_
         }
 
         // The database layer refuses such names itself, before any SQL is sent.
-        let context = CellContext {
-            name: cell_name.clone(),
-            region: "eu-west-1".into(),
-            provider: cell.spec.provider,
-            ingress: cell.spec.ingress.clone(),
-            database: cell.spec.database.clone(),
-        };
+        let context = CellContext { name: cell_name.clone(), ..CellContext::of(&cell) };
         for hostile in ["a\"; DROP ROLE postgres; --", "ünïcödé", &"y".repeat(64), "a.b", ""] {
             for id in [TenantId::new(hostile, h.account()), TenantId::new("web", hostile)] {
                 let tenant =

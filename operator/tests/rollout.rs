@@ -5,33 +5,16 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cellplane::api::DeploymentRing;
 use cellplane::api::ring::RingPhase;
 use cellplane::cloud::sim::SimConfig;
-use cellplane::fixtures::{self, cell, ring};
+use cellplane::fixtures::{cell, ring};
 use cellplane_workflows::{Clock, TestClock};
 use kube::api::{Patch, PatchParams};
-use support::{Fleet, WITHIN};
+use support::Fleet;
 
 /// The rollout waits on its pause timer (a relative timer starts when the workflow reaches it).
 fn sleeping(s: &cellplane::api::DeploymentRingStatus) -> bool {
     s.workflow.as_ref().and_then(|w| w.waiting_for.as_deref()).is_some_and(|w| w.starts_with("sleeping until"))
-}
-
-fn status_of(r: Option<&DeploymentRing>) -> cellplane::api::DeploymentRingStatus {
-    r.and_then(|r| r.status.clone()).unwrap_or_default()
-}
-
-async fn wait_ring(
-    fleet: &Fleet,
-    name: &str,
-    what: &str,
-    check: impl Fn(&cellplane::api::DeploymentRingStatus) -> bool + Send + 'static,
-) {
-    if let Err(e) = fixtures::wait_for(&fleet.rings(), name, what, WITHIN, move |r| check(&status_of(r))).await {
-        let ring = fleet.rings().get(name).await.unwrap();
-        panic!("{e}: {:#?}", ring.status);
-    }
 }
 
 async fn set_version(fleet: &Fleet, ring: &str, version: &str) {
@@ -59,12 +42,12 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
     fleet.create(&fleet.rings(), &follower).await.unwrap();
 
     // The first version bakes in ring 0 before ring 1 sees it.
-    wait_ring(&fleet, "ring-0", "baking 1.0.0", |s| s.phase == Some(RingPhase::Baking) && s.baked_until.is_some())
+    fleet.ring_until("ring-0", "baking 1.0.0", |s| s.phase == Some(RingPhase::Baking) && s.baked_until.is_some())
         .await;
-    wait_ring(&fleet, "ring-1", "waiting for upstream", |s| s.phase == Some(RingPhase::WaitingForUpstream)).await;
+    fleet.ring_until("ring-1", "waiting for upstream", |s| s.phase == Some(RingPhase::WaitingForUpstream)).await;
     clock.advance(Duration::from_secs(3601));
-    wait_ring(&fleet, "ring-0", "baked 1.0.0", |s| s.baked_version.as_deref() == Some("1.0.0")).await;
-    wait_ring(&fleet, "ring-1", "pausing after batch 1", |s| {
+    fleet.ring_until("ring-0", "baked 1.0.0", |s| s.baked_version.as_deref() == Some("1.0.0")).await;
+    fleet.ring_until("ring-1", "pausing after batch 1", |s| {
         s.target_version.as_deref() == Some("1.0.0")
             && s.current_batch == Some(1)
             && s.total_batches == Some(2)
@@ -72,13 +55,13 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
     })
     .await;
     clock.advance(Duration::from_secs(601));
-    wait_ring(&fleet, "ring-1", "baking", |s| s.phase == Some(RingPhase::Baking)).await;
+    fleet.ring_until("ring-1", "baking", |s| s.phase == Some(RingPhase::Baking)).await;
     clock.advance(Duration::from_secs(3601));
-    wait_ring(&fleet, "ring-1", "baked 1.0.0", |s| s.baked_version.as_deref() == Some("1.0.0")).await;
+    fleet.ring_until("ring-1", "baked 1.0.0", |s| s.baked_version.as_deref() == Some("1.0.0")).await;
 
     // A new version: ring 0 upgrades its canary and bakes; ring 1 keeps the old one meanwhile.
     set_version(&fleet, "ring-0", "1.1.0").await;
-    wait_ring(&fleet, "ring-0", "baking 1.1.0", |s| {
+    fleet.ring_until("ring-0", "baking 1.1.0", |s| {
         s.target_version.as_deref() == Some("1.1.0") && s.phase == Some(RingPhase::Baking)
     })
     .await;
@@ -88,7 +71,7 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
     assert_eq!(ring1.status.unwrap().target_version.as_deref(), Some("1.0.0"), "ring 1 must wait for the bake");
 
     clock.advance(Duration::from_secs(3601));
-    wait_ring(&fleet, "ring-1", "first batch of 1.1.0", |s| {
+    fleet.ring_until("ring-1", "first batch of 1.1.0", |s| {
         s.target_version.as_deref() == Some("1.1.0") && s.current_batch == Some(1) && sleeping(s)
     })
     .await;
@@ -96,12 +79,12 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
     assert_eq!(fleet.cloud.components_version("prod-1").as_deref(), Some("1.1.0"));
     assert_eq!(fleet.cloud.components_version("prod-2").as_deref(), Some("1.0.0"), "second batch waits for the pause");
     clock.advance(Duration::from_secs(601));
-    wait_ring(&fleet, "ring-1", "baking 1.1.0", |s| {
+    fleet.ring_until("ring-1", "baking 1.1.0", |s| {
         s.target_version.as_deref() == Some("1.1.0") && s.phase == Some(RingPhase::Baking)
     })
     .await;
     assert_eq!(fleet.cloud.components_version("prod-2").as_deref(), Some("1.1.0"));
-    wait_ring(&fleet, "ring-1", "cells by version", |s| {
+    fleet.ring_until("ring-1", "cells by version", |s| {
         s.cells_by_version.first().is_some_and(|v| v.version == "1.1.0" && v.count == 2)
     })
     .await;
@@ -109,7 +92,7 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
     // A bad release stops the ring and says why.
     fleet.cloud.fail_version("2.0.0");
     set_version(&fleet, "ring-0", "2.0.0").await;
-    wait_ring(&fleet, "ring-0", "halted", |s| {
+    fleet.ring_until("ring-0", "halted", |s| {
         s.phase == Some(RingPhase::Halted)
             && cellplane::api::conditions::find(&s.conditions, "Stalled")
                 .is_some_and(|c| c.status == cellplane::api::ConditionStatus::True && c.message.contains("canary-1"))
@@ -130,7 +113,7 @@ async fn a_paused_ring_holds_its_next_batch_until_resumed() {
     let mut paused = ring("held", 0, "held", Some("1.1.0"), "0s");
     paused.spec.paused = true;
     fleet.create(&fleet.rings(), &paused).await.unwrap();
-    wait_ring(&fleet, "held", "paused before its first batch", |s| {
+    fleet.ring_until("held", "paused before its first batch", |s| {
         s.phase == Some(RingPhase::Paused) && s.workflow.as_ref().is_some_and(|w| w.waiting_for.is_some())
     })
     .await;
@@ -138,7 +121,7 @@ async fn a_paused_ring_holds_its_next_batch_until_resumed() {
 
     let patch = serde_json::json!({"spec": {"paused": false}});
     fleet.rings().patch("held", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    wait_ring(&fleet, "held", "baked after resuming", |s| s.baked_version.as_deref() == Some("1.1.0")).await;
+    fleet.ring_until("held", "baked after resuming", |s| s.baked_version.as_deref() == Some("1.1.0")).await;
     assert_eq!(fleet.cloud.components_version("held-1").as_deref(), Some("1.1.0"));
     fleet.stop().await;
 }

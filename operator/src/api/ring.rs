@@ -258,7 +258,7 @@ pub struct Admission {
 }
 
 /// Synthetic traffic for a ring's cells.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyntheticProbes {
     /// Keep a synthetic tenant in each cell of the ring and probe it. Unset: on for a ring that
@@ -274,6 +274,12 @@ pub struct SyntheticProbes {
 
 fn default_probe_interval() -> String {
     "30s".to_owned()
+}
+
+impl Default for SyntheticProbes {
+    fn default() -> Self {
+        SyntheticProbes { enabled: None, interval: default_probe_interval() }
+    }
 }
 
 impl SyntheticProbes {

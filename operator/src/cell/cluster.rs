@@ -599,6 +599,11 @@ impl CellServices for ClusterCellServices {
         async {
             // The sim front door lives in this process: after a restart it serves the routes
             // that exist again, as an ingress controller would.
+            if cell.provider == Provider::Sim
+                && let Some(fault) = super::sim::front_door_fault(cell)
+            {
+                return Err(fault);
+            }
             if cell.provider == Provider::Sim && !self.data_plane.hosts(&cell.name).contains(&tenant.endpoint) {
                 let client = self.cell_client(cell).await?;
                 if routes::exists(&client, &self.config.namespace, &tenant.id).await? {

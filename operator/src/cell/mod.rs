@@ -101,6 +101,23 @@ pub struct CellContext {
     pub provider: Provider,
     pub ingress: IngressSpec,
     pub database: Option<DatabaseSpec>,
+    /// The version the cell's components run, when the caller knows it (synthetic probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl CellContext {
+    /// The context of a Cell as the API has it.
+    pub fn of(cell: &crate::api::Cell) -> CellContext {
+        CellContext {
+            name: kube::ResourceExt::name_any(cell),
+            region: cell.spec.region.clone(),
+            provider: cell.spec.provider,
+            ingress: cell.spec.ingress.clone(),
+            database: cell.spec.database.clone(),
+            version: cell.status.as_ref().and_then(|s| s.running_version.clone()),
+        }
+    }
 }
 
 /// The tenant being provisioned.

@@ -10,16 +10,42 @@ use async_trait::async_trait;
 
 use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant, names};
 
+/// Versions whose name ends so serve errors in a simulated cell: a release that upgrades fine
+/// and then fails its synthetic probes, for rollbacks in the sandbox and the tests.
+pub const BROKEN_SUFFIX: &str = "-broken";
+
+/// Why a simulated cell's front door refuses a probe, if it does: its version is a broken one.
+pub fn front_door_fault(cell: &CellContext) -> Option<CellError> {
+    let version = cell.version.as_deref().filter(|v| v.ends_with(BROKEN_SUFFIX))?;
+    Some(CellError::Transient(format!("cell {} resets connections: it runs {version}", cell.name)))
+}
+
 #[derive(Default)]
 pub struct SimCellServices {
     latency: Duration,
     /// Live objects as `cell/kind/tenant`.
     live: Mutex<BTreeSet<String>>,
+    /// Cells whose front door is down (an outage a test switches on and off).
+    outages: Mutex<BTreeSet<String>>,
 }
 
 impl SimCellServices {
     pub fn new(latency: Duration) -> Self {
-        SimCellServices { latency, live: Mutex::default() }
+        SimCellServices { latency, ..SimCellServices::default() }
+    }
+
+    /// Takes a cell's front door down (`true`) or brings it back.
+    pub fn outage(&self, cell: &str, down: bool) {
+        let mut outages = self.outages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if down {
+            outages.insert(cell.to_string());
+        } else {
+            outages.remove(cell);
+        }
+    }
+
+    fn is_down(&self, cell: &str) -> bool {
+        self.outages.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(cell)
     }
 
     /// Objects that exist now, as `cell/kind/tenant` (kinds: database, certificates, route).
@@ -118,6 +144,12 @@ impl CellServices for SimCellServices {
 
     async fn probe(&self, cell: &CellContext, tenant: &Tenant) -> Result<String, CellError> {
         tokio::time::sleep(self.latency).await;
+        if let Some(fault) = front_door_fault(cell) {
+            return Err(fault);
+        }
+        if self.is_down(&cell.name) {
+            return Err(CellError::Transient(format!("cell {} is down", cell.name)));
+        }
         let route = format!("{}/route/{}", cell.name, tenant.id);
         if self.lock().contains(&route) {
             Ok(format!("simulated connection to {}", tenant.endpoint))

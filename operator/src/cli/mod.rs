@@ -4,7 +4,7 @@ mod bench;
 mod console;
 mod fleet;
 pub mod operator;
-mod rings;
+pub mod rings;
 mod workflows;
 
 use std::path::PathBuf;

@@ -75,32 +75,39 @@ pub async fn run_rings(command: RingsCommand) -> Result<(), String> {
         | RingsCommand::Abort { ring, cluster }
         | RingsCommand::Retry { ring, cluster } => (ring.clone(), cluster),
     };
-    let api = rings(cluster).await?;
-    let current = api.get(&ring).await.map_err(|e| format!("ring {ring}: {}", crate::kube_error::describe(&e)))?;
+    println!("{}", steer(&rings(cluster).await?, &ring, command).await?);
+    Ok(())
+}
+
+/// Writes what `command` asks of `ring`; returns what was done, for a person.
+pub async fn steer(api: &Api<DeploymentRing>, ring: &str, command: RingsCommand) -> Result<String, String> {
+    let describe = |e: kube::Error| format!("ring {ring}: {}", crate::kube_error::describe(&e));
+    let current = api.get(ring).await.map_err(describe)?;
     let target = current.status.as_ref().and_then(|s| s.target_version.clone());
-    let patch = match command {
+    let (patch, done) = match command {
         RingsCommand::Approve { version, by, .. } => {
             let version = version.or(target).ok_or(format!("ring {ring} has no target version to approve yet"))?;
             let by = by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cellplane".into());
-            println!("approving {version} in ring {ring} as {by}");
-            serde_json::json!({ "spec": { "approval": { "version": version, "approvedBy": by } } })
+            let done = format!("approved {version} in ring {ring} as {by}");
+            (serde_json::json!({ "spec": { "approval": { "version": version, "approvedBy": by } } }), done)
         }
-        RingsCommand::Pause { .. } => serde_json::json!({ "spec": { "paused": true } }),
-        RingsCommand::Resume { .. } => serde_json::json!({ "spec": { "paused": false } }),
+        RingsCommand::Pause { .. } => {
+            (serde_json::json!({ "spec": { "paused": true } }), format!("ring {ring} paused: no new batch starts"))
+        }
+        RingsCommand::Resume { .. } => (serde_json::json!({ "spec": { "paused": false } }), format!("ring {ring} resumed")),
         RingsCommand::Abort { .. } => {
             let version = target.ok_or(format!("ring {ring} has no rollout to abort"))?;
-            println!("aborting the rollout of {version} in ring {ring}; cells stay where they are");
-            serde_json::json!({ "metadata": { "annotations": { ABORT: version } } })
+            let done = format!("aborted the rollout of {version} in ring {ring}; cells stay where they are");
+            (serde_json::json!({ "metadata": { "annotations": { ABORT: version } } }), done)
         }
         RingsCommand::Retry { .. } => {
             let token = crate::controllers::now().0.to_string();
-            serde_json::json!({ "metadata": { "annotations": { RETRY: token } } })
+            let done = format!("ring {ring} retries its halted rollout");
+            (serde_json::json!({ "metadata": { "annotations": { RETRY: token } } }), done)
         }
     };
-    api.patch(&ring, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| format!("ring {ring}: {}", crate::kube_error::describe(&e)))?;
-    Ok(())
+    api.patch(ring, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(describe)?;
+    Ok(done)
 }
 
 pub async fn run_rollout(command: RolloutCommand) -> Result<(), String> {

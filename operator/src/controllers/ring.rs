@@ -296,6 +296,7 @@ fn rollout_input(ring: &DeploymentRing, plan: &Plan, target: &str) -> RingInput 
         manual_approval: ring.spec.manual_approval,
         rollback: ring.spec.rollback_policy,
         baking: None,
+        retry: None,
     }
 }
 
@@ -322,13 +323,15 @@ async fn steer(
     if annotations.get(ABORT).map(String::as_str) == Some(target) {
         cancel_if_active(ctx, id).await?;
     }
-    // A halted rollout runs again, once per new value of the annotation.
+    // A halted rollout runs again, once per new value of the annotation (kept in its input, so
+    // that a restart does not retry twice).
     let halted = checkpoint.is_some_and(|cp| cp.state.is_finished()) && view.is_some_and(|v| v.halted.is_some());
-    if let Some(token) = annotations.get(RETRY).filter(|_| halted)
-        && ctx.first_time(format!("{id}#retry#{token}"))
-    {
+    if let Some(token) = annotations.get(RETRY).filter(|_| halted) {
         let input = ctx.engine.journal().get(id).await?.map(|row| row.input);
-        if let Some(input) = input.and_then(|i| serde_json::from_value::<RingInput>(i).ok()) {
+        if let Some(input) = input.and_then(|i| serde_json::from_value::<RingInput>(i).ok())
+            && input.retry.as_ref() != Some(token)
+        {
+            let input = RingInput { retry: Some(token.clone()), baking: None, ..input };
             ctx.engine.start_with::<RingRollout>(id, &input, IdReuse::RestartIfFinished).await?;
             ctx.event(ring, false, "RolloutRetried", format!("rolling out {target} again")).await;
         }
@@ -633,7 +636,7 @@ mod tests {
         let second = ring("second", 1, "canary", Some("1.0.0"), "0s");
         let all = rings(vec![first.clone(), second.clone()]);
         let stall = plan(&first, &all, std::slice::from_ref(&both)).err().unwrap();
-        assert_eq!(stall.reason, "RingConflict");
+        assert_eq!(stall.reason, "RingConflict", "{}", stall.message);
         assert!(stall.message.contains("cell shared is also selected by ring second"), "{}", stall.message);
         let stall = plan(&second, &all, &[both]).err().unwrap();
         assert!(stall.message.contains("ring first"), "{}", stall.message);

@@ -114,13 +114,7 @@ impl Prober {
     fn subject(&self, ctx: &Context, tenant: &Namespace) -> Option<(String, CellContext, Tenant)> {
         let status = tenant.status.clone()?;
         let cell = ctx.fleet.cell(status.assigned_cell.as_deref()?)?;
-        let context = CellContext {
-            name: cell.name_any(),
-            region: cell.spec.region.clone(),
-            provider: cell.spec.provider,
-            ingress: cell.spec.ingress.clone(),
-            database: cell.spec.database.clone(),
-        };
+        let context = CellContext::of(&cell);
         let probed = Tenant {
             id: TenantId::of(tenant)?,
             uid: tenant.uid()?,

@@ -253,6 +253,7 @@ impl Entity<'_> {
             provider: spec.provider,
             ingress: spec.ingress.clone(),
             database: spec.database.clone(),
+            version: None,
         }
     }
 

@@ -52,6 +52,9 @@ pub struct RingInput {
     /// Where the bake stood, when it continued as new.
     #[serde(default)]
     pub baking: Option<Baking>,
+    /// The retry this run answers (the value of the ring's retry annotation).
+    #[serde(default)]
+    pub retry: Option<String>,
 }
 
 /// A bake in progress, carried over by continue-as-new.

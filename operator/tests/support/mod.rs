@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cellplane::api::namespace::Tier;
-use cellplane::api::{Cell, DeploymentRing, Namespace};
+use cellplane::api::{Cell, DeploymentRing, DeploymentRingStatus, Namespace};
 use cellplane::cell::sim::SimCellServices;
 use cellplane::cloud::sim::{SimCloud, SimConfig};
 use cellplane::fixtures::{self, is_ready};
@@ -26,13 +26,31 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// On an in-memory API server of its own.
     pub async fn start(cloud: SimConfig, clock: Option<Arc<dyn Clock>>) -> Fleet {
         let cluster = TestCluster::in_memory(|_| {}).await.expect("an in-memory cluster");
+        Self::on(cluster, cloud, |setup| setup.clock = clock).await
+    }
+
+    /// On the real API server `E2E_KUBECONFIG` names, else an in-memory one; name cluster-scoped
+    /// objects with [`Fleet::name`] so that runs side by side do not meet.
+    pub async fn anywhere(cloud: SimConfig, configure: impl FnOnce(&mut OperatorSetup)) -> Fleet {
+        let cluster = TestCluster::start().await.expect("a test cluster");
+        Self::on(cluster, cloud, configure).await
+    }
+
+    async fn on(cluster: TestCluster, cloud: SimConfig, configure: impl FnOnce(&mut OperatorSetup)) -> Fleet {
         let cloud = Arc::new(SimCloud::new(cloud));
         let services = Arc::new(SimCellServices::new(Duration::from_millis(1)));
-        let setup = OperatorSetup { clock, ..OperatorSetup::new(cloud.clone(), services.clone()) };
+        let mut setup = OperatorSetup::new(cloud.clone(), services.clone());
+        configure(&mut setup);
         let operator = TestOperator::start(&cluster, setup.clone()).await;
         Fleet { cluster, cloud, services, setup, operator }
+    }
+
+    /// `base` made unique to this run.
+    pub fn name(&self, base: &str) -> String {
+        self.cluster.name(base)
     }
 
     /// Kills the operator as a crash would (no graceful shutdown), then starts a new one on
@@ -90,6 +108,23 @@ impl Fleet {
         }
     }
 
+    /// Waits until ring `name`'s status passes `check`; panics showing the status otherwise.
+    pub async fn ring_until(&self, name: &str, what: &str, check: impl Fn(&DeploymentRingStatus) -> bool + Send + 'static) {
+        let status = |r: Option<&DeploymentRing>| r.and_then(|r| r.status.clone()).unwrap_or_default();
+        if let Err(e) = fixtures::wait_for(&self.rings(), name, what, WITHIN, move |r| check(&status(r))).await {
+            let ring = self.rings().get(name).await.ok();
+            panic!("ring {name}: {e}: {:#?}", ring.and_then(|r| r.status));
+        }
+    }
+
+    /// Waits until cell `name` passes `check`.
+    pub async fn cell_until(&self, name: &str, what: &str, check: impl Fn(&Cell) -> bool + Send + 'static) -> Cell {
+        match fixtures::wait_for(&self.cells(), name, what, WITHIN, move |c| c.is_some_and(&check)).await {
+            Ok(Some(cell)) => cell,
+            other => panic!("cell {name}: {other:?}: {:#?}", self.cells().get(name).await.ok().and_then(|c| c.status)),
+        }
+    }
+
     pub async fn gone<K>(&self, api: &Api<K>, name: &str)
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -97,7 +132,12 @@ impl Fleet {
         fixtures::wait_for(api, name, "deleted", WITHIN, |o: Option<&K>| o.is_none()).await.expect("deleted");
     }
 
+    /// On a real API server, removes what the run created (its operator tears it down); then
+    /// stops the operator.
     pub async fn stop(self) {
+        if self.cluster.is_real() {
+            self.cluster.cleanup().await.expect("the test run's objects are removed");
+        }
         self.operator.stop().await;
     }
 }

@@ -1,16 +1,11 @@
 //! The rollout as a pipeline (ring 0 → ring 1 → …): per ring its batches and their cells, the
 //! bake countdown, gate verdicts, and pause, resume and approve.
-//!
-//! Everything a ring shows comes from [`RingView`], built in one place from the object as JSON,
-//! so that status fields this console does not know yet (`status.gates`) still show.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use http::Method;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject};
-use serde_json::Value;
 
 use super::{facts, list_or_forbidden, merge, or_dash};
 use crate::api::ring::{DeploymentRing, RingPhase};
@@ -40,26 +35,9 @@ pub async fn route(ctx: &Ctx<'_>) -> Result<Reply, ConsoleError> {
 /// One ring as the page shows it.
 pub struct RingView {
     pub ring: DeploymentRing,
-    /// `status.gates`, when the operator writes it: each gate's fields as text.
-    pub gate_verdicts: Vec<BTreeMap<String, String>>,
 }
 
 impl RingView {
-    pub fn from_json(value: Value) -> Result<Self, serde_json::Error> {
-        let gate_verdicts = value
-            .pointer("/status/gates")
-            .and_then(Value::as_array)
-            .map(|gates| {
-                gates
-                    .iter()
-                    .filter_map(Value::as_object)
-                    .map(|gate| gate.iter().map(|(k, v)| (k.clone(), text(v))).collect())
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(RingView { ring: serde_json::from_value(value)?, gate_verdicts })
-    }
-
     fn name(&self) -> &str {
         self.ring.metadata.name.as_deref().unwrap_or("")
     }
@@ -72,13 +50,6 @@ impl RingView {
     fn awaits_approval(&self) -> bool {
         let approved = self.ring.spec.approval.as_ref().map(|a| a.version.as_str());
         self.ring.spec.manual_approval && self.target().is_some() && approved != self.target()
-    }
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -106,19 +77,11 @@ fn rollout_order(rings: &mut [RingView]) {
 
 async fn pipeline(ctx: &Ctx<'_>) -> Result<Reply, ConsoleError> {
     let mut page = Page::new("Deployment rings", AREA);
-    let resource = ApiResource::erase::<DeploymentRing>(&());
-    let body = match list_or_forbidden(&Api::<DynamicObject>::all_with(ctx.client(), &resource)).await? {
+    let body = match list_or_forbidden(&Api::<DeploymentRing>::all(ctx.client())).await? {
         None => html::empty("You may not list DeploymentRings."),
         Some(objects) if objects.is_empty() => html::empty("No rings yet."),
         Some(objects) => {
-            let mut rings = Vec::new();
-            for object in objects {
-                let value = serde_json::to_value(&object).map_err(|e| ConsoleError::BadRequest(e.to_string()))?;
-                rings.push(
-                    RingView::from_json(value)
-                        .map_err(|e| ConsoleError::BadRequest(format!("a ring the console cannot read: {e}")))?,
-                );
-            }
+            let mut rings: Vec<RingView> = objects.into_iter().map(|ring| RingView { ring }).collect();
             rollout_order(&mut rings);
             let cells = list_or_forbidden(&Api::<Cell>::all(ctx.client())).await?.unwrap_or_default();
             let may_steer = ctx.viewer.can("patch", Kind::Ring, None).await;
@@ -228,7 +191,7 @@ fn batches(view: &RingView, cells: &[Cell], current: Option<i32>) -> String {
     out
 }
 
-/// The gates the spec asks for, and the verdicts the status reports (any fields, as they come).
+/// The gates the spec asks for, and the verdicts the status reports.
 fn gates(view: &RingView) -> String {
     let mut out = String::new();
     if !view.ring.spec.gates.is_empty() {
@@ -250,25 +213,23 @@ fn gates(view: &RingView) -> String {
             .collect();
         let _ = write!(out, r#"<table><caption>Gates</caption><tbody>{rows}</tbody></table>"#);
     }
-    if !view.gate_verdicts.is_empty() {
-        let rows: String = view
-            .gate_verdicts
+    let verdicts = view.ring.status.as_ref().map(|s| s.gates.as_slice()).unwrap_or_default();
+    if !verdicts.is_empty() {
+        let rows: String = verdicts
             .iter()
             .map(|gate| {
-                let field =
-                    |names: &[&str]| names.iter().find_map(|n| gate.get(*n)).map_or_else(|| "-".into(), |v| esc(v));
+                let checks = if gate.batch == 0 { "bake".to_string() } else { format!("batch {}", gate.batch) };
                 format!(
-                    "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td class=\"msg\">{}</td></tr>",
-                    field(&["name"]),
-                    html::phase_badge(gate.get("verdict").or(gate.get("status")).map(String::as_str)),
-                    field(&["value", "observed"]),
-                    field(&["message", "reason"])
+                    "<tr><th scope=\"row\">{}</th><td>{}</td><td>{checks}</td><td class=\"msg\">{}</td></tr>",
+                    esc(&gate.name),
+                    html::phase_badge(Some(&format!("{:?}", gate.verdict))),
+                    or_dash(Some(gate.value.as_str()).filter(|v| !v.is_empty())),
                 )
             })
             .collect();
         let _ = write!(
             out,
-            r#"<table><caption>Gate verdicts</caption><thead><tr><th scope="col">Gate</th><th scope="col">Verdict</th><th scope="col">Value</th><th scope="col">Message</th></tr></thead><tbody>{rows}</tbody></table>"#
+            r#"<table><caption>Gate verdicts</caption><thead><tr><th scope="col">Gate</th><th scope="col">Verdict</th><th scope="col">Checks</th><th scope="col">Last value</th></tr></thead><tbody>{rows}</tbody></table>"#
         );
     }
     out
@@ -328,12 +289,13 @@ async fn approve(ctx: &Ctx<'_>, name: &str) -> Result<Reply, ConsoleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::ring::{DeploymentRingStatus, GateStatus, GateVerdict};
 
     fn view(name: &str, order: Option<i32>, upstream: Option<&str>) -> RingView {
         let mut ring = crate::fixtures::ring(name, order.unwrap_or(0), "x=y", Some("1.0.0"), "1h");
         ring.spec.order = order;
         ring.spec.upstream = upstream.map(str::to_string);
-        RingView::from_json(serde_json::to_value(ring).unwrap()).unwrap()
+        RingView { ring }
     }
 
     #[test]
@@ -344,11 +306,21 @@ mod tests {
     }
 
     #[test]
-    fn gate_verdicts_show_whatever_fields_the_status_has() {
-        let mut value = serde_json::to_value(crate::fixtures::ring("r", 0, "x=y", Some("1.0.0"), "1h")).unwrap();
-        value["status"] = serde_json::json!({ "gates": [{ "name": "errors", "verdict": "Failed", "value": 0.2 }] });
-        let view = RingView::from_json(value).unwrap();
-        let html = gates(&view);
-        assert!(html.contains("errors") && html.contains("Failed") && html.contains("0.2"), "{html}");
+    fn gate_verdicts_show_the_verdict_the_batch_and_the_last_value() {
+        let mut ring = crate::fixtures::ring("r", 0, "x=y", Some("1.0.0"), "1h");
+        ring.status = Some(DeploymentRingStatus {
+            gates: vec![GateStatus {
+                name: "errors".into(),
+                verdict: GateVerdict::Failed,
+                value: "eu-1: 0.2 (want < 0.01)".into(),
+                batch: 2,
+                since: None,
+            }],
+            ..Default::default()
+        });
+        let html = gates(&RingView { ring });
+        for shown in ["errors", "Failed", "batch 2", "eu-1: 0.2 (want &lt; 0.01)"] {
+            assert!(html.contains(shown), "{shown} missing from {html}");
+        }
     }
 }
