@@ -67,6 +67,10 @@ RING_CASES = [
     ("ring waiting for approval is Suspended",
      lambda k: obj(k, status=st(cond("Ready", "False", "WaitingForApproval"), phase="WaitingForApproval")),
      "Suspended", "approval"),
+    ("halted ring is Degraded with why",
+     lambda k: obj(k, status=st(cond("Ready", "False", "Halted"),
+                                cond("Halted", "True", "GateFailed", "gate synthetic-probes failed"), phase="Halted")),
+     "Degraded", "GateFailed: gate synthetic-probes failed"),
 ]
 
 

@@ -42,7 +42,10 @@ async fn cells(fleet: &Fleet, group: &str, bases: &[&str]) -> Vec<String> {
     let mut names = Vec::new();
     for base in bases {
         let name = fleet.name(base);
-        fleet.create(&fleet.cells(), &cell(&name, "eu-west-1", &[("cellplane.io/ring", group)], 10, "1.0.0")).await.unwrap();
+        fleet
+            .create(&fleet.cells(), &cell(&name, "eu-west-1", &[("cellplane.io/ring", group)], 10, "1.0.0"))
+            .await
+            .unwrap();
         names.push(name);
     }
     for name in &names {
@@ -131,26 +134,30 @@ async fn a_week_long_bake_survives_restarts_and_a_newer_version_supersedes_it_be
 
     // 1.2.0 starts baking; two days in, 1.3.0 supersedes it. Downstream never sees 1.2.0.
     patch_ring(&fleet, &main, serde_json::json!({"spec": {"version": "1.2.0"}})).await;
-    fleet.ring_until(&main, "1.2.0 in its first batch", |s| {
-        s.target_version.as_deref() == Some("1.2.0") && s.current_batch == Some(1) && sleeping(s)
-    })
-    .await;
+    fleet
+        .ring_until(&main, "1.2.0 in its first batch", |s| {
+            s.target_version.as_deref() == Some("1.2.0") && s.current_batch == Some(1) && sleeping(s)
+        })
+        .await;
     clock.advance(HOUR + Duration::from_secs(1));
-    fleet.ring_until(&main, "baking 1.2.0", |s| {
-        s.target_version.as_deref() == Some("1.2.0") && phase(s) == Some(RingPhase::Baking)
-    })
-    .await;
+    fleet
+        .ring_until(&main, "baking 1.2.0", |s| {
+            s.target_version.as_deref() == Some("1.2.0") && phase(s) == Some(RingPhase::Baking)
+        })
+        .await;
     clock.advance(2 * DAY);
     patch_ring(&fleet, &main, serde_json::json!({"spec": {"version": "1.3.0"}})).await;
-    fleet.ring_until(&main, "1.3.0 in its first batch", |s| {
-        s.target_version.as_deref() == Some("1.3.0") && s.current_batch == Some(1) && sleeping(s)
-    })
-    .await;
+    fleet
+        .ring_until(&main, "1.3.0 in its first batch", |s| {
+            s.target_version.as_deref() == Some("1.3.0") && s.current_batch == Some(1) && sleeping(s)
+        })
+        .await;
     clock.advance(HOUR + Duration::from_secs(1));
-    fleet.ring_until(&main, "baking 1.3.0", |s| {
-        s.target_version.as_deref() == Some("1.3.0") && phase(s) == Some(RingPhase::Baking)
-    })
-    .await;
+    fleet
+        .ring_until(&main, "baking 1.3.0", |s| {
+            s.target_version.as_deref() == Some("1.3.0") && phase(s) == Some(RingPhase::Baking)
+        })
+        .await;
     clock.advance(6 * DAY);
     let status = fleet.rings().get(&main).await.unwrap().status.unwrap();
     assert_eq!(status.baked_version.as_deref(), Some("1.1.0"), "1.3.0's bake started over: six days are not seven");
@@ -174,9 +181,7 @@ async fn approval_comes_from_the_spec_or_the_cli_names_one_version_and_is_record
     assert!(shown.contains(&format!("approval: waiting (cellplane rings approve {name})")), "{shown}");
 
     // An approval of another version does not count.
-    let approval = |version: &str, by: &str| {
-        serde_json::json!({"spec": {"approval": Approval { version: version.into(), approved_by: Some(by.into()) }}})
-    };
+    let approval = |version: &str, by: &str| serde_json::json!({"spec": {"approval": Approval { version: version.into(), approved_by: Some(by.into()) }}});
     patch_ring(&fleet, &name, approval("1.0.9", "mallory")).await;
     patch_ring(&fleet, &name, approval("1.1.0", "alice@example.com")).await;
     fleet.ring_until(&name, "1.1.0 baked", |s| s.baked_version.as_deref() == Some("1.1.0")).await;
@@ -187,10 +192,11 @@ async fn approval_comes_from_the_spec_or_the_cli_names_one_version_and_is_record
 
     // A new version needs a new approval: the CLI's.
     patch_ring(&fleet, &name, serde_json::json!({"spec": {"version": "1.2.0"}})).await;
-    fleet.ring_until(&name, "waiting for approval of 1.2.0", |s| {
-        s.target_version.as_deref() == Some("1.2.0") && phase(s) == Some(RingPhase::WaitingForApproval)
-    })
-    .await;
+    fleet
+        .ring_until(&name, "waiting for approval of 1.2.0", |s| {
+            s.target_version.as_deref() == Some("1.2.0") && phase(s) == Some(RingPhase::WaitingForApproval)
+        })
+        .await;
     assert_eq!(upgrades(&fleet, &gated), ["1.1.0"]);
     let approve = RingsCommand::Approve {
         ring: name.clone(),
@@ -221,7 +227,8 @@ async fn a_gate_that_flaps_inside_stable_for_starts_its_stable_period_over() {
     synthetic.stable_for = "10m".into();
     flappy.spec.gates = vec![synthetic];
     fleet.create(&fleet.rings(), &flappy).await.unwrap();
-    let ratio = |c: &cellplane::api::Cell| c.status.as_ref().and_then(|s| s.synthetic.as_ref()).map(|s| s.success_ratio());
+    let ratio =
+        |c: &cellplane::api::Cell| c.status.as_ref().and_then(|s| s.synthetic.as_ref()).map(|s| s.success_ratio());
     fleet.cell_until(&canary, "probed healthy", move |c| ratio(c) == Some(1.0)).await;
 
     // Healthy: the stable period starts.
@@ -259,12 +266,13 @@ async fn two_rings_that_select_one_cell_both_stall_naming_the_other_and_nothing_
     fleet.create(&fleet.rings(), &ring(&second, 1, "shared", Some("1.1.0"), "0s")).await.unwrap();
     for (ring, other) in [(&first, &second), (&second, &first)] {
         let other = format!("ring {other}");
-        fleet.ring_until(ring, "stalled by the conflict", move |s| {
-            condition(s, "Stalled").is_some_and(|(status, reason, message)| {
-                status == ConditionStatus::True && reason == "RingConflict" && message.contains(&other)
+        fleet
+            .ring_until(ring, "stalled by the conflict", move |s| {
+                condition(s, "Stalled").is_some_and(|(status, reason, message)| {
+                    status == ConditionStatus::True && reason == "RingConflict" && message.contains(&other)
+                })
             })
-        })
-        .await;
+            .await;
     }
     assert!(upgrades(&fleet, &shared).is_empty(), "neither ring rolled");
     fleet.stop().await;
@@ -290,19 +298,21 @@ async fn a_failing_synthetic_probe_halts_ring_zero_and_ring_one_does_not_start()
     fleet.ring_until(&one, "1.0.0 baked after ring 0", |s| s.baked_version.as_deref() == Some("1.0.0")).await;
 
     patch_ring(&fleet, &zero, serde_json::json!({"spec": {"version": "1.1.0-broken"}})).await;
-    fleet.ring_until(&zero, "halted by the gate", |s| {
-        phase(s) == Some(RingPhase::Halted)
-            && condition(s, HALTED).is_some_and(|(status, reason, message)| {
-                status == ConditionStatus::True && reason == "GateFailed" && message.contains("gate probes failed")
-            })
-    })
-    .await;
+    fleet
+        .ring_until(&zero, "halted by the gate", |s| {
+            phase(s) == Some(RingPhase::Halted)
+                && condition(s, HALTED).is_some_and(|(status, reason, message)| {
+                    status == ConditionStatus::True && reason == "GateFailed" && message.contains("gate probes failed")
+                })
+        })
+        .await;
     let halted = format!("upstream ring {zero} is halted");
-    fleet.ring_until(&one, "waiting on the halted upstream", move |s| {
-        phase(s) == Some(RingPhase::WaitingForUpstream)
-            && condition(s, "Ready").is_some_and(|(_, _, message)| message.contains(&halted))
-    })
-    .await;
+    fleet
+        .ring_until(&one, "waiting on the halted upstream", move |s| {
+            phase(s) == Some(RingPhase::WaitingForUpstream)
+                && condition(s, "Ready").is_some_and(|(_, _, message)| message.contains(&halted))
+        })
+        .await;
     assert_eq!(upgrades(&fleet, &canary), ["1.1.0-broken"], "rollbackPolicy none leaves the canary as it is");
     assert!(upgrades(&fleet, &prod).is_empty(), "ring 1 never started 1.1.0-broken");
     let probed = fleet.cells().get(&canary).await.unwrap().status.unwrap().synthetic.unwrap();
@@ -395,10 +405,11 @@ async fn a_prometheus_gate_fails_on_real_scraped_metrics_and_the_batch_rolls_bac
     assert!(passed.gates.iter().all(|g| g.value.contains("ge 0.9")), "{:?}", passed.gates);
 
     patch_ring(&fleet, &name, serde_json::json!({"spec": {"version": "1.1.0-broken"}})).await;
-    fleet.ring_until(&name, "halted and rolled back", |s| {
-        phase(s) == Some(RingPhase::Halted) && s.rollback.as_ref().is_some_and(|r| r.cells.len() == 2)
-    })
-    .await;
+    fleet
+        .ring_until(&name, "halted and rolled back", |s| {
+            phase(s) == Some(RingPhase::Halted) && s.rollback.as_ref().is_some_and(|r| r.cells.len() == 2)
+        })
+        .await;
     let status = fleet.rings().get(&name).await.unwrap().status.unwrap();
     let rollback = status.rollback.unwrap();
     assert_eq!(rollback.from, "1.1.0-broken");

@@ -42,18 +42,18 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
     fleet.create(&fleet.rings(), &follower).await.unwrap();
 
     // The first version bakes in ring 0 before ring 1 sees it.
-    fleet.ring_until("ring-0", "baking 1.0.0", |s| s.phase == Some(RingPhase::Baking) && s.baked_until.is_some())
-        .await;
+    fleet.ring_until("ring-0", "baking 1.0.0", |s| s.phase == Some(RingPhase::Baking) && s.baked_until.is_some()).await;
     fleet.ring_until("ring-1", "waiting for upstream", |s| s.phase == Some(RingPhase::WaitingForUpstream)).await;
     clock.advance(Duration::from_secs(3601));
     fleet.ring_until("ring-0", "baked 1.0.0", |s| s.baked_version.as_deref() == Some("1.0.0")).await;
-    fleet.ring_until("ring-1", "pausing after batch 1", |s| {
-        s.target_version.as_deref() == Some("1.0.0")
-            && s.current_batch == Some(1)
-            && s.total_batches == Some(2)
-            && sleeping(s)
-    })
-    .await;
+    fleet
+        .ring_until("ring-1", "pausing after batch 1", |s| {
+            s.target_version.as_deref() == Some("1.0.0")
+                && s.current_batch == Some(1)
+                && s.total_batches == Some(2)
+                && sleeping(s)
+        })
+        .await;
     clock.advance(Duration::from_secs(601));
     fleet.ring_until("ring-1", "baking", |s| s.phase == Some(RingPhase::Baking)).await;
     clock.advance(Duration::from_secs(3601));
@@ -61,43 +61,49 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
 
     // A new version: ring 0 upgrades its canary and bakes; ring 1 keeps the old one meanwhile.
     set_version(&fleet, "ring-0", "1.1.0").await;
-    fleet.ring_until("ring-0", "baking 1.1.0", |s| {
-        s.target_version.as_deref() == Some("1.1.0") && s.phase == Some(RingPhase::Baking)
-    })
-    .await;
+    fleet
+        .ring_until("ring-0", "baking 1.1.0", |s| {
+            s.target_version.as_deref() == Some("1.1.0") && s.phase == Some(RingPhase::Baking)
+        })
+        .await;
     assert_eq!(fleet.cloud.components_version("canary-1").as_deref(), Some("1.1.0"));
     assert_eq!(fleet.cloud.components_version("prod-1").as_deref(), Some("1.0.0"));
     let ring1 = fleet.rings().get("ring-1").await.unwrap();
     assert_eq!(ring1.status.unwrap().target_version.as_deref(), Some("1.0.0"), "ring 1 must wait for the bake");
 
     clock.advance(Duration::from_secs(3601));
-    fleet.ring_until("ring-1", "first batch of 1.1.0", |s| {
-        s.target_version.as_deref() == Some("1.1.0") && s.current_batch == Some(1) && sleeping(s)
-    })
-    .await;
+    fleet
+        .ring_until("ring-1", "first batch of 1.1.0", |s| {
+            s.target_version.as_deref() == Some("1.1.0") && s.current_batch == Some(1) && sleeping(s)
+        })
+        .await;
     // Between batches: the first batch runs the new version, the second does not yet.
     assert_eq!(fleet.cloud.components_version("prod-1").as_deref(), Some("1.1.0"));
     assert_eq!(fleet.cloud.components_version("prod-2").as_deref(), Some("1.0.0"), "second batch waits for the pause");
     clock.advance(Duration::from_secs(601));
-    fleet.ring_until("ring-1", "baking 1.1.0", |s| {
-        s.target_version.as_deref() == Some("1.1.0") && s.phase == Some(RingPhase::Baking)
-    })
-    .await;
+    fleet
+        .ring_until("ring-1", "baking 1.1.0", |s| {
+            s.target_version.as_deref() == Some("1.1.0") && s.phase == Some(RingPhase::Baking)
+        })
+        .await;
     assert_eq!(fleet.cloud.components_version("prod-2").as_deref(), Some("1.1.0"));
-    fleet.ring_until("ring-1", "cells by version", |s| {
-        s.cells_by_version.first().is_some_and(|v| v.version == "1.1.0" && v.count == 2)
-    })
-    .await;
+    fleet
+        .ring_until("ring-1", "cells by version", |s| {
+            s.cells_by_version.first().is_some_and(|v| v.version == "1.1.0" && v.count == 2)
+        })
+        .await;
 
     // A bad release stops the ring and says why.
     fleet.cloud.fail_version("2.0.0");
     set_version(&fleet, "ring-0", "2.0.0").await;
-    fleet.ring_until("ring-0", "halted", |s| {
-        s.phase == Some(RingPhase::Halted)
-            && cellplane::api::conditions::find(&s.conditions, "Stalled")
-                .is_some_and(|c| c.status == cellplane::api::ConditionStatus::True && c.message.contains("canary-1"))
-    })
-    .await;
+    fleet
+        .ring_until("ring-0", "halted", |s| {
+            s.phase == Some(RingPhase::Halted)
+                && cellplane::api::conditions::find(&s.conditions, "Stalled").is_some_and(|c| {
+                    c.status == cellplane::api::ConditionStatus::True && c.message.contains("canary-1")
+                })
+        })
+        .await;
     assert_eq!(fleet.cloud.components_version("canary-1").as_deref(), Some("1.1.0"));
     fleet.stop().await;
 }
@@ -113,10 +119,11 @@ async fn a_paused_ring_holds_its_next_batch_until_resumed() {
     let mut paused = ring("held", 0, "held", Some("1.1.0"), "0s");
     paused.spec.paused = true;
     fleet.create(&fleet.rings(), &paused).await.unwrap();
-    fleet.ring_until("held", "paused before its first batch", |s| {
-        s.phase == Some(RingPhase::Paused) && s.workflow.as_ref().is_some_and(|w| w.waiting_for.is_some())
-    })
-    .await;
+    fleet
+        .ring_until("held", "paused before its first batch", |s| {
+            s.phase == Some(RingPhase::Paused) && s.workflow.as_ref().is_some_and(|w| w.waiting_for.is_some())
+        })
+        .await;
     assert_eq!(fleet.cloud.components_version("held-1").as_deref(), Some("1.0.0"));
 
     let patch = serde_json::json!({"spec": {"paused": false}});

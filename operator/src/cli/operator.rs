@@ -253,9 +253,9 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
                 shown.insert(row.id.clone(), line);
             }
         }
-        let all_ready = !rows.is_empty() && rows.iter().all(|r| r.ready == "True");
-        if !keep && (all_ready || Instant::now() > deadline) {
-            if !all_ready {
+        let settled = settled(&rows);
+        if !keep && (settled || Instant::now() > deadline) {
+            if !settled {
                 println!("\nnot everything became Ready within {}s", args.timeout);
             }
             break;
@@ -399,6 +399,14 @@ async fn rows(client: &Client) -> Result<Vec<Row>, CliError> {
         rows.push(row(&n, s.phase.map(|p| format!("{p:?}")), &s.conditions, step));
     }
     Ok(rows)
+}
+
+/// Everything Ready, or waiting for a person: a halted ring and the rings downstream of it
+/// (examples/rollback ends so).
+fn settled(rows: &[Row]) -> bool {
+    let halted = rows.iter().any(|r| r.phase == "Halted");
+    let waits_for_a_person = |r: &Row| r.phase == "Halted" || (halted && r.phase == "WaitingForUpstream");
+    !rows.is_empty() && rows.iter().all(|r| r.ready == "True" || waits_for_a_person(r))
 }
 
 fn print_table(rows: &[Row]) {

@@ -94,7 +94,9 @@ pub async fn steer(api: &Api<DeploymentRing>, ring: &str, command: RingsCommand)
         RingsCommand::Pause { .. } => {
             (serde_json::json!({ "spec": { "paused": true } }), format!("ring {ring} paused: no new batch starts"))
         }
-        RingsCommand::Resume { .. } => (serde_json::json!({ "spec": { "paused": false } }), format!("ring {ring} resumed")),
+        RingsCommand::Resume { .. } => {
+            (serde_json::json!({ "spec": { "paused": false } }), format!("ring {ring} resumed"))
+        }
         RingsCommand::Abort { .. } => {
             let version = target.ok_or(format!("ring {ring} has no rollout to abort"))?;
             let done = format!("aborted the rollout of {version} in ring {ring}; cells stay where they are");

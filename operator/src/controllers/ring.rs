@@ -25,8 +25,8 @@ use crate::api::common::parse_duration;
 use crate::api::conditions::{self, Stall};
 use crate::api::namespace::{MtlsSpec, Namespace, NamespaceSpec, Placement};
 use crate::api::ring::{
-    BAKED, DeploymentRing, DeploymentRingStatus, GateKind, GateVerdict, HALTED, MAX_LISTED_CELLS, MAX_VERSION_GROUPS,
-    PROGRESSING, RING_CONDITIONS, RING_STEPS, ROLLED_OUT, RingPhase, VersionCells,
+    BAKED, DeploymentRing, DeploymentRingStatus, GateKind, GateStatus, GateVerdict, HALTED, MAX_LISTED_CELLS,
+    MAX_VERSION_GROUPS, PROGRESSING, RING_CONDITIONS, RING_STEPS, ROLLED_OUT, RingPhase, VersionCells,
 };
 use crate::flows::fleet::{RingView, view};
 use crate::flows::gates::GatePlan;
@@ -400,7 +400,17 @@ async fn mirror(
     }
     announce_progress(ring, ctx, &previous, &status).await;
     status.workflow = Some(workflow_status(checkpoint));
-    finish_status(ring, ctx, api, status, &done, Some(progress_message(checkpoint)), stall).await
+    let message = match gate_summary(&status.gates) {
+        Some(gates) if !checkpoint.state.is_finished() => format!("{gates}; {}", progress_message(checkpoint)),
+        _ => progress_message(checkpoint),
+    };
+    finish_status(ring, ctx, api, status, &done, Some(message), stall).await
+}
+
+/// The gates' verdicts and values, the way a person follows a rollout (`make run` prints it).
+fn gate_summary(gates: &[GateStatus]) -> Option<String> {
+    let shown: Vec<String> = gates.iter().map(|g| format!("gate {} {:?}: {}", g.name, g.verdict, g.value)).collect();
+    (!shown.is_empty()).then(|| shown.join("; "))
 }
 
 /// Events for what a person follows: gate verdicts, the approval, a rollback.

@@ -109,7 +109,12 @@ impl Fleet {
     }
 
     /// Waits until ring `name`'s status passes `check`; panics showing the status otherwise.
-    pub async fn ring_until(&self, name: &str, what: &str, check: impl Fn(&DeploymentRingStatus) -> bool + Send + 'static) {
+    pub async fn ring_until(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&DeploymentRingStatus) -> bool + Send + 'static,
+    ) {
         let status = |r: Option<&DeploymentRing>| r.and_then(|r| r.status.clone()).unwrap_or_default();
         if let Err(e) = fixtures::wait_for(&self.rings(), name, what, WITHIN, move |r| check(&status(r))).await {
             let ring = self.rings().get(name).await.ok();
