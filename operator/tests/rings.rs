@@ -421,3 +421,42 @@ async fn a_prometheus_gate_fails_on_real_scraped_metrics_and_the_batch_rolls_bac
     token.cancel();
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_past_its_progress_deadline_stalls_naming_the_cell_and_an_abort_halts_the_ring() {
+    let clock = TestClock::default();
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let slow = SimConfig { op_latency: [("install_components".to_string(), Duration::from_secs(8))].into(), ..quick() };
+    let fleet = Fleet::anywhere(slow, |setup| setup.clock = Some(shared)).await;
+    let [slow_cell] = <[String; 1]>::try_from(cells(&fleet, "slow", &["slow-a"]).await).unwrap();
+    let name = fleet.name("slow");
+    let mut late = ring(&name, 0, "slow", Some("1.1.0"), "1h");
+    late.spec.progress_deadline = "1m".into();
+    fleet.create(&fleet.rings(), &late).await.unwrap();
+    fleet
+        .ring_until(&name, "upgrading batch 1", |s| {
+            s.current_batch == Some(1) && s.workflow.as_ref().is_some_and(|w| w.waiting_for.is_some())
+        })
+        .await;
+    clock.advance(Duration::from_secs(61));
+    let named = slow_cell.clone();
+    fleet
+        .ring_until(&name, "stalled past the deadline", move |s| {
+            condition(s, "Stalled").is_some_and(|(status, reason, message)| {
+                status == ConditionStatus::True && reason == "ProgressDeadlineExceeded" && message.contains(&named)
+            })
+        })
+        .await;
+
+    let abort = RingsCommand::Abort { ring: name.clone(), cluster: ClusterArgs { kubeconfig: None } };
+    let said = steer(&fleet.rings(), &name, abort).await.unwrap();
+    assert!(said.starts_with("aborted the rollout of 1.1.0"), "{said}");
+    fleet
+        .ring_until(&name, "halted by the abort", |s| {
+            phase(s) == Some(RingPhase::Halted)
+                && condition(s, HALTED)
+                    .is_some_and(|(status, reason, _)| status == ConditionStatus::True && reason == "Aborted")
+        })
+        .await;
+    fleet.stop().await;
+}

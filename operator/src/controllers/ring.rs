@@ -551,7 +551,8 @@ async fn finish_status(
         &mut conditions,
         conditions::Condition::new(PROGRESSING, status_of, reason, message, generation, now.clone()),
     );
-    let halted = match &stall {
+    // A stall that only waits (a progress deadline passed) is not a halt.
+    let halted = match stall.as_ref().filter(|_| status.phase == Some(RingPhase::Halted)) {
         Some(stall) => conditions::Condition::new(
             HALTED,
             conditions::ConditionStatus::True,
