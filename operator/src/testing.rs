@@ -366,7 +366,6 @@ impl TestOperator {
             namespace: cluster.namespace.clone(),
             prometheus: setup.prometheus,
             registry: setup.registry,
-            ..OperatorOptions::default()
         };
         let operator = Operator::new(cluster.client.clone(), store, setup.cloud, setup.services, options)
             .expect("the operator starts");

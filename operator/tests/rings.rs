@@ -71,7 +71,7 @@ fn gate_verdict(s: &DeploymentRingStatus) -> Option<GateVerdict> {
 }
 
 fn condition(s: &DeploymentRingStatus, type_: &str) -> Option<(ConditionStatus, String, String)> {
-    conditions::find(&s.conditions, type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    conditions::find(&s.conditions, type_).map(|c| (c.status, c.reason.clone(), c.message.clone()))
 }
 
 /// The versions the cloud upgraded `cell` to, in order.
