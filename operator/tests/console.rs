@@ -119,7 +119,7 @@ async fn a_ring_waiting_for_approval_is_approved_and_paused_from_the_pipeline() 
         let cell = fixtures::cell(name, "eu-west-1", &[("cellplane.io/ring", "canary")], 10, version);
         cluster.create(&cluster.cells(), cell).await.unwrap();
     }
-    let mut ring = fixtures::ring("ring-0", 0, "cellplane.io/ring=canary", Some("1.2.0"), "1h");
+    let mut ring = fixtures::ring("ring-0", 0, "canary", Some("1.2.0"), "1h");
     ring.spec.manual_approval = true;
     cluster.create(&cluster.rings(), ring).await.unwrap();
     let status = serde_json::json!({ "status": { "phase": "WaitingForApproval", "targetVersion": "1.2.0" } });
