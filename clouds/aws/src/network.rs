@@ -74,7 +74,10 @@ async fn zones(ec2: &Client) -> Result<Vec<String>, CloudError> {
         found.availability_zones().iter().filter_map(|z| z.zone_name().map(str::to_string)).collect();
     zones.sort();
     if zones.len() < ZONES {
-        return Err(CloudError::Invalid(format!("the region has {} availability zones; EKS needs {ZONES}", zones.len())));
+        return Err(CloudError::Invalid(format!(
+            "the region has {} availability zones; EKS needs {ZONES}",
+            zones.len()
+        )));
     }
     Ok(zones)
 }
@@ -297,7 +300,11 @@ pub(crate) async fn leftovers(ec2: &Client, scope: &CellScope) -> Result<Vec<Str
         .await
         .map_err(|e| fail("DescribeInternetGateways", e))?;
     left.extend(
-        gateways.internet_gateways().iter().filter_map(|g| g.internet_gateway_id()).map(|id| format!("internet-gateway {id}")),
+        gateways
+            .internet_gateways()
+            .iter()
+            .filter_map(|g| g.internet_gateway_id())
+            .map(|id| format!("internet-gateway {id}")),
     );
     let groups = ec2
         .describe_security_groups()

@@ -17,7 +17,12 @@ const CLUSTER_HEADER: &str = "x-k8s-aws-id";
 const LIFETIME: Duration = Duration::from_secs(60);
 
 /// The token for `cluster`, signed with `credentials` in `region` at `now`.
-pub fn eks_token(credentials: &Credentials, region: &str, cluster: &str, now: SystemTime) -> Result<String, CloudError> {
+pub fn eks_token(
+    credentials: &Credentials,
+    region: &str,
+    cluster: &str,
+    now: SystemTime,
+) -> Result<String, CloudError> {
     let url = format!("https://sts.{region}.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15");
     let identity = credentials.clone().into();
     let mut settings = SigningSettings::default();
@@ -59,7 +64,10 @@ mod tests {
         let encoded = token.strip_prefix("k8s-aws-v1.").expect("the k8s-aws-v1. prefix");
         assert!(!encoded.contains('=') && !encoded.contains('+') && !encoded.contains('/'), "base64url, unpadded");
         let url = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).unwrap()).unwrap();
-        assert!(url.starts_with("https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&"), "{url}");
+        assert!(
+            url.starts_with("https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&"),
+            "{url}"
+        );
         for part in [
             "X-Amz-Algorithm=AWS4-HMAC-SHA256",
             "X-Amz-Credential=AKIDEXAMPLE%2F20231114%2Feu-west-1%2Fsts%2Faws4_request",

@@ -28,12 +28,20 @@ pub struct WaitPolicy {
 impl WaitPolicy {
     /// For cloud control planes: EKS and GKE clusters take 10 to 20 minutes.
     pub fn cloud() -> Self {
-        WaitPolicy { initial: Duration::from_secs(2), max_interval: Duration::from_secs(30), timeout: Duration::from_secs(30 * 60) }
+        WaitPolicy {
+            initial: Duration::from_secs(2),
+            max_interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(30 * 60),
+        }
     }
 
     /// For tests against local peers.
     pub fn quick() -> Self {
-        WaitPolicy { initial: Duration::from_millis(20), max_interval: Duration::from_millis(200), timeout: Duration::from_secs(30) }
+        WaitPolicy {
+            initial: Duration::from_millis(20),
+            max_interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -76,9 +84,10 @@ mod tests {
         .await;
         assert_eq!(ready, Ok(4));
 
-        let never = wait_for("cluster c", WaitPolicy::quick(), || async { Ok(Progress::<()>::Pending("CREATING".into())) })
-            .await
-            .unwrap_err();
+        let never =
+            wait_for("cluster c", WaitPolicy::quick(), || async { Ok(Progress::<()>::Pending("CREATING".into())) })
+                .await
+                .unwrap_err();
         assert!(never.is_transient());
         assert!(never.to_string().contains("cluster c: still CREATING after 30s"), "{never}");
     }

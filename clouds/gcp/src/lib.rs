@@ -112,7 +112,8 @@ impl GcpCloud {
                 .build_access_token_credentials()
                 .map_err(|e| CloudError::AccessDenied(format!("Application Default Credentials: {e}")))?,
         };
-        let token = credentials.access_token().await.map_err(|e| CloudError::AccessDenied(format!("access token: {e}")))?;
+        let token =
+            credentials.access_token().await.map_err(|e| CloudError::AccessDenied(format!("access token: {e}")))?;
         Ok(token.token)
     }
 }
@@ -196,17 +197,18 @@ impl CloudProvider for GcpCloud {
                     kubernetes_version: request.kubernetes_version.clone(),
                 }))
             }
-            cluster::Status::Error | cluster::Status::Degraded => {
-                Err(CloudError::Invalid(format!("GKE cluster {id} is {:?}: {}", found.status, messages(&found.conditions))))
-            }
+            cluster::Status::Error | cluster::Status::Degraded => Err(CloudError::Invalid(format!(
+                "GKE cluster {id} is {:?}: {}",
+                found.status,
+                messages(&found.conditions)
+            ))),
             status => Ok(Progress::Pending(format!("{status:?} at {version}"))),
         }
     }
 
     async fn upgrade_cluster(&self, _key: &str, request: &ClusterRequest, id: &str) -> Result<(), CloudError> {
         let client = self.client(&request.scope).await?;
-        let updated =
-            client.update_master().set_name(id).set_master_version(&request.kubernetes_version).send().await;
+        let updated = client.update_master().set_name(id).set_master_version(&request.kubernetes_version).send().await;
         match updated.map_err(|e| fail("clusters.updateMaster", e)) {
             // FAILED_PRECONDITION: an operation (ours, retried) is running; the wait follows it.
             Err(e) if !e.failed_precondition => Err(e.error),
@@ -219,7 +221,9 @@ impl CloudProvider for GcpCloud {
         let found = gone(client.get_cluster().set_name(id).send().await.map_err(|e| fail("clusters.get", e)))?;
         match found {
             None => return Ok(Progress::Ready(())),
-            Some(found) if found.status == cluster::Status::Stopping => return Ok(Progress::Pending("STOPPING".into())),
+            Some(found) if found.status == cluster::Status::Stopping => {
+                return Ok(Progress::Pending("STOPPING".into()));
+            }
             Some(_) => {}
         }
         match gone(client.delete_cluster().set_name(id).send().await.map_err(|e| fail("clusters.delete", e)))? {
@@ -262,9 +266,11 @@ impl CloudProvider for GcpCloud {
         let found = client.get_node_pool().set_name(id).send().await.map_err(|e| fail("nodePools.get", e).error)?;
         match found.status {
             node_pool::Status::Running => Ok(Progress::Ready(NodePool { id: id.to_string() })),
-            node_pool::Status::Error | node_pool::Status::RunningWithError => {
-                Err(CloudError::Invalid(format!("node pool {id} is {:?}: {}", found.status, messages(&found.conditions))))
-            }
+            node_pool::Status::Error | node_pool::Status::RunningWithError => Err(CloudError::Invalid(format!(
+                "node pool {id} is {:?}: {}",
+                found.status,
+                messages(&found.conditions)
+            ))),
             status => Ok(Progress::Pending(format!("{status:?}"))),
         }
     }

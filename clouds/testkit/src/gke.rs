@@ -195,7 +195,8 @@ impl State {
 
     fn with_pools(&self, name: &str, cluster: &Value) -> Value {
         let prefix = format!("{name}/nodePools/");
-        let pools: Vec<Value> = self.pools.iter().filter(|(n, _)| n.starts_with(&prefix)).map(|(_, p)| p.clone()).collect();
+        let pools: Vec<Value> =
+            self.pools.iter().filter(|(n, _)| n.starts_with(&prefix)).map(|(_, p)| p.clone()).collect();
         let mut cluster = cluster.clone();
         cluster["nodePools"] = json!(pools);
         cluster

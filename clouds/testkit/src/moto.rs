@@ -70,7 +70,8 @@ async fn wait_until_up(url: &str) -> Result<(), PeerError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let uri: http::Uri = format!("{url}/moto-api/").parse().map_err(|e| PeerError::Failed(format!("{e}")))?;
     loop {
-        let request = Request::get(uri.clone()).body(Full::new(Bytes::new())).map_err(|e| PeerError::Failed(format!("{e}")))?;
+        let request =
+            Request::get(uri.clone()).body(Full::new(Bytes::new())).map_err(|e| PeerError::Failed(format!("{e}")))?;
         if client.request(request).await.is_ok_and(|r| r.status().is_success()) {
             return Ok(());
         }
@@ -212,7 +213,8 @@ fn operation(request: &Request<Bytes>) -> String {
         return action.to_string();
     }
     let path = request.uri().path();
-    let shape: Vec<&str> = path.split('/').enumerate().map(|(i, p)| if i % 2 == 0 && i > 0 { "*" } else { p }).collect();
+    let shape: Vec<&str> =
+        path.split('/').enumerate().map(|(i, p)| if i % 2 == 0 && i > 0 { "*" } else { p }).collect();
     format!("{} {}", request.method(), shape.join("/"))
 }
 
@@ -250,7 +252,8 @@ impl Proxy {
         let target = format!("{}{}", self.upstream, parts.uri.path_and_query().map_or("/", |p| p.as_str()));
         parts.uri = target.parse().map_err(|e| format!("{e}"))?;
         parts.headers.remove(http::header::HOST);
-        let response = self.client.request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| e.to_string())?;
+        let response =
+            self.client.request(Request::from_parts(parts, Full::new(body))).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();

@@ -35,7 +35,8 @@ pub(crate) async fn serve(handler: Handler) -> Result<(SocketAddr, tokio::task::
                         Ok::<_, Infallible>(handler(Request::from_parts(parts, body)).await)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });

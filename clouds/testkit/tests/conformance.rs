@@ -63,7 +63,8 @@ async fn conformance(cloud: &dyn CloudProvider, scope: CellScope) -> Outcome {
         .await
         .expect("the node pool becomes ready");
 
-    let components = ComponentsRequest { scope: scope.clone(), cluster_id: cluster.id.clone(), version: "1.4.2".into() };
+    let components =
+        ComponentsRequest { scope: scope.clone(), cluster_id: cluster.id.clone(), version: "1.4.2".into() };
     let installed = cloud.install_components("k-components", &components).await.expect("install the components");
 
     let mut found = BTreeMap::new();
@@ -116,11 +117,25 @@ async fn aws_against_moto() {
         ..AwsAccount::default()
     });
     let outcome = conformance(&cloud, scope("cell-a", "eu-west-1", "aws", account)).await;
-    let expected = [("eks-cluster", 1), ("eks-nodegroup", 1), ("internet-gateway", 1), ("security-group", 1), ("subnet", 2), ("vpc", 1)];
+    let expected = [
+        ("eks-cluster", 1),
+        ("eks-nodegroup", 1),
+        ("internet-gateway", 1),
+        ("security-group", 1),
+        ("subnet", 2),
+        ("vpc", 1),
+    ];
     let expected: BTreeMap<String, usize> = expected.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
     assert_eq!(outcome.found, expected, "one of each, found by the cell's tag");
     let stats = proxy.stats();
-    for create in ["CreateVpc", "CreateSubnet", "CreateInternetGateway", "CreateSecurityGroup", "POST /clusters", "POST /clusters/*/node-groups"] {
+    for create in [
+        "CreateVpc",
+        "CreateSubnet",
+        "CreateInternetGateway",
+        "CreateSecurityGroup",
+        "POST /clusters",
+        "POST /clusters/*/node-groups",
+    ] {
         let made = stats.creates.get(create).copied().unwrap_or(0);
         let expected = if create == "CreateSubnet" { 2 } else { 1 };
         assert_eq!(made, expected, "{create} took effect {made} times: {:?}", stats.creates);
@@ -134,7 +149,8 @@ async fn gcp_against_the_gke_fake() {
     install_crypto();
     let fake = GkeFake::start().await.expect("the GKE fake");
     let cloud = GcpCloud::with_endpoint(GcpEndpoint { url: Some(fake.url.clone()) }, None);
-    let account = Account::Gcp(GcpAccount { project: "acme-cells".into(), network: Some("cells".into()), credentials: None });
+    let account =
+        Account::Gcp(GcpAccount { project: "acme-cells".into(), network: Some("cells".into()), credentials: None });
     let outcome = conformance(&cloud, scope("cell-a", "europe-west1", "gcp", account)).await;
     // The system pool GKE wants at creation, and the spec's pool.
     let expected: BTreeMap<String, usize> = [("gke-cluster".to_string(), 1), ("gke-node-pool".to_string(), 2)].into();
