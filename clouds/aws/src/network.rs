@@ -163,10 +163,10 @@ async fn internet_gateway(ec2: &Client, scope: &CellScope, vpc: &str) -> Result<
     };
     if !attached {
         let result = ec2.attach_internet_gateway().internet_gateway_id(&id).vpc_id(vpc).send().await;
-        if let Err(e) = result.map_err(|e| fail("AttachInternetGateway", e)) {
-            if !e.is("Resource.AlreadyAssociated") {
-                return Err(e.into());
-            }
+        if let Err(e) = result.map_err(|e| fail("AttachInternetGateway", e))
+            && !e.is("Resource.AlreadyAssociated")
+        {
+            return Err(e.into());
         }
     }
     Ok(id)
