@@ -41,6 +41,8 @@ pub fn cell(name: &str, region: &str, labels: &[(&str, &str)], max_namespaces: i
         capacity: CapacitySpec { max_namespaces, max_units: None },
         version: version.into(),
         credentials_secret_ref: None,
+        aws: None,
+        gcp: None,
         database: None,
         ingress: IngressSpec { domain: "example.com".into(), ..IngressSpec::default() },
         cordoned: false,

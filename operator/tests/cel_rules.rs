@@ -56,6 +56,11 @@ fn cell() -> Value {
             "capacity": {"maxNamespaces": 200},
             "version": "1.4.2",
             "credentialsSecretRef": {"name": "cell-eu-1-aws"},
+            "aws": {
+                "roleArn": "arn:aws:iam::111122223333:role/cellplane-cell",
+                "clusterRoleArn": "arn:aws:iam::111122223333:role/eks-cluster",
+                "nodeRoleArn": "arn:aws:iam::111122223333:role/eks-nodes"
+            },
             "ingress": {"domain": "cell-eu-1.example.com"}
         }
     })
@@ -69,9 +74,13 @@ fn cell_accepts_a_complete_spec() {
 }
 
 #[test]
-fn cell_needs_credentials_on_a_real_cloud() {
-    let object = without(cell(), "/spec/credentialsSecretRef");
-    assert_rejected("Cell", &object, None, "credentialsSecretRef is required");
+fn cell_needs_its_account_on_a_real_cloud() {
+    // The operator's own identity (IRSA, Workload Identity) may stand in for a Secret.
+    assert_valid("Cell", &without(cell(), "/spec/credentialsSecretRef"));
+    assert_rejected("Cell", &without(cell(), "/spec/aws"), None, "spec.aws is required for the aws provider");
+    let gcp = with(without(cell(), "/spec/aws"), "/spec/provider", json!("gcp"));
+    assert_rejected("Cell", &gcp, None, "spec.gcp is required for the gcp provider");
+    assert_valid("Cell", &with(gcp, "/spec/gcp", json!({"project": "acme-cell-eu-1"})));
 }
 
 #[test]

@@ -277,3 +277,56 @@ async fn a_spec_change_is_applied_by_the_cell_workflow() {
     assert!(fleet.cloud.duplicates().is_empty());
     fleet.stop().await;
 }
+
+/// Teardown proves itself by listing the cell's resources by tag: a resource the workflow never
+/// made (created by hand, or by a lost earlier attempt) keeps the finalizer and is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_left_after_teardown_keeps_the_cell_and_is_named() {
+    use cellplane::cloud::{CellScope, CloudProvider, NetworkRequest};
+    let fleet = Fleet::start(quick_cloud(), None).await;
+    fleet.create(&fleet.cells(), &cell("leaky", "eu-west-1", &[], 5, "1.0.0")).await.unwrap();
+    fleet.cell_ready("leaky").await;
+    let scope = CellScope { cell: "leaky".into(), region: "eu-west-1".into(), ..CellScope::default() };
+    let stray = NetworkRequest { scope, cidr: "10.99.0.0/16".into() };
+    let mut attempts = 0;
+    while let Err(e) = fleet.cloud.create_network("made-by-hand", &stray).await {
+        attempts += 1;
+        assert!(e.is_transient() && attempts < 50, "{e}");
+    }
+
+    fleet.cells().delete("leaky", &Default::default()).await.unwrap();
+    let named = |c: Option<&cellplane::api::Cell>| {
+        let conditions = c.and_then(|c| c.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default();
+        condition(&conditions, "Deleting")
+            .is_some_and(|d| d.reason == "ResourcesLeft" && d.message.contains("left after teardown: network"))
+    };
+    fixtures::wait_for(&fleet.cells(), "leaky", "Deleting names the network left", support::WITHIN, named)
+        .await
+        .unwrap();
+    assert_eq!(fleet.cloud.live_in("leaky"), vec!["network".to_string()], "only the stray network remains");
+    fleet.stop().await;
+}
+
+/// A new spec.cluster.kubernetesVersion upgrades the control plane in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_kubernetes_version_upgrades_the_cluster() {
+    let fleet = Fleet::start(quick_cloud(), None).await;
+    fleet.create(&fleet.cells(), &cell("upgrading", "eu-west-1", &[], 5, "1.0.0")).await.unwrap();
+    fleet.cell_ready("upgrading").await;
+    assert_eq!(fleet.cloud.cluster_version("upgrading").as_deref(), Some("1.33"));
+    let patch = serde_json::json!({"spec": {"cluster": {"kubernetesVersion": "1.34"}}});
+    fleet
+        .cells()
+        .patch("upgrading", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + support::WITHIN;
+    while fleet.cloud.cluster_version("upgrading").as_deref() != Some("1.34") {
+        assert!(tokio::time::Instant::now() < deadline, "the cluster was not upgraded to 1.34");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let upgrades = fleet.cloud.ledger().into_iter().filter(|e| e.op == cellplane::cloud::sim::EffectOp::Upgrade);
+    assert_eq!(upgrades.filter(|e| e.name == "cluster").count(), 1, "one upgrade, in place");
+    assert!(fleet.cloud.duplicates().is_empty());
+    fleet.stop().await;
+}

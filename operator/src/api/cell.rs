@@ -69,7 +69,8 @@ const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9](
     printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", description = "What the cell is waiting for or why it failed", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = ("self.provider == 'sim' || has(self.credentialsSecretRef)", "credentialsSecretRef is required for the aws and gcp providers"))]
+#[x_kube(validation = ("self.provider != 'aws' || has(self.aws)", "spec.aws is required for the aws provider"))]
+#[x_kube(validation = ("self.provider != 'gcp' || has(self.gcp)", "spec.gcp is required for the gcp provider"))]
 #[serde(rename_all = "camelCase")]
 pub struct CellSpec {
     /// Cloud provider that hosts the cell: aws, gcp, or sim (an in-process simulator for
@@ -97,9 +98,21 @@ pub struct CellSpec {
     pub version: String,
 
     /// Secret with the cloud credentials the operator uses for this cell's account or
-    /// project. Required for aws and gcp; ignored for sim.
+    /// project: for aws the keys `aws_access_key_id`, `aws_secret_access_key` and optionally
+    /// `aws_session_token`; for gcp a service-account key under `credentials.json`. Without
+    /// it the operator's own identity is used (IRSA or the default chain on AWS, Application
+    /// Default Credentials or Workload Identity on Google Cloud), through `spec.aws.roleArn`
+    /// when set. Ignored for sim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
+
+    /// The cell's AWS account and IAM roles. Required when provider is aws.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsSpec>,
+
+    /// The cell's Google Cloud project and network. Required when provider is gcp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<GcpSpec>,
 
     /// The cell's PostgreSQL server that holds tenant databases (one login role and one
     /// database per tenant). When unset, tenants of a sim cell get a simulated database (their
@@ -126,6 +139,42 @@ pub enum Provider {
     Gcp,
     /// In-process simulator for tests and sandboxes.
     Sim,
+}
+
+/// An IAM role ARN, e.g. arn:aws:iam::123456789012:role/cell-eu-1.
+const ROLE_ARN_PATTERN: &str = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$";
+
+/// The AWS side of a cell: each cell is its own account, reached by assuming a role in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSpec {
+    /// A role in the cell's account that the operator assumes with STS for every call about
+    /// this cell (the operator's own identity must be allowed to assume it). Unset: the
+    /// operator's identity (or credentialsSecretRef) acts directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 600), regex(pattern = ROLE_ARN_PATTERN))]
+    pub role_arn: Option<String>,
+    /// The IAM role the EKS control plane uses (trusts eks.amazonaws.com, with
+    /// AmazonEKSClusterPolicy).
+    #[schemars(length(max = 600), regex(pattern = ROLE_ARN_PATTERN))]
+    pub cluster_role_arn: String,
+    /// The IAM role of the managed node groups' nodes (trusts ec2.amazonaws.com, with
+    /// AmazonEKSWorkerNodePolicy, AmazonEKS_CNI_Policy, AmazonEC2ContainerRegistryReadOnly).
+    #[schemars(length(max = 600), regex(pattern = ROLE_ARN_PATTERN))]
+    pub node_role_arn: String,
+}
+
+/// The Google Cloud side of a cell: its project and the VPC network its GKE cluster joins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcpSpec {
+    /// Project id, e.g. acme-cell-eu-1.
+    #[schemars(length(min = 6, max = 30), regex(pattern = r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"))]
+    pub project: String,
+    /// VPC network the cluster joins; `default` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    pub network: Option<String>,
 }
 
 /// The cell's cloud network.

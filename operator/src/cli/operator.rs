@@ -150,8 +150,8 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     options.engine.max_concurrent = args.max_workflows;
     options.namespace = namespace.clone();
     options.prometheus = args.prometheus_url.clone();
-    // Only the sim provider exists so far; aws and gcp cells are refused with a Stalled reason.
-    let cloud = Arc::new(SimCloud::new(SimConfig::default()));
+    let sim = Arc::new(SimCloud::new(SimConfig::default()));
+    let cloud = Arc::new(crate::cloud::providers::clouds(sim, client.clone(), &namespace));
     let config = ServicesConfig { namespace: namespace.clone(), ..ServicesConfig::default() };
     let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
     let operator = Arc::new(Operator::new(client, journal.clone(), cloud, services, options)?);

@@ -12,7 +12,7 @@ use super::{
     Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, is_dns_label, progress_message,
     remove_finalizer, set_deleting, stall_of, workflow_status,
 };
-use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, CellStatus, Provider};
+use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, CellStatus};
 use crate::api::conditions::{self, Stall};
 use crate::flows::cell::{COMMAND, CellCommand, CellInput, CellWorkflow};
 use crate::flows::fleet::{CellView, view};
@@ -69,8 +69,10 @@ fn validate(cell: &Cell) -> Result<(), String> {
     if !is_dns_label(&cell.spec.region) {
         return Err(format!("spec.region {:?} must be a DNS label", cell.spec.region));
     }
-    if cell.spec.provider != Provider::Sim {
-        return Err(format!("provider {:?} is not available in this build; use sim", cell.spec.provider));
+    let built = crate::cloud::providers::built_in();
+    let provider = crate::cloud::providers::name(cell.spec.provider);
+    if !built.contains(&provider) {
+        return Err(format!("provider {provider} is not built into this binary (it has: {})", built.join(", ")));
     }
     for pool in &cell.spec.cluster.node_pools {
         if !is_dns_label(&pool.name) {
@@ -180,14 +182,20 @@ async fn cleanup(cell: &Cell, ctx: &Context, api: &Api<Cell>) -> Result<Action, 
                 checkpoint.state,
                 checkpoint.reason.clone().unwrap_or_default()
             );
-            write_status(cell, ctx, api, Some(&checkpoint), None, Some(("WorkflowFailed", message))).await?;
+            let left = view::<CellView>(Some(&checkpoint)).is_some_and(|v| !v.left.is_empty());
+            let reason = if left { "ResourcesLeft" } else { "WorkflowFailed" };
+            write_status(cell, ctx, api, Some(&checkpoint), None, Some((reason, message))).await?;
             return Ok(Action::await_change());
         }
         _ => {}
     }
     ctx.signal_once(&id, COMMAND, "delete", &CellCommand::Delete).await?;
-    let blocker = match view::<CellView>(Some(&checkpoint)).and_then(|v| v.blocked) {
+    let view = view::<CellView>(Some(&checkpoint)).unwrap_or_default();
+    let blocker = match view.blocked {
         Some(blocked) => ("NamespacesRemain", blocked),
+        None if !view.left.is_empty() => {
+            ("ResourcesLeft", format!("still found after teardown: {}", view.left.join(", ")))
+        }
         None => ("TearingDown", progress_message(&checkpoint)),
     };
     write_status(cell, ctx, api, Some(&checkpoint), None, Some(blocker)).await?;

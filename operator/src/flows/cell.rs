@@ -17,7 +17,7 @@ use crate::api::cell::{
 use crate::cell::{CellCa, CellContext, CellError};
 use crate::cloud::{
     CellScope, CloudError, Cluster, ClusterRequest, Components, ComponentsRequest, Network, NetworkRequest,
-    NodePoolRequest,
+    NodePoolRequest, Progress, wait_for,
 };
 
 /// Commands handled per run before the workflow continues as new (keeps replay short).
@@ -123,7 +123,7 @@ impl Workflow for CellWorkflow {
                 input.spec.clone()
             }
         };
-        let scope = CellScope { cell: input.cell.clone(), region: input.spec.region.clone() };
+        let scope = crate::cloud::providers::scope(&input.cell, &spec);
         let view = state.view.clone();
         let mut entity = Entity { ctx: &ctx, deps: &self.deps, scope, spec, state, view };
         if entity.state.components.is_none() {
@@ -199,13 +199,8 @@ impl Entity<'_> {
         }
         self.publish(|v| v.done.push(NETWORK_READY.into())).await?;
         if self.state.cluster.is_none() {
-            let network_id = self.state.network.as_ref().map(|n| n.id.clone()).unwrap_or_default();
-            let request = ClusterRequest {
-                scope: scope.clone(),
-                network_id,
-                kubernetes_version: self.spec().cluster.kubernetes_version.clone(),
-            };
-            let cluster = ctx
+            let request = self.cluster_request(&self.spec().cluster.kubernetes_version);
+            let created = ctx
                 .step("create-cluster")
                 .retry(call_retry())
                 .run(|key| {
@@ -213,6 +208,10 @@ impl Entity<'_> {
                     async move { cloud.create_cluster(&Self::key(&key), request).await.map_err(CloudError::into_step) }
                 })
                 .await?;
+            // Journaled before the long wait, so status shows the cluster's id while it is created.
+            self.state.cluster = Some(created.clone());
+            self.publish(|_| {}).await?;
+            let cluster = self.wait_cluster("wait-cluster", &request, &created.id).await?;
             self.state.cluster = Some(cluster);
         }
         self.publish(|v| v.done.push(CLUSTER_READY.into())).await?;
@@ -280,6 +279,7 @@ impl Entity<'_> {
         let request = NodePoolRequest {
             scope: self.scope.clone(),
             cluster_id: self.cluster_id(),
+            subnet_ids: self.state.network.as_ref().map(|n| n.subnet_ids.clone()).unwrap_or_default(),
             name: pool.name.clone(),
             instance_type: pool.instance_type.clone(),
             min_nodes: pool.min_nodes,
@@ -295,8 +295,78 @@ impl Entity<'_> {
                 async move { cloud.create_node_pool(&Self::key(&key), request).await.map_err(CloudError::into_step) }
             })
             .await?;
-        self.state.node_pools.insert(pool.name.clone(), created.id);
+        self.state.node_pools.insert(pool.name.clone(), created.id.clone());
+        self.publish(|_| {}).await?;
+        let (request, id, wait) = (&request, created.id.as_str(), self.deps.wait);
+        let what = format!("node pool {id}");
+        let what = what.as_str();
+        self.ctx
+            .step(format!("wait-node-pool-{}", pool.name))
+            .retry(call_retry())
+            .run(|_| async move {
+                wait_for(what, wait, || cloud.node_pool_progress(request, id)).await.map_err(CloudError::into_step)
+            })
+            .await?;
         Ok(())
+    }
+
+    fn cluster_request(&self, kubernetes_version: &str) -> ClusterRequest {
+        ClusterRequest {
+            scope: self.scope.clone(),
+            network: self.state.network.clone().unwrap_or(Network { id: String::new(), subnet_ids: Vec::new() }),
+            kubernetes_version: kubernetes_version.to_string(),
+        }
+    }
+
+    /// Polls the cluster until it is ready at the request's version.
+    async fn wait_cluster(&self, step: &str, request: &ClusterRequest, id: &str) -> Result<Cluster, WfError> {
+        let (cloud, wait) = (&self.deps.cloud, self.deps.wait);
+        let what = format!("cluster {id}");
+        let what = what.as_str();
+        self.ctx
+            .step(step)
+            .retry(call_retry())
+            .run(|_| async move {
+                wait_for(what, wait, || cloud.cluster_progress(request, id)).await.map_err(CloudError::into_step)
+            })
+            .await
+    }
+
+    /// Upgrades the control plane to the spec's Kubernetes version when it runs another.
+    async fn upgrade_cluster(&mut self, kubernetes_version: &str) -> Result<(), WfError> {
+        let Some(cluster) = self.state.cluster.clone() else { return Ok(()) };
+        if cluster.kubernetes_version.is_empty() || cluster.kubernetes_version == kubernetes_version {
+            return Ok(());
+        }
+        let (cloud, request) = (&self.deps.cloud, self.cluster_request(kubernetes_version));
+        let (request, id) = (&request, cluster.id.as_str());
+        self.ctx
+            .step(format!("upgrade-cluster-{kubernetes_version}"))
+            .retry(call_retry())
+            .run(|key| async move {
+                cloud.upgrade_cluster(&Self::key(&key), request, id).await.map_err(CloudError::into_step)
+            })
+            .await?;
+        let upgraded = self.wait_cluster(&format!("wait-cluster-{kubernetes_version}"), request, id).await?;
+        self.state.cluster = Some(upgraded);
+        Ok(())
+    }
+
+    /// Deletes one resource and waits until it is gone (`delete` is called until it says so).
+    async fn delete<F, Fut>(&self, step: &str, what: &str, delete: F) -> Result<(), WfError>
+    where
+        F: Fn(String) -> Fut + Send + Sync,
+        Fut: std::future::Future<Output = Result<Progress<()>, CloudError>> + Send,
+    {
+        let (wait, delete) = (self.deps.wait, &delete);
+        self.ctx
+            .step(step)
+            .retry(call_retry())
+            .run(|key| async move {
+                let key = Self::key(&key);
+                wait_for(what, wait, || delete(key.clone())).await.map_err(CloudError::into_step)
+            })
+            .await
     }
 
     fn cluster_id(&self) -> String {
@@ -348,6 +418,7 @@ impl Entity<'_> {
         }
         self.publish(|v| v.phase = Some(CellPhase::Updating)).await?;
         let previous_version = self.spec().version.clone();
+        self.upgrade_cluster(&spec.cluster.kubernetes_version).await?;
         let wanted: Vec<String> = spec.cluster.node_pools.iter().map(|p| p.name.clone()).collect();
         for pool in &spec.cluster.node_pools {
             self.create_node_pool(pool).await?;
@@ -441,13 +512,8 @@ impl Entity<'_> {
 
     async fn delete_node_pool(&self, name: &str, id: &str) -> Result<(), WfError> {
         let (cloud, scope) = (&self.deps.cloud, &self.scope);
-        self.ctx
-            .step(format!("delete-node-pool-{name}"))
-            .retry(call_retry())
-            .run(|key| async move {
-                cloud.delete_node_pool(&Self::key(&key), scope, id).await.map_err(CloudError::into_step)
-            })
-            .await
+        let delete = |key: String| async move { cloud.delete_node_pool(&key, scope, id).await };
+        self.delete(&format!("delete-node-pool-{name}"), &format!("node pool {id}"), delete).await
     }
 
     /// Deletes what provisioning created, in reverse order.
@@ -468,22 +534,15 @@ impl Entity<'_> {
         }
         if let Some(cluster) = self.state.cluster.take() {
             let id = cluster.id.as_str();
-            ctx.step("delete-cluster")
-                .retry(call_retry())
-                .run(|key| async move {
-                    cloud.delete_cluster(&Self::key(&key), scope, id).await.map_err(CloudError::into_step)
-                })
-                .await?;
+            let delete = |key: String| async move { cloud.delete_cluster(&key, scope, id).await };
+            self.delete("delete-cluster", &format!("cluster {id}"), delete).await?;
         }
         if let Some(network) = self.state.network.take() {
             let id = network.id.as_str();
-            ctx.step("delete-network")
-                .retry(call_retry())
-                .run(|key| async move {
-                    cloud.delete_network(&Self::key(&key), scope, id).await.map_err(CloudError::into_step)
-                })
-                .await?;
+            let delete = |key: String| async move { cloud.delete_network(&key, scope, id).await };
+            self.delete("delete-network", &format!("network {id}"), delete).await?;
         }
+        self.check_leftovers().await?;
         if self.state.ca.take().is_some() {
             let (services, cell) = (&self.deps.services, self.context());
             let cell = &cell;
@@ -499,6 +558,26 @@ impl Entity<'_> {
         })
         .await?;
         Ok(())
+    }
+
+    /// Proves the teardown complete: lists the cell's resources by its tag or label. What is
+    /// found is published (the Deleting condition names it) and the step retries; when its
+    /// attempts run out the workflow fails with the list, and the finalizer stays.
+    async fn check_leftovers(&mut self) -> Result<(), WfError> {
+        let (cloud, scope) = (&self.deps.cloud, &self.scope);
+        let left = self
+            .ctx
+            .step("check-leftovers")
+            .retry(call_retry())
+            .run(|_| async move { cloud.leftovers(scope).await.map_err(CloudError::into_step) })
+            .await?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        let message = format!("resources of cell {} left after teardown: {}", self.scope.cell, left.join(", "));
+        self.publish(|v| v.left = left).await?;
+        let error = cellplane_workflows::StepError { kind: "resources-left".into(), message, retryable: false };
+        Err(WfError::Step { step: "check-leftovers".into(), error })
     }
 
     /// Publishes the workflow's view (for status, on any replica), after `update` adds what is new.

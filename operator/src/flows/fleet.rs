@@ -78,6 +78,9 @@ pub struct CellView {
     pub applied_generation: i64,
     /// What keeps a requested teardown from starting.
     pub blocked: Option<String>,
+    /// Cloud resources of the cell still found (by tag or label) after its teardown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
     /// The last command that failed (an upgrade), for status.
     pub last_failure: Option<String>,
 }

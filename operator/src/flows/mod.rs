@@ -21,7 +21,7 @@ use cellplane_workflows::{Ctx, Engine, EngineBuilder, Error as EngineError, Retr
 use serde::Serialize;
 
 use crate::cell::CellServices;
-use crate::cloud::CloudProvider;
+use crate::cloud::{CloudProvider, WaitPolicy};
 pub use fleet::Fleet;
 
 /// What the workflows call out to.
@@ -31,6 +31,8 @@ pub struct FlowDeps {
     pub fleet: Arc<Fleet>,
     pub gates: gates::Gates,
     pub signals: Signaller,
+    /// How long cloud creates and deletes are polled for before their step retries.
+    pub wait: WaitPolicy,
 }
 
 impl FlowDeps {
@@ -42,7 +44,7 @@ impl FlowDeps {
         prometheus: Option<String>,
     ) -> Arc<Self> {
         let gates = gates::Gates::new(fleet.clone(), prometheus);
-        Arc::new(FlowDeps { cloud, services, fleet, gates, signals: Signaller::default() })
+        Arc::new(FlowDeps { cloud, services, fleet, gates, signals: Signaller::default(), wait: WaitPolicy::cloud() })
     }
 }
 

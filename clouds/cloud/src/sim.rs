@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{
+use crate::{
     CellScope, CloudError, CloudProvider, Cluster, ClusterRequest, Components, ComponentsRequest, Network,
-    NetworkRequest, NodePool, NodePoolRequest,
+    NetworkRequest, NodePool, NodePoolRequest, Progress,
 };
 
 /// How the simulated cloud behaves.
@@ -140,6 +140,12 @@ impl SimCloud {
         state.live.values().find(|l| l.cell == cell && l.kind == ResourceKind::Components)?.version.clone()
     }
 
+    /// The Kubernetes version the cluster of `cell` runs, if it exists.
+    pub fn cluster_version(&self, cell: &str) -> Option<String> {
+        let state = self.lock();
+        state.live.values().find(|l| l.cell == cell && l.kind == ResourceKind::Cluster)?.version.clone()
+    }
+
     /// Logical resources created a second time while the first still existed (a retried
     /// create that lost its idempotency key), as `cell/name`. Empty when effects were exactly-once.
     pub fn duplicates(&self) -> Vec<String> {
@@ -240,6 +246,12 @@ impl SimCloud {
         }
     }
 
+    fn cluster(request: &ClusterRequest, id: String) -> Cluster {
+        let scope = &request.scope;
+        let endpoint = format!("https://{}.{}.sim.cellplane.invalid", scope.cell, scope.region);
+        Cluster { id, endpoint, kubernetes_version: request.kubernetes_version.clone() }
+    }
+
     fn finish<T>(lose_response: bool, op: &str, value: T) -> Result<T, CloudError> {
         if lose_response {
             return Err(CloudError::Transient(format!("{op}: simulated timeout after the request was applied")));
@@ -267,23 +279,54 @@ impl CloudProvider for SimCloud {
         Self::finish(lose, "create_network", Network { id, subnet_ids })
     }
 
-    async fn delete_network(&self, key: &str, _scope: &CellScope, id: &str) -> Result<(), CloudError> {
+    async fn delete_network(&self, key: &str, _scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
         let lose = self.call("delete_network").await?;
         self.delete(key, id);
-        Self::finish(lose, "delete_network", ())
+        Self::finish(lose, "delete_network", Progress::Ready(()))
     }
 
     async fn create_cluster(&self, key: &str, request: &ClusterRequest) -> Result<Cluster, CloudError> {
         let lose = self.call("create_cluster").await?;
-        let id = self.create(key, ResourceKind::Cluster, &request.scope, "cluster", None);
-        let endpoint = format!("https://{}.{}.sim.cellplane.invalid", request.scope.cell, request.scope.region);
-        Self::finish(lose, "create_cluster", Cluster { id, endpoint })
+        let version = Some(request.kubernetes_version.as_str());
+        let id = self.create(key, ResourceKind::Cluster, &request.scope, "cluster", version);
+        Self::finish(lose, "create_cluster", Self::cluster(request, id))
     }
 
-    async fn delete_cluster(&self, key: &str, _scope: &CellScope, id: &str) -> Result<(), CloudError> {
+    async fn cluster_progress(&self, request: &ClusterRequest, id: &str) -> Result<Progress<Cluster>, CloudError> {
+        self.call("cluster_progress").await?;
+        match self.lock().live.get(id) {
+            Some(_) => Ok(Progress::Ready(Self::cluster(request, id.to_string()))),
+            None => Err(CloudError::Invalid(format!("cluster {id} does not exist"))),
+        }
+    }
+
+    async fn upgrade_cluster(&self, key: &str, request: &ClusterRequest, id: &str) -> Result<(), CloudError> {
+        let lose = self.call("upgrade_cluster").await?;
+        let mut state = self.lock();
+        let Some(live) = state.live.get_mut(id) else {
+            return Err(CloudError::Invalid(format!("cluster {id} does not exist")));
+        };
+        if live.version.as_deref() != Some(request.kubernetes_version.as_str()) {
+            live.version = Some(request.kubernetes_version.clone());
+            let effect = Effect {
+                op: EffectOp::Upgrade,
+                kind: ResourceKind::Cluster,
+                cell: live.cell.clone(),
+                name: live.name.clone(),
+                id: id.to_string(),
+                key: key.to_string(),
+                version: live.version.clone(),
+            };
+            state.ledger.push(effect);
+        }
+        drop(state);
+        Self::finish(lose, "upgrade_cluster", ())
+    }
+
+    async fn delete_cluster(&self, key: &str, _scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
         let lose = self.call("delete_cluster").await?;
         self.delete(key, id);
-        Self::finish(lose, "delete_cluster", ())
+        Self::finish(lose, "delete_cluster", Progress::Ready(()))
     }
 
     async fn create_node_pool(&self, key: &str, request: &NodePoolRequest) -> Result<NodePool, CloudError> {
@@ -299,10 +342,15 @@ impl CloudProvider for SimCloud {
         Self::finish(lose, "create_node_pool", NodePool { id })
     }
 
-    async fn delete_node_pool(&self, key: &str, _scope: &CellScope, id: &str) -> Result<(), CloudError> {
+    async fn node_pool_progress(&self, _request: &NodePoolRequest, id: &str) -> Result<Progress<NodePool>, CloudError> {
+        self.call("node_pool_progress").await?;
+        Ok(Progress::Ready(NodePool { id: id.to_string() }))
+    }
+
+    async fn delete_node_pool(&self, key: &str, _scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
         let lose = self.call("delete_node_pool").await?;
         self.delete(key, id);
-        Self::finish(lose, "delete_node_pool", ())
+        Self::finish(lose, "delete_node_pool", Progress::Ready(()))
     }
 
     async fn install_components(&self, key: &str, request: &ComponentsRequest) -> Result<Components, CloudError> {
@@ -348,6 +396,11 @@ impl CloudProvider for SimCloud {
         self.delete(key, id);
         Self::finish(lose, "delete_components", ())
     }
+
+    async fn leftovers(&self, scope: &CellScope) -> Result<Vec<String>, CloudError> {
+        self.call("leftovers").await?;
+        Ok(self.live_in(&scope.cell))
+    }
 }
 
 #[cfg(test)]
@@ -355,7 +408,7 @@ mod tests {
     use super::*;
 
     fn scope() -> CellScope {
-        CellScope { cell: "cell-a".into(), region: "eu-west-1".into() }
+        CellScope { cell: "cell-a".into(), region: "eu-west-1".into(), ..CellScope::default() }
     }
 
     fn network() -> NetworkRequest {

@@ -1,0 +1,219 @@
+//! The cloud a cell lives in: the [`CloudProvider`] trait, the classification of cloud errors,
+//! the [`Clouds`] registry that routes each cell to its provider, and the simulated cloud
+//! ([`sim`]). The real providers live in their own crates (`cellplane-cloud-aws`,
+//! `cellplane-cloud-gcp`) so their SDKs stay out of every other build.
+//!
+//! Every create takes an idempotency key (the workflow step's key): calling it again with the
+//! same key returns the resource the first call made, with no second effect. Creates and
+//! deletes that take minutes are split: the call starts the work, and a progress call
+//! ([`Progress`]) tells whether it has finished; [`wait_for`] polls one with backoff and a
+//! deadline. Every delete treats a resource that is already gone as deleted.
+
+mod clouds;
+mod progress;
+pub mod sim;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use cellplane_workflows::StepError;
+use serde::{Deserialize, Serialize};
+
+pub use clouds::Clouds;
+pub use progress::{Progress, WaitPolicy, wait_for};
+
+/// The tag (AWS) or label (GCP) naming the cell a resource belongs to.
+pub const CELL_TAG: &str = "cellplane.io/cell";
+/// The GCP label form of [`CELL_TAG`] (labels allow no `/` or `.`).
+pub const CELL_LABEL: &str = "cellplane-cell";
+
+/// An error of a cloud API call, classified by whether retrying can help.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CloudError {
+    /// Throttling, timeouts, 5xx, a resource still changing state: retry with backoff.
+    #[error("transient cloud error: {0}")]
+    Transient(String),
+    /// The credentials may not do this; retrying cannot help.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// The request is wrong (bad CIDR, unknown version); retrying cannot help.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+impl CloudError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CloudError::Transient(_))
+    }
+
+    /// The step error a workflow sees: transient errors retry, the others end the step.
+    pub fn into_step(self) -> StepError {
+        let error = self;
+        match &error {
+            CloudError::Transient(_) => StepError::of_kind("cloud-transient", error),
+            CloudError::AccessDenied(_) => {
+                StepError { kind: "access-denied".into(), message: error.to_string(), retryable: false }
+            }
+            CloudError::Invalid(_) => {
+                StepError { kind: "invalid-request".into(), message: error.to_string(), retryable: false }
+            }
+        }
+    }
+}
+
+/// A Secret in the management cluster (credentials are read from it when needed, never kept in
+/// a journal or a status).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Reads Secrets for the providers (the operator reads them from Kubernetes).
+#[async_trait]
+pub trait Secrets: Send + Sync + 'static {
+    /// The Secret's data, by key.
+    async fn read(&self, secret: &SecretRef) -> Result<BTreeMap<String, Vec<u8>>, CloudError>;
+}
+
+/// The AWS account of a cell and the roles its cluster uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AwsAccount {
+    /// A role in the cell's account, assumed with STS for this cell's calls.
+    pub role_arn: Option<String>,
+    /// A Secret with `aws_access_key_id` and `aws_secret_access_key` (and optionally
+    /// `aws_session_token`); without it and without a role, the default chain (IRSA, the
+    /// environment, the instance role).
+    pub credentials: Option<SecretRef>,
+    /// The EKS cluster's IAM role.
+    pub cluster_role_arn: String,
+    /// The IAM role of the managed node groups' nodes.
+    pub node_role_arn: String,
+}
+
+/// The Google Cloud project of a cell.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GcpAccount {
+    pub project: String,
+    /// The VPC network the cluster joins (`default` when unset).
+    pub network: Option<String>,
+    /// A Secret with a service-account key JSON under `credentials.json`; without it,
+    /// Application Default Credentials (Workload Identity on GKE).
+    pub credentials: Option<SecretRef>,
+}
+
+/// Who a cell's cloud calls act as.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Account {
+    /// The provider's own credentials and settings (the sim, tests).
+    #[default]
+    Ambient,
+    Aws(AwsAccount),
+    Gcp(GcpAccount),
+}
+
+/// Where a cell's resources live: used for naming, tagging and choosing credentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellScope {
+    /// The cell's name: a DNS label (validated by the controller), used in resource names and tags.
+    pub cell: String,
+    pub region: String,
+    /// The provider's name (`sim`, `aws`, `gcp`): [`Clouds`] routes by it.
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub account: Account,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRequest {
+    pub scope: CellScope,
+    pub cidr: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub subnet_ids: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRequest {
+    pub scope: CellScope,
+    pub network: Network,
+    pub kubernetes_version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: String,
+    /// The API server's URL; empty until the cluster is ready.
+    pub endpoint: String,
+    /// The Kubernetes version it runs (empty where the provider does not say).
+    #[serde(default)]
+    pub kubernetes_version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePoolRequest {
+    pub scope: CellScope,
+    pub cluster_id: String,
+    pub subnet_ids: Vec<String>,
+    pub name: String,
+    pub instance_type: String,
+    pub min_nodes: i32,
+    pub max_nodes: i32,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePool {
+    pub id: String,
+}
+
+/// The cell's software components, installed (or upgraded in place) at one version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentsRequest {
+    pub scope: CellScope,
+    pub cluster_id: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Components {
+    pub id: String,
+    pub version: String,
+}
+
+/// A cloud that can host cells. `key` is the idempotency key of the calling step.
+///
+/// Deletes start the deletion and report whether the resource is gone: call them again (with
+/// [`wait_for`]) until they return [`Progress::Ready`].
+#[async_trait]
+pub trait CloudProvider: Send + Sync + 'static {
+    /// Short name shown in logs and status (`sim`, `aws`, `gcp`).
+    fn name(&self) -> &'static str;
+
+    async fn create_network(&self, key: &str, request: &NetworkRequest) -> Result<Network, CloudError>;
+    async fn delete_network(&self, key: &str, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError>;
+
+    async fn create_cluster(&self, key: &str, request: &ClusterRequest) -> Result<Cluster, CloudError>;
+    /// Whether the cluster is ready at `request.kubernetes_version` (after a create or an upgrade).
+    async fn cluster_progress(&self, request: &ClusterRequest, id: &str) -> Result<Progress<Cluster>, CloudError>;
+    /// Starts an upgrade of the control plane to `request.kubernetes_version`.
+    async fn upgrade_cluster(&self, key: &str, request: &ClusterRequest, id: &str) -> Result<(), CloudError>;
+    async fn delete_cluster(&self, key: &str, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError>;
+
+    async fn create_node_pool(&self, key: &str, request: &NodePoolRequest) -> Result<NodePool, CloudError>;
+    async fn node_pool_progress(&self, request: &NodePoolRequest, id: &str) -> Result<Progress<NodePool>, CloudError>;
+    async fn delete_node_pool(&self, key: &str, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError>;
+
+    /// Installs the components at `request.version`, or upgrades them in place to it.
+    async fn install_components(&self, key: &str, request: &ComponentsRequest) -> Result<Components, CloudError>;
+    async fn delete_components(&self, key: &str, scope: &CellScope, id: &str) -> Result<(), CloudError>;
+
+    /// What of the cell still exists, found by its tag or label (not by the ids the workflow
+    /// remembers): after a teardown, anything here leaked. Each entry names the resource.
+    async fn leftovers(&self, scope: &CellScope) -> Result<Vec<String>, CloudError>;
+}

@@ -1,0 +1,176 @@
+//! One conformance suite for every provider: sim in process, aws against moto (behind the
+//! proxy that adds CREATING/UPDATING/DELETING states and throttling), gcp against the GKE fake.
+//! Each run creates a cell's network, cluster and node pool, resumes every create as a
+//! workflow does after a crash that lost the answer (same step key: no second VPC, cluster or
+//! node group), upgrades the Kubernetes version, tears down in reverse waiting for each
+//! deletion, and finds nothing of the cell left by its tag or label.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cellplane_cloud::sim::{SimCloud, SimConfig};
+use cellplane_cloud::{
+    Account, AwsAccount, CellScope, CloudProvider, ClusterRequest, ComponentsRequest, GcpAccount, NetworkRequest,
+    NodePoolRequest, WaitPolicy, wait_for,
+};
+use cellplane_cloud_aws::{AwsCloud, Endpoint as AwsEndpoint};
+use cellplane_cloud_gcp::{Endpoint as GcpEndpoint, GcpCloud};
+use cellplane_cloud_testkit::gke::GkeFake;
+use cellplane_cloud_testkit::moto::{Behaviour, MotoProxy};
+
+/// What one run saw.
+struct Outcome {
+    /// Kinds of resource found by tag after provisioning, with their counts.
+    found: BTreeMap<String, usize>,
+}
+
+fn scope(cell: &str, region: &str, provider: &str, account: Account) -> CellScope {
+    CellScope { cell: cell.into(), region: region.into(), provider: provider.into(), account }
+}
+
+async fn conformance(cloud: &dyn CloudProvider, scope: CellScope) -> Outcome {
+    let wait = WaitPolicy::quick();
+    let network_request = NetworkRequest { scope: scope.clone(), cidr: "10.20.0.0/16".into() };
+    let network = cloud.create_network("k-network", &network_request).await.expect("create the network");
+    let resumed = cloud.create_network("k-network", &network_request).await.expect("resume the network's create");
+    assert_eq!(network, resumed, "a resumed create finds the network the first one made");
+
+    let cluster_request =
+        ClusterRequest { scope: scope.clone(), network: network.clone(), kubernetes_version: "1.32".into() };
+    let cluster = cloud.create_cluster("k-cluster", &cluster_request).await.expect("create the cluster");
+    let resumed = cloud.create_cluster("k-cluster", &cluster_request).await.expect("resume the cluster's create");
+    assert_eq!(cluster.id, resumed.id);
+    let ready = wait_for("cluster", wait, || cloud.cluster_progress(&cluster_request, &cluster.id))
+        .await
+        .expect("the cluster becomes ready");
+    assert!(ready.endpoint.starts_with("https://"), "endpoint {:?}", ready.endpoint);
+    assert_eq!(ready.kubernetes_version, "1.32");
+
+    let pool_request = NodePoolRequest {
+        scope: scope.clone(),
+        cluster_id: cluster.id.clone(),
+        subnet_ids: network.subnet_ids.clone(),
+        name: "general".into(),
+        instance_type: "m6i.large".into(),
+        min_nodes: 1,
+        max_nodes: 3,
+        labels: BTreeMap::from([("workload".into(), "tenants".into())]),
+    };
+    let pool = cloud.create_node_pool("k-pool", &pool_request).await.expect("create the node pool");
+    let resumed = cloud.create_node_pool("k-pool", &pool_request).await.expect("resume the node pool's create");
+    assert_eq!(pool, resumed);
+    wait_for("node pool", wait, || cloud.node_pool_progress(&pool_request, &pool.id))
+        .await
+        .expect("the node pool becomes ready");
+
+    let components =
+        ComponentsRequest { scope: scope.clone(), cluster_id: cluster.id.clone(), version: "1.4.2".into() };
+    let installed = cloud.install_components("k-components", &components).await.expect("install the components");
+
+    let mut found = BTreeMap::new();
+    for entry in cloud.leftovers(&scope).await.expect("list the cell's resources") {
+        *found.entry(entry.split(' ').next().unwrap_or_default().to_string()).or_insert(0) += 1;
+    }
+
+    let upgrade = ClusterRequest { kubernetes_version: "1.33".into(), ..cluster_request.clone() };
+    cloud.upgrade_cluster("k-upgrade", &upgrade, &cluster.id).await.expect("start the upgrade");
+    let upgraded = wait_for("upgrade", wait, || cloud.cluster_progress(&upgrade, &cluster.id))
+        .await
+        .expect("the upgrade finishes");
+    assert_eq!(upgraded.kubernetes_version, "1.33");
+
+    cloud.delete_components("k-d-components", &scope, &installed.id).await.expect("delete the components");
+    wait_for("delete pool", wait, || cloud.delete_node_pool("k-d-pool", &scope, &pool.id)).await.expect("pool gone");
+    wait_for("delete cluster", wait, || cloud.delete_cluster("k-d-cluster", &scope, &cluster.id))
+        .await
+        .expect("cluster gone");
+    wait_for("delete network", wait, || cloud.delete_network("k-d-network", &scope, &network.id))
+        .await
+        .expect("network gone");
+    let left = cloud.leftovers(&scope).await.expect("list what is left");
+    assert!(left.is_empty(), "left after teardown: {left:?}");
+    Outcome { found }
+}
+
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[tokio::test]
+async fn sim() {
+    let cloud = SimCloud::new(SimConfig { latency: std::time::Duration::ZERO, ..SimConfig::default() });
+    let outcome = conformance(&cloud, scope("cell-a", "eu-west-1", "sim", Account::Ambient)).await;
+    let kinds: Vec<&str> = outcome.found.keys().map(String::as_str).collect();
+    assert_eq!(kinds, ["cluster", "components", "network", "pool/general"]);
+    assert!(outcome.found.values().all(|n| *n == 1), "{:?}", outcome.found);
+    assert!(cloud.duplicates().is_empty(), "{:?}", cloud.duplicates());
+}
+
+#[tokio::test]
+async fn aws_against_moto() {
+    install_crypto();
+    let proxy = MotoProxy::start(Behaviour::default()).await.expect("moto and its proxy");
+    let cloud = AwsCloud::with_endpoint(AwsEndpoint::local(&proxy.url), None);
+    let account = Account::Aws(AwsAccount {
+        cluster_role_arn: "arn:aws:iam::123456789012:role/eks-cluster".into(),
+        node_role_arn: "arn:aws:iam::123456789012:role/eks-nodes".into(),
+        ..AwsAccount::default()
+    });
+    let outcome = conformance(&cloud, scope("cell-a", "eu-west-1", "aws", account)).await;
+    let expected = [
+        ("eks-cluster", 1),
+        ("eks-nodegroup", 1),
+        ("internet-gateway", 1),
+        ("security-group", 1),
+        ("subnet", 2),
+        ("vpc", 1),
+    ];
+    let expected: BTreeMap<String, usize> = expected.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+    assert_eq!(outcome.found, expected, "one of each, found by the cell's tag");
+    let stats = proxy.stats();
+    for create in [
+        "CreateVpc",
+        "CreateSubnet",
+        "CreateInternetGateway",
+        "CreateSecurityGroup",
+        "POST /clusters",
+        "POST /clusters/*/node-groups",
+    ] {
+        let made = stats.creates.get(create).copied().unwrap_or(0);
+        let expected = if create == "CreateSubnet" { 2 } else { 1 };
+        assert_eq!(made, expected, "{create} took effect {made} times: {:?}", stats.creates);
+    }
+    assert!(stats.throttled > 5, "throttling was injected and survived: {}", stats.throttled);
+    assert!(stats.pending_answers >= 12, "CREATING, UPDATING and DELETING were polled: {}", stats.pending_answers);
+}
+
+#[tokio::test]
+async fn gcp_against_the_gke_fake() {
+    install_crypto();
+    let fake = GkeFake::start().await.expect("the GKE fake");
+    let cloud = GcpCloud::with_endpoint(GcpEndpoint { url: Some(fake.url.clone()) }, None);
+    let account =
+        Account::Gcp(GcpAccount { project: "acme-cells".into(), network: Some("cells".into()), credentials: None });
+    let outcome = conformance(&cloud, scope("cell-a", "europe-west1", "gcp", account)).await;
+    // The system pool GKE wants at creation, and the spec's pool.
+    let expected: BTreeMap<String, usize> = [("gke-cluster".to_string(), 1), ("gke-node-pool".to_string(), 2)].into();
+    assert_eq!(outcome.found, expected);
+    let stats = fake.stats();
+    assert_eq!(stats.creates.get("cluster"), Some(&1), "{:?}", stats.creates);
+    assert_eq!(stats.creates.get("nodePool"), Some(&1), "{:?}", stats.creates);
+    assert!(stats.pending_answers > 0, "PROVISIONING was polled");
+}
+
+/// The registry routes each cell to its provider and refuses one it was not built with.
+#[tokio::test]
+async fn clouds_route_by_provider() {
+    let sim = Arc::new(SimCloud::new(SimConfig { latency: std::time::Duration::ZERO, ..SimConfig::default() }));
+    let clouds = cellplane_cloud::Clouds::new().with(sim.clone());
+    let request = NetworkRequest { scope: scope("c", "r", "sim", Account::Ambient), cidr: "10.0.0.0/16".into() };
+    clouds.create_network("k", &request).await.expect("routed to sim");
+    assert_eq!(sim.live_in("c"), vec!["network".to_string()]);
+    let elsewhere = NetworkRequest { scope: scope("c", "r", "aws", Account::Ambient), ..request };
+    let refused = clouds.create_network("k", &elsewhere).await.unwrap_err();
+    assert!(!refused.is_transient());
+    assert!(refused.to_string().contains("provider \"aws\" is not built into this binary (it has: sim)"), "{refused}");
+}
