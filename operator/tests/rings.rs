@@ -99,6 +99,23 @@ fn gate(name: &str, kind: GateKind) -> Gate {
     }
 }
 
+/// Sets ring `name` (one cell per batch, an hour's pause) to `version` and takes it through its
+/// batches on the test clock until it bakes.
+async fn roll_into_bake(fleet: &Fleet, clock: &TestClock, name: &str, version: &'static str) {
+    patch_ring(fleet, name, serde_json::json!({"spec": {"version": version}})).await;
+    fleet
+        .ring_until(name, &format!("{version} in its first batch"), move |s| {
+            s.target_version.as_deref() == Some(version) && s.current_batch == Some(1) && sleeping(s)
+        })
+        .await;
+    clock.advance(HOUR + Duration::from_secs(1));
+    fleet
+        .ring_until(name, &format!("baking {version}"), move |s| {
+            s.target_version.as_deref() == Some(version) && phase(s) == Some(RingPhase::Baking)
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_week_long_bake_survives_restarts_and_a_newer_version_supersedes_it_before_downstream_sees_it() {
     let (mut fleet, clock) = on_test_clock().await;
@@ -133,31 +150,9 @@ async fn a_week_long_bake_survives_restarts_and_a_newer_version_supersedes_it_be
     fleet.ring_until(&next, "1.1.0 baked downstream", |s| s.baked_version.as_deref() == Some("1.1.0")).await;
 
     // 1.2.0 starts baking; two days in, 1.3.0 supersedes it. Downstream never sees 1.2.0.
-    patch_ring(&fleet, &main, serde_json::json!({"spec": {"version": "1.2.0"}})).await;
-    fleet
-        .ring_until(&main, "1.2.0 in its first batch", |s| {
-            s.target_version.as_deref() == Some("1.2.0") && s.current_batch == Some(1) && sleeping(s)
-        })
-        .await;
-    clock.advance(HOUR + Duration::from_secs(1));
-    fleet
-        .ring_until(&main, "baking 1.2.0", |s| {
-            s.target_version.as_deref() == Some("1.2.0") && phase(s) == Some(RingPhase::Baking)
-        })
-        .await;
+    roll_into_bake(&fleet, &clock, &main, "1.2.0").await;
     clock.advance(2 * DAY);
-    patch_ring(&fleet, &main, serde_json::json!({"spec": {"version": "1.3.0"}})).await;
-    fleet
-        .ring_until(&main, "1.3.0 in its first batch", |s| {
-            s.target_version.as_deref() == Some("1.3.0") && s.current_batch == Some(1) && sleeping(s)
-        })
-        .await;
-    clock.advance(HOUR + Duration::from_secs(1));
-    fleet
-        .ring_until(&main, "baking 1.3.0", |s| {
-            s.target_version.as_deref() == Some("1.3.0") && phase(s) == Some(RingPhase::Baking)
-        })
-        .await;
+    roll_into_bake(&fleet, &clock, &main, "1.3.0").await;
     clock.advance(6 * DAY);
     let status = fleet.rings().get(&main).await.unwrap().status.unwrap();
     assert_eq!(status.baked_version.as_deref(), Some("1.1.0"), "1.3.0's bake started over: six days are not seven");
