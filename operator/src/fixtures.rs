@@ -27,7 +27,7 @@ pub fn cell(name: &str, region: &str, labels: &[(&str, &str)], max_namespaces: i
     let spec = CellSpec {
         provider: Provider::Sim,
         region: region.into(),
-        network: NetworkSpec { cidr: "10.20.0.0/16".into() },
+        network: NetworkSpec { cidr: "10.20.0.0/16".into(), nat_gateway: false },
         cluster: ClusterSpec {
             kubernetes_version: "1.33".into(),
             node_pools: vec![NodePool {

@@ -287,7 +287,7 @@ async fn a_resource_left_after_teardown_keeps_the_cell_and_is_named() {
     fleet.create(&fleet.cells(), &cell("leaky", "eu-west-1", &[], 5, "1.0.0")).await.unwrap();
     fleet.cell_ready("leaky").await;
     let scope = CellScope { cell: "leaky".into(), region: "eu-west-1".into(), ..CellScope::default() };
-    let stray = NetworkRequest { scope, cidr: "10.99.0.0/16".into() };
+    let stray = NetworkRequest { scope, cidr: "10.99.0.0/16".into(), nat_gateway: false };
     let mut attempts = 0;
     while let Err(e) = fleet.cloud.create_network("made-by-hand", &stray).await {
         attempts += 1;

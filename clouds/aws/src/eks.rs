@@ -4,7 +4,9 @@
 
 use aws_sdk_eks::Client;
 use aws_sdk_eks::types::{ClusterStatus, NodegroupScalingConfig, NodegroupStatus, VpcConfigRequest};
-use cellplane_cloud::{CELL_TAG, CellScope, CloudError, Cluster, ClusterRequest, NodePool, NodePoolRequest, Progress};
+use cellplane_cloud::{
+    CELL_TAG, CellScope, CloudError, Cluster, ClusterAccess, ClusterRequest, NodePool, NodePoolRequest, Progress,
+};
 
 use crate::error::fail;
 
@@ -129,10 +131,12 @@ pub(crate) async fn create_node_group(
         .desired_size(request.min_nodes.max(1))
         .build();
     let cluster = cluster_name(&request.scope);
+    let version = Some(request.kubernetes_version.clone()).filter(|v| !v.is_empty());
     let created = eks
         .create_nodegroup()
         .cluster_name(cluster)
         .nodegroup_name(&request.name)
+        .set_version(version)
         .scaling_config(scaling)
         .set_subnets(Some(request.subnet_ids.clone()))
         .instance_types(&request.instance_type)
@@ -176,8 +180,12 @@ pub(crate) async fn node_group_progress(
     let Some(group) = found else {
         return Err(CloudError::Invalid(format!("node group {id} does not exist")));
     };
+    let version = group.version().unwrap_or_default();
+    let wanted = &request.kubernetes_version;
     match group.status() {
-        Some(NodegroupStatus::Active) => Ok(Progress::Ready(NodePool { id: id.to_string() })),
+        Some(NodegroupStatus::Active) if wanted.is_empty() || version == wanted => {
+            Ok(Progress::Ready(NodePool { id: id.to_string() }))
+        }
         Some(NodegroupStatus::CreateFailed | NodegroupStatus::Degraded) => {
             let issues: Vec<String> = group
                 .health()
@@ -185,9 +193,40 @@ pub(crate) async fn node_group_progress(
                 .unwrap_or_default();
             Err(CloudError::Invalid(format!("node group {id} failed: {}", issues.join("; "))))
         }
-        Some(status) => Ok(Progress::Pending(status.to_string())),
+        Some(status) => Ok(Progress::Pending(format!("{status} at Kubernetes {version}"))),
         None => Ok(Progress::Pending("without a status".into())),
     }
+}
+
+pub(crate) async fn upgrade_node_group(eks: &Client, key: &str, request: &NodePoolRequest) -> Result<(), CloudError> {
+    let updated = eks
+        .update_nodegroup_version()
+        .cluster_name(cluster_name(&request.scope))
+        .nodegroup_name(&request.name)
+        .version(&request.kubernetes_version)
+        .client_request_token(key)
+        .send()
+        .await;
+    match updated.map_err(|e| fail("UpdateNodegroupVersion", e)) {
+        Ok(_) => Ok(()),
+        // An update is running (ours, retried): the wait that follows sees it through.
+        Err(e) if e.in_use() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The cluster's endpoint and CA as EKS describes them, with a fresh token from `token`.
+pub(crate) async fn access(eks: &Client, scope: &CellScope, token: String) -> Result<ClusterAccess, CloudError> {
+    let found =
+        eks.describe_cluster().name(cluster_name(scope)).send().await.map_err(|e| fail("DescribeCluster", e))?;
+    let cluster = found.cluster();
+    let endpoint = cluster.and_then(|c| c.endpoint()).filter(|e| !e.is_empty());
+    let authority = cluster.and_then(|c| c.certificate_authority()).and_then(|a| a.data());
+    let (Some(endpoint), Some(authority)) = (endpoint, authority) else {
+        return Err(CloudError::Transient(format!("EKS cluster {} has no endpoint yet", cluster_name(scope))));
+    };
+    let certificate_authority_pem = cellplane_cloud::decode_certificate_authority(authority)?;
+    Ok(ClusterAccess { endpoint: endpoint.to_string(), certificate_authority_pem, token })
 }
 
 pub(crate) async fn delete_node_group(eks: &Client, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {

@@ -8,6 +8,7 @@
 mod clients;
 mod eks;
 mod error;
+mod nat;
 mod network;
 mod token;
 
@@ -17,8 +18,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use aws_credential_types::provider::ProvideCredentials;
 use cellplane_cloud::{
-    CellScope, CloudError, CloudProvider, Cluster, ClusterRequest, Components, ComponentsRequest, Network,
-    NetworkRequest, NodePool, NodePoolRequest, Progress, Secrets,
+    CellScope, CloudError, CloudProvider, Cluster, ClusterAccess, ClusterRequest, Components, ComponentsRequest,
+    Network, NetworkRequest, NodePool, NodePoolRequest, Progress, Secrets,
 };
 
 pub use clients::{Clients, Endpoint};
@@ -50,6 +51,10 @@ impl AwsCloud {
     /// A bearer token for the cell's EKS API server, valid for about a minute.
     pub async fn cluster_token(&self, scope: &CellScope) -> Result<String, CloudError> {
         let clients = self.clients(scope).await?;
+        Self::token(&clients, scope).await
+    }
+
+    async fn token(clients: &Clients, scope: &CellScope) -> Result<String, CloudError> {
         let provider = clients
             .config
             .credentials_provider()
@@ -73,9 +78,9 @@ impl CloudProvider for AwsCloud {
     }
 
     #[tracing::instrument(skip_all, fields(cell = %request.scope.cell))]
-    async fn create_network(&self, _key: &str, request: &NetworkRequest) -> Result<Network, CloudError> {
+    async fn create_network(&self, key: &str, request: &NetworkRequest) -> Result<Network, CloudError> {
         let clients = self.clients(&request.scope).await?;
-        network::create(&clients.ec2, &request.scope, &request.cidr).await
+        network::create(&clients.ec2, key, request).await
     }
 
     #[tracing::instrument(skip_all, fields(cell = %scope.cell, vpc = id))]
@@ -124,6 +129,12 @@ impl CloudProvider for AwsCloud {
         eks::node_group_progress(&clients.eks, request, id).await
     }
 
+    #[tracing::instrument(skip_all, fields(cell = %request.scope.cell, pool = %request.name))]
+    async fn upgrade_node_pool(&self, key: &str, request: &NodePoolRequest, _id: &str) -> Result<(), CloudError> {
+        let clients = self.clients(&request.scope).await?;
+        eks::upgrade_node_group(&clients.eks, key, request).await
+    }
+
     #[tracing::instrument(skip_all, fields(cell = %scope.cell, nodegroup = id))]
     async fn delete_node_pool(&self, _key: &str, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
         let clients = self.clients(scope).await?;
@@ -155,5 +166,11 @@ impl CloudProvider for AwsCloud {
         let mut left = eks::leftovers(&clients.eks, scope).await?;
         left.extend(network::leftovers(&clients.ec2, scope).await?);
         Ok(left)
+    }
+
+    async fn cluster_access(&self, scope: &CellScope) -> Result<Option<ClusterAccess>, CloudError> {
+        let clients = self.clients(scope).await?;
+        let token = Self::token(&clients, scope).await?;
+        eks::access(&clients.eks, scope, token).await.map(Some)
     }
 }

@@ -4,8 +4,8 @@
 //! first attempt made.
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use cellplane_cloud::{CELL_TAG, CellScope, CloudError, Network, Progress};
+use aws_sdk_ec2::types::{Filter, InternetGateway, ResourceType, SecurityGroup, Subnet, Tag, TagSpecification, Vpc};
+use cellplane_cloud::{CELL_TAG, CellScope, CloudError, Network, NetworkRequest, Progress};
 
 use crate::error::fail;
 
@@ -20,7 +20,7 @@ pub(crate) fn tags(scope: &CellScope, kind: ResourceType, name: &str) -> TagSpec
         .build()
 }
 
-fn filter(name: &str, value: &str) -> Filter {
+pub(crate) fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
 
@@ -28,25 +28,67 @@ pub(crate) fn cell_filter(scope: &CellScope) -> Filter {
     filter(&format!("tag:{CELL_TAG}"), &scope.cell)
 }
 
-pub(crate) async fn create(ec2: &Client, scope: &CellScope, cidr: &str) -> Result<Network, CloudError> {
+/// The cell's network. Without a NAT gateway the nodes live in the public subnets; with one,
+/// they live in private subnets whose route table sends the internet through it.
+pub(crate) async fn create(ec2: &Client, key: &str, request: &NetworkRequest) -> Result<Network, CloudError> {
+    let (scope, cidr) = (&request.scope, request.cidr.as_str());
     let vpc = match find_vpc(ec2, scope).await? {
         Some(vpc) => vpc,
         None => create_vpc(ec2, scope, cidr).await?,
     };
     let zones = zones(ec2).await?;
-    let mut subnet_ids = Vec::new();
+    let mut public = Vec::new();
     for (index, zone) in zones.iter().take(ZONES).enumerate() {
-        subnet_ids.push(subnet(ec2, scope, &vpc, cidr, index, zone).await?);
+        public.push(subnet(ec2, scope, &vpc, cidr, Tier::Public, index, zone).await?);
     }
     let gateway = internet_gateway(ec2, scope, &vpc).await?;
     default_route(ec2, &vpc, &gateway).await?;
     security_group(ec2, scope, &vpc).await?;
-    Ok(Network { id: vpc, subnet_ids })
+    if !request.nat_gateway {
+        return Ok(Network { id: vpc, subnet_ids: public, public_subnet_ids: Vec::new(), nat_gateway_id: None });
+    }
+    let mut private = Vec::new();
+    for (index, zone) in zones.iter().take(ZONES).enumerate() {
+        private.push(subnet(ec2, scope, &vpc, cidr, Tier::Private, ZONES + index, zone).await?);
+    }
+    let nat = crate::nat::gateway(ec2, key, scope, &public[0]).await?;
+    crate::nat::private_routes(ec2, scope, &vpc, &nat, &private).await?;
+    Ok(Network { id: vpc, subnet_ids: private, public_subnet_ids: public, nat_gateway_id: Some(nat) })
+}
+
+/// Public subnets hold the internet-facing load balancers (and the nodes without NAT);
+/// private ones the nodes behind the NAT gateway.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    Public,
+    Private,
 }
 
 async fn find_vpc(ec2: &Client, scope: &CellScope) -> Result<Option<String>, CloudError> {
-    let found = ec2.describe_vpcs().filters(cell_filter(scope)).send().await.map_err(|e| fail("DescribeVpcs", e))?;
-    Ok(found.vpcs().iter().find_map(|v| v.vpc_id().map(str::to_string)))
+    Ok(vpcs(ec2, vec![cell_filter(scope)]).await?.iter().find_map(|v| v.vpc_id().map(str::to_string)))
+}
+
+/// The VPCs, subnets, internet gateways and security groups that match `filters`: what a create
+/// looks for first, a delete removes and the leak check lists.
+async fn vpcs(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Vpc>, CloudError> {
+    let found = ec2.describe_vpcs().set_filters(Some(filters)).send().await.map_err(|e| fail("DescribeVpcs", e))?;
+    Ok(found.vpcs.unwrap_or_default())
+}
+
+async fn subnets(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<Subnet>, CloudError> {
+    let found =
+        ec2.describe_subnets().set_filters(Some(filters)).send().await.map_err(|e| fail("DescribeSubnets", e))?;
+    Ok(found.subnets.unwrap_or_default())
+}
+
+async fn internet_gateways(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<InternetGateway>, CloudError> {
+    let found = ec2.describe_internet_gateways().set_filters(Some(filters)).send().await;
+    Ok(found.map_err(|e| fail("DescribeInternetGateways", e))?.internet_gateways.unwrap_or_default())
+}
+
+async fn security_groups(ec2: &Client, filters: Vec<Filter>) -> Result<Vec<SecurityGroup>, CloudError> {
+    let found = ec2.describe_security_groups().set_filters(Some(filters)).send().await;
+    Ok(found.map_err(|e| fail("DescribeSecurityGroups", e))?.security_groups.unwrap_or_default())
 }
 
 async fn create_vpc(ec2: &Client, scope: &CellScope, cidr: &str) -> Result<String, CloudError> {
@@ -87,18 +129,16 @@ async fn subnet(
     scope: &CellScope,
     vpc: &str,
     vpc_cidr: &str,
+    tier: Tier,
     index: usize,
     zone: &str,
 ) -> Result<String, CloudError> {
-    let name = format!("{}-{zone}", scope.cell);
-    let found = ec2
-        .describe_subnets()
-        .filters(filter("vpc-id", vpc))
-        .filters(filter("tag:Name", &name))
-        .send()
-        .await
-        .map_err(|e| fail("DescribeSubnets", e))?;
-    if let Some(id) = found.subnets().iter().find_map(|s| s.subnet_id()) {
+    let name = match tier {
+        Tier::Public => format!("{}-{zone}", scope.cell),
+        Tier::Private => format!("{}-{zone}-private", scope.cell),
+    };
+    let found = subnets(ec2, vec![filter("vpc-id", vpc), filter("tag:Name", &name)]).await?;
+    if let Some(id) = found.iter().find_map(|s| s.subnet_id()) {
         return Ok(id.to_string());
     }
     let cidr = subnet_cidr(vpc_cidr, index)?;
@@ -113,7 +153,10 @@ async fn subnet(
         .map_err(|e| fail("CreateSubnet", e))?;
     let id = created.subnet().and_then(|s| s.subnet_id()).map(str::to_string);
     let id = id.ok_or_else(|| CloudError::Transient("CreateSubnet returned no subnet id".into()))?;
-    // Nodes in these public subnets need an address to reach the control plane and registries.
+    if tier == Tier::Private {
+        return Ok(id);
+    }
+    // Nodes in the public subnets need an address to reach the control plane and registries.
     ec2.modify_subnet_attribute()
         .subnet_id(&id)
         .map_public_ip_on_launch(aws_sdk_ec2::types::AttributeBooleanValue::builder().value(true).build())
@@ -139,13 +182,7 @@ pub(crate) fn subnet_cidr(vpc_cidr: &str, index: usize) -> Result<String, CloudE
 }
 
 async fn internet_gateway(ec2: &Client, scope: &CellScope, vpc: &str) -> Result<String, CloudError> {
-    let found = ec2
-        .describe_internet_gateways()
-        .filters(cell_filter(scope))
-        .send()
-        .await
-        .map_err(|e| fail("DescribeInternetGateways", e))?;
-    let (id, attached) = match found.internet_gateways().first() {
+    let (id, attached) = match internet_gateways(ec2, vec![cell_filter(scope)]).await?.first() {
         Some(gateway) => {
             let attached = gateway.attachments().iter().any(|a| a.vpc_id() == Some(vpc));
             (gateway.internet_gateway_id().unwrap_or_default().to_string(), attached)
@@ -202,14 +239,8 @@ async fn default_route(ec2: &Client, vpc: &str, gateway: &str) -> Result<(), Clo
 
 /// The cluster's security group (EKS adds its own rules to the cluster security group it makes).
 pub(crate) async fn security_group(ec2: &Client, scope: &CellScope, vpc: &str) -> Result<String, CloudError> {
-    let found = ec2
-        .describe_security_groups()
-        .filters(filter("vpc-id", vpc))
-        .filters(cell_filter(scope))
-        .send()
-        .await
-        .map_err(|e| fail("DescribeSecurityGroups", e))?;
-    if let Some(id) = found.security_groups().iter().find_map(|g| g.group_id()) {
+    let found = security_groups(ec2, vec![filter("vpc-id", vpc), cell_filter(scope)]).await?;
+    if let Some(id) = found.iter().find_map(|g| g.group_id()) {
         return Ok(id.to_string());
     }
     let name = format!("{}-cluster", scope.cell);
@@ -228,26 +259,18 @@ pub(crate) async fn security_group(ec2: &Client, scope: &CellScope, vpc: &str) -
 /// Deletes what [`create`] made, found by tag, dependents first; Pending while EC2 still holds
 /// them (network interfaces of a deleted cluster linger for minutes).
 pub(crate) async fn delete(ec2: &Client, scope: &CellScope, vpc: &str) -> Result<Progress<()>, CloudError> {
-    let groups = ec2
-        .describe_security_groups()
-        .filters(filter("vpc-id", vpc))
-        .send()
-        .await
-        .map_err(|e| fail("DescribeSecurityGroups", e))?;
-    for group in groups.security_groups().iter().filter(|g| g.group_name() != Some("default")) {
+    let groups = security_groups(ec2, vec![filter("vpc-id", vpc)]).await?;
+    for group in groups.iter().filter(|g| g.group_name() != Some("default")) {
         let id = group.group_id().unwrap_or_default();
         let deleted = ec2.delete_security_group().group_id(id).send().await.map_err(|e| fail("DeleteSecurityGroup", e));
         if let Some(pending) = gone_or_pending(deleted, &format!("security group {id}"))? {
             return Ok(pending);
         }
     }
-    let gateways = ec2
-        .describe_internet_gateways()
-        .filters(cell_filter(scope))
-        .send()
-        .await
-        .map_err(|e| fail("DescribeInternetGateways", e))?;
-    for gateway in gateways.internet_gateways() {
+    if let Progress::Pending(what) = crate::nat::delete(ec2, scope).await? {
+        return Ok(Progress::Pending(what));
+    }
+    for gateway in internet_gateways(ec2, vec![cell_filter(scope)]).await? {
         let id = gateway.internet_gateway_id().unwrap_or_default();
         for attachment in gateway.attachments() {
             let vpc_id = attachment.vpc_id().unwrap_or_default();
@@ -257,14 +280,15 @@ pub(crate) async fn delete(ec2: &Client, scope: &CellScope, vpc: &str) -> Result
         let deleted = ec2.delete_internet_gateway().internet_gateway_id(id).send().await;
         gone_or_pending(deleted.map_err(|e| fail("DeleteInternetGateway", e)), id)?;
     }
-    let subnets =
-        ec2.describe_subnets().filters(filter("vpc-id", vpc)).send().await.map_err(|e| fail("DescribeSubnets", e))?;
-    for subnet in subnets.subnets() {
+    for subnet in subnets(ec2, vec![filter("vpc-id", vpc)]).await? {
         let id = subnet.subnet_id().unwrap_or_default();
         let deleted = ec2.delete_subnet().subnet_id(id).send().await.map_err(|e| fail("DeleteSubnet", e));
         if let Some(pending) = gone_or_pending(deleted, &format!("subnet {id}"))? {
             return Ok(pending);
         }
+    }
+    if let Progress::Pending(what) = crate::nat::delete_routes(ec2, scope).await? {
+        return Ok(Progress::Pending(what));
     }
     let deleted = ec2.delete_vpc().vpc_id(vpc).send().await.map_err(|e| fail("DeleteVpc", e));
     Ok(gone_or_pending(deleted, &format!("VPC {vpc}"))?.unwrap_or(Progress::Ready(())))
@@ -287,32 +311,14 @@ fn gone_or_pending<T>(
 
 /// The cell's EC2 resources, found by its tag, as `kind id`.
 pub(crate) async fn leftovers(ec2: &Client, scope: &CellScope) -> Result<Vec<String>, CloudError> {
-    let mut left = Vec::new();
-    let vpcs = ec2.describe_vpcs().filters(cell_filter(scope)).send().await.map_err(|e| fail("DescribeVpcs", e))?;
-    left.extend(vpcs.vpcs().iter().filter_map(|v| v.vpc_id()).map(|id| format!("vpc {id}")));
-    let subnets =
-        ec2.describe_subnets().filters(cell_filter(scope)).send().await.map_err(|e| fail("DescribeSubnets", e))?;
-    left.extend(subnets.subnets().iter().filter_map(|s| s.subnet_id()).map(|id| format!("subnet {id}")));
-    let gateways = ec2
-        .describe_internet_gateways()
-        .filters(cell_filter(scope))
-        .send()
-        .await
-        .map_err(|e| fail("DescribeInternetGateways", e))?;
-    left.extend(
-        gateways
-            .internet_gateways()
-            .iter()
-            .filter_map(|g| g.internet_gateway_id())
-            .map(|id| format!("internet-gateway {id}")),
-    );
-    let groups = ec2
-        .describe_security_groups()
-        .filters(cell_filter(scope))
-        .send()
-        .await
-        .map_err(|e| fail("DescribeSecurityGroups", e))?;
-    left.extend(groups.security_groups().iter().filter_map(|g| g.group_id()).map(|id| format!("security-group {id}")));
+    let mine = || vec![cell_filter(scope)];
+    let named = |kind: &str, id: Option<&str>| id.map(|id| format!("{kind} {id}"));
+    let mut left: Vec<String> = vpcs(ec2, mine()).await?.iter().filter_map(|v| named("vpc", v.vpc_id())).collect();
+    left.extend(subnets(ec2, mine()).await?.iter().filter_map(|s| named("subnet", s.subnet_id())));
+    let gateways = internet_gateways(ec2, mine()).await?;
+    left.extend(gateways.iter().filter_map(|g| named("internet-gateway", g.internet_gateway_id())));
+    left.extend(security_groups(ec2, mine()).await?.iter().filter_map(|g| named("security-group", g.group_id())));
+    left.extend(crate::nat::leftovers(ec2, scope).await?);
     Ok(left)
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    CellScope, CloudError, CloudProvider, Cluster, ClusterRequest, Components, ComponentsRequest, Network,
-    NetworkRequest, NodePool, NodePoolRequest, Progress,
+    CellScope, CloudError, CloudProvider, Cluster, ClusterAccess, ClusterRequest, Components, ComponentsRequest,
+    Network, NetworkRequest, NodePool, NodePoolRequest, Progress,
 };
 
 #[derive(Clone, Default)]
@@ -86,6 +86,10 @@ impl CloudProvider for Clouds {
         self.route(&request.scope)?.node_pool_progress(request, id).await
     }
 
+    async fn upgrade_node_pool(&self, key: &str, request: &NodePoolRequest, id: &str) -> Result<(), CloudError> {
+        self.route(&request.scope)?.upgrade_node_pool(key, request, id).await
+    }
+
     async fn delete_node_pool(&self, key: &str, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
         self.route(scope)?.delete_node_pool(key, scope, id).await
     }
@@ -100,5 +104,9 @@ impl CloudProvider for Clouds {
 
     async fn leftovers(&self, scope: &CellScope) -> Result<Vec<String>, CloudError> {
         self.route(scope)?.leftovers(scope).await
+    }
+
+    async fn cluster_access(&self, scope: &CellScope) -> Result<Option<ClusterAccess>, CloudError> {
+        self.route(scope)?.cluster_access(scope).await
     }
 }

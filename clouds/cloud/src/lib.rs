@@ -130,12 +130,21 @@ pub struct CellScope {
 pub struct NetworkRequest {
     pub scope: CellScope,
     pub cidr: String,
+    /// Nodes in private subnets that reach out through a NAT gateway (else public subnets).
+    #[serde(default)]
+    pub nat_gateway: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     pub id: String,
+    /// Where the nodes go: the private subnets behind the NAT gateway when there is one.
     pub subnet_ids: Vec<String>,
+    /// With a NAT gateway: the public subnets holding it (and the load balancers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_subnet_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_gateway_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,11 +174,44 @@ pub struct NodePoolRequest {
     pub min_nodes: i32,
     pub max_nodes: i32,
     pub labels: BTreeMap<String, String>,
+    /// The Kubernetes version of the nodes (the control plane's; empty: the provider's default).
+    #[serde(default)]
+    pub kubernetes_version: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePool {
     pub id: String,
+}
+
+/// How to reach a cell's Kubernetes API: made when needed from the cloud's own answer and a
+/// short-lived token, so nothing long-lived is stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterAccess {
+    /// The API server's URL.
+    pub endpoint: String,
+    /// The cluster's CA certificate, PEM (EKS and GKE hand it out base64-encoded).
+    pub certificate_authority_pem: String,
+    /// A bearer token for the API server (EKS: a presigned STS request; GKE: an OAuth token).
+    pub token: String,
+}
+
+/// The PEM of a cluster CA as EKS and GKE hand it out (base64 of the PEM text).
+pub fn decode_certificate_authority(data: &str) -> Result<String, CloudError> {
+    use base64::Engine;
+    let invalid = || CloudError::Invalid("the cluster's CA certificate is not base64-encoded PEM".into());
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|_| invalid())?;
+    let pem = String::from_utf8(bytes).map_err(|_| invalid())?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(invalid());
+    }
+    Ok(pem)
+}
+
+impl std::fmt::Debug for ClusterAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterAccess").field("endpoint", &self.endpoint).field("token", &"<redacted>").finish()
+    }
 }
 
 /// The cell's software components, installed (or upgraded in place) at one version.
@@ -206,7 +248,10 @@ pub trait CloudProvider: Send + Sync + 'static {
     async fn delete_cluster(&self, key: &str, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError>;
 
     async fn create_node_pool(&self, key: &str, request: &NodePoolRequest) -> Result<NodePool, CloudError>;
+    /// Whether the node pool is ready (at `request.kubernetes_version`, when one is given).
     async fn node_pool_progress(&self, request: &NodePoolRequest, id: &str) -> Result<Progress<NodePool>, CloudError>;
+    /// Starts an upgrade of the pool's nodes to `request.kubernetes_version`.
+    async fn upgrade_node_pool(&self, key: &str, request: &NodePoolRequest, id: &str) -> Result<(), CloudError>;
     async fn delete_node_pool(&self, key: &str, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError>;
 
     /// Installs the components at `request.version`, or upgrades them in place to it.
@@ -216,4 +261,8 @@ pub trait CloudProvider: Send + Sync + 'static {
     /// What of the cell still exists, found by its tag or label (not by the ids the workflow
     /// remembers): after a teardown, anything here leaked. Each entry names the resource.
     async fn leftovers(&self, scope: &CellScope) -> Result<Vec<String>, CloudError>;
+
+    /// How to reach the cell's cluster now; None where the provider has no cluster of its own
+    /// to reach (the sim: its cells' routes live where the operator runs).
+    async fn cluster_access(&self, scope: &CellScope) -> Result<Option<ClusterAccess>, CloudError>;
 }

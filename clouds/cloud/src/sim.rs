@@ -11,8 +11,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::{
-    CellScope, CloudError, CloudProvider, Cluster, ClusterRequest, Components, ComponentsRequest, Network,
-    NetworkRequest, NodePool, NodePoolRequest, Progress,
+    CellScope, CloudError, CloudProvider, Cluster, ClusterAccess, ClusterRequest, Components, ComponentsRequest,
+    Network, NetworkRequest, NodePool, NodePoolRequest, Progress,
 };
 
 /// How the simulated cloud behaves.
@@ -146,6 +146,13 @@ impl SimCloud {
         state.live.values().find(|l| l.cell == cell && l.kind == ResourceKind::Cluster)?.version.clone()
     }
 
+    /// The Kubernetes versions of the node pools of `cell`, by pool name.
+    pub fn node_pool_versions(&self, cell: &str) -> BTreeMap<String, Option<String>> {
+        let state = self.lock();
+        let pools = state.live.values().filter(|l| l.cell == cell && l.kind == ResourceKind::NodePool);
+        pools.map(|l| (l.name.trim_start_matches("pool/").to_string(), l.version.clone())).collect()
+    }
+
     /// Logical resources created a second time while the first still existed (a retried
     /// create that lost its idempotency key), as `cell/name`. Empty when effects were exactly-once.
     pub fn duplicates(&self) -> Vec<String> {
@@ -246,6 +253,28 @@ impl SimCloud {
         }
     }
 
+    /// Moves a live cluster or node pool to `version`, in place.
+    fn upgrade(&self, key: &str, id: &str, version: &str) -> Result<(), CloudError> {
+        let mut state = self.lock();
+        let Some(live) = state.live.get_mut(id) else {
+            return Err(CloudError::Invalid(format!("{id} does not exist")));
+        };
+        if live.version.as_deref() != Some(version) {
+            live.version = Some(version.to_string());
+            let effect = Effect {
+                op: EffectOp::Upgrade,
+                kind: live.kind,
+                cell: live.cell.clone(),
+                name: live.name.clone(),
+                id: id.to_string(),
+                key: key.to_string(),
+                version: live.version.clone(),
+            };
+            state.ledger.push(effect);
+        }
+        Ok(())
+    }
+
     fn cluster(request: &ClusterRequest, id: String) -> Cluster {
         let scope = &request.scope;
         let endpoint = format!("https://{}.{}.sim.cellplane.invalid", scope.cell, scope.region);
@@ -275,8 +304,17 @@ impl CloudProvider for SimCloud {
     async fn create_network(&self, key: &str, request: &NetworkRequest) -> Result<Network, CloudError> {
         let lose = self.call("create_network").await?;
         let id = self.create(key, ResourceKind::Network, &request.scope, "network", None);
-        let subnet_ids = (1..=3).map(|zone| format!("{id}-subnet-{zone}")).collect();
-        Self::finish(lose, "create_network", Network { id, subnet_ids })
+        let subnets = |kind: &str| (1..=3).map(|zone| format!("{id}-{kind}-{zone}")).collect::<Vec<_>>();
+        let network = match request.nat_gateway {
+            true => Network {
+                subnet_ids: subnets("private"),
+                public_subnet_ids: subnets("public"),
+                nat_gateway_id: Some(format!("{id}-nat")),
+                id,
+            },
+            false => Network { subnet_ids: subnets("subnet"), public_subnet_ids: Vec::new(), nat_gateway_id: None, id },
+        };
+        Self::finish(lose, "create_network", network)
     }
 
     async fn delete_network(&self, key: &str, _scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
@@ -302,24 +340,7 @@ impl CloudProvider for SimCloud {
 
     async fn upgrade_cluster(&self, key: &str, request: &ClusterRequest, id: &str) -> Result<(), CloudError> {
         let lose = self.call("upgrade_cluster").await?;
-        let mut state = self.lock();
-        let Some(live) = state.live.get_mut(id) else {
-            return Err(CloudError::Invalid(format!("cluster {id} does not exist")));
-        };
-        if live.version.as_deref() != Some(request.kubernetes_version.as_str()) {
-            live.version = Some(request.kubernetes_version.clone());
-            let effect = Effect {
-                op: EffectOp::Upgrade,
-                kind: ResourceKind::Cluster,
-                cell: live.cell.clone(),
-                name: live.name.clone(),
-                id: id.to_string(),
-                key: key.to_string(),
-                version: live.version.clone(),
-            };
-            state.ledger.push(effect);
-        }
-        drop(state);
+        self.upgrade(key, id, &request.kubernetes_version)?;
         Self::finish(lose, "upgrade_cluster", ())
     }
 
@@ -338,13 +359,23 @@ impl CloudProvider for SimCloud {
         }
         let lose = self.call("create_node_pool").await?;
         let name = format!("pool/{}", request.name);
-        let id = self.create(key, ResourceKind::NodePool, &request.scope, &name, None);
+        let version = Some(request.kubernetes_version.as_str()).filter(|v| !v.is_empty());
+        let id = self.create(key, ResourceKind::NodePool, &request.scope, &name, version);
         Self::finish(lose, "create_node_pool", NodePool { id })
     }
 
     async fn node_pool_progress(&self, _request: &NodePoolRequest, id: &str) -> Result<Progress<NodePool>, CloudError> {
         self.call("node_pool_progress").await?;
-        Ok(Progress::Ready(NodePool { id: id.to_string() }))
+        match self.lock().live.get(id) {
+            Some(_) => Ok(Progress::Ready(NodePool { id: id.to_string() })),
+            None => Err(CloudError::Invalid(format!("node pool {id} does not exist"))),
+        }
+    }
+
+    async fn upgrade_node_pool(&self, key: &str, request: &NodePoolRequest, id: &str) -> Result<(), CloudError> {
+        let lose = self.call("upgrade_node_pool").await?;
+        self.upgrade(key, id, &request.kubernetes_version)?;
+        Self::finish(lose, "upgrade_node_pool", ())
     }
 
     async fn delete_node_pool(&self, key: &str, _scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
@@ -397,6 +428,10 @@ impl CloudProvider for SimCloud {
         Self::finish(lose, "delete_components", ())
     }
 
+    async fn cluster_access(&self, _scope: &CellScope) -> Result<Option<ClusterAccess>, CloudError> {
+        Ok(None)
+    }
+
     async fn leftovers(&self, scope: &CellScope) -> Result<Vec<String>, CloudError> {
         self.call("leftovers").await?;
         Ok(self.live_in(&scope.cell))
@@ -412,7 +447,7 @@ mod tests {
     }
 
     fn network() -> NetworkRequest {
-        NetworkRequest { scope: scope(), cidr: "10.0.0.0/16".into() }
+        NetworkRequest { scope: scope(), cidr: "10.0.0.0/16".into(), nat_gateway: false }
     }
 
     fn quick() -> SimConfig {

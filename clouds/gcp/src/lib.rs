@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cellplane_cloud::{
-    Account, CELL_LABEL, CellScope, CloudError, CloudProvider, Cluster, ClusterRequest, Components, ComponentsRequest,
-    GcpAccount, Network, NetworkRequest, NodePool, NodePoolRequest, Progress, Secrets,
+    Account, CELL_LABEL, CellScope, CloudError, CloudProvider, Cluster, ClusterAccess, ClusterRequest, Components,
+    ComponentsRequest, GcpAccount, Network, NetworkRequest, NodePool, NodePoolRequest, Progress, Secrets,
 };
 use google_cloud_auth::credentials::{AccessTokenCredentials, Credentials, anonymous, service_account};
 use google_cloud_container_v1::client::ClusterManager;
@@ -157,7 +157,8 @@ impl CloudProvider for GcpCloud {
     async fn create_network(&self, _key: &str, request: &NetworkRequest) -> Result<Network, CloudError> {
         let account = account(&request.scope)?;
         let network = account.network.unwrap_or_else(|| "default".into());
-        Ok(Network { id: format!("projects/{}/global/networks/{network}", account.project), subnet_ids: Vec::new() })
+        let id = format!("projects/{}/global/networks/{network}", account.project);
+        Ok(Network { id, subnet_ids: Vec::new(), public_subnet_ids: Vec::new(), nat_gateway_id: None })
     }
 
     async fn delete_network(&self, _key: &str, _scope: &CellScope, _id: &str) -> Result<Progress<()>, CloudError> {
@@ -250,6 +251,7 @@ impl CloudProvider for GcpCloud {
             .set_max_node_count(request.max_nodes);
         let pool = model::NodePool::new()
             .set_name(&request.name)
+            .set_version(&request.kubernetes_version)
             .set_initial_node_count(request.min_nodes.max(1))
             .set_config(config)
             .set_autoscaling(autoscaling);
@@ -264,14 +266,39 @@ impl CloudProvider for GcpCloud {
     async fn node_pool_progress(&self, request: &NodePoolRequest, id: &str) -> Result<Progress<NodePool>, CloudError> {
         let client = self.client(&request.scope).await?;
         let found = client.get_node_pool().set_name(id).send().await.map_err(|e| fail("nodePools.get", e).error)?;
+        let wanted = &request.kubernetes_version;
         match found.status {
-            node_pool::Status::Running => Ok(Progress::Ready(NodePool { id: id.to_string() })),
+            node_pool::Status::Running if wanted.is_empty() || version_matches(&found.version, wanted) => {
+                Ok(Progress::Ready(NodePool { id: id.to_string() }))
+            }
             node_pool::Status::Error | node_pool::Status::RunningWithError => Err(CloudError::Invalid(format!(
                 "node pool {id} is {:?}: {}",
                 found.status,
                 messages(&found.conditions)
             ))),
-            status => Ok(Progress::Pending(format!("{status:?}"))),
+            status => Ok(Progress::Pending(format!("{status:?} at {}", found.version))),
+        }
+    }
+
+    /// Upgrades the pool's nodes, keeping their image type (which GKE's update requires).
+    async fn upgrade_node_pool(&self, _key: &str, request: &NodePoolRequest, id: &str) -> Result<(), CloudError> {
+        let client = self.client(&request.scope).await?;
+        let found = client.get_node_pool().set_name(id).send().await.map_err(|e| fail("nodePools.get", e).error)?;
+        if version_matches(&found.version, &request.kubernetes_version) {
+            return Ok(());
+        }
+        let image_type = found.config.map(|c| c.image_type).unwrap_or_default();
+        let updated = client
+            .update_node_pool()
+            .set_name(id)
+            .set_node_version(&request.kubernetes_version)
+            .set_image_type(image_type)
+            .send()
+            .await;
+        match updated.map_err(|e| fail("nodePools.update", e)) {
+            // FAILED_PRECONDITION: an operation (ours, retried) is running; the wait follows it.
+            Err(e) if !e.failed_precondition => Err(e.error),
+            _ => Ok(()),
         }
     }
 
@@ -304,6 +331,21 @@ impl CloudProvider for GcpCloud {
 
     async fn delete_components(&self, _key: &str, _scope: &CellScope, _id: &str) -> Result<(), CloudError> {
         Ok(())
+    }
+
+    async fn cluster_access(&self, scope: &CellScope) -> Result<Option<ClusterAccess>, CloudError> {
+        let client = self.client(scope).await?;
+        let found = client.get_cluster().set_name(cluster_path(scope)?).send().await;
+        let found = found.map_err(|e| fail("clusters.get", e).error)?;
+        let authority = found.master_auth.map(|a| a.cluster_ca_certificate).unwrap_or_default();
+        if found.endpoint.is_empty() || authority.is_empty() {
+            return Err(CloudError::Transient(format!("GKE cluster {} has no endpoint yet", scope.cell)));
+        }
+        Ok(Some(ClusterAccess {
+            endpoint: format!("https://{}", found.endpoint),
+            certificate_authority_pem: cellplane_cloud::decode_certificate_authority(&authority)?,
+            token: self.cluster_token(scope).await?,
+        }))
     }
 
     /// The project's clusters labelled with the cell, and their node pools.

@@ -5,7 +5,9 @@
 //!   (the cluster RUNNING, the pool RUNNING, the cluster gone);
 //! - a second create of the same cluster or node pool answers 409 ALREADY_EXISTS;
 //! - a cluster or node pool that does not exist (or no longer) answers 404 NOT_FOUND;
-//! - errors have Google's JSON shape (`error.code`, `error.message`, `error.status`).
+//! - errors have Google's JSON shape (`error.code`, `error.message`, `error.status`);
+//! - a cluster carries its endpoint and its CA certificate (`masterAuth.clusterCaCertificate`,
+//!   base64 of a real self-signed CA's PEM), and node pools their Kubernetes version.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +55,8 @@ struct State {
     creates: BTreeMap<String, u32>,
     /// Describes answered while something was not settled.
     pending_answers: u32,
+    /// base64 of the PEM of the CA every cluster reports.
+    ca: String,
 }
 
 pub struct GkeFake {
@@ -70,7 +74,8 @@ pub struct GkeStats {
 
 impl GkeFake {
     pub async fn start() -> Result<GkeFake, PeerError> {
-        let state = Arc::new(Mutex::new(State::default()));
+        let ca = crate::cluster_ca()?;
+        let state = Arc::new(Mutex::new(State { ca, ..State::default() }));
         let shared = state.clone();
         let handler: serve::Handler = Arc::new(move |request| {
             let state = shared.clone();
@@ -121,6 +126,7 @@ fn handle(state: &Mutex<State>, request: Request<Bytes>) -> Response<Full<Bytes>
         }
         (Method::POST, None) if name.ends_with("/nodePools") => state.create_pool(&name, &body["nodePool"]),
         (Method::DELETE, None) => state.delete(&name),
+        (Method::PUT, None) if name.contains("/nodePools/") => state.update_pool(&name, &body),
         (Method::POST, Some("updateMaster")) => state.update_master(&name, &body),
         (Method::POST, Some("setResourceLabels")) => state.set_labels(&name, &body),
         _ => error(400, "INVALID_ARGUMENT", format!("the fake does not serve {} {}", request.method(), request.uri())),
@@ -157,9 +163,12 @@ impl State {
             "DELETE_NODE_POOL" => {
                 self.pools.remove(&operation.target);
             }
-            "CREATE_NODE_POOL" => {
+            "CREATE_NODE_POOL" | "UPGRADE_NODES" => {
                 if let Some(pool) = self.pools.get_mut(&operation.target) {
                     pool["status"] = json!("RUNNING");
+                    if let Some(version) = pool["pendingVersion"].as_str().map(str::to_string) {
+                        pool["version"] = json!(format!("{version}.3-gke.100"));
+                    }
                 }
             }
             _ => {
@@ -230,6 +239,7 @@ impl State {
         created["status"] = json!("PROVISIONING");
         created["selfLink"] = json!(format!("https://container.googleapis.com/v1/{name}"));
         created["endpoint"] = json!("203.0.113.10");
+        created["masterAuth"] = json!({ "clusterCaCertificate": self.ca });
         created["currentMasterVersion"] = json!(format!("{version}.1-gke.100"));
         created.as_object_mut().map(|c| c.remove("nodePools"));
         self.clusters.insert(name.clone(), created);
@@ -259,9 +269,17 @@ impl State {
         if self.pools.contains_key(&name) {
             return error(409, "ALREADY_EXISTS", format!("Already exists: {name}."));
         }
+        let master = self.clusters[parent.trim_end_matches("/nodePools")]["currentMasterVersion"].clone();
         let mut created = pool.clone();
         created["status"] = json!("PROVISIONING");
         created["selfLink"] = json!(format!("https://container.googleapis.com/v1/{name}"));
+        if created["config"]["imageType"].as_str().is_none_or(str::is_empty) {
+            created["config"]["imageType"] = json!("COS_CONTAINERD");
+        }
+        match pool["version"].as_str().filter(|v| !v.is_empty()) {
+            Some(version) => created["pendingVersion"] = json!(version),
+            None => created["version"] = master,
+        }
         self.pools.insert(name.clone(), created);
         *self.creates.entry("nodePool".into()).or_default() += 1;
         self.operation("CREATE_NODE_POOL", &name)
@@ -290,6 +308,20 @@ impl State {
         cluster["status"] = json!("RECONCILING");
         cluster["pendingVersion"] = json!(version);
         self.operation("UPGRADE_MASTER", name)
+    }
+
+    /// UpdateNodePool: `nodeVersion` and `imageType` are both required, as GKE has them.
+    fn update_pool(&mut self, name: &str, body: &Value) -> Response<Full<Bytes>> {
+        let Some(pool) = self.pools.get_mut(name) else { return not_found(name) };
+        if pool["status"] != "RUNNING" {
+            return error(400, "FAILED_PRECONDITION", format!("Node pool {name} is busy with another operation."));
+        }
+        let (Some(version), Some(_)) = (body["nodeVersion"].as_str(), body["imageType"].as_str()) else {
+            return error(400, "INVALID_ARGUMENT", "nodeVersion and imageType are required.".into());
+        };
+        pool["status"] = json!("RECONCILING");
+        pool["pendingVersion"] = json!(version);
+        self.operation("UPGRADE_NODES", name)
     }
 
     fn set_labels(&mut self, name: &str, body: &Value) -> Response<Full<Bytes>> {

@@ -4,7 +4,9 @@
 //! and gone the moment they are deleted, and it has no EKS version updates. The proxy adds
 //! those behaviours as AWS has them (CREATING, UPDATING and DELETING for a few polls, then the
 //! outcome), so the providers' polling is exercised, and injects throttling on the first call
-//! of every operation, which the clients must survive.
+//! of every operation, which the clients must survive. It also serves the version updates moto
+//! lacks (UpdateClusterVersion, UpdateNodegroupVersion) and gives clusters a real CA
+//! certificate, base64 of its PEM as EKS has it (moto's is random text).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -147,7 +149,7 @@ pub struct ProxyStats {
     pub throttled: u32,
     /// Describe answers that said CREATING, UPDATING or DELETING.
     pub pending_answers: u32,
-    /// Successful creates by operation (`CreateVpc`, `POST /clusters`, ...).
+    /// Successful creates by operation (`CreateVpc`, `AllocateAddress`, `POST /clusters`, ...).
     pub creates: HashMap<String, u32>,
 }
 
@@ -156,8 +158,10 @@ struct State {
     seen: HashSet<String>,
     /// By EKS path: the state word, polls left, and the last body (for a deleted resource).
     pending: HashMap<String, (String, u32, Option<Value>)>,
-    /// Kubernetes version updates by cluster name.
+    /// Kubernetes version updates by EKS path (a cluster's or a node group's).
     versions: HashMap<String, String>,
+    /// base64 of the PEM of the CA every cluster reports.
+    ca: String,
     stats: ProxyStats,
 }
 
@@ -172,7 +176,7 @@ pub struct MotoProxy {
 impl MotoProxy {
     pub async fn start(behaviour: Behaviour) -> Result<MotoProxy, PeerError> {
         let moto = Moto::start().await?;
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State { ca: crate::cluster_ca()?, ..State::default() }));
         let client: Client<HttpConnector, Full<Bytes>> =
             Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
         let proxy = Arc::new(Proxy { upstream: moto.url.clone(), client, state: state.clone(), behaviour });
@@ -226,8 +230,13 @@ impl Proxy {
             return throttled(&op);
         }
         let path = request.uri().path().to_string();
-        if request.method() == http::Method::POST && path.ends_with("/updates") {
-            return self.update_version(&path, request.body());
+        if request.method() == http::Method::POST {
+            if let Some(cluster) = path.strip_suffix("/updates") {
+                return self.update_version(cluster, request.body());
+            }
+            if let Some(group) = path.strip_suffix("/update-version") {
+                return self.update_version(group, request.body());
+            }
         }
         let method = request.method().clone();
         let body = request.body().clone();
@@ -264,7 +273,8 @@ impl Proxy {
     fn after(&self, method: &http::Method, path: &str, op: &str, body: &Bytes, answer: &Bytes) {
         let mut state = lock(&self.state);
         let polls = self.behaviour.pending_polls;
-        if op.starts_with("Create") || op == "POST /clusters" || op == "POST /clusters/*/node-groups" {
+        let creates = ["AllocateAddress", "POST /clusters", "POST /clusters/*/node-groups"];
+        if op.starts_with("Create") || creates.contains(&op) {
             *state.stats.creates.entry(op.to_string()).or_default() += 1;
         }
         let sent: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -290,7 +300,6 @@ impl Proxy {
         let mut state = lock(&self.state);
         let mut body: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
         let key = if path.contains("/node-groups/") { "nodegroup" } else { "cluster" };
-        let cluster = path.split('/').nth(2).unwrap_or_default().to_string();
         let mut changed = false;
         if let Some((word, left, saved)) = state.pending.get_mut(path)
             && *left > 0
@@ -306,12 +315,15 @@ impl Proxy {
             state.stats.pending_answers += 1;
         }
         let ready = state.pending.get(path).is_none_or(|(_, left, _)| *left == 0);
-        if key == "cluster"
-            && let Some(version) = state.versions.get(&cluster)
+        if let Some(version) = state.versions.get(path)
             && ready
             && body[key].is_object()
         {
             body[key]["version"] = json!(version);
+            changed = true;
+        }
+        if key == "cluster" && body[key]["certificateAuthority"].is_object() {
+            body[key]["certificateAuthority"]["data"] = json!(state.ca);
             changed = true;
         }
         if !changed {
@@ -320,17 +332,16 @@ impl Proxy {
         serve::json(200, &body)
     }
 
-    /// EKS UpdateClusterVersion, which moto lacks: UPDATING for a few polls, then the version.
+    /// EKS UpdateClusterVersion and UpdateNodegroupVersion, which moto lacks: UPDATING for a
+    /// few polls of the resource at `path`, then the new version.
     fn update_version(&self, path: &str, body: &Bytes) -> Response<Full<Bytes>> {
         let sent: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let Some(version) = sent["version"].as_str() else {
             return serve::json(400, &json!({"message": "version is required"}));
         };
-        let cluster_path = path.trim_end_matches("/updates").to_string();
-        let cluster = cluster_path.trim_start_matches("/clusters/").to_string();
         let mut state = lock(&self.state);
-        state.versions.insert(cluster, version.to_string());
-        state.pending.insert(cluster_path, ("UPDATING".into(), self.behaviour.pending_polls, None));
+        state.versions.insert(path.to_string(), version.to_string());
+        state.pending.insert(path.to_string(), ("UPDATING".into(), self.behaviour.pending_polls, None));
         let update = json!({"update": {"id": format!("update-{}", state.versions.len()), "status": "InProgress", "type": "VersionUpdate"}});
         serve::json(200, &update)
     }

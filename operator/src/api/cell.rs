@@ -186,6 +186,13 @@ pub struct NetworkSpec {
     #[x_kube(validation = ("self == oldSelf", "network.cidr is immutable"))]
     #[schemars(length(max = 18), regex(pattern = CIDR_PATTERN))]
     pub cidr: String,
+
+    /// Put the nodes in private subnets that reach the internet through a NAT gateway (aws;
+    /// gcp cells join an existing network and use its NAT). Off: the nodes get public
+    /// addresses in public subnets. Immutable, like the network.
+    #[serde(default)]
+    #[x_kube(validation = ("self == oldSelf", "network.natGateway is immutable"))]
+    pub nat_gateway: bool,
 }
 
 /// The cell's Kubernetes cluster.
@@ -448,10 +455,15 @@ pub struct CloudResources {
     #[schemars(length(max = MAX_CLOUD_ID_LENGTH))]
     pub network_id: Option<String>,
 
-    /// Subnet ids of the network.
+    /// Subnet ids of the network: the nodes' first, then the public ones behind a NAT gateway.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = MAX_CLOUD_ID_LENGTH)))]
     pub subnet_ids: Vec<String>,
+
+    /// The NAT gateway the nodes reach the internet through (network.natGateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_CLOUD_ID_LENGTH))]
+    pub nat_gateway_id: Option<String>,
 
     /// Cluster id, e.g. an EKS cluster ARN or a GKE cluster name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::api::cell::{DatabaseSpec, Provider};
 use crate::api::common::SecretReference;
+use crate::cloud::{CloudError, CloudProvider, ClusterAccess};
 use crate::controllers::MANAGER;
 
 /// Annotation naming the idempotency key a Secret's content was issued for.
@@ -47,6 +48,8 @@ impl Default for ServicesConfig {
 pub struct ClusterCellServices {
     client: Client,
     config: ServicesConfig,
+    /// Reaches the clusters of cloud cells (EKS, GKE) with short-lived tokens.
+    cloud: Option<Arc<dyn CloudProvider>>,
     data_plane: Arc<SimDataPlane>,
     resolver: Option<Arc<dyn Resolve>>,
     simulated: SimCellServices,
@@ -58,6 +61,39 @@ fn text(secret: &Secret, key: &str) -> Option<String> {
 
 fn issued_for(secret: &Secret) -> Option<&str> {
     secret.metadata.annotations.as_ref()?.get(ISSUED_FOR).map(String::as_str)
+}
+
+async fn client_of(kubeconfig: kube::config::Kubeconfig, what: &str) -> Result<Client, CellError> {
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| CellError::Invalid(format!("{what}: {e}")))?;
+    Client::try_from(config).map_err(|e| CellError::Invalid(format!("{what}: {e}")))
+}
+
+/// A client for the cluster of a cell in a cloud, from a kubeconfig that lives only as long as
+/// the call that needs it.
+pub async fn cloud_client(cell: &str, access: &ClusterAccess) -> Result<Client, CellError> {
+    use base64::Engine;
+    let authority = base64::engine::general_purpose::STANDARD.encode(&access.certificate_authority_pem);
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": cell, "cluster": { "server": access.endpoint, "certificate-authority-data": authority } }],
+        "users": [{ "name": cell, "user": { "token": access.token } }],
+        "contexts": [{ "name": cell, "context": { "cluster": cell, "user": cell } }],
+        "current-context": cell,
+    });
+    let kubeconfig =
+        serde_json::from_value(kubeconfig).map_err(|e| CellError::Invalid(format!("{cell}'s cluster: {e}")))?;
+    client_of(kubeconfig, &format!("{cell}'s cluster")).await
+}
+
+/// A cloud error as a cell error: what retrying can fix stays retryable.
+fn cloud_error(e: CloudError) -> CellError {
+    match e {
+        CloudError::Transient(message) => CellError::Transient(format!("reaching the cell's cluster: {message}")),
+        other => CellError::Invalid(format!("reaching the cell's cluster: {other}")),
+    }
 }
 
 fn pki_error(e: pki::PkiError) -> CellError {
@@ -82,7 +118,20 @@ struct SecretSpec<'a> {
 
 impl ClusterCellServices {
     pub fn new(client: Client, config: ServicesConfig, data_plane: Arc<SimDataPlane>) -> Self {
-        ClusterCellServices { client, config, data_plane, resolver: None, simulated: SimCellServices::default() }
+        ClusterCellServices {
+            client,
+            config,
+            cloud: None,
+            data_plane,
+            resolver: None,
+            simulated: SimCellServices::default(),
+        }
+    }
+
+    /// Reaches the clusters of cloud cells through `cloud` (their routes go there).
+    pub fn with_cloud(mut self, cloud: Arc<dyn CloudProvider>) -> Self {
+        self.cloud = Some(cloud);
+        self
     }
 
     /// Resolves endpoint hosts with `resolver` instead of DNS (sim cells otherwise resolve
@@ -202,17 +251,22 @@ impl ClusterCellServices {
         })
     }
 
-    /// The client of the cell's cluster: its kubeconfig Secret's, else the operator's own.
+    /// The client of the cell's cluster: its kubeconfig Secret's; else, for a cell in a cloud,
+    /// one made now from the cloud's endpoint, CA and a short-lived token; else the operator's.
     async fn cell_client(&self, cell: &CellContext) -> Result<Client, CellError> {
-        let Some(reference) = &cell.ingress.kubeconfig_secret_ref else { return Ok(self.client.clone()) };
-        let (secret, path) = self.referenced_secret(reference, "cell kubeconfig").await?;
-        let yaml = text(&secret, "kubeconfig")
-            .ok_or_else(|| CellError::Invalid(format!("Secret {path} has no key kubeconfig")))?;
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).map_err(|e| CellError::Invalid(e.to_string()))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .map_err(|e| CellError::Invalid(format!("cell kubeconfig: {e}")))?;
-        Client::try_from(config).map_err(|e| CellError::Invalid(format!("cell kubeconfig: {e}")))
+        if let Some(reference) = &cell.ingress.kubeconfig_secret_ref {
+            let (secret, path) = self.referenced_secret(reference, "cell kubeconfig").await?;
+            let yaml = text(&secret, "kubeconfig")
+                .ok_or_else(|| CellError::Invalid(format!("Secret {path} has no key kubeconfig")))?;
+            let kubeconfig =
+                kube::config::Kubeconfig::from_yaml(&yaml).map_err(|e| CellError::Invalid(e.to_string()))?;
+            return client_of(kubeconfig, "cell kubeconfig").await;
+        }
+        let (Some(cloud), Some(scope)) = (&self.cloud, &cell.cloud) else { return Ok(self.client.clone()) };
+        match cloud.cluster_access(scope).await.map_err(cloud_error)? {
+            Some(access) => cloud_client(&cell.name, &access).await,
+            None => Ok(self.client.clone()),
+        }
     }
 
     fn resolver(&self, cell: &CellContext) -> Arc<dyn Resolve> {

@@ -104,6 +104,10 @@ pub struct CellContext {
     /// The version the cell's components run, when the caller knows it (synthetic probes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Where the cell lives in its cloud: how its cluster is reached (see
+    /// [`crate::cloud::CloudProvider::cluster_access`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<crate::cloud::CellScope>,
 }
 
 impl CellContext {
@@ -116,6 +120,7 @@ impl CellContext {
             ingress: cell.spec.ingress.clone(),
             database: cell.spec.database.clone(),
             version: cell.status.as_ref().and_then(|s| s.running_version.clone()),
+            cloud: Some(crate::cloud::providers::scope(&kube::ResourceExt::name_any(cell), &cell.spec)),
         }
     }
 }

@@ -153,7 +153,8 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let sim = Arc::new(SimCloud::new(SimConfig::default()));
     let cloud = Arc::new(crate::cloud::providers::clouds(sim, client.clone(), &namespace));
     let config = ServicesConfig { namespace: namespace.clone(), ..ServicesConfig::default() };
-    let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
+    let services =
+        Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()).with_cloud(cloud.clone()));
     let operator = Arc::new(Operator::new(client, journal.clone(), cloud, services, options)?);
     let token = CancellationToken::new();
     cancel_on_signals(token.clone());

@@ -186,7 +186,9 @@ impl Entity<'_> {
         let (ctx, deps, scope) = (self.ctx, self.deps, self.scope.clone());
         let (cloud, scope) = (&deps.cloud, &scope);
         if self.state.network.is_none() {
-            let request = NetworkRequest { scope: scope.clone(), cidr: self.spec().network.cidr.clone() };
+            let network = &self.spec().network;
+            let request =
+                NetworkRequest { scope: scope.clone(), cidr: network.cidr.clone(), nat_gateway: network.nat_gateway };
             let network = ctx
                 .step("create-network")
                 .retry(call_retry())
@@ -253,6 +255,7 @@ impl Entity<'_> {
             ingress: spec.ingress.clone(),
             database: spec.database.clone(),
             version: None,
+            cloud: Some(self.scope.clone()),
         }
     }
 
@@ -271,12 +274,9 @@ impl Entity<'_> {
         Ok(())
     }
 
-    async fn create_node_pool(&mut self, pool: &crate::api::cell::NodePool) -> Result<(), WfError> {
-        if self.state.node_pools.contains_key(&pool.name) {
-            return Ok(());
-        }
-        let cloud = &self.deps.cloud;
-        let request = NodePoolRequest {
+    fn node_pool_request(&self, pool: &crate::api::cell::NodePool) -> NodePoolRequest {
+        let kubernetes_version = self.state.cluster.as_ref().map(|c| c.kubernetes_version.clone()).unwrap_or_default();
+        NodePoolRequest {
             scope: self.scope.clone(),
             cluster_id: self.cluster_id(),
             subnet_ids: self.state.network.as_ref().map(|n| n.subnet_ids.clone()).unwrap_or_default(),
@@ -285,7 +285,15 @@ impl Entity<'_> {
             min_nodes: pool.min_nodes,
             max_nodes: pool.max_nodes,
             labels: pool.labels.clone(),
-        };
+            kubernetes_version,
+        }
+    }
+
+    async fn create_node_pool(&mut self, pool: &crate::api::cell::NodePool) -> Result<(), WfError> {
+        if self.state.node_pools.contains_key(&pool.name) {
+            return Ok(());
+        }
+        let (cloud, request) = (&self.deps.cloud, self.node_pool_request(pool));
         let created = self
             .ctx
             .step(format!("create-node-pool-{}", pool.name))
@@ -297,11 +305,15 @@ impl Entity<'_> {
             .await?;
         self.state.node_pools.insert(pool.name.clone(), created.id.clone());
         self.publish(|_| {}).await?;
-        let (request, id, wait) = (&request, created.id.as_str(), self.deps.wait);
+        self.wait_node_pool(&format!("wait-node-pool-{}", pool.name), &request, &created.id).await
+    }
+
+    async fn wait_node_pool(&self, step: &str, request: &NodePoolRequest, id: &str) -> Result<(), WfError> {
+        let (cloud, wait) = (&self.deps.cloud, self.deps.wait);
         let what = format!("node pool {id}");
         let what = what.as_str();
         self.ctx
-            .step(format!("wait-node-pool-{}", pool.name))
+            .step(step)
             .retry(call_retry())
             .run(|_| async move {
                 wait_for(what, wait, || cloud.node_pool_progress(request, id)).await.map_err(CloudError::into_step)
@@ -310,10 +322,29 @@ impl Entity<'_> {
         Ok(())
     }
 
+    /// Moves the nodes of every pool to the control plane's version, one pool at a time.
+    async fn upgrade_node_pools(&self, kubernetes_version: &str) -> Result<(), WfError> {
+        let cloud = &self.deps.cloud;
+        for pool in &self.spec().cluster.node_pools {
+            let Some(id) = self.state.node_pools.get(&pool.name) else { continue };
+            let request = self.node_pool_request(pool);
+            let (request, id) = (&request, id.as_str());
+            self.ctx
+                .step(format!("upgrade-node-pool-{}-{kubernetes_version}", pool.name))
+                .retry(call_retry())
+                .run(|key| async move {
+                    cloud.upgrade_node_pool(&Self::key(&key), request, id).await.map_err(CloudError::into_step)
+                })
+                .await?;
+            self.wait_node_pool(&format!("wait-node-pool-{}-{kubernetes_version}", pool.name), request, id).await?;
+        }
+        Ok(())
+    }
+
     fn cluster_request(&self, kubernetes_version: &str) -> ClusterRequest {
         ClusterRequest {
             scope: self.scope.clone(),
-            network: self.state.network.clone().unwrap_or(Network { id: String::new(), subnet_ids: Vec::new() }),
+            network: self.state.network.clone().unwrap_or_default(),
             kubernetes_version: kubernetes_version.to_string(),
         }
     }
@@ -349,7 +380,7 @@ impl Entity<'_> {
             .await?;
         let upgraded = self.wait_cluster(&format!("wait-cluster-{kubernetes_version}"), request, id).await?;
         self.state.cluster = Some(upgraded);
-        Ok(())
+        self.upgrade_node_pools(kubernetes_version).await
     }
 
     /// Deletes one resource and waits until it is gone (`delete` is called until it says so).
@@ -592,9 +623,13 @@ impl Entity<'_> {
         view.applied_generation = state.applied_generation;
         view.running_version = state.components.as_ref().map(|c| c.version.clone());
         view.endpoint = state.cluster.as_ref().map(|c| c.endpoint.clone());
+        let network = state.network.as_ref();
         view.resources = CloudResources {
-            network_id: state.network.as_ref().map(|n| n.id.clone()),
-            subnet_ids: state.network.as_ref().map(|n| n.subnet_ids.clone()).unwrap_or_default(),
+            network_id: network.map(|n| n.id.clone()),
+            subnet_ids: network
+                .map(|n| [n.subnet_ids.clone(), n.public_subnet_ids.clone()].concat())
+                .unwrap_or_default(),
+            nat_gateway_id: network.and_then(|n| n.nat_gateway_id.clone()),
             cluster_id: state.cluster.as_ref().map(|c| c.id.clone()),
             node_pool_ids: state.node_pools.clone(),
         };
