@@ -123,8 +123,14 @@ async fn write_status(
     }
     status.phase = status.phase.or(Some(CellPhase::Pending));
     status.capacity_used.get_or_insert_with(CapacityUsage::default);
+    // The steps hold for the spec the workflow has applied; until it applies a newer one (a new
+    // Kubernetes version, node pools), they are stale and the cell is not Ready at it.
+    let applied = view.as_ref().map(|v| v.applied_generation).filter(|g| *g > 0).or(generation);
     let mut conditions =
-        conditions_for(&status.conditions, CELL_CONDITIONS, CELL_STEPS, &done, waiting, generation, stall.as_ref());
+        conditions_for(&status.conditions, CELL_CONDITIONS, CELL_STEPS, &done, waiting, applied, stall.as_ref());
+    if applied < generation {
+        conditions::set_summary(&mut conditions, CELL_STEPS, generation, stall.as_ref(), &super::now());
+    }
     set_deleting(&mut conditions, deleting, generation);
     status.conditions = conditions;
     status.observed_generation = generation;
