@@ -330,3 +330,43 @@ async fn a_new_kubernetes_version_upgrades_the_cluster() {
     assert!(fleet.cloud.duplicates().is_empty());
     fleet.stop().await;
 }
+
+/// The API keeps times to the second. A status computed again from the same state (its times in
+/// milliseconds) is the status already stored and must not be written again: otherwise every
+/// requeue of every Ready object is a request (10,200 objects made 1,000 a minute at rest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_computed_again_is_not_written_again() {
+    use cellplane::api::{Cell, CellStatus, Condition, ConditionStatus, WorkflowState, WorkflowStatus};
+    use cellplane::controllers::{apply_status, time_ms};
+
+    let cluster = cellplane::testing::TestCluster::in_memory(|_| {}).await.unwrap();
+    let server = cluster.memory.clone().unwrap();
+    let cells: kube::Api<Cell> = kube::Api::all(cluster.client.clone());
+    let name = cluster.name("steady");
+    let created = cells.create(&Default::default(), &cell(&name, "eu-west-1", &[], 5, "1.0.0")).await.unwrap();
+    let at = time_ms(1_700_000_000_123).unwrap();
+    let workflow = WorkflowStatus {
+        id: format!("cell/{name}/1"),
+        state: WorkflowState::Waiting,
+        step: None,
+        attempt: None,
+        last_error: None,
+        waiting_for: None,
+        next_attempt_at: None,
+        updated_at: Some(at.clone()),
+    };
+    let status = CellStatus {
+        workflow: Some(workflow),
+        conditions: vec![Condition::new("Ready", ConditionStatus::True, "Reconciled", "ready", Some(1), at)],
+        ..CellStatus::default()
+    };
+    apply_status(&cells, &created, None, &status).await.unwrap();
+    let stored = cells.get(&name).await.unwrap();
+    let writes = || server.requests().iter().filter(|r| r.subresource.as_deref() == Some("status")).count();
+    let before = writes();
+    apply_status(&cells, &stored, stored.status.as_ref(), &status).await.unwrap();
+    assert_eq!(writes(), before, "the same status, to the second, is not written again");
+    let changed = CellStatus { observed_generation: Some(2), ..status };
+    apply_status(&cells, &stored, stored.status.as_ref(), &changed).await.unwrap();
+    assert_eq!(writes(), before + 1, "a status that changed is written");
+}
