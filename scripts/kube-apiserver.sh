@@ -86,7 +86,8 @@ build() {
   need_packages golang-1.19-go etcd-server golang-github-modern-go-reflect2-dev dpkg-dev openssl
   local work
   work=$(mktemp -d "${TMPDIR:-/tmp}/cellplane-kube-build.XXXXXX")
-  trap 'rm -rf "$work"' RETURN
+  # A RETURN trap outlives its function: it removes itself, or every later return would run it.
+  trap 'rm -rf "${work:-}"; trap - RETURN' RETURN
   log "fetching Debian's kubernetes $VERSION source into $work"
   fetch_source "$work"
   local src=$work/src gopath=$work/gopath
