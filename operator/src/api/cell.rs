@@ -317,7 +317,8 @@ pub struct IngressSpec {
     pub gateway: Option<GatewayReference>,
 
     /// Secret (key `kubeconfig`) to reach the cell's own Kubernetes cluster for tenant routes.
-    /// Unset: routes are created in the operator's cluster (what sim cells use).
+    /// Unset: an aws or gcp cell's EKS or GKE cluster, reached with a short-lived token the
+    /// operator makes from its cloud credentials; for sim cells, the operator's cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig_secret_ref: Option<SecretReference>,
 }
