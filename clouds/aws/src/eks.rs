@@ -93,11 +93,15 @@ pub(crate) async fn upgrade_cluster(eks: &Client, key: &str, request: &ClusterRe
         .client_request_token(key)
         .send()
         .await;
-    match updated.map_err(|e| fail("UpdateClusterVersion", e)) {
-        Ok(_) => Ok(()),
-        // An update is running (ours, retried): the wait that follows sees it through.
-        Err(e) if e.in_use() => Ok(()),
-        Err(e) => Err(e.into()),
+    started(updated.map_err(|e| fail("UpdateClusterVersion", e)))
+}
+
+/// An update that started, or that is running already (ours, retried): the wait that follows
+/// sees it through.
+fn started<T>(update: Result<T, crate::error::Failure>) -> Result<(), CloudError> {
+    match update {
+        Err(e) if !e.in_use() => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -207,12 +211,7 @@ pub(crate) async fn upgrade_node_group(eks: &Client, key: &str, request: &NodePo
         .client_request_token(key)
         .send()
         .await;
-    match updated.map_err(|e| fail("UpdateNodegroupVersion", e)) {
-        Ok(_) => Ok(()),
-        // An update is running (ours, retried): the wait that follows sees it through.
-        Err(e) if e.in_use() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    started(updated.map_err(|e| fail("UpdateNodegroupVersion", e)))
 }
 
 /// The cluster's endpoint and CA as EKS describes them, with a fresh token from `token`.
