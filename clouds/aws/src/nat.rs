@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
 use cellplane_cloud::{CELL_TAG, CellScope, CloudError, Progress};
 
 use crate::error::fail;
-use crate::network::{cell_filter, tags};
+use crate::network::{cell_filter, gone_or_pending, tags};
 
 /// The gateway's id once it is available; a transient error while AWS still creates it (the
 /// step retries with backoff, as for any call that is not done yet).
@@ -147,10 +147,7 @@ pub(crate) async fn delete(ec2: &Client, scope: &CellScope) -> Result<Progress<(
     for (id, state) in &gateways {
         if *state != NatGatewayState::Deleting {
             let deleted = ec2.delete_nat_gateway().nat_gateway_id(id).send().await;
-            match deleted.map_err(|e| fail("DeleteNatGateway", e)) {
-                Err(e) if !e.not_found() => return Err(e.into()),
-                _ => {}
-            }
+            gone_or_pending(deleted.map_err(|e| fail("DeleteNatGateway", e)), id)?;
         }
     }
     if let Some((id, _)) = gateways.first() {
@@ -176,18 +173,13 @@ pub(crate) async fn delete_routes(ec2: &Client, scope: &CellScope) -> Result<Pro
         for association in table.associations().iter().filter(|a| a.main() != Some(true)) {
             let association = association.route_table_association_id().unwrap_or_default();
             let result = ec2.disassociate_route_table().association_id(association).send().await;
-            match result.map_err(|e| fail("DisassociateRouteTable", e)) {
-                Err(e) if !e.not_found() => return Err(e.into()),
-                _ => {}
-            }
+            gone_or_pending(result.map_err(|e| fail("DisassociateRouteTable", e)), association)?;
         }
         let deleted = ec2.delete_route_table().route_table_id(id).send().await;
-        match deleted.map_err(|e| fail("DeleteRouteTable", e)) {
-            Err(e) if e.is("DependencyViolation") => {
-                return Ok(Progress::Pending(format!("route table {id} still in use")));
-            }
-            Err(e) if !e.not_found() => return Err(e.into()),
-            _ => {}
+        if let Some(pending) =
+            gone_or_pending(deleted.map_err(|e| fail("DeleteRouteTable", e)), &format!("route table {id}"))?
+        {
+            return Ok(pending);
         }
     }
     Ok(Progress::Ready(()))

@@ -295,7 +295,7 @@ pub(crate) async fn delete(ec2: &Client, scope: &CellScope, vpc: &str) -> Result
 }
 
 /// A delete's outcome: done or already gone (None), still in use (Pending), or an error.
-fn gone_or_pending<T>(
+pub(crate) fn gone_or_pending<T>(
     result: Result<T, crate::error::Failure>,
     what: &str,
 ) -> Result<Option<Progress<()>>, CloudError> {

@@ -138,6 +138,15 @@ fn labels(scope: &CellScope) -> HashMap<String, String> {
     HashMap::from([(CELL_LABEL.to_string(), scope.cell.clone())])
 }
 
+/// An update that started, or whose operation is running already (ours, retried: GKE answers
+/// FAILED_PRECONDITION); the wait that follows sees it through.
+fn started<T>(update: Result<T, error::Failure>) -> Result<(), CloudError> {
+    match update {
+        Err(e) if !e.failed_precondition => Err(e.error),
+        _ => Ok(()),
+    }
+}
+
 fn gone<T>(result: Result<T, error::Failure>) -> Result<Option<T>, CloudError> {
     match result {
         Ok(value) => Ok(Some(value)),
@@ -210,11 +219,7 @@ impl CloudProvider for GcpCloud {
     async fn upgrade_cluster(&self, _key: &str, request: &ClusterRequest, id: &str) -> Result<(), CloudError> {
         let client = self.client(&request.scope).await?;
         let updated = client.update_master().set_name(id).set_master_version(&request.kubernetes_version).send().await;
-        match updated.map_err(|e| fail("clusters.updateMaster", e)) {
-            // FAILED_PRECONDITION: an operation (ours, retried) is running; the wait follows it.
-            Err(e) if !e.failed_precondition => Err(e.error),
-            _ => Ok(()),
-        }
+        started(updated.map_err(|e| fail("clusters.updateMaster", e)))
     }
 
     async fn delete_cluster(&self, _key: &str, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
@@ -295,11 +300,7 @@ impl CloudProvider for GcpCloud {
             .set_image_type(image_type)
             .send()
             .await;
-        match updated.map_err(|e| fail("nodePools.update", e)) {
-            // FAILED_PRECONDITION: an operation (ours, retried) is running; the wait follows it.
-            Err(e) if !e.failed_precondition => Err(e.error),
-            _ => Ok(()),
-        }
+        started(updated.map_err(|e| fail("nodePools.update", e)))
     }
 
     async fn delete_node_pool(&self, _key: &str, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
