@@ -10,7 +10,7 @@ mod binary;
 use std::path::Path;
 use std::time::Duration;
 
-use binary::{cellplane_run, kubeconfig};
+use binary::{cellplane_run, kubeconfig, sqlite_journal};
 use cellplane::api::Cell;
 use cellplane::cloud::{Account, AwsAccount, CellScope, CloudProvider};
 use cellplane::fixtures::{is_ready, wait_for};
@@ -58,8 +58,7 @@ async fn an_aws_cell_is_provisioned_upgraded_and_torn_down_by_cellplane_run() {
         .unwrap()
         .scenario(|cluster| async move {
             let (path, _file) = kubeconfig(&cluster).await;
-            let dir = tempfile::tempdir().unwrap();
-            let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
+            let (_dir, journal) = sqlite_journal();
             let aws = [
                 ("AWS_ENDPOINT_URL", proxy.url.as_str()),
                 ("AWS_ACCESS_KEY_ID", "testing"),

@@ -7,7 +7,7 @@ mod binary;
 use std::path::Path;
 use std::time::Duration;
 
-use binary::{cellplane_run, exit_of, kubeconfig, signal};
+use binary::{cellplane_run, exit_of, kubeconfig, signal, sqlite_journal};
 use cellplane::api::conditions::Condition;
 use cellplane::api::{Cell, DeploymentRing, Namespace};
 use cellplane::cli::operator::{Applied, apply_dir};
@@ -58,8 +58,7 @@ async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanl
         .unwrap()
         .scenario(|cluster| async move {
             let (path, _file) = kubeconfig(&cluster).await;
-            let dir = tempfile::tempdir().unwrap();
-            let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
+            let (_dir, journal) = sqlite_journal();
             let mut operator =
                 cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", "127.0.0.1:0"], &[]);
             let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
@@ -112,8 +111,7 @@ async fn cellplane_run_says_what_is_wrong_at_start_and_exits() {
         .unwrap()
         .scenario(|cluster| async move {
             let (path, _file) = kubeconfig(&cluster).await;
-            let dir = tempfile::tempdir().unwrap();
-            let journal = format!("sqlite://{}", dir.path().join("journal.db").display());
+            let (_dir, journal) = sqlite_journal();
 
             let missing = cluster.name("missing");
             let child = cellplane_run(&cluster, &path, &journal, &missing, &["--metrics-addr", "127.0.0.1:0"], &[]);

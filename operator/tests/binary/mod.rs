@@ -23,6 +23,13 @@ pub async fn kubeconfig(cluster: &TestCluster) -> (PathBuf, Option<tempfile::Nam
     }
 }
 
+/// A SQLite journal URL in a directory of its own (removed when the directory is dropped).
+pub fn sqlite_journal() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("journal.db").display());
+    (dir, url)
+}
+
 /// `cellplane run` against the test cluster in `namespace`, reconciling the test's objects only,
 /// with `extra` arguments and `env`.
 pub fn cellplane_run(
