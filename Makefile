@@ -9,14 +9,14 @@ build:
 	$(CARGO) build --workspace
 
 ## test: every test, against PostgreSQL (found or started by scripts/with-postgres.sh), SQLite and a
-##       real kube-apiserver (built once and started by scripts/with-kube-apiserver.sh)
+##       real kube-apiserver (built once and started by scripts/with-testcluster.sh)
 test:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh scripts/with-browser.sh $(CARGO) nextest run --workspace --no-fail-fast && \
+	  scripts/with-postgres.sh scripts/with-testcluster.sh scripts/with-browser.sh $(CARGO) nextest run --workspace --no-fail-fast && \
 	  $(CARGO) test --workspace --doc; \
 	else \
 	  echo "cargo-nextest not installed: using cargo test"; \
-	  scripts/with-postgres.sh scripts/with-kube-apiserver.sh scripts/with-browser.sh $(CARGO) test --workspace --no-fail-fast; \
+	  scripts/with-postgres.sh scripts/with-testcluster.sh scripts/with-browser.sh $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
 ## lint: formatting and clippy, warnings are errors

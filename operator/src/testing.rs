@@ -30,6 +30,8 @@ use crate::operator::{LeaderOptions, Operator, OperatorError, OperatorOptions};
 pub const RUN_LABEL: &str = "cellplane.io/test-run";
 /// The environment variable naming a real cluster's kubeconfig.
 pub const KUBECONFIG_ENV: &str = "E2E_KUBECONFIG";
+/// Set (by `make test`) when a test that needs a real cluster must fail rather than skip.
+pub const REQUIRE_CLUSTER_ENV: &str = "CELLPLANE_REQUIRE_CLUSTER";
 /// How long a test waits for the cluster to converge.
 pub const WITHIN: Duration = Duration::from_secs(120);
 
@@ -58,6 +60,19 @@ pub struct TestCluster {
     pub namespace: String,
     /// A tenant account (Kubernetes namespace) for this test.
     pub account: String,
+}
+
+/// The kubeconfig of the real cluster `E2E_KUBECONFIG` names. Without one, `what` is skipped
+/// (saying so), or fails when `CELLPLANE_REQUIRE_CLUSTER` is set, as under `make test`.
+pub fn real_kubeconfig(what: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(KUBECONFIG_ENV) {
+        return Some(path.into());
+    }
+    if std::env::var_os(REQUIRE_CLUSTER_ENV).is_some() {
+        panic!("{what} needs a real cluster: {KUBECONFIG_ENV} is unset and {REQUIRE_CLUSTER_ENV} forbids skipping");
+    }
+    println!("{what} DID NOT RUN: set {KUBECONFIG_ENV} to run it against a cluster (`make test` starts one)");
+    None
 }
 
 impl TestCluster {
@@ -255,16 +270,11 @@ impl TestCluster {
     }
 }
 
-/// Installs the cellplane CRDs unless they are; API servers before 1.25 know no CEL rules and
-/// get the CRDs without them. A CRD that exists with another schema is refused, not overwritten.
+/// Installs the cellplane CRDs, CEL rules and all, unless they are. A CRD that exists with
+/// another schema is refused, not overwritten.
 pub async fn install_crds(client: &Client) -> Result<(), TestError> {
-    let version = client.apiserver_version().await?;
-    let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(u32::MAX);
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, mut crd) in crate::api::crds() {
-        if minor < 25 {
-            crate::api::strip_validation_rules(&mut crd);
-        }
+    for (_, crd) in crate::api::crds() {
         let name = crd.name_any();
         match api.create(&PostParams::default(), &crd).await {
             Ok(_) => {}

@@ -4,6 +4,7 @@
 mod common;
 
 use cellplane::api::{Cell, DeploymentRing, Namespace};
+use common::samples::{PEM, cell, namespace, refusals, ring, rules, with, without};
 use common::{crd, schema};
 use kube::core::cel::{Validator, apply_defaults};
 use serde_json::{Value, json};
@@ -26,44 +27,6 @@ fn assert_valid(kind: &str, object: &Value) {
 fn assert_rejected(kind: &str, object: &Value, old: Option<&Value>, message: &str) {
     let errs = errors(kind, object, old);
     assert!(errs.iter().any(|e| e.contains(message)), "expected an error containing {message:?}, got {errs:?}");
-}
-
-fn with(mut object: Value, pointer: &str, value: Value) -> Value {
-    let (parent, key) = pointer.rsplit_once('/').unwrap();
-    object.pointer_mut(parent).unwrap()[key] = value;
-    object
-}
-
-fn without(mut object: Value, pointer: &str) -> Value {
-    let (parent, key) = pointer.rsplit_once('/').unwrap();
-    object.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
-    object
-}
-
-fn cell() -> Value {
-    json!({
-        "apiVersion": "cellplane.io/v1alpha1",
-        "kind": "Cell",
-        "metadata": {"name": "cell-eu-1"},
-        "spec": {
-            "provider": "aws",
-            "region": "eu-west-1",
-            "network": {"cidr": "10.20.0.0/16"},
-            "cluster": {
-                "kubernetesVersion": "1.31",
-                "nodePools": [{"name": "system", "instanceType": "m6i.large", "minNodes": 2, "maxNodes": 4}]
-            },
-            "capacity": {"maxNamespaces": 200},
-            "version": "1.4.2",
-            "credentialsSecretRef": {"name": "cell-eu-1-aws"},
-            "aws": {
-                "roleArn": "arn:aws:iam::111122223333:role/cellplane-cell",
-                "clusterRoleArn": "arn:aws:iam::111122223333:role/eks-cluster",
-                "nodeRoleArn": "arn:aws:iam::111122223333:role/eks-nodes"
-            },
-            "ingress": {"domain": "cell-eu-1.example.com"}
-        }
-    })
 }
 
 #[test]
@@ -114,20 +77,6 @@ fn cell_provider_region_and_cidr_are_immutable() {
     assert!(errors("Cell", &upgraded, Some(&old)).is_empty());
 }
 
-fn namespace() -> Value {
-    json!({
-        "apiVersion": "cellplane.io/v1alpha1",
-        "kind": "Namespace",
-        "metadata": {"name": "acme-prod"},
-        "spec": {
-            "region": "eu-west-1",
-            "mtls": {"issueClientCertificate": true}
-        }
-    })
-}
-
-const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-
 #[test]
 fn namespace_accepts_either_mtls_mode() {
     assert_valid("Namespace", &namespace());
@@ -165,19 +114,6 @@ fn namespace_name_is_a_dns_label_and_region_immutable() {
     let old = namespace();
     let moved = with(namespace(), "/spec/region", json!("us-east-1"));
     assert_rejected("Namespace", &moved, Some(&old), "region is immutable");
-}
-
-fn ring() -> Value {
-    json!({
-        "apiVersion": "cellplane.io/v1alpha1",
-        "kind": "DeploymentRing",
-        "metadata": {"name": "canary"},
-        "spec": {
-            "order": 0,
-            "cellSelector": {"matchLabels": {"cellplane.io/ring": "canary"}},
-            "version": "1.5.0"
-        }
-    })
 }
 
 #[test]
@@ -274,4 +210,20 @@ fn defaulted_minimal_manifests_deserialize() {
     assert_eq!(ring.spec.min_bake_time, "1h");
     assert_eq!(ring.spec.max_batch, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1));
     assert_eq!(ring.spec.rollback_policy, cellplane::api::ring::RollbackPolicy::None);
+}
+
+/// Every rule has a sample it refuses (so the real API server's test covers every rule), and
+/// each sample is refused here with that rule's message.
+#[test]
+fn every_rule_has_a_refusal() {
+    let samples = refusals();
+    for (kind, message) in rules() {
+        assert!(
+            samples.iter().any(|r| r.kind == kind && r.message == message),
+            "no sample in tests/common/samples.rs refuses the {kind} rule {message:?}"
+        );
+    }
+    for refusal in &samples {
+        assert_rejected(refusal.kind, &refusal.object, refusal.old.as_ref(), refusal.message);
+    }
 }

@@ -69,17 +69,6 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     crds
 }
 
-/// Removes every CEL rule (`x-kubernetes-validations`) from a CRD, for API servers before 1.25,
-/// which know no CEL and refuse CRDs that carry rules. The controllers check again what the
-/// rules would have refused.
-pub fn strip_validation_rules(crd: &mut CustomResourceDefinition) {
-    for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
-            visit_schemas(schema, &mut |node| node.x_kubernetes_validations = None);
-        }
-    }
-}
-
 /// Call `visit` on `schema` and on every schema nested in it.
 fn visit_schemas(schema: &mut JSONSchemaProps, visit: &mut dyn FnMut(&mut JSONSchemaProps)) {
     visit(schema);
@@ -176,14 +165,9 @@ fn to_yaml(crds: Vec<(&'static str, CustomResourceDefinition)>) -> Result<Vec<(&
         .collect()
 }
 
-/// Every cellplane CRD in one multi-document YAML stream, for `cellplane crds | kubectl apply -f -`;
-/// without their CEL rules for API servers before 1.25.
-pub fn crds_yaml_stream(without_rules: bool) -> Result<String, CrdError> {
-    let mut crds = crds();
-    if without_rules {
-        crds.iter_mut().for_each(|(_, crd)| strip_validation_rules(crd));
-    }
-    Ok(to_yaml(crds)?.into_iter().map(|(_, yaml)| yaml).collect::<Vec<_>>().join("---\n"))
+/// Every cellplane CRD in one multi-document YAML stream, for `cellplane crds | kubectl apply -f -`.
+pub fn crds_yaml_stream() -> Result<String, CrdError> {
+    Ok(to_yaml(crds())?.into_iter().map(|(_, yaml)| yaml).collect::<Vec<_>>().join("---\n"))
 }
 
 #[cfg(test)]
@@ -193,7 +177,7 @@ mod tests {
 
     #[test]
     fn stream_holds_every_crd_once() {
-        let stream = crds_yaml_stream(false).unwrap();
+        let stream = crds_yaml_stream().unwrap();
         let names: Vec<String> = serde_norway::Deserializer::from_str(&stream)
             .map(|doc| {
                 let crd = CustomResourceDefinition::deserialize(doc).unwrap();

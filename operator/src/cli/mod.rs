@@ -41,10 +41,6 @@ enum Command {
     Crds {
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Leave out the CEL rules (`x-kubernetes-validations`), for API servers before 1.25,
-        /// which refuse them; the controllers still check what they would refuse.
-        #[arg(long, conflicts_with = "dir")]
-        without_validation_rules: bool,
     },
     /// Serve the web console alone; users sign in with their own Kubernetes tokens.
     Console(console::ConsoleCommand),
@@ -89,7 +85,7 @@ pub fn main(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Run(args) => operator::run(args).await.map_err(|e| e.to_string()),
             Command::Sandbox(args) => operator::sandbox(args).await.map_err(|e| e.to_string()),
-            Command::Crds { dir, without_validation_rules } => crds(dir, without_validation_rules),
+            Command::Crds { dir } => crds(dir),
             Command::Console(command) => console::run(command).await,
             Command::Workflows(command) => workflows::run(command).await,
             Command::Rings(command) => rings::run_rings(command).await,
@@ -131,9 +127,9 @@ fn init_tracing(filter: &str, format: LogFormat, file: Option<&std::path::Path>)
     }
 }
 
-fn crds(dir: Option<PathBuf>, without_rules: bool) -> Result<(), String> {
+fn crds(dir: Option<PathBuf>) -> Result<(), String> {
     let Some(dir) = dir else {
-        print!("{}", crate::api::crds_yaml_stream(without_rules).map_err(|e| e.to_string())?);
+        print!("{}", crate::api::crds_yaml_stream().map_err(|e| e.to_string())?);
         return Ok(());
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+pub mod samples;
+
 use serde_json::Value;
 
 /// The generated CRD of a kind.
