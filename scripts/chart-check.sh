@@ -15,7 +15,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 chart="$root/charts/cellplane"
-kube_version="1.30.0"
+kube_version="1.34.0"
 namespace="cellplane-system"
 # shellcheck source=scripts/tools.sh
 source "$root/scripts/tools.sh"

@@ -12,43 +12,60 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cellplane::api::namespace::Tier;
+use cellplane::api::conditions::{self, ConditionStatus};
+use cellplane::api::namespace::{NamespacePhase, Tier};
 use cellplane::api::{Cell, DeploymentRing, Namespace};
 use cellplane::cell::cluster::{ClusterCellServices, ServicesConfig};
 use cellplane::cell::tls::SimDataPlane;
 use cellplane::cloud::sim::{SimCloud, SimConfig};
 use cellplane::fixtures::{self, cell, is_ready, ring};
-use cellplane::testing::{KUBECONFIG_ENV, OperatorSetup, TestCluster, TestOperator, WITHIN};
+use cellplane::testing::{OperatorSetup, TestCluster, TestOperator, WITHIN, real_kubeconfig};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
 use kube::api::ListParams;
 
-/// The cluster named by `E2E_KUBECONFIG`, or None (after saying so) when it is unset.
+/// The cluster named by `E2E_KUBECONFIG`, or None (after saying so) when it is unset; under
+/// `make test` a missing cluster fails instead.
 pub async fn cluster(scenario: &str) -> Option<TestCluster> {
-    let Some(path) = std::env::var_os(KUBECONFIG_ENV) else {
-        println!("e2e scenario {scenario:?} DID NOT RUN: set {KUBECONFIG_ENV} to run it against a cluster");
-        return None;
-    };
-    Some(TestCluster::real(std::path::Path::new(&path)).await.expect("the e2e cluster"))
+    let path = real_kubeconfig(&format!("e2e scenario {scenario:?}"))?;
+    Some(TestCluster::real(&path).await.expect("the e2e cluster"))
 }
 
-/// The real in-cell services and the sim cloud, with leader election, as `cellplane run`.
-fn setup(cluster: &TestCluster, cloud: &Arc<SimCloud>) -> OperatorSetup {
+/// Who the operator is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// The ServiceAccount and RBAC of the Helm chart, as installed (a real cluster).
+    Chart,
+    /// The test's own admin credentials (an API without RBAC).
+    Admin,
+}
+
+/// The real in-cell services and the sim cloud, with leader election, as `cellplane run`, acting
+/// with `client`.
+fn setup(cluster: &TestCluster, client: &kube::Client, cloud: &Arc<SimCloud>) -> OperatorSetup {
     let config = ServicesConfig { namespace: cluster.namespace.clone(), ..ServicesConfig::default() };
-    let services = Arc::new(ClusterCellServices::new(cluster.client.clone(), config, SimDataPlane::new()));
-    OperatorSetup { leader_election: true, ..OperatorSetup::new(cloud.clone(), services) }
+    let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
+    OperatorSetup { leader_election: true, client: Some(client.clone()), ..OperatorSetup::new(cloud.clone(), services) }
 }
 
 /// Scenario: cells, namespaces of two accounts and a ring converge to Ready, through an
 /// operator crash; then everything is deleted, and nothing is left in the sim cloud, in
 /// Secrets or in routes.
-pub async fn converge_then_tear_down(cluster: TestCluster) {
+pub async fn converge_then_tear_down(cluster: TestCluster, identity: Identity) {
     cluster
         .scenario(|cluster| async move {
+            let client = match identity {
+                Identity::Chart => {
+                    let values = ["leaderElection.enabled=true".to_string()];
+                    cluster.install_chart(&values).await.expect("the chart's RBAC").client
+                }
+                Identity::Admin => cluster.client.clone(),
+            };
             let cloud =
                 Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(20), ..SimConfig::default() }));
-            let mut operator = TestOperator::start(&cluster, setup(&cluster, &cloud)).await;
+            let setup = |cluster: &TestCluster| setup(cluster, &client, &cloud);
+            let mut operator = TestOperator::start(&cluster, setup(&cluster)).await;
             let (canary, prod) = (cluster.name("canary"), cluster.name("prod"));
             let ring_name = cluster.name("ring-0");
             let cells = cluster.cells();
@@ -78,7 +95,7 @@ pub async fn converge_then_tear_down(cluster: TestCluster) {
                 cellplane::api::conditions::is_true(&conditions, "NetworkReady")
             };
             fixtures::wait_for(&cells, &canary, "network created", WITHIN, network_ready).await.unwrap();
-            operator.crash_and_restart(&cluster, setup(&cluster, &cloud)).await;
+            operator.crash_and_restart(&cluster, setup(&cluster)).await;
 
             for name in [&canary, &prod] {
                 fixtures::wait_for(&cells, name, "Ready", WITHIN, |c: Option<&Cell>| {
@@ -136,6 +153,63 @@ pub async fn converge_then_tear_down(cluster: TestCluster) {
             let routes: Api<Ingress> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
             let left = routes.list(&ListParams::default()).await.unwrap().items;
             assert!(left.is_empty(), "routes left: {left:?}");
+            operator.stop().await;
+        })
+        .await;
+}
+
+/// Scenario: the chart without the permission to write Secrets in the tenant's account: the
+/// tenant stalls naming the verb, resource and namespace it lacks, and is not failed; once the
+/// account is listed in the chart's values it goes on where it stopped, in the same workflow.
+pub async fn a_missing_permission_is_waited_out(cluster: TestCluster) {
+    cluster
+        .scenario(|cluster| async move {
+            let limited = |accounts: &[&str]| {
+                let mut values =
+                    vec!["leaderElection.enabled=true".to_string(), "rbac.accounts.clusterWide=false".into()];
+                values.extend(accounts.iter().enumerate().map(|(i, a)| format!("rbac.accounts.namespaces[{i}]={a}")));
+                values
+            };
+            let client = cluster.install_chart(&limited(&[])).await.expect("the chart's RBAC").client;
+            let cloud = Arc::new(SimCloud::new(SimConfig::default()));
+            let operator = TestOperator::start(&cluster, setup(&cluster, &client, &cloud)).await;
+            let cell_name = cluster.name("cell");
+            cluster.create(&cluster.cells(), cell(&cell_name, "eu-west-1", &[], 10, "1.0.0")).await.unwrap();
+            let tenant = cluster.name("web");
+            let account = cluster.account.clone();
+            let namespaces = cluster.namespaces();
+            cluster
+                .create(&namespaces, fixtures::namespace(&tenant, &account, "eu-west-1", Tier::Standard))
+                .await
+                .unwrap();
+
+            let stalled = |n: Option<&Namespace>| {
+                let conditions = n.and_then(|n| n.status.as_ref()).map(|s| s.conditions.clone()).unwrap_or_default();
+                conditions::find(&conditions, conditions::types::STALLED)
+                    .is_some_and(|c| c.status == ConditionStatus::True && c.reason == "MissingPermission")
+            };
+            let ns = fixtures::wait_for(&namespaces, &tenant, "stalled on a permission", WITHIN, stalled)
+                .await
+                .unwrap()
+                .unwrap();
+            let status = ns.status.clone().unwrap();
+            let message = conditions::find(&status.conditions, conditions::types::STALLED).unwrap().message.clone();
+            for part in ["cannot patch resource \"secrets\"", &format!("in the namespace \"{account}\"")] {
+                assert!(message.contains(part), "the Stalled message names {part}: {message}");
+            }
+            assert_ne!(status.phase, Some(NamespacePhase::Failed), "a missing permission is not a failure");
+            let workflow = status.workflow.map(|w| w.id).expect("the tenant's workflow");
+
+            cluster.install_chart(&limited(&[&account])).await.expect("the chart's RBAC, account listed");
+            let ns = fixtures::wait_for(&namespaces, &tenant, "Ready", WITHIN, |n: Option<&Namespace>| {
+                n.is_some_and(|n| is_ready(n, &n.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()))
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            let status = ns.status.unwrap();
+            assert_eq!(status.workflow.map(|w| w.id), Some(workflow), "the same workflow went on");
+            assert_eq!(status.assigned_cell.as_deref(), Some(cell_name.as_str()));
             operator.stop().await;
         })
         .await;

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use cellplane::testing::TestCluster;
-use cellplane_e2e::converge_then_tear_down;
+use cellplane_e2e::{Identity, converge_then_tear_down};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_e2e_scenario_passes_against_a_served_api() {
@@ -13,5 +13,5 @@ async fn the_e2e_scenario_passes_against_a_served_api() {
     let mut kubeconfig = tempfile::NamedTempFile::new().unwrap();
     write!(kubeconfig, "{config}").unwrap();
     let cluster = TestCluster::real(kubeconfig.path()).await.unwrap();
-    converge_then_tear_down(cluster).await;
+    converge_then_tear_down(cluster, Identity::Admin).await;
 }

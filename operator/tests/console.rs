@@ -3,20 +3,24 @@
 //! server a user whose token may only read gets no buttons, while a forged POST is refused.
 //! Screenshots of each page go to target/console-screenshots/ (docs/console/ has copies).
 
+mod binary;
 #[path = "console/browser.rs"]
 mod browser;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use browser::{Browser, required};
+use binary::{chart_args, chart_run, sqlite_journal};
+use browser::Browser;
 
+use cellplane::api::DeploymentRing;
+use cellplane::api::ring::RingPhase;
 use cellplane::cell::sim::SimCellServices;
 use cellplane::cloud::sim::{SimCloud, SimConfig};
 use cellplane::console::{Access, Options, Tls};
 use cellplane::fixtures;
 use cellplane::operator::{Operator, OperatorOptions};
-use cellplane::testing::{KUBECONFIG_ENV, TestCluster};
+use cellplane::testing::{TestCluster, real_kubeconfig};
 use cellplane_workflows::EngineConfig;
 use cellplane_workflows::journal::Journal;
 use kube::api::{Patch, PatchParams};
@@ -141,6 +145,29 @@ async fn a_ring_waiting_for_approval_is_approved_and_paused_from_the_pipeline() 
     stop.cancel();
 }
 
+const WITHIN: Duration = Duration::from_secs(120);
+
+/// A self-signed certificate for localhost, as a Secret mounted from cert-manager would hold.
+fn write_certificate(cert: &std::path::Path, key: &std::path::Path) {
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let ca = cellplane::cell::pki::new_ca("console test CA", now, day).unwrap();
+    let server = cellplane::cell::pki::issue_server(&ca.cert_pem, &ca.key_pem, "localhost", now, day).unwrap();
+    std::fs::write(cert, format!("{}{}", server.cert_pem, ca.cert_pem)).unwrap();
+    std::fs::write(key, server.key_pem).unwrap();
+}
+
+/// The console's URL as `cellplane run` prints it, reached on loopback.
+async fn console_url(operator: &mut tokio::process::Child) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let stdout = operator.stdout.take().expect("the operator's stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(WITHIN, lines.next_line()).await.expect("the console starts").unwrap();
+    let url = line.and_then(|l| l.strip_prefix("console: ").map(str::to_string)).expect("console: URL");
+    let port = url.trim_end_matches('/').rsplit(':').next().unwrap().to_string();
+    format!("https://localhost:{port}/")
+}
+
 /// A ServiceAccount whose token may only read the cellplane kinds (and Events).
 async fn read_only_token(cluster: &TestCluster) -> String {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -211,25 +238,44 @@ async fn remove_rbac(cluster: &TestCluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_may_only_read_gets_no_buttons_and_a_forged_post_is_refused() {
-    let Some(path) = std::env::var_os(KUBECONFIG_ENV) else {
-        required("a real API server (E2E_KUBECONFIG) for RBAC");
-        return;
-    };
+    let Some(path) = real_kubeconfig("the console's RBAC test") else { return };
     let Some(browser) = Browser::start().await else { return };
-    let cluster = TestCluster::real(std::path::Path::new(&path)).await.unwrap();
+    let cluster = TestCluster::real(&path).await.unwrap();
     cluster
         .scenario(|cluster| async move {
+            // The operator and its console as the chart installs them: the chart's arguments,
+            // ServiceAccount and RBAC, the console's certificate from the Secret it mounts.
+            let values = ["console.enabled=true".to_string(), "console.tls.secretName=console-tls".into()];
+            let chart = cluster.install_chart(&values).await.expect("the chart's RBAC");
+            let (dir, journal) = sqlite_journal();
+            let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+            write_certificate(&cert, &key);
+            let mounts = [("/etc/cellplane/console-tls/tls.crt", cert.as_path()), ("/etc/cellplane/console-tls/tls.key", key.as_path())];
+            let args = chart_args(&chart, &journal, &mounts);
+            assert!(args.iter().any(|a| a.starts_with("--console-addr=0.0.0.0:")), "the chart serves the console: {args:?}");
+            let mut operator = chart_run(&cluster, &chart, &args, &dir.path().join("operator.log"));
+            let url = console_url(&mut operator).await;
+
+            let canary = cluster.name("canary");
             let cell_name = cluster.name("cell");
-            cluster.create(&cluster.cells(), fixtures::cell(&cell_name, "eu-west-1", &[("cellplane.io/ring", "canary")], 10, "1.0.0")).await.unwrap();
+            cluster.create(&cluster.cells(), fixtures::cell(&cell_name, "eu-west-1", &[("cellplane.io/ring", &canary)], 10, "1.0.0")).await.unwrap();
             let ns = fixtures::namespace("web", &cluster.account, "eu-west-1", cellplane::api::namespace::Tier::Standard);
             cluster.create(&cluster.namespaces(), ns).await.unwrap();
-            let mut ring = fixtures::ring(&cluster.name("ring"), 0, "cellplane.io/ring=canary", Some("1.0.0"), "1h");
+            let ring_name = cluster.name("ring");
+            let mut ring = fixtures::ring(&ring_name, 0, &canary, Some("1.1.0"), "1h");
             ring.spec.manual_approval = true;
             cluster.create(&cluster.rings(), ring).await.unwrap();
+            let waiting = |r: Option<&DeploymentRing>| {
+                r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(RingPhase::WaitingForApproval))
+            };
+            fixtures::wait_for(&cluster.rings(), &ring_name, "waiting for approval", WITHIN, waiting).await.unwrap();
             let token = read_only_token(&cluster).await;
-            let (base, _) = cellplane::client::config(Some(std::path::Path::new(&path))).await.unwrap();
-            let (url, stop) = console(Access::tokens(base), None).await;
 
+            browser.open(&url).await;
+            browser.wait_for_text("Bearer token").await;
+            assert!(!browser.text().await.contains("self-signed"), "the chart's certificate is served");
+            browser.open(&format!("{url}namespaces")).await;
+            browser.wait_for_text("Bearer token").await;
             browser.open(&format!("{url}namespaces")).await;
             browser.wait_for_text("Bearer token").await;
             browser.screenshot("sign-in").await;
@@ -246,7 +292,8 @@ async fn a_user_who_may_only_read_gets_no_buttons_and_a_forged_post_is_refused()
             browser.wait_for_text(&cell_name).await;
             assert_eq!(browser.count(r#"form[action^="/cells/"]"#).await, 0, "no Cordon for a reader");
             browser.open(&format!("{url}rings")).await;
-            browser.wait_for_text(&cluster.name("ring")).await;
+            browser.wait_for_text(&ring_name).await;
+            browser.wait_for_text("WaitingForApproval").await;
             assert_eq!(browser.count(r#"form[action^="/rings/"]"#).await, 0, "no Pause or Approve for a reader");
             browser.screenshot("rings-read-only").await;
 
@@ -263,7 +310,9 @@ async fn a_user_who_may_only_read_gets_no_buttons_and_a_forged_post_is_refused()
             let answer = browser.eval(&with_token).await;
             assert!(answer.as_str().is_some_and(|page| page.contains("forbidden")), "the API's refusal is shown: {answer}");
             assert!(!cluster.cells().get(&cell_name).await.unwrap().spec.cordoned, "the reader cordoned nothing");
-            stop.cancel();
+            binary::signal(&operator, libc::SIGTERM);
+            let status = tokio::time::timeout(WITHIN, operator.wait()).await.expect("the operator stops").unwrap();
+            assert!(status.success(), "the operator exits cleanly after SIGTERM: {status}");
             remove_rbac(&cluster).await;
         })
         .await;

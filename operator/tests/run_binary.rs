@@ -1,13 +1,13 @@
 //! `cellplane run` as a user starts it: the binary, a kubeconfig, a journal file; on the real
-//! API server named by `E2E_KUBECONFIG` (what `make test` starts), else the in-memory one
-//! served over HTTP.
+//! API server named by `E2E_KUBECONFIG` (what `make test` starts) as the Helm chart installs it
+//! (its arguments, its ServiceAccount and RBAC), else on the in-memory one served over HTTP.
 
 mod binary;
 
 use std::path::Path;
 use std::time::Duration;
 
-use binary::{cellplane_run, exit_of, kubeconfig, signal, sqlite_journal};
+use binary::{cellplane_run, chart_args, chart_run, exit_of, kubeconfig, signal, sqlite_journal};
 use cellplane::api::conditions::Condition;
 use cellplane::api::{Cell, DeploymentRing, Namespace};
 use cellplane::cli::operator::{Applied, apply_dir};
@@ -58,9 +58,25 @@ async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanl
         .unwrap()
         .scenario(|cluster| async move {
             let (path, _file) = kubeconfig(&cluster).await;
-            let (_dir, journal) = sqlite_journal();
-            let mut operator =
-                cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", "127.0.0.1:0"], &[]);
+            let (dir, journal) = sqlite_journal();
+            let log = dir.path().join("operator.log");
+            // On a real cluster, as the chart installs it; the in-memory API has no RBAC.
+            let chart = match cluster.is_real() {
+                true => Some(cluster.install_chart(&[]).await.expect("the chart's RBAC")),
+                false => None,
+            };
+            let start = || match &chart {
+                Some(chart) => chart_run(&cluster, chart, &chart_args(chart, &journal, &[]), &log),
+                None => cellplane_run(
+                    &cluster,
+                    &path,
+                    &journal,
+                    &cluster.namespace,
+                    &["--metrics-addr", "127.0.0.1:0"],
+                    &[],
+                ),
+            };
+            let mut operator = start();
             let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
             let applied = apply_dir(&cluster.client, &examples, &[(RUN_LABEL, &cluster.run)]).await.unwrap();
 
@@ -72,8 +88,7 @@ async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanl
             };
             wait_for(&cluster.cells(), "eu-canary-1", "network created", WITHIN, provisioning).await.unwrap();
             operator.kill().await.unwrap();
-            let mut operator =
-                cellplane_run(&cluster, &path, &journal, &cluster.namespace, &["--metrics-addr", "127.0.0.1:0"], &[]);
+            let mut operator = start();
 
             let ready = all_ready(&cluster.client, &applied).await;
             let expected = applied.iter().filter(|o| o.api_version == "cellplane.io/v1alpha1").count();
@@ -100,6 +115,11 @@ async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanl
             let status =
                 tokio::time::timeout(Duration::from_secs(40), operator.wait()).await.expect("exits after SIGTERM");
             assert!(status.unwrap().success(), "a graceful shutdown exits 0");
+            if chart.is_some() {
+                let log = std::fs::read_to_string(&log).unwrap();
+                let refused: Vec<&str> = log.lines().filter(|l| l.contains("forbidden")).collect();
+                assert!(refused.is_empty(), "requests the chart's RBAC refused: {refused:#?}");
+            }
         })
         .await;
 }

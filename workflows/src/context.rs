@@ -765,7 +765,7 @@ impl Step<'_> {
                     last_error = row.last_error.clone();
                     let gives_up = !error.retryable
                         || policy.non_retryable.contains(&error.kind)
-                        || policy.gives_up_after(attempt as u32);
+                        || (policy.gives_up_after(attempt as u32) && error.kind != StepError::BLOCKED);
                     if gives_up {
                         let record = Record::StepDone { result: Err(error.clone()), attempts: attempt, duration_ms };
                         let events = ctx.events(&mut slot, vec![record]);

@@ -98,6 +98,15 @@ impl StepError {
     /// The kind of [`StepError::waiting`].
     pub const WAITING: &'static str = "waiting";
 
+    /// The step cannot go on until someone outside acts (a permission is granted): retried at
+    /// the policy's pace without an attempt limit, and logged as a failure each time.
+    pub fn blocked(message: impl fmt::Display) -> Self {
+        StepError { kind: Self::BLOCKED.into(), message: message.to_string(), retryable: true }
+    }
+
+    /// The kind of [`StepError::blocked`].
+    pub const BLOCKED: &'static str = "blocked";
+
     /// A retryable error with a kind that a policy can list as non-retryable.
     pub fn of_kind(kind: impl Into<String>, message: impl fmt::Display) -> Self {
         StepError { kind: kind.into(), message: message.to_string(), retryable: true }

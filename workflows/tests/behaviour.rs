@@ -456,6 +456,49 @@ both_journals!(
     terminal_errors_and_exhausted_attempts_fail_the_workflow
 );
 
+/// A blocked step (a missing permission) outlasts its policy's attempts and goes on once
+/// someone outside acts.
+async fn a_blocked_step_retries_until_it_is_unblocked(postgres: bool) {
+    struct Gated(Arc<Calls>, Arc<AtomicBool>);
+    impl Workflow for Gated {
+        const NAME: &'static str = "gated";
+        type Input = ();
+        type Output = usize;
+        async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<usize, WfError> {
+            let (calls, granted) = (self.0.clone(), self.1.clone());
+            ctx.step("write-secret")
+                .retry(quick_retries(2))
+                .run(|_| {
+                    let (calls, granted) = (calls.clone(), granted.clone());
+                    async move {
+                        let attempt = calls.hit("write-secret");
+                        match granted.load(Ordering::SeqCst) {
+                            true => Ok(attempt),
+                            false => Err(StepError::blocked("secrets is forbidden")),
+                        }
+                    }
+                })
+                .await
+        }
+    }
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let (calls, granted) = (Arc::new(Calls::default()), Arc::new(AtomicBool::new(false)));
+    let engine = engine(journal.clone(), "solo").register(Gated(calls.clone(), granted.clone())).start().unwrap();
+    engine.start::<Gated>("w", &()).await.unwrap();
+    let blocked = eventually("attempts past the policy's limit", || async {
+        let cp = engine.checkpoint("w").await.unwrap()?;
+        (calls.get("write-secret") > 4).then_some(cp)
+    })
+    .await;
+    assert!(!blocked.state.is_finished(), "a blocked step never gives up: {blocked:?}");
+    assert!(blocked.last_error.as_deref().is_some_and(|e| e.contains("forbidden")), "{blocked:?}");
+    granted.store(true, Ordering::SeqCst);
+    assert!(within(engine.result::<Gated>("w")).await.unwrap() > 4);
+    engine.shutdown().await;
+}
+both_journals!(a_blocked_step_retries_until_it_is_unblocked, a_blocked_step_retries_until_it_is_unblocked);
+
 async fn a_step_timeout_is_a_retryable_failure(postgres: bool) {
     struct Slow(Arc<Calls>);
     impl Workflow for Slow {

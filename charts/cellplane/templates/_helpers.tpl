@@ -36,6 +36,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The operator's ServiceAccount, as the subject of a binding. */}}
+{{- define "cellplane.subjects" -}}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "cellplane.serviceAccountName" . }}
+    namespace: {{ .Release.Namespace }}
+{{- end }}
+
 {{- define "cellplane.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}

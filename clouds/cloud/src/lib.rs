@@ -39,7 +39,15 @@ pub enum CloudError {
     /// The request is wrong (bad CIDR, unknown version); retrying cannot help.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The operator's own Kubernetes identity may not read what it needs (a credentials Secret):
+    /// waited out, since an administrator grants the permission after the fact.
+    #[error("{MISSING_PERMISSION}{0}")]
+    MissingPermission(String),
 }
+
+/// How a missing Kubernetes permission of the operator's starts its message (a controller
+/// turns such a step error into a Stalled condition that names the permission).
+pub const MISSING_PERMISSION: &str = "missing permission: ";
 
 impl CloudError {
     pub fn is_transient(&self) -> bool {
@@ -57,6 +65,7 @@ impl CloudError {
             CloudError::Invalid(_) => {
                 StepError { kind: "invalid-request".into(), message: error.to_string(), retryable: false }
             }
+            CloudError::MissingPermission(_) => StepError::blocked(error),
         }
     }
 }

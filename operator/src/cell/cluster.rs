@@ -92,6 +92,9 @@ pub async fn cloud_client(cell: &str, access: &ClusterAccess) -> Result<Client, 
 fn cloud_error(e: CloudError) -> CellError {
     match e {
         CloudError::Transient(message) => CellError::Transient(format!("reaching the cell's cluster: {message}")),
+        CloudError::MissingPermission(message) => {
+            CellError::Forbidden(format!("reaching the cell's cluster: {message}"))
+        }
         other => CellError::Invalid(format!("reaching the cell's cluster: {other}")),
     }
 }

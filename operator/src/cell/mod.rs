@@ -15,6 +15,7 @@ pub mod sim;
 pub mod tls;
 
 use async_trait::async_trait;
+pub use cellplane_cloud::MISSING_PERMISSION;
 use cellplane_workflows::StepError;
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,9 @@ pub enum CellError {
     /// Retrying cannot help (an invalid client CA, a name that cannot be made safe).
     #[error("{0}")]
     Invalid(String),
+    /// The operator's Kubernetes identity lacks a permission (RBAC); waited out until granted.
+    #[error("{MISSING_PERMISSION}{0}")]
+    Forbidden(String),
 }
 
 impl CellError {
@@ -74,16 +78,18 @@ impl CellError {
         match self {
             CellError::Transient(message) => StepError::of_kind("cell-transient", message),
             CellError::Invalid(message) => StepError { kind: "invalid".into(), message, retryable: false },
+            forbidden @ CellError::Forbidden(_) => StepError::blocked(forbidden),
         }
     }
 }
 
 /// A Kubernetes API error as a cell error: refusals a retry cannot change (bad request,
-/// forbidden, invalid) end the step; the rest are retried.
+/// invalid) end the step; a missing permission is waited out; the rest are retried.
 pub(crate) fn kube_error(what: &str, e: kube::Error) -> CellError {
     let message = format!("{what}: {}", crate::kube_error::describe(&e));
     match crate::kube_error::code(&e) {
-        Some(400 | 403 | 422) => CellError::Invalid(message),
+        Some(403) => CellError::Forbidden(message),
+        Some(400 | 422) => CellError::Invalid(message),
         _ => CellError::Transient(message),
     }
 }

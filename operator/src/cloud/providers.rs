@@ -82,9 +82,11 @@ impl Secrets for KubeSecrets {
         let namespace = if secret.namespace.is_empty() { &self.namespace } else { &secret.namespace };
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let found = api.get_opt(&secret.name).await.map_err(|e| match &e {
-            kube::Error::Api(status) if status.code == 403 => {
-                CloudError::AccessDenied(format!("reading Secret {namespace}/{}: {e}", secret.name))
-            }
+            kube::Error::Api(status) if status.code == 403 => CloudError::MissingPermission(format!(
+                "reading Secret {namespace}/{}: {}",
+                secret.name,
+                crate::kube_error::describe(&e)
+            )),
             _ => CloudError::Transient(format!("reading Secret {namespace}/{}: {e}", secret.name)),
         })?;
         let Some(found) = found else {

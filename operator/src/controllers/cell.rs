@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, is_dns_label, progress_message,
-    remove_finalizer, set_deleting, stall_of, workflow_status,
+    Context, ReconcileError, apply_status, blocked_on, conditions_for, counted, ensure_finalizer, is_dns_label,
+    progress_message, remove_finalizer, set_deleting, stall_of, workflow_status,
 };
 use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, CellStatus};
 use crate::api::conditions::{self, Stall};
@@ -103,8 +103,8 @@ async fn write_status(
     let mut status = current.clone().unwrap_or_default();
     let generation = cell.metadata.generation;
     let view = view::<CellView>(checkpoint);
-    let workflow_stall = checkpoint.and_then(stall_of);
-    let stall = stall.cloned().or(workflow_stall);
+    let failed = stall.cloned().or(checkpoint.and_then(stall_of));
+    let stall = failed.clone().or_else(|| checkpoint.and_then(blocked_on));
     let done: Vec<&str> = match &view {
         Some(view) => CELL_STEPS.iter().copied().filter(|s| view.done.iter().any(|d| d == s)).collect(),
         None => CELL_STEPS.iter().copied().filter(|s| conditions::is_true(&status.conditions, s)).collect(),
@@ -118,7 +118,7 @@ async fn write_status(
         status.running_version = view.running_version.clone();
         status.capacity_used = Some(view.used.clone());
     }
-    if stall.is_some() {
+    if failed.is_some() {
         status.phase = Some(CellPhase::Failed);
     }
     status.phase = status.phase.or(Some(CellPhase::Pending));

@@ -169,10 +169,15 @@ impl Context {
         Ok(())
     }
 
-    /// Whether `key` is new to this process (and remembers it): for work that is idempotent
-    /// but worth doing once per change.
-    pub fn first_time(&self, key: String) -> bool {
-        lock(&self.signalled).insert(key)
+    /// Whether work that is idempotent but worth doing once per change was done (see
+    /// [`Context::remember`]).
+    pub fn done(&self, key: &str) -> bool {
+        lock(&self.signalled).contains(key)
+    }
+
+    /// Records that the work named `key` succeeded, so [`Context::done`] skips it from now on.
+    pub fn remember(&self, key: String) {
+        lock(&self.signalled).insert(key);
     }
 
     /// The labels that put an object under this operator (the equality terms of its selector).
@@ -439,6 +444,17 @@ pub fn stall_of(cp: &Checkpoint) -> Option<Stall> {
         }
         _ => None,
     }
+}
+
+/// A step that waits for a permission the operator lacks, as a Stall naming it (the workflow
+/// retries until an administrator grants it, then goes on where it stopped).
+pub fn blocked_on(cp: &Checkpoint) -> Option<Stall> {
+    let error = cp.last_error.as_deref().filter(|e| e.starts_with(crate::cell::MISSING_PERMISSION))?;
+    let step = cp.step.as_deref().unwrap_or("?");
+    Some(Stall {
+        reason: "MissingPermission".into(),
+        message: format!("step {step} waits for a permission (retrying until it is granted): {error}"),
+    })
 }
 
 /// The conditions of an object: every type Unknown on first sight, the steps in `done` True,

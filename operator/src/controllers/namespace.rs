@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, is_dns_label, progress_message,
-    remove_finalizer, set_deleting, stall_of, workflow_status,
+    Context, ReconcileError, apply_status, blocked_on, conditions_for, counted, ensure_finalizer, is_dns_label,
+    progress_message, remove_finalizer, set_deleting, stall_of, workflow_status,
 };
 use crate::api::conditions::{self, Condition, ConditionStatus, Stall};
 use crate::api::namespace::{
@@ -114,10 +114,13 @@ async fn write_status(
     let generation = ns.metadata.generation;
     let view = view::<NamespaceView>(checkpoint);
     let failed = stall.cloned().or(checkpoint.and_then(stall_of));
-    // No cell can take the namespace (and none is on its way to): stalled, but not failed;
-    // it is placed as soon as a cell has room again.
-    let unplaceable = failed.is_none().then(|| no_eligible_cell(view.as_ref(), checkpoint)).flatten();
-    let stall = failed.clone().or(unplaceable);
+    // A permission the operator lacks, or no cell that can take the namespace (and none on its
+    // way to): stalled, but not failed; it goes on once the permission is granted or a cell has
+    // room again.
+    let waiting = failed
+        .is_none()
+        .then(|| checkpoint.and_then(blocked_on).or_else(|| no_eligible_cell(view.as_ref(), checkpoint)));
+    let stall = failed.clone().or(waiting.flatten());
     let done: Vec<&str> = match &view {
         Some(view) => NAMESPACE_STEPS.iter().copied().filter(|s| view.done.iter().any(|d| d == s)).collect(),
         None => NAMESPACE_STEPS.iter().copied().filter(|s| conditions::is_true(&status.conditions, s)).collect(),

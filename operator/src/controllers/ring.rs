@@ -448,7 +448,7 @@ async fn keep_synthetic_tenants(
 ) -> Result<(), ReconcileError> {
     let names: Vec<String> = cells.iter().map(|c| c.name_any()).collect();
     let key = format!("{}#synthetic#{}#{}", ring.name_any(), ring.metadata.generation.unwrap_or(0), names.join(","));
-    if !ctx.first_time(key) {
+    if ctx.done(&key) {
         return Ok(());
     }
     let api: Api<Namespace> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
@@ -466,6 +466,7 @@ async fn keep_synthetic_tenants(
             }
         }
     }
+    ctx.remember(key);
     Ok(())
 }
 

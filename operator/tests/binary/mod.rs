@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use cellplane::testing::chart::ChartInstall;
 use cellplane::testing::{KUBECONFIG_ENV, TestCluster};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
@@ -65,4 +66,43 @@ pub async fn exit_of(mut child: Child) -> (bool, String) {
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
     (status.success(), stderr)
+}
+
+/// The chart's arguments for `cellplane run` with what only a pod has moved to the test's: the
+/// journal, the metrics and console ports (free ones) and files the chart mounts (`mounts` maps
+/// the chart's path to the test's).
+pub fn chart_args(install: &ChartInstall, journal: &str, mounts: &[(&str, &Path)]) -> Vec<String> {
+    install
+        .args()
+        .into_iter()
+        .map(|arg| match arg.split_once('=') {
+            Some(("--journal", _)) => format!("--journal={journal}"),
+            Some(("--metrics-addr", _)) => "--metrics-addr=127.0.0.1:0".into(),
+            Some(("--console-addr", addr)) => {
+                format!("--console-addr={}:0", addr.rsplit_once(':').map_or(addr, |(host, _)| host))
+            }
+            Some((flag, value)) => match mounts.iter().find(|(chart, _)| *chart == value) {
+                Some((_, path)) => format!("{flag}={}", path.display()),
+                None => arg,
+            },
+            None => arg,
+        })
+        .collect()
+}
+
+/// `cellplane run` as the chart's Deployment runs it (see [`chart_args`]): with a token of the
+/// chart's ServiceAccount, POD_NAMESPACE the test's operator namespace, reconciling the test's
+/// objects only. Its log (stderr) is appended to `log`.
+pub fn chart_run(cluster: &TestCluster, install: &ChartInstall, args: &[String], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_cellplane"))
+        .args(args)
+        .env("KUBECONFIG", &install.kubeconfig)
+        .env("POD_NAMESPACE", &cluster.namespace)
+        .env("CELLPLANE_SELECTOR", cluster.selector())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }

@@ -45,10 +45,12 @@ impl Browser {
             return None;
         };
         let port = free_port();
+        // In a process group of its own, so that the Chromium it starts ends with the test.
         let driver = Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
@@ -63,11 +65,16 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
+            // No crash handler: it would run in a session of its own and outlive the test.
+            "--disable-breakpad",
+            "--disable-crash-reporter",
             "--window-size=1366,900",
             &format!("--user-data-dir={}", profile.path().display()),
         ];
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("goog:chromeOptions".into(), serde_json::json!({ "binary": chromium, "args": args }));
+        // The consoles under test serve certificates the tests made themselves.
+        capabilities.insert("acceptInsecureCerts".into(), serde_json::json!(true));
         let url = format!("http://127.0.0.1:{port}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let client = loop {
@@ -114,9 +121,9 @@ impl Browser {
         self.wait_until(&format!("{text:?}"), || async { self.text().await.contains(text) }).await;
     }
 
-    /// How many elements match a CSS selector.
+    /// How many elements match a CSS selector (a WebDriver error fails the test: it is no count).
     pub async fn count(&self, css: &str) -> usize {
-        self.client.find_all(Locator::Css(css)).await.map_or(0, |all| all.len())
+        self.client.find_all(Locator::Css(css)).await.unwrap_or_else(|e| panic!("counting {css}: {e}")).len()
     }
 
     pub async fn fill(&self, css: &str, value: &str) {
@@ -142,6 +149,17 @@ impl Browser {
     /// Evaluates JavaScript in the page and returns its value.
     pub async fn eval(&self, script: &str) -> serde_json::Value {
         self.client.execute(script, vec![]).await.unwrap_or_else(|e| panic!("script failed: {e}"))
+    }
+}
+
+/// The browser ends with the test, also when the test fails: chromedriver and every Chromium
+/// process it started are killed with their process group.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self._driver.id() {
+            // SAFETY: signalling the process group this test started (the driver leads it).
+            unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! real cluster without seeing each other, and [`TestCluster::scenario`] removes what a test
 //! created even when it fails.
 
+pub mod chart;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,8 @@ pub enum TestError {
     Wait(#[from] fixtures::WaitError),
     #[error("CRD {0} already exists with another definition; use a cluster with this version's CRDs")]
     ForeignCrd(String),
+    #[error("the Helm chart: {0}")]
+    Chart(String),
 }
 
 /// A cluster for one test: its client, its run id and namespaces of its own.
@@ -60,6 +64,8 @@ pub struct TestCluster {
     pub namespace: String,
     /// A tenant account (Kubernetes namespace) for this test.
     pub account: String,
+    /// The kubeconfig of a real cluster (None in memory).
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// The kubeconfig of the real cluster `E2E_KUBECONFIG` names. Without one, `what` is skipped
@@ -94,7 +100,9 @@ impl TestCluster {
             .map_err(|e| bad(e.to_string()))?;
         let client = Client::try_from(config)?;
         install_crds(&client).await?;
-        Self::with_client(client, None).await
+        let mut cluster = Self::with_client(client, None).await?;
+        cluster.kubeconfig = Some(path.to_path_buf());
+        Ok(cluster)
     }
 
     /// A new in-memory API server with the cellplane kinds, after `setup` (extra CRDs).
@@ -114,6 +122,7 @@ impl TestCluster {
             namespace: format!("cellplane-{run}"),
             account: format!("account-{run}"),
             run,
+            kubeconfig: None,
         };
         for namespace in [&cluster.namespace, &cluster.account] {
             cluster.create_namespace(namespace).await?;
@@ -223,7 +232,18 @@ impl TestCluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        self.delete_all(&kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&())).await
+        self.delete_all(&kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&())).await?;
+        // The chart's cluster-scoped RBAC (see [`chart`]); an API without RBAC has none.
+        for kind in [
+            kube::api::ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&()),
+            kube::api::ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRole>(&()),
+        ] {
+            match self.delete_all(&kind).await {
+                Err(TestError::Kube(e)) if crate::kube_error::code(&e) == Some(404) => {}
+                other => other?,
+            }
+        }
+        Ok(())
     }
 
     async fn list(&self, kind: &kube::api::ApiResource) -> Result<Vec<DynamicObject>, TestError> {
@@ -325,6 +345,8 @@ pub struct OperatorSetup {
     pub prometheus: Option<String>,
     /// Where the operator's metrics are registered (a test may serve them).
     pub registry: prometheus::Registry,
+    /// The operator's identity: the chart's ServiceAccount (see [`chart`]), else the test's admin.
+    pub client: Option<Client>,
 }
 
 impl OperatorSetup {
@@ -341,6 +363,7 @@ impl OperatorSetup {
             leader_election: false,
             prometheus: None,
             registry: prometheus::Registry::new(),
+            client: None,
         }
     }
 }
@@ -377,8 +400,8 @@ impl TestOperator {
             prometheus: setup.prometheus,
             registry: setup.registry,
         };
-        let operator = Operator::new(cluster.client.clone(), store, setup.cloud, setup.services, options)
-            .expect("the operator starts");
+        let client = setup.client.unwrap_or_else(|| cluster.client.clone());
+        let operator = Operator::new(client, store, setup.cloud, setup.services, options).expect("the operator starts");
         let operator = Arc::new(operator);
         let (token, task) = operator.spawn();
         TestOperator { operator, token, task: Some(task), journal }
