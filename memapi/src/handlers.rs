@@ -356,14 +356,9 @@ pub fn write_update(
             return Err(ApiError::stale(&kind.plural, &kind.group, name));
         }
         None if req.require_rv => {
-            return Err(t.invalid(
-                name,
-                Cause::new(
-                    "FieldValueInvalid",
-                    "metadata.resourceVersion",
-                    "Invalid value: 0x0: must be specified for an update",
-                ),
-            ));
+            // Reported for the resource, not the kind, as the apiserver's update does.
+            let cause = Cause::invalid_shown("metadata.resourceVersion", "0", "must be specified for an update");
+            return Err(ApiError::invalid(&kind.plural, &kind.group, name, vec![cause]));
         }
         _ => {}
     }
