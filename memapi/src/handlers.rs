@@ -216,12 +216,14 @@ fn insert_new(
     obj = present(&obj, kind);
     meta::meta_mut(&mut obj).insert("name".into(), name.clone().into());
     convert_on_write(kind, &mut obj);
+    // System metadata first, and a status subresource's status dropped: what is validated
+    // is what would be stored.
+    stamp_new(kind, &mut obj);
     validation::on_create(kind, &obj)?;
     let key = t.key(&name);
     if store.get(&t.gr(), &key).is_some() {
         return Err(ApiError::already_exists(&t.kind.plural, &t.kind.group, &name));
     }
-    stamp_new(kind, &mut obj);
     convert::to_storage(kind, &mut obj);
     let new_kinds = on_create_defaults(kind, &mut obj)?;
     meta::normalize(&mut obj);
@@ -415,7 +417,9 @@ pub fn write_update(
             ));
         }
     }
-    if req.scope != Scope::Status {
+    if req.scope == Scope::Status {
+        validation::on_status_update(kind, old, &new)?;
+    } else {
         convert_on_write(kind, &mut new);
         validation::on_update(kind, old, &new)?;
     }

@@ -60,6 +60,12 @@
 //!   path types and paths, backends, TLS, class); Secrets (key format, 1 MiB, the keys
 //!   of typed Secrets, immutable type, `stringData` stored as `data`, `type` defaulted to
 //!   Opaque) and ConfigMaps (key format, 1 MiB, `immutable`).
+//! - CEL rules of CRD schemas (`x-kubernetes-validations`; the `cel` feature, on by default;
+//!   see `validation::rules`): evaluated with kube-cel on every create, update, patch, apply
+//!   and status write, after the schema's defaults, transition rules with the correlated old
+//!   value, unchanged values ratcheted; failures are 422 Invalid with the apiserver's causes
+//!   (reason, field path, `Invalid value: ...: message`). A CRD whose rule does not parse is
+//!   refused.
 //! - Server-side printing (see `table`): `as=Table` (v1 and v1beta1) for get, list and
 //!   watch, with `includeObject`; custom kinds print their CRD's `additionalPrinterColumns`
 //!   (the JSONPath subset CRDs use: fields, indexes, `[*]`, quoted keys, `==`/`!=` filters),
@@ -128,12 +134,18 @@
 //!   publisher puts it there, not the API server, and only when it is given a CA; memapi has
 //!   no CA (it serves plain HTTP), and a made-up bundle would verify nothing. Tests that count
 //!   a namespace's ConfigMaps select their own by label.
+//! - CEL: kube-cel parses rules but does not type-check them or estimate their cost, so a CRD
+//!   the apiserver refuses for a rule's type or cost is accepted, and such a rule fails when
+//!   evaluated (422, with the Rust CEL's error text); a refused rule's compilation error is
+//!   worded by that parser too. A rule kube-cel cannot evaluate (a function or macro it lacks)
+//!   fails the write with 500 rather than letting it through unchecked. Causes from sibling
+//!   fields come in a fixed order (the apiserver's varies).
 //! - managedFields own leaves only: no `"."` entry for a map or list a manager created.
 //! - 406 names JSON, YAML and protobuf, as the apiserver does, though memapi sends JSON only.
 //!
 //! # Deliberately not supported
-//! Authentication and RBAC, admission webhooks, OpenAPI schema validation, CEL
-//! rules and defaulting of CRD schemas, CRD conversion webhooks,
+//! Authentication and RBAC, admission webhooks, OpenAPI schema validation and
+//! defaulting of CRD schemas, CRD conversion webhooks,
 //! `propagationPolicy` (foreground and orphan deletion), graceful deletion
 //! periods, the `/finalize` subresource of Namespaces, validation of kinds other than
 //! those listed (and of ownerReferences, and the immutability rules of Event updates),

@@ -1,5 +1,7 @@
 //! Compatibility tests: real kube clients and kube::runtime against the server.
 
+#[cfg(feature = "cel")]
+mod cel;
 mod common;
 mod crud;
 mod discovery;

@@ -203,6 +203,59 @@ fn multi_crd() -> CustomResourceDefinition {
     .unwrap()
 }
 
+/// A namespaced kind whose schema has CEL rules of every shape: on the object, on `spec`
+/// (with a message, a messageExpression, a reason and fieldPath, neither), on scalars, map
+/// values and list-map items, transition rules, and one on `status`.
+pub const RULEBOOKS: Gvk = ("cel.test.cellplane.io", "v1", "Rulebook");
+
+fn rulebook_crd() -> CustomResourceDefinition {
+    let rule = |rule: &str, message: &str| json!({"rule": rule, "message": message});
+    let string = |rules: Value| json!({"type": "string", "x-kubernetes-validations": rules});
+    let pool = json!({
+        "type": "object", "required": ["name"],
+        "properties": {"name": {"type": "string"}, "size": {"type": "integer"}},
+        "x-kubernetes-validations": [rule("self.size > 0", "size positive"), rule("self.size == oldSelf.size", "pool size fixed")],
+    });
+    let spec = json!({
+        "type": "object",
+        "x-kubernetes-validations": [
+            rule("!has(self.a) || self.a >= 0", "a must not be negative"),
+            {"rule": "!has(self.b) || self.b != 'bad'", "messageExpression": "'b may not be ' + self.b"},
+            {"rule": "!has(self.c) || self.c != 'x'", "reason": "FieldValueForbidden", "fieldPath": ".c", "message": "c may not be x"},
+            {"rule": "!has(self.f) || self.f != 'x'"},
+        ],
+        "properties": {
+            "a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "string"}, "f": {"type": "string"},
+            "fixed": string(json!([rule("self == oldSelf", "fixed is immutable")])),
+            "count": {"type": "integer", "x-kubernetes-validations": [rule("self < 100", "count small")]},
+            "labels": {"type": "object", "additionalProperties": string(json!([rule("self != 'no'", "no no")]))},
+            "pools": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], "items": pool},
+        },
+    });
+    let status =
+        json!({"type": "object", "properties": {"phase": string(json!([rule("self != 'Bad'", "bad phase")]))}});
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "rulebooks.cel.test.cellplane.io"},
+        "spec": {
+            "group": RULEBOOKS.0,
+            "scope": "Namespaced",
+            "names": {"plural": "rulebooks", "singular": "rulebook", "kind": "Rulebook"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "x-kubernetes-validations": [rule("self.metadata.name.size() <= 20", "short names only")],
+                    "properties": {"spec": spec, "status": status},
+                }},
+            }],
+        },
+    }))
+    .unwrap()
+}
+
 /// Kinds named `namespaces` outside the core group, in both scopes.
 pub const CLUSTER_NAMESPACES: Gvk = ("cluster.test.cellplane.io", "v1", "Namespace");
 pub const SCOPED_NAMESPACES: Gvk = ("scoped.test.cellplane.io", "v1", "Namespace");
@@ -230,6 +283,7 @@ fn test_crds() -> Vec<CustomResourceDefinition> {
         Gadget::crd(),
         gizmo_crd(),
         multi_crd(),
+        rulebook_crd(),
         namespaces(CLUSTER_NAMESPACES.0, "Cluster"),
         namespaces(SCOPED_NAMESPACES.0, "Namespaced"),
     ]
