@@ -1,5 +1,7 @@
 //! Content negotiation: which representation of a response the `Accept` header asks for.
 
+use crate::error::ApiError;
+
 /// A representation the server can send instead of plain JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Representation {
@@ -8,15 +10,16 @@ pub enum Representation {
     Metadata,
     /// `meta.k8s.io` Table (server-side printing), in this API version.
     Table(&'static str),
-    /// `apidiscovery.k8s.io` APIGroupDiscoveryList (aggregated discovery), in this version.
-    Discovery(&'static str),
+    /// `apidiscovery.k8s.io/v2` APIGroupDiscoveryList (aggregated discovery; v2beta1 is
+    /// which Kubernetes 1.37 no longer serves).
+    Discovery,
 }
 
 impl Representation {
     /// The response `Content-Type`; clients read aggregated discovery only when it says so.
     pub fn content_type(self) -> String {
         match self {
-            Self::Discovery(v) => format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"),
+            Self::Discovery => "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList".into(),
             _ => "application/json".into(),
         }
     }
@@ -37,23 +40,22 @@ fn parse_range(range: &str) -> Option<Representation> {
         (Some("PartialObjectMetadata" | "PartialObjectMetadataList"), Some("meta.k8s.io"), _) => {
             Representation::Metadata
         }
-        (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2")) => Representation::Discovery("v2"),
-        (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2beta1")) => {
-            Representation::Discovery("v2beta1")
-        }
+        (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2")) => Representation::Discovery,
         _ => return None,
     })
 }
 
 /// The first representation in the client's order of preference that `serves` accepts;
-/// plain JSON when none is (or no `Accept` was sent).
-pub fn negotiate(accept: Option<&str>, serves: impl Fn(Representation) -> bool) -> Representation {
+/// plain JSON when no `Accept` was sent, 406 when it names nothing the server can send.
+pub fn negotiate(accept: Option<&str>, serves: impl Fn(Representation) -> bool) -> Result<Representation, ApiError> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok(Representation::Json);
+    };
     accept
-        .into_iter()
-        .flat_map(|a| a.split(','))
+        .split(',')
         .filter_map(parse_range)
         .find(|r| *r == Representation::Json || serves(*r))
-        .unwrap_or(Representation::Json)
+        .ok_or_else(ApiError::not_acceptable)
 }
 
 #[cfg(test)]
@@ -66,13 +68,23 @@ mod tests {
     #[test]
     fn picks_the_first_servable_range() {
         let tables = |r: Representation| matches!(r, Representation::Table(_));
-        assert_eq!(negotiate(Some(KUBECTL_GET), tables), Representation::Table("v1"));
-        assert_eq!(negotiate(Some(KUBECTL_GET), |_| false), Representation::Json);
-        let discovery = |r: Representation| matches!(r, Representation::Discovery(_));
-        assert_eq!(negotiate(Some(KUBECTL_DISCOVERY), discovery), Representation::Discovery("v2"));
-        assert_eq!(negotiate(Some(KUBECTL_DISCOVERY), tables), Representation::Json);
-        assert_eq!(negotiate(None, tables), Representation::Json);
+        let pick = |accept, serves: &dyn Fn(Representation) -> bool| negotiate(accept, serves).ok();
+        assert_eq!(pick(Some(KUBECTL_GET), &tables), Some(Representation::Table("v1")));
+        assert_eq!(pick(Some(KUBECTL_GET), &|_| false), Some(Representation::Json));
+        let discovery = |r: Representation| r == Representation::Discovery;
+        assert_eq!(pick(Some(KUBECTL_DISCOVERY), &discovery), Some(Representation::Discovery));
+        assert_eq!(pick(Some(KUBECTL_DISCOVERY), &tables), Some(Representation::Json));
+        assert_eq!(pick(None, &tables), Some(Representation::Json));
         let metadata = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
-        assert_eq!(negotiate(Some(metadata), |_| true), Representation::Metadata);
+        assert_eq!(pick(Some(metadata), &|_| true), Some(Representation::Metadata));
+    }
+
+    #[test]
+    fn nothing_servable_is_not_acceptable() {
+        let v2beta1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+        for accept in [v2beta1, "application/json;as=Table;v=v2;g=meta.k8s.io", "text/html"] {
+            let refused = negotiate(Some(accept), |_| true).unwrap_err();
+            assert_eq!((refused.code().as_u16(), refused.reason()), (406, "NotAcceptable"), "{accept}");
+        }
     }
 }

@@ -48,7 +48,7 @@ pub fn resources(registry: &Registry, group: &str, version: &str) -> Result<Valu
 }
 
 /// The aggregated form of `/api` (core) or `/apis` (every other group).
-pub fn aggregated(registry: &Registry, core: bool, api_version: &str) -> Value {
+pub fn aggregated(registry: &Registry, core: bool) -> Value {
     let items: Vec<Value> = group_versions(registry)
         .into_iter()
         .filter(|(group, _)| group.is_empty() == core)
@@ -70,7 +70,7 @@ pub fn aggregated(registry: &Registry, core: bool, api_version: &str) -> Value {
         .collect();
     json!({
         "kind": "APIGroupDiscoveryList",
-        "apiVersion": format!("apidiscovery.k8s.io/{api_version}"),
+        "apiVersion": "apidiscovery.k8s.io/v2",
         "metadata": {},
         "items": items,
     })

@@ -26,6 +26,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The `Accept` header names no representation the server can send.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// The requested watch resourceVersion is older than the kept event history.
     #[error("{0}")]
     Expired(String),
@@ -73,9 +76,9 @@ impl Cause {
         Self::new("FieldValueNotSupported", field, message)
     }
 
-    /// `Too long: must have at most N bytes`
+    /// `Too long: may not be more than N bytes`
     pub fn too_long(field: &str, max_bytes: usize) -> Self {
-        Self::new("FieldValueTooLong", field, format!("Too long: must have at most {max_bytes} bytes"))
+        Self::new("FieldValueTooLong", field, format!("Too long: may not be more than {max_bytes} bytes"))
     }
 
     /// `Forbidden: detail`
@@ -98,6 +101,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::Expired(_) => StatusCode::GONE,
             Self::Custom { code, .. } => StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         }
@@ -113,6 +117,7 @@ impl ApiError {
             Self::BadRequest(_) => "BadRequest",
             Self::MethodNotAllowed(_) => "MethodNotAllowed",
             Self::UnsupportedMediaType(_) => "UnsupportedMediaType",
+            Self::NotAcceptable(_) => "NotAcceptable",
             Self::Expired(_) => "Expired",
             Self::Custom { reason, .. } => reason,
         }
@@ -218,6 +223,14 @@ impl ApiError {
             name: name.into(),
             causes: Vec::new(),
         }
+    }
+
+    /// 406, worded as the apiserver's negotiation words it (memapi lists what the apiserver
+    /// can send, though it sends JSON only).
+    pub fn not_acceptable() -> Self {
+        Self::NotAcceptable(
+            "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf".into(),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

@@ -216,12 +216,14 @@ fn insert_new(
     obj = present(&obj, kind);
     meta::meta_mut(&mut obj).insert("name".into(), name.clone().into());
     convert_on_write(kind, &mut obj);
+    // System metadata first, and a status subresource's status dropped: what is validated
+    // is what would be stored.
+    stamp_new(kind, &mut obj);
     validation::on_create(kind, &obj)?;
     let key = t.key(&name);
     if store.get(&t.gr(), &key).is_some() {
         return Err(ApiError::already_exists(&t.kind.plural, &t.kind.group, &name));
     }
-    stamp_new(kind, &mut obj);
     convert::to_storage(kind, &mut obj);
     let new_kinds = on_create_defaults(kind, &mut obj)?;
     meta::normalize(&mut obj);
@@ -356,14 +358,9 @@ pub fn write_update(
             return Err(ApiError::stale(&kind.plural, &kind.group, name));
         }
         None if req.require_rv => {
-            return Err(t.invalid(
-                name,
-                Cause::new(
-                    "FieldValueInvalid",
-                    "metadata.resourceVersion",
-                    "Invalid value: 0x0: must be specified for an update",
-                ),
-            ));
+            // Reported for the resource, not the kind, as the apiserver's update does.
+            let cause = Cause::invalid_shown("metadata.resourceVersion", "0", "must be specified for an update");
+            return Err(ApiError::invalid(&kind.plural, &kind.group, name, vec![cause]));
         }
         _ => {}
     }
@@ -420,7 +417,9 @@ pub fn write_update(
             ));
         }
     }
-    if req.scope != Scope::Status {
+    if req.scope == Scope::Status {
+        validation::on_status_update(kind, old, &new)?;
+    } else {
         convert_on_write(kind, &mut new);
         validation::on_update(kind, old, &new)?;
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::error::{ApiError, Cause};
+use crate::validation::Rules;
 
 /// Storage key of a resource type: all served versions of one group/resource share it,
 /// as they do for a CRD with conversion strategy `None`.
@@ -83,6 +84,8 @@ pub struct ResourceKind {
     pub columns: Vec<PrinterColumn>,
     /// `storageVersionHash` in discovery: a hash of the storage group/version/kind.
     pub storage_version_hash: String,
+    /// The CEL rules of a CRD version's schema.
+    pub(crate) rules: Option<Arc<Rules>>,
 }
 
 const CUSTOM_VERBS: [&str; 8] = ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"];
@@ -124,6 +127,7 @@ impl ResourceKind {
             verbs: strings(&CUSTOM_VERBS),
             columns: Vec::new(),
             storage_version_hash: storage_version_hash(group, version, kind),
+            rules: None,
         }
     }
 
@@ -271,8 +275,10 @@ impl ResourceKind {
                 .filter_map(|v| v.as_str().map(String::from))
                 .collect()
         };
+        let rules = version_rules(versions)
+            .map_err(|causes| ApiError::invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes))?;
         let mut kinds = Vec::new();
-        for v in versions {
+        for (v, rules) in versions.iter().zip(rules) {
             if v.get("served").and_then(Value::as_bool) == Some(false) {
                 continue;
             }
@@ -301,10 +307,33 @@ impl ResourceKind {
                 .map(|p| p.trim_start_matches('.').to_string())
                 .collect();
             rk.columns = printer_columns(v);
+            rk.rules = rules;
             kinds.push(rk);
         }
         Ok(kinds)
     }
+}
+
+/// The CEL rules of each version's schema, or the causes of those that do not compile (on
+/// the path the apiserver names: `spec.validation` when all versions share one schema).
+fn version_rules(versions: &[Value]) -> Result<Vec<Option<Arc<Rules>>>, Vec<Cause>> {
+    let schema = |v: &Value| v.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(Value::Null);
+    let shared = versions.windows(2).all(|pair| schema(&pair[0]) == schema(&pair[1]));
+    let mut refused = Vec::new();
+    let mut rules = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        let at = if shared {
+            "spec.validation.openAPIV3Schema".to_string()
+        } else {
+            format!("spec.versions[{i}].schema.openAPIV3Schema")
+        };
+        match Rules::of_schema(&schema(v), &at) {
+            Ok(found) => rules.push(found.map(Arc::new)),
+            Err(_) if shared && i > 0 => {}
+            Err(causes) => refused.extend(causes),
+        }
+    }
+    if refused.is_empty() { Ok(rules) } else { Err(refused) }
 }
 
 fn printer_columns(version: &Value) -> Vec<PrinterColumn> {

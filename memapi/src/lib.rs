@@ -19,7 +19,8 @@
 //! [`ApiServer::serve`] also serves the same API over plain HTTP/1.1 on a loopback
 //! socket, for kubectl or a client built from a kube `Config`.
 //!
-//! Built against kube 5 and k8s-openapi 0.29 with its `v1_33` feature (the
+//! It reports itself as Kubernetes 1.37, the version its reference tests compare it with
+//! (see Fidelity). Built against kube 5 and k8s-openapi 0.29 with its `v1_33` feature (the
 //! earliest API version 0.29 offers, chosen once for the workspace).
 //!
 //! # Supported
@@ -38,7 +39,7 @@
 //!   creationTimestamp), update, patch, delete (preconditions), deletecollection,
 //!   `dryRun=All`; namespaced, cluster-scoped and all-namespaces paths; discovery
 //!   (`/api`, `/apis`, `/apis/{group}`, group versions, the aggregated
-//!   `apidiscovery.k8s.io` v2 and v2beta1 forms, `/version`) with each resource's singular
+//!   `apidiscovery.k8s.io` v2 form, `/version`) with each resource's singular
 //!   name, short names, categories, verbs and `storageVersionHash` as the apiserver
 //!   publishes them; `/healthz`, `/livez`, `/readyz`.
 //! - Routing as the apiserver routes (see `router`): built-in kinds on exact routes
@@ -59,11 +60,19 @@
 //!   path types and paths, backends, TLS, class); Secrets (key format, 1 MiB, the keys
 //!   of typed Secrets, immutable type, `stringData` stored as `data`, `type` defaulted to
 //!   Opaque) and ConfigMaps (key format, 1 MiB, `immutable`).
+//! - CEL rules of CRD schemas (`x-kubernetes-validations`; the `cel` feature, on by default;
+//!   see `validation::rules`): evaluated with kube-cel on every create, update, patch, apply
+//!   and status write, after the schema's defaults, transition rules with the correlated old
+//!   value, unchanged values ratcheted; failures are 422 Invalid with the apiserver's causes
+//!   (reason, field path, `Invalid value: ...: message`). A CRD whose rule does not parse is
+//!   refused.
 //! - Server-side printing (see `table`): `as=Table` (v1 and v1beta1) for get, list and
 //!   watch, with `includeObject`; custom kinds print their CRD's `additionalPrinterColumns`
 //!   (the JSONPath subset CRDs use: fields, indexes, `[*]`, quoted keys, `==`/`!=` filters),
-//!   Namespaces, Secrets, ConfigMaps, Leases, Events and Ingresses the apiserver's columns,
-//!   other built-ins Name and Created At. `kubectl get` works against [`ApiServer::serve`].
+//!   Namespaces, Secrets, ConfigMaps, Leases, Events, Ingresses and
+//!   CustomResourceDefinitions the apiserver's columns, other built-ins Name and Created At.
+//!   `kubectl get` works against [`ApiServer::serve`]. An `Accept` naming nothing memapi can
+//!   send is 406 NotAcceptable.
 //! - resourceVersion: one global counter; updates carrying a stale one get
 //!   409 Conflict; PUT without one is accepted for built-in kinds and refused with
 //!   422 for custom resources, as the apiserver does. Writes that change nothing
@@ -116,13 +125,34 @@
 //!   loop); [`ApiServer::compact`] forces 410 on resuming watches;
 //!   [`ApiServer::close_watches`] ends all open watch streams.
 //!
+//! # Fidelity
+//! The reference tests (`tests/it`) run each check against memapi and, when
+//! `MEMAPI_REFERENCE_KUBECONFIG` names one, against Kubernetes 1.37 as
+//! `scripts/testcluster.sh` builds and starts it (API server, controller manager, scheduler,
+//! KWOK nodes). Where memapi still differs from 1.37 on purpose:
+//! - New namespaces get no `kube-root-ca.crt` ConfigMap. The controller manager's root-CA
+//!   publisher puts it there, not the API server, and only when it is given a CA; memapi has
+//!   no CA (it serves plain HTTP), and a made-up bundle would verify nothing. Tests that count
+//!   a namespace's ConfigMaps select their own by label.
+//! - CEL: kube-cel parses rules but does not type-check them or estimate their cost, so a CRD
+//!   the apiserver refuses for a rule's type or cost is accepted, and such a rule fails when
+//!   evaluated (422, with the Rust CEL's error text); a refused rule's compilation error is
+//!   worded by that parser too. A rule kube-cel cannot evaluate (a function or macro it lacks)
+//!   fails the write with 500 rather than letting it through unchecked. Causes from sibling
+//!   fields come in a fixed order (the apiserver's varies).
+//! - managedFields own leaves only: no `"."` entry for a map or list a manager created.
+//! - 406 names JSON, YAML and protobuf, as the apiserver does, though memapi sends JSON only.
+//!
 //! # Deliberately not supported
-//! Authentication and RBAC, admission webhooks, OpenAPI schema validation, CEL
-//! rules and defaulting of CRD schemas, CRD conversion webhooks,
+//! Authentication and RBAC, admission webhooks, OpenAPI schema validation and
+//! defaulting of CRD schemas, CRD conversion webhooks,
 //! `propagationPolicy` (foreground and orphan deletion), graceful deletion
 //! periods, the `/finalize` subresource of Namespaces, validation of kinds other than
 //! those listed (and of ownerReferences, and the immutability rules of Event updates),
-//! protobuf, `resourceVersionMatch=Exact` and lists at
+//! unknown fields (the apiserver prunes fields a schema does not declare, warns about each
+//! with `fieldValidation=Warn`, the default, and refuses them with `Strict` and in
+//! server-side apply; memapi keeps them and says nothing: it has no schemas of the built-in
+//! kinds), protobuf, `resourceVersionMatch=Exact` and lists at
 //! an older resourceVersion (lists always serve the latest state), other
 //! subresources (`scale`, `log`, `exec`, ...), and `/openapi/v2` and `/v3` (so
 //! `kubectl apply` needs `--validate=false`).

@@ -177,7 +177,14 @@ fn read_entries(obj: &Value) -> Vec<Entry> {
         .collect()
 }
 
-fn write_entries(obj: &mut Value, entries: Vec<Entry>) {
+/// Writes the entries in the apiserver's order: Apply before Update, then oldest first, then
+/// by manager, API version and subresource.
+fn write_entries(obj: &mut Value, mut entries: Vec<Entry>) {
+    // Times are RFC 3339 in UTC to the second, so they sort as text.
+    let time = |e: &Entry| e.time.as_str().unwrap_or_default().to_string();
+    entries.sort_by_cached_key(|e| {
+        (e.operation.clone(), time(e), e.manager.clone(), e.api_version.clone(), e.subresource.clone())
+    });
     let list: Vec<Value> = entries.iter().filter(|e| !e.fields.is_empty()).map(Entry::to_json).collect();
     let m = meta::meta_mut(obj);
     if list.is_empty() {

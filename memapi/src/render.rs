@@ -24,7 +24,7 @@ impl Render {
         let reads = matches!(verb, Verb::Get | Verb::List | Verb::Watch);
         let wanted = accept::negotiate(accept, |r| {
             r == Representation::Metadata || matches!(r, Representation::Table(_)) && reads
-        });
+        })?;
         Ok(match wanted {
             Representation::Table(version) => Self::Table(TableRequest::new(version, q)?),
             Representation::Metadata => Self::Metadata,

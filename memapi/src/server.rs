@@ -300,13 +300,13 @@ impl ApiServer {
         let store = self.store();
         let registry = &store.registry;
         let wanted = accept::negotiate(accept_header(parts), |r| {
-            matches!(r, Representation::Discovery(_)) && matches!(route, Route::CoreVersions | Route::Groups)
-        });
+            r == Representation::Discovery && matches!(route, Route::CoreVersions | Route::Groups)
+        })?;
         let doc = match (route, wanted) {
-            (Route::CoreVersions, Representation::Discovery(v)) => discovery::aggregated(registry, true, v),
-            (Route::Groups, Representation::Discovery(v)) => discovery::aggregated(registry, false, v),
+            (Route::CoreVersions, Representation::Discovery) => discovery::aggregated(registry, true),
+            (Route::Groups, Representation::Discovery) => discovery::aggregated(registry, false),
             (Route::Version, _) => json!({
-                "major": "1", "minor": "33", "gitVersion": "v1.33.0-memapi",
+                "major": "1", "minor": "37", "gitVersion": "v1.37.0-memapi",
                 "platform": "linux/amd64", "goVersion": "none", "compiler": "rustc",
             }),
             (Route::CoreVersions, _) => discovery::core_versions(),

@@ -179,15 +179,61 @@ fn columns(kind: &ResourceKind) -> Vec<Column> {
             vec![column("Holder", "The holder of the lease", Cell::Pointer("/spec/holderIdentity"))]
         }
         ("networking.k8s.io", "ingresses") => ingress_columns(),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => return crd_columns(),
         (_, "events") => return event_columns(),
-        _ => {
-            let created = column("Created At", CREATED, Cell::Pointer("/metadata/creationTimestamp"));
-            let created = Column { type_: "date".into(), ..created };
-            return vec![name_column(), created];
-        }
+        _ => return vec![name_column(), created_at_column()],
     });
     columns.push(age_column());
     columns
+}
+
+/// The default printer's timestamp column (not an age).
+fn created_at_column() -> Column {
+    let created = column("Created At", CREATED, Cell::Pointer("/metadata/creationTimestamp"));
+    Column { type_: "date".into(), ..created }
+}
+
+/// CustomResourceDefinitions, as the apiextensions-apiserver prints them.
+fn crd_columns() -> Vec<Column> {
+    let established = Column {
+        type_: "boolean".into(),
+        ..wide(column("Established", "Established status", Cell::Computed(crd_established)))
+    };
+    vec![
+        name_column(),
+        column("Scope", "Cluster/Namespaced", Cell::Pointer("/spec/scope")),
+        column("Versions", "Served versions", Cell::Computed(crd_versions)),
+        created_at_column(),
+        wide(column("Group", "API group", Cell::Pointer("/spec/group"))),
+        wide(column("Kind", "CustomResource kind", Cell::Pointer("/spec/names/kind"))),
+        wide(column("ShortNames", "Short names", Cell::Computed(crd_short_names))),
+        established,
+    ]
+}
+
+/// The served versions, sorted as strings, the storage one marked: `v1(storage),v1alpha1`.
+fn crd_versions(crd: &Value) -> Value {
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten();
+    let mut served: Vec<String> = versions
+        .filter(|v| v.get("served").and_then(Value::as_bool) == Some(true))
+        .map(|v| {
+            let name = meta::str_at(v, "/name").unwrap_or_default();
+            let storage = v.get("storage").and_then(Value::as_bool) == Some(true);
+            if storage { format!("{name}(storage)") } else { name.to_string() }
+        })
+        .collect();
+    served.sort();
+    served.join(",").into()
+}
+
+fn crd_short_names(crd: &Value) -> Value {
+    let names = crd.pointer("/spec/names/shortNames").and_then(Value::as_array).into_iter().flatten();
+    names.filter_map(Value::as_str).collect::<Vec<_>>().join(",").into()
+}
+
+fn crd_established(crd: &Value) -> Value {
+    let mut conditions = crd.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten();
+    conditions.any(|c| c["type"] == "Established" && c["status"] == "True").into()
 }
 
 /// Name, then the CRD's columns; without any, the Age column a CRD is given by default.

@@ -88,7 +88,8 @@ pub fn config_map(old: Option<&Value>, obj: &Value) -> Result<Vec<Cause>, ApiErr
         size += decoded_len("ConfigMap", value)?;
     }
     if size > MAX_DATA_BYTES {
-        causes.push(Cause::too_long("", MAX_DATA_BYTES));
+        // The apiserver names no field, and prints the empty path as `[]`.
+        causes.push(Cause::too_long("[]", MAX_DATA_BYTES));
     }
     Ok(causes)
 }

@@ -22,12 +22,8 @@ pub fn ingress(obj: &Value) -> Vec<Cause> {
     let default_backend = spec.get("defaultBackend").filter(|b| !b.is_null());
     let mut causes = Vec::new();
     if items(rules).is_empty() && default_backend.is_none() {
-        // The apiserver shows the Go value of the empty list.
-        let shown = if rules.is_some_and(Value::is_array) {
-            "[]networking.IngressRule{}"
-        } else {
-            "[]networking.IngressRule(nil)"
-        };
+        // The apiserver shows the list as JSON: `[]` when empty, `null` when absent.
+        let shown = if rules.is_some_and(Value::is_array) { "[]" } else { "null" };
         causes.push(Cause::invalid_shown("spec", shown, "either `defaultBackend` or `rules` must be specified"));
     }
     if let Some(backend) = default_backend {
@@ -127,7 +123,9 @@ fn service_causes(service: &Value, at: &str) -> Vec<Cause> {
     if name.is_empty() {
         causes.push(Cause::required(&name_field, ""));
     } else {
-        causes.extend(each(&name_field, name, names::dns1035_label(name)));
+        // A DNS-1123 label, as Kubernetes 1.37 checks it (a DNS-1035 label before Service names
+        // were relaxed).
+        causes.extend(each(&name_field, name, names::dns1123_label(name)));
     }
     let port_name = text(service, "/port/name");
     let port_number = service.pointer("/port/number").and_then(Value::as_i64).unwrap_or(0);

@@ -10,6 +10,10 @@ pub use data::decode_secret;
 mod ingress;
 mod meta;
 pub mod names;
+#[cfg_attr(not(feature = "cel"), path = "no_rules.rs")]
+mod rules;
+
+pub use rules::Rules;
 
 use serde_json::Value;
 
@@ -21,7 +25,7 @@ pub fn on_create(kind: &ResourceKind, obj: &Value) -> Result<(), ApiError> {
     let causes = match (kind.group.as_str(), kind.plural.as_str()) {
         ("events.k8s.io", "events") => event::strict_create(obj, kind),
         ("", "events") => event::legacy_with_meta(obj, kind),
-        _ => [meta::object_meta(obj, kind), spec(kind, None, obj)?].concat(),
+        _ => [meta::object_meta(obj, kind), spec(kind, None, obj)?, cel(kind, None, obj)?].concat(),
     };
     verdict(kind, obj, causes)
 }
@@ -31,9 +35,20 @@ pub fn on_update(kind: &ResourceKind, old: &Value, new: &Value) -> Result<(), Ap
     let causes = match (kind.group.as_str(), kind.plural.as_str()) {
         ("events.k8s.io", "events") => event::strict_update(old, new),
         ("", "events") => event::legacy(new),
-        _ => [meta::object_meta_update(new, kind), spec(kind, Some(old), new)?].concat(),
+        _ => [meta::object_meta_update(new, kind), spec(kind, Some(old), new)?, cel(kind, Some(old), new)?].concat(),
     };
     verdict(kind, new, causes)
+}
+
+/// Checks an object whose status was written (the rules see the whole object).
+pub fn on_status_update(kind: &ResourceKind, old: &Value, new: &Value) -> Result<(), ApiError> {
+    verdict(kind, new, cel(kind, Some(old), new)?)
+}
+
+/// The CEL rules of a custom kind's schema.
+fn cel(kind: &ResourceKind, old: Option<&Value>, obj: &Value) -> Result<Vec<Cause>, ApiError> {
+    let Some(rules) = &kind.rules else { return Ok(Vec::new()) };
+    rules.check(obj, old).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Kind-specific rules beyond metadata.

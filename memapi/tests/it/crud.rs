@@ -401,7 +401,7 @@ async fn registered_kinds_follow_their_name_rule() {
 }
 
 /// The two Event APIs share one storage, each showing the other's events under its own
-/// field names (checked against kube-apiserver 1.20).
+/// field names (checked against Kubernetes 1.37).
 #[tokio::test]
 async fn both_event_apis_see_the_same_events() {
     use crate::reference::servers;

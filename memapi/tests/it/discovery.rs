@@ -1,5 +1,4 @@
-//! Discovery as kubectl reads it (checked against kube-apiserver 1.20, which predates the
-//! aggregated form and singular names of built-ins).
+//! Discovery as kubectl and kube read it (checked against Kubernetes 1.37).
 
 use serde_json::{Value, json};
 
@@ -53,9 +52,7 @@ async fn builtin_resources_carry_their_short_names_and_verbs() {
         assert_eq!(namespaces["shortNames"], json!(["ns"]), "{n}");
         assert_eq!(namespaces["verbs"], json!(["create", "delete", "get", "list", "patch", "update", "watch"]), "{n}");
         assert_eq!(namespaces["namespaced"], false, "{n}");
-        // Singular names of built-ins are published since 1.27.
-        let singular = if s.minor >= 27 { "namespace" } else { "" };
-        assert_eq!(namespaces["singularName"], singular, "{n}");
+        assert_eq!(namespaces["singularName"], "namespace", "{n}");
         entry(&core, "namespaces/status");
         let config_maps = entry(&core, "configmaps");
         assert_eq!(
@@ -76,17 +73,13 @@ async fn builtin_resources_carry_their_short_names_and_verbs() {
     }
 }
 
-/// kubectl asks for the aggregated form first and falls back to per-group documents when
-/// the server does not serve it (before 1.26).
+/// kubectl asks for the aggregated form first (v2, then v2beta1, which 1.37 no longer serves),
+/// then for the per-group documents.
 #[tokio::test]
 async fn aggregated_discovery_is_served_when_asked_for() {
     for s in servers().await {
         let n = s.name;
         let apis = s.raw_accepting("GET", "/apis", None, AGGREGATED).await;
-        if s.minor < 26 {
-            assert_eq!(apis.json()["kind"], "APIGroupList", "{n}: the fallback");
-            continue;
-        }
         assert_eq!(apis.content_type, "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList", "{n}");
         let doc = apis.json();
         assert_eq!(doc["apiVersion"], "apidiscovery.k8s.io/v2", "{n}");
@@ -113,5 +106,19 @@ async fn aggregated_discovery_is_served_when_asked_for() {
             doc["items"].as_array().unwrap().iter().all(|g| g["metadata"]["name"] != ""),
             "{n}: /apis has no core group"
         );
+
+        let v2beta1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+        let refused = s.raw_accepting("GET", "/apis", None, v2beta1).await;
+        assert!(refused.is_status(406, "NotAcceptable"), "{n}: {refused:?}");
+        let fallback = s.raw_accepting("GET", "/apis", None, &format!("{v2beta1},application/json")).await;
+        assert_eq!(fallback.json()["kind"], "APIGroupList", "{n}");
+    }
+}
+
+#[tokio::test]
+async fn the_version_is_kubernetes_1_37() {
+    for s in servers().await {
+        let version = s.client.apiserver_version().await.unwrap();
+        assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "37"), "{}", s.name);
     }
 }

@@ -95,7 +95,13 @@ impl Sandbox {
             "status": {"phase": "Ready", "conditions": ready, "capacityUsed": {"namespaces": 3, "units": 3}},
         });
         create(crd(&crds, "cells"), None, "eu-canary-1", cell).await;
-        create(crd(&crds, "deploymentrings"), None, "ring-0", json!({"spec": {"order": 0}})).await;
+        create(
+            crd(&crds, "deploymentrings"),
+            None,
+            "ring-0",
+            json!({"spec": {"order": 0, "version": "1.0.0", "cellSelector": {}}}),
+        )
+        .await;
         create_namespace(&client, "tenant-acme").await;
         // No status: a cluster-scoped `namespaces` kind (crds/ before it became namespaced)
         // cannot be written by name.

@@ -1,4 +1,4 @@
-//! Namespaces as a real cluster has them (checked against kube-apiserver 1.20 with its
+//! Namespaces as a real cluster has them (checked against Kubernetes 1.37 with its
 //! controller manager): content needs an existing namespace, a few namespaces cannot be
 //! deleted, and deletion is asynchronous — Terminating first, then the content goes, then
 //! the namespace.

@@ -1,6 +1,7 @@
 //! Fidelity checks run against memapi and, when `MEMAPI_REFERENCE_KUBECONFIG` names one, a
-//! real kube-apiserver as well (`scripts/kube-apiserver.sh start DIR` prints such a
-//! kubeconfig): one set of assertions for both keeps memapi from drifting from the real thing.
+//! real Kubernetes control plane as well (`scripts/testcluster.sh start DIR` prints such a
+//! kubeconfig; `scripts/with-testcluster.sh` sets the variable): one set of assertions for
+//! both keeps memapi from drifting from the real thing. The reference is Kubernetes 1.37.
 
 use cellplane_memapi::ApiServer;
 use http::Request;
@@ -19,8 +20,6 @@ pub const REFERENCE_ENV: &str = "MEMAPI_REFERENCE_KUBECONFIG";
 pub struct Server {
     pub name: &'static str,
     pub client: Client,
-    /// The server's minor version, for the few rules that changed since 1.20.
-    pub minor: u32,
     /// Prefix of every name this run creates, so runs on a shared server do not collide.
     pub run: String,
 }
@@ -41,13 +40,11 @@ pub async fn servers() -> Vec<Server> {
 }
 
 async fn connect(name: &'static str, client: Client) -> Server {
-    let version = client.apiserver_version().await.expect("/version");
-    let minor = version.minor.trim_end_matches('+').parse().unwrap_or(0);
     for crd in test_crds() {
         install(&client, crd).await;
     }
     let run = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    Server { name, client, minor, run }
+    Server { name, client, run }
 }
 
 impl Server {
@@ -88,16 +85,21 @@ impl Server {
         self.raw_accepting(method, path, body, "application/json").await
     }
 
+    /// A server-side apply of a JSON body.
+    pub async fn apply(&self, path: &str, body: &Value) -> Raw {
+        self.send(Request::patch(path).header("content-type", "application/apply-patch+yaml"), body, "application/json")
+            .await
+    }
+
     /// A raw request asking for a representation (`Accept`).
     pub async fn raw_accepting(&self, method: &str, path: &str, body: Option<&Value>, accept: &str) -> Raw {
-        let body = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", "application/json")
-            .header("accept", accept)
-            .body(kube::client::Body::from(body))
-            .unwrap();
+        let request = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        self.send(request, body.unwrap_or(&Value::Null), accept).await
+    }
+
+    async fn send(&self, request: http::request::Builder, body: &Value, accept: &str) -> Raw {
+        let body = if body.is_null() { Vec::new() } else { serde_json::to_vec(body).unwrap() };
+        let request = request.header("accept", accept).body(kube::client::Body::from(body)).unwrap();
         let response = self.client.send(request).await.expect("request sent");
         let status = response.status().as_u16();
         let content_type =
@@ -174,6 +176,86 @@ fn gizmo_crd() -> CustomResourceDefinition {
     .unwrap()
 }
 
+/// A cluster-scoped kind in several versions, one of them not served, and two short names.
+pub const MULTIS_CRD: &str = "multis.versions.test.cellplane.io";
+
+fn multi_crd() -> CustomResourceDefinition {
+    let version = |name: &str, served: bool, storage: bool| {
+        let schema = json!({"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}});
+        json!({"name": name, "served": served, "storage": storage, "schema": schema})
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": MULTIS_CRD},
+        "spec": {
+            "group": "versions.test.cellplane.io",
+            "scope": "Cluster",
+            "names": {"plural": "multis", "singular": "multi", "kind": "Multi", "shortNames": ["mu", "mlt"]},
+            "versions": [
+                version("v1alpha1", true, false),
+                version("v1beta1", false, false),
+                version("v1", true, true),
+                version("v2", true, false),
+            ],
+        },
+    }))
+    .unwrap()
+}
+
+/// A namespaced kind whose schema has CEL rules of every shape: on the object, on `spec`
+/// (with a message, a messageExpression, a reason and fieldPath, neither), on scalars, map
+/// values and list-map items, transition rules, and one on `status`.
+pub const RULEBOOKS: Gvk = ("cel.test.cellplane.io", "v1", "Rulebook");
+
+fn rulebook_crd() -> CustomResourceDefinition {
+    let rule = |rule: &str, message: &str| json!({"rule": rule, "message": message});
+    let string = |rules: Value| json!({"type": "string", "x-kubernetes-validations": rules});
+    let pool = json!({
+        "type": "object", "required": ["name"],
+        "properties": {"name": {"type": "string"}, "size": {"type": "integer"}},
+        "x-kubernetes-validations": [rule("self.size > 0", "size positive"), rule("self.size == oldSelf.size", "pool size fixed")],
+    });
+    let spec = json!({
+        "type": "object",
+        "x-kubernetes-validations": [
+            rule("!has(self.a) || self.a >= 0", "a must not be negative"),
+            {"rule": "!has(self.b) || self.b != 'bad'", "messageExpression": "'b may not be ' + self.b"},
+            {"rule": "!has(self.c) || self.c != 'x'", "reason": "FieldValueForbidden", "fieldPath": ".c", "message": "c may not be x"},
+            {"rule": "!has(self.f) || self.f != 'x'"},
+        ],
+        "properties": {
+            "a": {"type": "integer"}, "b": {"type": "string"}, "c": {"type": "string"}, "f": {"type": "string"},
+            "fixed": string(json!([rule("self == oldSelf", "fixed is immutable")])),
+            "count": {"type": "integer", "x-kubernetes-validations": [rule("self < 100", "count small")]},
+            "labels": {"type": "object", "additionalProperties": string(json!([rule("self != 'no'", "no no")]))},
+            "pools": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"], "items": pool},
+        },
+    });
+    let status =
+        json!({"type": "object", "properties": {"phase": string(json!([rule("self != 'Bad'", "bad phase")]))}});
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "rulebooks.cel.test.cellplane.io"},
+        "spec": {
+            "group": RULEBOOKS.0,
+            "scope": "Namespaced",
+            "names": {"plural": "rulebooks", "singular": "rulebook", "kind": "Rulebook"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "x-kubernetes-validations": [rule("self.metadata.name.size() <= 20", "short names only")],
+                    "properties": {"spec": spec, "status": status},
+                }},
+            }],
+        },
+    }))
+    .unwrap()
+}
+
 /// Kinds named `namespaces` outside the core group, in both scopes.
 pub const CLUSTER_NAMESPACES: Gvk = ("cluster.test.cellplane.io", "v1", "Namespace");
 pub const SCOPED_NAMESPACES: Gvk = ("scoped.test.cellplane.io", "v1", "Namespace");
@@ -200,6 +282,8 @@ fn test_crds() -> Vec<CustomResourceDefinition> {
         Widget::crd(),
         Gadget::crd(),
         gizmo_crd(),
+        multi_crd(),
+        rulebook_crd(),
         namespaces(CLUSTER_NAMESPACES.0, "Cluster"),
         namespaces(SCOPED_NAMESPACES.0, "Namespaced"),
     ]

@@ -1,4 +1,4 @@
-//! URL routing as the apiserver does it (checked against kube-apiserver 1.20): custom
+//! URL routing as the apiserver does it (checked against Kubernetes 1.37): custom
 //! resources go through the custom-resource handler, which reads
 //! `/apis/G/V/namespaces/X/...` as "in namespace X" and answers paths it cannot serve with a
 //! plain-text `404 page not found`; built-in kinds have exact routes, a `Status` 404 for

@@ -1,5 +1,5 @@
 //! Server-side printing (`as=Table`), as kubectl get asks for it (checked against
-//! kube-apiserver 1.20).
+//! Kubernetes 1.37).
 
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -117,23 +117,52 @@ async fn builtin_kinds_print_their_own_columns() {
 
         let crds =
             s.raw_accepting("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", None, TABLE).await.json();
-        assert_eq!(column_names(&crds), ["Name", "Created At"], "{n}");
-        assert_eq!(crds["columnDefinitions"][1]["type"], "date", "{n}");
+        let expected = ["Name", "Scope", "Versions", "Created At", "Group", "Kind", "ShortNames", "Established"];
+        assert_eq!(column_names(&crds), expected, "{n}");
+        let columns = &crds["columnDefinitions"];
+        let types: Vec<&Value> = columns.as_array().unwrap().iter().map(|c| &c["type"]).collect();
+        assert_eq!((types[3], types[7]), (&json!("date"), &json!("boolean")), "{n}");
+        let priorities: Vec<&Value> = columns.as_array().unwrap().iter().map(|c| &c["priority"]).collect();
+        assert_eq!(priorities, [0, 0, 0, 0, 1, 1, 1, 1].map(|p| json!(p)).each_ref(), "{n}");
+        let row = |name: &str| {
+            let rows = crds["rows"].as_array().unwrap();
+            rows.iter().find(|r| r["cells"][0] == name).unwrap_or_else(|| panic!("{n}: no row {name}"))["cells"].clone()
+        };
+        let gizmos = row("gizmos.test.cellplane.io");
+        let shown = [&gizmos[1], &gizmos[2], &gizmos[4], &gizmos[5], &gizmos[6], &gizmos[7]];
+        let expected = [
+            json!("Namespaced"),
+            json!("v1(storage)"),
+            json!("test.cellplane.io"),
+            json!("Gizmo"),
+            json!("gz"),
+            json!(true),
+        ];
+        assert_eq!(shown, expected.each_ref(), "{n}");
+        assert!(gizmos[3].as_str().is_some_and(|t| t.ends_with('Z')), "{n}: a timestamp, not an age: {}", gizmos[3]);
+        // Only served versions, sorted as strings; every short name.
+        let multis = row(MULTIS_CRD);
+        assert_eq!((&multis[1], &multis[2]), (&json!("Cluster"), &json!("v1(storage),v1alpha1,v2")), "{n}");
+        assert_eq!(multis[6], "mu,mlt", "{n}");
         s.drop_namespace(&ns).await;
     }
 }
 
 /// Watching as a Table: each event is a one-row Table, and only the first defines columns.
+/// The watch selects the test's own ConfigMaps: a real cluster's controller manager puts a
+/// `kube-root-ca.crt` ConfigMap into every new namespace as well.
 #[tokio::test]
 async fn watched_tables_define_columns_once() {
     for s in servers().await {
         let n = s.name;
         let ns = s.namespace("watch").await;
         for name in ["one", "two"] {
-            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+            let labels = json!({"cellplane.io/test": "watched-tables"});
+            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}});
             s.raw("POST", &format!("/api/v1/namespaces/{ns}/configmaps"), Some(&cm)).await;
         }
-        let path = format!("/api/v1/namespaces/{ns}/configmaps?watch=true&timeoutSeconds=1");
+        let selector = "labelSelector=cellplane.io%2Ftest%3Dwatched-tables";
+        let path = format!("/api/v1/namespaces/{ns}/configmaps?watch=true&timeoutSeconds=1&{selector}");
         let body = s.raw_accepting("GET", &path, None, TABLE).await.body;
         let events: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(events.len(), 2, "{n}: {body}");

@@ -1,5 +1,5 @@
 //! What the apiserver refuses before storing, with its wording (checked against
-//! kube-apiserver 1.20; the one rule that changed since is asserted per version).
+//! Kubernetes 1.37).
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DynamicObject, PostParams};
@@ -151,8 +151,7 @@ async fn new_events_need_what_the_events_api_requires() {
 }
 
 /// Events about cluster-scoped objects belong in `default` (or `kube-system`): kubectl
-/// describe looks for them there. kube-apiserver 1.20 allowed only `kube-system` for
-/// events.k8s.io/v1 (kubernetes#100125 added `default` in 1.21).
+/// describe looks for them there.
 #[tokio::test]
 async fn events_of_cluster_scoped_objects_go_to_default() {
     for s in servers().await {
@@ -164,13 +163,8 @@ async fn events_of_cluster_scoped_objects_go_to_default() {
         in_system.delete(&name, &Default::default()).await.unwrap();
 
         let in_default = s.dynamic(EVENTS, "events", Some("default"));
-        let result = create(&in_default, EVENTS, "events", &name, cluster_scoped()).await;
-        if s.minor >= 21 {
-            result.unwrap();
-            in_default.delete(&name, &Default::default()).await.unwrap();
-        } else {
-            assert_eq!(causes(&invalid(result, n))[0].0, "involvedObject.namespace", "{n}");
-        }
+        create(&in_default, EVENTS, "events", &name, cluster_scoped()).await.unwrap();
+        in_default.delete(&name, &Default::default()).await.unwrap();
 
         let in_public = s.dynamic(EVENTS, "events", Some("kube-public"));
         let status = invalid(create(&in_public, EVENTS, "events", &name, cluster_scoped()).await, n);
@@ -186,8 +180,11 @@ async fn ingresses_need_valid_hosts_paths_and_backends() {
         let n = &s.name;
         let ingresses = s.dynamic(INGRESSES, "ingresses", Some("default"));
         let status = invalid(create(&ingresses, INGRESSES, "ingresses", "empty", json!({"spec": {}})).await, n);
-        let expected =
-            "Invalid value: []networking.IngressRule(nil): either `defaultBackend` or `rules` must be specified";
+        let expected = "Invalid value: null: either `defaultBackend` or `rules` must be specified";
+        assert_eq!(causes(&status), [("spec".into(), expected.into())], "{n}");
+        let no_rules = json!({"spec": {"rules": []}});
+        let status = invalid(create(&ingresses, INGRESSES, "ingresses", "empty", no_rules).await, n);
+        let expected = "Invalid value: []: either `defaultBackend` or `rules` must be specified";
         assert_eq!(causes(&status), [("spec".into(), expected.into())], "{n}");
 
         let backend = |name: &str, port: Value| json!({"service": {"name": name, "port": port}});
@@ -195,7 +192,7 @@ async fn ingresses_need_valid_hosts_paths_and_backends() {
             "ingressClassName": "Bad Class",
             "rules": [
                 {"host": "10.0.0.1", "http": {"paths": [{"path": "/", "backend": backend("web", json!({"number": 80}))}]}},
-                {"host": "a.*.com", "http": {"paths": [{"path": "x", "pathType": "Exact", "backend": backend("1web", json!({"number": 70000}))}]}},
+                {"host": "a.*.com", "http": {"paths": [{"path": "x", "pathType": "Exact", "backend": backend("Web_x", json!({"number": 70000}))}]}},
                 {"host": "Web.example.com", "http": {"paths": []}},
                 {"http": {"paths": [
                     {"path": "/", "pathType": "Other", "backend": {}},
@@ -229,6 +226,8 @@ async fn ingresses_need_valid_hosts_paths_and_backends() {
         let messages: Vec<String> = causes(&status).into_iter().map(|(_, m)| m).collect();
         assert_eq!(messages[0], "Invalid value: \"10.0.0.1\": must be a DNS name, not an IP address", "{n}");
         assert_eq!(messages[1], "Required value: pathType must be specified", "{n}");
+        let label = "Invalid value: \"Web_x\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+        assert_eq!(messages[4], label, "{n}");
         assert_eq!(messages[5], "Invalid value: 70000: must be between 1 and 65535, inclusive", "{n}");
         let unsupported =
             "Unsupported value: \"Other\": supported values: \"Exact\", \"ImplementationSpecific\", \"Prefix\"";
@@ -265,7 +264,7 @@ async fn secrets_need_valid_keys_their_types_keys_and_fit_in_a_mebibyte() {
         let big = "x".repeat(1024 * 1024);
         let status =
             invalid(refused(json!({"metadata": {"name": "big"}, "stringData": {"a": big, "b": "y"}})).await, n);
-        assert_eq!(causes(&status), [("data".into(), "Too long: must have at most 1048576 bytes".into())], "{n}");
+        assert_eq!(causes(&status), [("data".into(), "Too long: may not be more than 1048576 bytes".into())], "{n}");
 
         // stringData is stored as data, and the type defaults to Opaque.
         let name = format!("{}-plain", s.run);
