@@ -189,8 +189,8 @@ async fn a_crash_mid_flight_converges_with_no_duplicate_and_no_leak() {
 async fn a_malformed_object_is_stalled_without_a_hot_loop() {
     let fleet = Fleet::start(quick_cloud(), None).await;
     let mut bad = fleet.tenant("bad-template", "eu-west-1", Tier::Standard);
-    // The schema's CEL rule refuses this; an API server without it (or an old one) does not.
-    bad.spec.endpoint.hostname_template = "{cell}.example.com".into();
+    // What the schema cannot refuse: the template names both, but renders no hostname.
+    bad.spec.endpoint.hostname_template = "{namespace}..{account}.{cell}.{domain}".into();
     fleet.create(&fleet.namespaces(), &bad).await.unwrap();
     let mut bad_ring = ring("bad-ring", 0, "canary", Some("1.0.0"), "0s");
     bad_ring.spec.min_bake_time = "5 weeks".into();
