@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cellplane_workflows::journal::{self, ClaimRequest, Journal};
-use cellplane_workflows::{Ctx, Engine, EngineConfig, IdReuse, WfError, Workflow};
+use cellplane_workflows::{AppVersion, Ctx, Engine, EngineConfig, IdReuse, WfError, Workflow};
 use serde_json::json;
 
 struct OneStep;
@@ -77,6 +77,7 @@ async fn raw_claims(journal: &Arc<dyn Journal>, n: usize) -> Result<f64, Failure
         let now = cellplane_workflows::clock::wall_ms();
         let request = ClaimRequest {
             owner: "raw-claimer".into(),
+            app_version: AppVersion::default(),
             types: vec![(OneStep::NAME.into(), 1)],
             limit: 500,
             clock_now: now,
