@@ -3,6 +3,7 @@
 //! number, and a record of another kind or name stops the workflow as non-deterministic.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +19,7 @@ use tracing::Instrument;
 use crate::clock::wall_ms;
 use crate::engine::{CommitOutcome, Shared, Workflow};
 use crate::journal::{Claimed, Commit, NEVER, NewWorkflow, OutgoingSignal, RowUpdate, child_signal_name};
+use crate::types::PATCH_PREFIX;
 use crate::{Checkpoint, Event, IdReuse, IdempotencyKey, Op, Outcome, Record, RetryPolicy, State, StepError, WfError};
 
 /// Why a workflow task stopped without finishing.
@@ -27,9 +29,39 @@ pub(crate) enum Halt {
     Evicted,
     /// Another engine owns it now; nothing more may be written.
     LeaseLost,
-    NonDeterministic(String),
+    NonDeterministic(Divergence),
     Journal(String),
+    /// Replay only: the code asked for an operation the history does not hold (it stopped there).
+    ReplayEnded,
 }
+
+/// Where the code of a run and its recorded history part.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Divergence {
+    pub(crate) seq: i64,
+    /// The operation the code performs, as [`operation`] names it.
+    pub(crate) code: String,
+    /// What the history recorded there.
+    pub(crate) recorded: String,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "operation #{} is now {}, but the history recorded {} there", self.seq, self.code, self.recorded)
+    }
+}
+
+/// An operation as divergences name it: `step "create-vpc"`, `patch "new-dns"`, `continue-as-new`.
+pub(crate) fn operation(op: Op, name: &str) -> String {
+    match (op, name.strip_prefix(PATCH_PREFIX)) {
+        (Op::Marker, Some(change)) => format!("patch {change:?}"),
+        (Op::Finish, _) if name == CONTINUE_AS_NEW => "continue-as-new".to_string(),
+        (Op::Finish, _) => format!("the end of the run ({name})"),
+        _ => format!("{} {name:?}", op.as_str()),
+    }
+}
+
+const CONTINUE_AS_NEW: &str = "continue_as_new";
 
 /// The context of one workflow run: the only door to time, randomness and the outside world.
 /// Await one durable operation at a time.
@@ -59,6 +91,10 @@ struct Inner {
     /// A published state not yet written: the last one published while replaying, or a live one
     /// on its way. The stored one is the checkpoint's.
     unwritten: Mutex<Option<Value>>,
+    /// What `patched` answered for each change id in this run: a change takes one path per run.
+    patches: Mutex<HashMap<String, bool>>,
+    /// Replaying a recorded history for a [`crate::Replayer`]: nothing is executed or written.
+    replay_only: bool,
 }
 
 /// One durable operation being executed: its sequence number and what history holds for it.
@@ -82,6 +118,29 @@ impl Ctx {
         cancel: CancellationToken,
         lost: CancellationToken,
         halt: oneshot::Sender<Halt>,
+    ) -> Self {
+        Self::build(shared, claimed, history, (cancel, lost), halt, false)
+    }
+
+    /// A context that only replays `history`: the run ends (halting with [`Halt::ReplayEnded`])
+    /// where the history does.
+    pub(crate) fn replaying(
+        shared: Arc<Shared>,
+        claimed: &Claimed,
+        history: Vec<Event>,
+        halt: oneshot::Sender<Halt>,
+    ) -> Self {
+        let tokens = (CancellationToken::new(), CancellationToken::new());
+        Self::build(shared, claimed, history, tokens, halt, true)
+    }
+
+    fn build(
+        shared: Arc<Shared>,
+        claimed: &Claimed,
+        history: Vec<Event>,
+        (cancel, lost): (CancellationToken, CancellationToken),
+        halt: oneshot::Sender<Halt>,
+        replay_only: bool,
     ) -> Self {
         let recorded_ops = history.iter().map(|e| e.seq + 1).max().unwrap_or(0);
         // A replay shows the last recorded step until a live operation moves on.
@@ -108,6 +167,8 @@ impl Ctx {
             created_at: claimed.created_at,
             updated_at: wall_ms(),
             published: claimed.published.clone(),
+            app_version: claimed.app_version.clone(),
+            max_app_version: claimed.max_app_version.clone(),
         };
         Ctx {
             inner: Arc::new(Inner {
@@ -127,6 +188,8 @@ impl Ctx {
                 checkpoint: Mutex::new(checkpoint),
                 row_plain: AtomicBool::new(claimed.plain),
                 unwritten: Mutex::new(None),
+                patches: Mutex::new(HashMap::new()),
+                replay_only,
             }),
         }
     }
@@ -194,6 +257,7 @@ impl Ctx {
             version: W::VERSION,
             input: serde_json::to_value(input)?,
             parent: Some(self.inner.id.clone()),
+            app_version: self.inner.shared.app_version.clone(),
         };
         let shared = &self.inner.shared;
         if let Err(e) = shared.journal.create(&[child], IdReuse::ReturnExisting, shared.clock.now_ms()).await {
@@ -237,6 +301,62 @@ impl Ctx {
         self.marker("uuid", || uuid::Uuid::new_v4().to_string()).await
     }
 
+    /// Whether this run takes the new path of a change to the workflow's code. A run that is
+    /// executing live records a patch marker here and takes it (true); so does a run whose history
+    /// recorded this patch's marker at this point. A run replaying a history that reached this
+    /// point without the marker takes the old path (false): nothing is recorded, and the
+    /// operation that follows keeps this sequence number, so the old path's operations line up
+    /// with the old history. A change id answers once per run: later calls repeat the answer.
+    ///
+    /// ```no_run
+    /// # async fn provision(ctx: cellplane_workflows::Ctx) -> Result<(), cellplane_workflows::WfError> {
+    /// if ctx.patched("dns-before-certs").await? {
+    ///     ctx.step("dns").run(|_| async { Ok(()) }).await?;
+    /// }
+    /// ctx.step("certs").run(|_| async { Ok(()) }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn patched(&self, change: &str) -> Result<bool, WfError> {
+        if let Some(known) = lock(&self.inner.patches).get(change) {
+            return Ok(*known);
+        }
+        let applies = self.patch_marker(change).await?;
+        lock(&self.inner.patches).insert(change.to_string(), applies);
+        Ok(applies)
+    }
+
+    /// Marks where a patch was, once no run that took its old path remains and the old path is
+    /// gone from the code: consumes the patch's marker when the history has it here, records it
+    /// when executing live (so that histories made now still replay on code that calls
+    /// [`Ctx::patched`]), and never fails when an older history lacks it. Remove the call itself
+    /// only when no history holds the marker any more: a marker that no code asks for is a
+    /// non-deterministic change.
+    pub async fn deprecate_patch(&self, change: &str) -> Result<(), WfError> {
+        self.patched(change).await.map(|_| ())
+    }
+
+    /// Consumes or records the marker of a patch; false when history reached here without it.
+    async fn patch_marker(&self, change: &str) -> Result<bool, WfError> {
+        let name = format!("{PATCH_PREFIX}{change}");
+        let seq = self.inner.next_seq.load(Ordering::SeqCst);
+        if seq < self.inner.recorded_ops {
+            let history = lock(&self.inner.history);
+            let recorded = history.get(&seq).and_then(|records| records.first());
+            if !recorded.is_some_and(|e| e.op == Op::Marker && e.name == name) {
+                return Ok(false);
+            }
+        }
+        let mut slot = self.begin(Op::Marker, &name).await;
+        match slot.records.last().map(|e| &e.record) {
+            Some(Record::Marker { .. }) => return Ok(true),
+            Some(other) => return self.unexpected(&slot, other).await,
+            None => {}
+        }
+        let events = self.events(&mut slot, vec![Record::patch(change)]);
+        self.commit(events, self.row(State::Running, None), None).await;
+        Ok(true)
+    }
+
     /// Replaces this workflow's published state: what it wants others to see (a phase, the ids of
     /// what it created). Readable by id from any engine in the checkpoint, and announced on
     /// `Engine::changes`; kept across continue-as-new and after the workflow ends. Returns once
@@ -245,6 +365,9 @@ impl Ctx {
     /// A value equal to the stored one is not written.
     pub async fn publish(&self, state: &impl Serialize) -> Result<(), WfError> {
         let value = serde_json::to_value(state)?;
+        if self.inner.replay_only {
+            return Ok(());
+        }
         if self.stage_publish(value) && !self.is_replaying() {
             self.write_published().await;
         }
@@ -255,7 +378,11 @@ impl Ctx {
     /// returns `Ok`; write `return ctx.continue_as_new(&state).await;`.
     pub async fn continue_as_new<I: Serialize, T>(&self, input: &I) -> Result<T, WfError> {
         let input = serde_json::to_value(input)?;
-        let mut slot = self.begin(Op::Finish, "continue_as_new").await;
+        let mut slot = self.begin(Op::Finish, CONTINUE_AS_NEW).await;
+        if self.inner.replay_only {
+            // The history recorded this run's end here.
+            return self.halt(Halt::ReplayEnded).await;
+        }
         let mut row = self.row(State::Pending, Some("continued as new".into()));
         row.release = true;
         row.next_run_input = Some(input);
@@ -270,6 +397,8 @@ impl Ctx {
         let mut records = Vec::new();
         let until = match slot.records.last().map(|e| &e.record) {
             Some(Record::Cancelled) => return Err(WfError::Cancelled),
+            // Replayed, a started timer fired: the history goes on past it.
+            Some(Record::TimerStarted { .. }) if self.inner.replay_only => return Ok(()),
             Some(Record::TimerStarted { until }) => *until,
             Some(other) => return self.unexpected(&slot, other).await,
             None => {
@@ -375,6 +504,10 @@ impl Ctx {
 
     async fn begin(&self, op: Op, name: &str) -> Slot {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
+        let replay_only = self.inner.replay_only;
+        if replay_only && seq >= self.inner.recorded_ops {
+            return self.halt(Halt::ReplayEnded).await;
+        }
         if seq == self.inner.recorded_ops && lock(&self.inner.unwritten).is_some() {
             // The replay is over: what it published last is the state to show from now on.
             self.write_published().await;
@@ -383,26 +516,39 @@ impl Ctx {
         if let Some(first) = records.first()
             && (first.op != op || first.name != name)
         {
-            let reason = format!(
-                "operation #{seq} is now {} {name:?}, but the history recorded {} {:?} there",
-                op.as_str(),
-                first.op.as_str(),
-                first.name
-            );
-            return self.halt(Halt::NonDeterministic(reason)).await;
+            let divergence = Divergence { seq, code: operation(op, name), recorded: operation(first.op, &first.name) };
+            return self.halt(Halt::NonDeterministic(divergence)).await;
+        }
+        if replay_only && seq + 1 == self.inner.recorded_ops && !records.iter().any(|e| e.record.is_final()) {
+            // The history stopped inside this operation (a wait, a retry's backoff).
+            return self.halt(Halt::ReplayEnded).await;
         }
         let next_idx = records.len() as i32;
         Slot { seq, op, name: name.to_string(), records, next_idx }
     }
 
     async fn unexpected<T>(&self, slot: &Slot, record: &Record) -> T {
-        let reason = format!(
-            "operation #{} ({} {:?}) has a record of another kind in its history: {record:?}",
-            slot.seq,
-            slot.op.as_str(),
-            slot.name
-        );
-        self.halt(Halt::NonDeterministic(reason)).await
+        let code = operation(slot.op, &slot.name);
+        let recorded = format!("{code} with a record of another kind ({record:?})");
+        self.halt(Halt::NonDeterministic(Divergence { seq: slot.seq, code, recorded })).await
+    }
+
+    /// Where the run's code ended `ended` (a state) while its history goes on, or recorded
+    /// another end.
+    pub(crate) fn end_divergence(&self, ended: State) -> Option<Divergence> {
+        let seq = self.inner.next_seq.load(Ordering::SeqCst);
+        if seq >= self.inner.recorded_ops {
+            return None;
+        }
+        let history = lock(&self.inner.history);
+        let recorded = history.get(&seq).and_then(|records| records.first());
+        // A live run never replays its own end; a replayed one must end as recorded.
+        if self.inner.replay_only && recorded.is_some_and(|e| e.op == Op::Finish && e.name == ended.as_str()) {
+            return None;
+        }
+        let recorded = recorded
+            .map_or_else(|| format!("{} operations in all", self.inner.recorded_ops), |e| operation(e.op, &e.name));
+        Some(Divergence { seq, code: operation(Op::Finish, ended.as_str()), recorded })
     }
 
     /// Stops the workflow task: the engine drops this future, so this never returns.
@@ -486,6 +632,9 @@ impl Ctx {
 
     /// Commits durably before the workflow goes on; halts the task if the lease is gone.
     async fn commit(&self, events: Vec<Event>, row: RowUpdate, consume_signal: Option<i64>) {
+        if self.inner.replay_only {
+            return self.halt(Halt::Journal("a replay tried to write to the journal".into())).await;
+        }
         let mut request = self.commit_request(events, row, consume_signal);
         let plain = request.row.is_plain();
         request.append_only = plain && self.inner.row_plain.load(Ordering::SeqCst);
@@ -590,14 +739,10 @@ impl Ctx {
 
     /// Ends the run with the workflow function's result, telling a parent if there is one.
     pub(crate) async fn finish(&self, result: Result<Value, WfError>) {
-        let executed = self.inner.next_seq.load(Ordering::SeqCst);
-        if executed < self.inner.recorded_ops {
-            let reason = format!(
-                "the workflow ended after {executed} operations, but its history records {}",
-                self.inner.recorded_ops
-            );
-            return self.mark_non_deterministic(reason).await;
+        if let Some(divergence) = self.end_divergence(ended_state(&result)) {
+            return self.mark_non_deterministic(divergence.to_string()).await;
         }
+        let executed = self.inner.next_seq.load(Ordering::SeqCst);
         let (state, record, output, reason) = match result {
             Ok(output) => (State::Completed, Record::Completed { output: output.clone() }, Some(output), None),
             Err(WfError::Cancelled) => {
@@ -657,6 +802,15 @@ impl Ctx {
                 }
             }
         }
+    }
+}
+
+/// The state a run ends in when its function returns `result`.
+pub(crate) fn ended_state(result: &Result<Value, WfError>) -> State {
+    match result {
+        Ok(_) => State::Completed,
+        Err(WfError::Cancelled) => State::Cancelled,
+        Err(_) => State::Failed,
     }
 }
 

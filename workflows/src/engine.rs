@@ -18,8 +18,10 @@ use tracing::Instrument;
 
 use crate::clock::{Clock, SystemClock, wall_ms};
 use crate::context::{Ctx, Halt};
-use crate::journal::{ClaimRequest, Claimed, Commit, Journal, NewWorkflow};
-use crate::{Checkpoint, Error, Event, IdReuse, Metrics, Outcome, Result, Started, State, WfError};
+use crate::journal::{ClaimRequest, Claimed, Commit, Journal, NewWorkflow, WorkflowRow};
+use crate::{
+    AppVersion, Checkpoint, Error, Event, History, IdReuse, Metrics, Outcome, Result, Started, State, WfError,
+};
 
 /// A workflow: an async function over a [`Ctx`], registered by name and version.
 pub trait Workflow: Send + Sync + 'static {
@@ -37,9 +39,9 @@ pub trait Workflow: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Output, WfError>> + Send + 'static;
 }
 
-type ErasedWorkflow = Arc<dyn Fn(Ctx, Value) -> BoxFuture<'static, Result<Value, WfError>> + Send + Sync>;
+pub(crate) type ErasedWorkflow = Arc<dyn Fn(Ctx, Value) -> BoxFuture<'static, Result<Value, WfError>> + Send + Sync>;
 
-fn erase<W: Workflow>(workflow: Arc<W>) -> ErasedWorkflow {
+pub(crate) fn erase<W: Workflow>(workflow: Arc<W>) -> ErasedWorkflow {
     Arc::new(move |ctx, input| {
         let workflow = workflow.clone();
         Box::pin(async move {
@@ -74,6 +76,13 @@ pub struct EngineConfig {
     pub committers: usize,
     /// How long `shutdown` waits for running steps to finish.
     pub shutdown_grace: Duration,
+    /// The version of the application this engine runs in (`MAJOR.MINOR.PATCH`; see
+    /// [`crate::AppVersion`]); the default is this crate's version, so pass your own crate's
+    /// `env!("CARGO_PKG_VERSION")`. Each workflow records the version that started it and the
+    /// highest that ran it; an engine never claims a workflow that a newer version started or
+    /// ran, whose history may hold operations its code does not know. A newer engine runs what
+    /// older ones wrote (patches, [`crate::Ctx::patched`], keep that safe).
+    pub app_version: String,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +97,7 @@ impl Default for EngineConfig {
             commit_batch: 1_000,
             committers: 2,
             shutdown_grace: Duration::from_secs(30),
+            app_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 }
@@ -111,7 +121,7 @@ impl From<bool> for CommitOutcome {
     }
 }
 
-type CommitRequest = (Commit, oneshot::Sender<CommitOutcome>);
+pub(crate) type CommitRequest = (Commit, oneshot::Sender<CommitOutcome>);
 
 /// Counts a commit as pending while it lives.
 struct PendingCommit<'a> {
@@ -142,6 +152,8 @@ pub(crate) struct Shared {
     pub(crate) journal: Arc<dyn Journal>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: EngineConfig,
+    /// `config.app_version`, parsed.
+    pub(crate) app_version: AppVersion,
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
     killed: CancellationToken,
@@ -163,6 +175,39 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The engine's state, and the receiving end of its commit queue.
+    pub(crate) fn new(
+        journal: Arc<dyn Journal>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        metrics: Metrics,
+        workflows: HashMap<(String, i32), ErasedWorkflow>,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<CommitRequest>)> {
+        let app_version = AppVersion::parse(&config.app_version)?;
+        let (commits, commit_rx) = mpsc::unbounded_channel();
+        let committers = config.committers.max(1);
+        let shared = Arc::new(Shared {
+            journal,
+            clock,
+            config,
+            app_version,
+            metrics,
+            shutdown: CancellationToken::new(),
+            killed: CancellationToken::new(),
+            wake: Notify::new(),
+            progress: broadcast::channel(4096).0,
+            commits,
+            commit_slots: Arc::new(Semaphore::new(committers)),
+            pending_commits: AtomicUsize::new(0),
+            types: workflows.keys().cloned().collect(),
+            workflows,
+            claiming: tokio::sync::Mutex::new(()),
+            resident: Mutex::new(HashMap::new()),
+            idle: Notify::new(),
+        });
+        Ok((shared, commit_rx))
+    }
+
     pub(crate) async fn commit(self: &Arc<Self>, commit: Commit) -> CommitOutcome {
         // Alone, a commit has nothing to wait for in a batch: apply it from this task, sparing
         // the hand-offs to the committer and back. Others arriving meanwhile batch as usual.
@@ -236,30 +281,12 @@ impl EngineBuilder {
         self
     }
 
-    /// Starts the workers: claiming, lease renewal and group commit.
+    /// Starts the workers: claiming, lease renewal and group commit. Fails on an
+    /// `app_version` that is not `MAJOR.MINOR.PATCH`.
     pub fn start(self) -> Result<Engine> {
         let registry = self.registry.unwrap_or_default();
         let metrics = Metrics::new(&registry)?;
-        let (commits, commit_rx) = mpsc::unbounded_channel();
-        let committers = self.config.committers.max(1);
-        let shared = Arc::new(Shared {
-            journal: self.journal,
-            clock: self.clock,
-            config: self.config,
-            metrics,
-            shutdown: CancellationToken::new(),
-            killed: CancellationToken::new(),
-            wake: Notify::new(),
-            progress: broadcast::channel(4096).0,
-            commits,
-            commit_slots: Arc::new(Semaphore::new(committers)),
-            pending_commits: AtomicUsize::new(0),
-            types: self.workflows.keys().cloned().collect(),
-            workflows: self.workflows,
-            claiming: tokio::sync::Mutex::new(()),
-            resident: Mutex::new(HashMap::new()),
-            idle: Notify::new(),
-        });
+        let (shared, commit_rx) = Shared::new(self.journal, self.clock, self.config, metrics, self.workflows)?;
         let mut tasks = JoinSet::new();
         tasks.spawn(group_commit(shared.clone(), commit_rx));
         tasks.spawn(claim_loop(shared.clone()));
@@ -313,6 +340,7 @@ impl Engine {
                 version: W::VERSION,
                 input: input.clone(),
                 parent: None,
+                app_version: self.shared.app_version.clone(),
             })
             .collect();
         let started = self.shared.journal.create(&new, reuse, self.shared.clock.now_ms()).await?;
@@ -351,8 +379,27 @@ impl Engine {
         Ok(())
     }
 
+    /// The workflow's checkpoint. When it is active but left for an engine newer than this one
+    /// (see [`EngineConfig::app_version`]), its reason says so first.
     pub async fn checkpoint(&self, id: &str) -> Result<Option<Checkpoint>> {
-        Ok(self.shared.journal.get(id).await?.map(|row| row.checkpoint))
+        Ok(self.shared.journal.get(id).await?.map(|row| self.with_hold(row)))
+    }
+
+    fn with_hold(&self, row: WorkflowRow) -> Checkpoint {
+        let held = held_for_newer(&row, &self.shared.app_version, wall_ms());
+        let mut checkpoint = row.checkpoint;
+        if let Some(held) = held {
+            checkpoint.reason = Some(match checkpoint.reason {
+                Some(reason) => format!("{held}; {reason}"),
+                None => held,
+            });
+        }
+        checkpoint
+    }
+
+    /// A workflow's complete recorded history, as a document for [`crate::Replayer`].
+    pub async fn export(&self, id: &str) -> Result<History> {
+        crate::journal::export(self.shared.journal.as_ref(), id).await
     }
 
     /// The outcome of a finished workflow, or None while it is still active.
@@ -550,6 +597,7 @@ fn claim_request(shared: &Shared, leaving: usize) -> Option<ClaimRequest> {
     let wall_now = wall_ms();
     Some(ClaimRequest {
         owner: shared.config.owner.clone(),
+        app_version: shared.app_version.clone(),
         types: shared.types.clone(),
         limit: limit as i64,
         clock_now: shared.clock.now_ms(),
@@ -676,9 +724,9 @@ async fn run_workflow(
         return;
     }
     match halted {
-        None | Some(Halt::Evicted) => {}
+        None | Some(Halt::Evicted) | Some(Halt::ReplayEnded) => {}
         Some(Halt::LeaseLost) => tracing::warn!("lease lost to another engine; stopped without writing"),
-        Some(Halt::NonDeterministic(reason)) => ctx.mark_non_deterministic(reason).await,
+        Some(Halt::NonDeterministic(divergence)) => ctx.mark_non_deterministic(divergence.to_string()).await,
         Some(Halt::Journal(error)) => {
             tracing::warn!(%error, "journal write failed; releasing the workflow to run again");
             if let Err(e) = shared.journal.release(&shared.config.owner, Some(&id)).await {
@@ -688,6 +736,19 @@ async fn run_workflow(
     }
     forget_resident(&shared, &id, epoch);
     shared.wake.notify_one();
+}
+
+/// Why an active workflow waits for an engine newer than `this` one: a newer version started or
+/// ran it, and no live lease holds it.
+fn held_for_newer(row: &WorkflowRow, this: &AppVersion, wall_now: i64) -> Option<String> {
+    let checkpoint = &row.checkpoint;
+    let leased = checkpoint.owner.is_some() && row.lease_expires_at.is_some_and(|until| until >= wall_now);
+    if checkpoint.state.is_finished() || leased {
+        return None;
+    }
+    let newest = AppVersion::parse(checkpoint.max_app_version.as_deref()?).ok()?;
+    (newest.number() > this.number())
+        .then(|| format!("held for an engine of version ≥ {newest} (this replica runs {this})"))
 }
 
 async fn lease_loop(shared: Arc<Shared>) {

@@ -36,6 +36,12 @@ pub enum Error {
     Unsuccessful { id: String, state: State, reason: String },
     #[error("the engine is shutting down")]
     ShuttingDown,
+    #[error(
+        "invalid application version {0:?}: expected MAJOR.MINOR.PATCH (minor and patch below 1000), optionally with a -pre-release or +build suffix"
+    )]
+    BadAppVersion(String),
+    #[error("a replay has no journal: {0} is not available while replaying a recorded history")]
+    Replaying(&'static str),
     #[error("cannot register the engine's metrics (is another engine using this registry?): {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -9,6 +9,23 @@
 //! checkpoint; [`Engine::changes`] names the workflows whose checkpoint changed, on PostgreSQL
 //! whichever engine changed them.
 //!
+//! Workflows outlive binaries. A change to the sequence of a workflow's durable operations goes
+//! behind a patch: `if ctx.patched("change-id").await? { new path } else { old path }`
+//! ([`Ctx::patched`]). A run executing live records a marker there and takes the new path; a run
+//! replaying a history that passed that point without the marker takes the old one. Once no run on
+//! the old path remains, delete the old path and keep `ctx.deprecate_patch("change-id")` in place
+//! of the test ([`Ctx::deprecate_patch`]); once no history holds the marker, delete that call too.
+//! A replay suite proves each step: export histories ([`Engine::export`]) and replay them on the
+//! new code with a [`Replayer`], which executes nothing and names the first operation where code
+//! and history part.
+//!
+//! Each engine runs at an application version ([`EngineConfig::app_version`], `MAJOR.MINOR.PATCH`).
+//! A workflow records the version that started it and the highest that ran it, and an engine
+//! claims only workflows that no newer version started or ran: in a rolling update, new replicas
+//! take over what old ones started (patches keep that safe), and old replicas never pick up a
+//! history that newer code wrote. [`Engine::checkpoint`] says when a workflow is held for a newer
+//! engine.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use cellplane_workflows::{Ctx, Engine, WfError, Workflow};
@@ -45,13 +62,17 @@ mod engine;
 mod error;
 pub mod journal;
 mod metrics;
+mod replay;
 mod types;
+mod version;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use context::{Ctx, Step};
 pub use engine::{Engine, EngineBuilder, EngineConfig, Workflow};
 pub use error::{Error, Result, StepError, WfError};
 pub use metrics::Metrics;
+pub use replay::{History, ReplayError, Replayer, RunHistory};
 pub use types::{
     Checkpoint, Event, IdReuse, IdempotencyKey, Op, Outcome, Record, RetryPolicy, Started, State, UnknownState,
 };
+pub use version::AppVersion;

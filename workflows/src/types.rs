@@ -107,6 +107,14 @@ pub struct Checkpoint {
     /// What the workflow last published with `Ctx::publish` (None until it does): replaced by each
     /// publish, kept across continue-as-new and after the workflow ends.
     pub published: Option<Value>,
+    /// The application version of the engine that started the workflow (None for workflows
+    /// started before engines recorded versions).
+    #[serde(default)]
+    pub app_version: Option<String>,
+    /// The highest application version that started or ran the workflow: engines of older
+    /// versions never claim it (see [`crate::EngineConfig::app_version`]).
+    #[serde(default)]
+    pub max_app_version: Option<String>,
 }
 
 /// The output or error of a finished workflow.
@@ -218,7 +226,26 @@ impl Record {
     pub fn is_final(&self) -> bool {
         !matches!(self, Record::StepRetry { .. } | Record::TimerStarted { .. } | Record::SignalWait { .. })
     }
+
+    /// The change id of a patch marker (see [`crate::Ctx::patched`]).
+    pub fn patch_change(&self) -> Option<&str> {
+        match self {
+            Record::Marker { value } => value.get(PATCH_KEY).and_then(Value::as_str),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn patch(change: &str) -> Record {
+        let value = serde_json::Map::from_iter([(PATCH_KEY.to_string(), Value::from(change))]);
+        Record::Marker { value: Value::Object(value) }
+    }
 }
+
+/// The key of a patch marker's value, `{"patch": "change-id"}`: no other marker records an object.
+const PATCH_KEY: &str = "patch";
+
+/// Patch markers are named `patch:CHANGE-ID`, apart from the `now`, `random` and `uuid` markers.
+pub(crate) const PATCH_PREFIX: &str = "patch:";
 
 /// How a step is retried. Attempt counts and next-attempt times are journaled.
 #[derive(Clone, Debug, PartialEq)]

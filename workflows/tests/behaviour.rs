@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use cellplane_workflows::journal::{ClaimRequest, Commit, MAX_ID_BYTES, RowUpdate};
 use cellplane_workflows::{
-    Checkpoint, Ctx, Engine, EngineConfig, Error, Event, IdReuse, Op, Record, RetryPolicy, Started, State, StepError,
-    TestClock, WfError, Workflow,
+    AppVersion, Checkpoint, Ctx, Engine, EngineConfig, Error, Event, IdReuse, Op, Record, RetryPolicy, Started, State,
+    StepError, TestClock, WfError, Workflow,
 };
 use common::*;
 use serde_json::json;
@@ -798,6 +798,7 @@ async fn writes_of_an_owner_whose_lease_was_taken_over_are_refused(postgres: boo
     let now = cellplane_workflows::clock::wall_ms();
     let claim = |owner: &str, wall_now: i64| ClaimRequest {
         owner: owner.into(),
+        app_version: AppVersion::default(),
         types: vec![(WaitsForGo::NAME.into(), 1)],
         limit: 10,
         clock_now: now,
@@ -865,6 +866,7 @@ fn appended_step(owner: &str, epoch: i64, seq: i64, now: i64) -> Commit {
 fn claim_of(owner: &str, now: i64) -> ClaimRequest {
     ClaimRequest {
         owner: owner.into(),
+        app_version: AppVersion::default(),
         types: vec![(WaitsForGo::NAME.into(), 1)],
         limit: 10,
         clock_now: now,

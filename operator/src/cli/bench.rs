@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cellplane_workflows::journal::{ClaimRequest, Commit, Journal, NewWorkflow, RowUpdate};
 use cellplane_workflows::{
-    Ctx, Engine, EngineConfig, Event, IdReuse, Op, Record, Started, State, StepError, WfError, Workflow,
+    AppVersion, Ctx, Engine, EngineConfig, Event, IdReuse, Op, Record, Started, State, StepError, WfError, Workflow,
 };
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -281,6 +281,7 @@ async fn strand_mid_flight(
                 version: Stranded::VERSION,
                 input: json!(2),
                 parent: None,
+                app_version: AppVersion::default(),
             })
             .collect();
         journal.create(&new, IdReuse::ReturnExisting, now).await?;
@@ -289,6 +290,7 @@ async fn strand_mid_flight(
         let claimed = journal
             .claim(&ClaimRequest {
                 owner: dead.clone(),
+                app_version: AppVersion::default(),
                 types: vec![(Stranded::NAME.into(), Stranded::VERSION)],
                 limit: chunk.len() as i64,
                 clock_now: now,

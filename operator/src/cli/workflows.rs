@@ -1,4 +1,4 @@
-//! `cellplane workflows ...`: list, show, signal, cancel and retry workflows in a journal.
+//! `cellplane workflows ...`: list, show, export, signal, cancel and retry workflows in a journal.
 
 use std::fmt::Write as _;
 
@@ -24,6 +24,13 @@ pub enum WorkflowsCommand {
     /// Show one workflow: its checkpoint and its history (steps, attempts, durations, errors,
     /// signals, timers).
     Show {
+        #[command(flatten)]
+        journal: JournalArgs,
+        id: String,
+    },
+    /// Print a workflow's complete recorded history (each run's input and records) as JSON, for a
+    /// replay suite (`cellplane_workflows::Replayer`).
+    Export {
         #[command(flatten)]
         journal: JournalArgs,
         id: String,
@@ -67,6 +74,7 @@ pub async fn run(command: WorkflowsCommand) -> Result<(), String> {
             print!("{}", show(&row, &history));
             Ok(())
         }
+        WorkflowsCommand::Export { journal, id } => export(&journal, &id).await,
         WorkflowsCommand::Signal { journal, id, name, json } => {
             let payload: serde_json::Value =
                 serde_json::from_str(&json).map_err(|e| format!("the payload is not valid JSON ({e}): {json}"))?;
@@ -91,6 +99,14 @@ pub async fn run(command: WorkflowsCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+async fn export(journal: &JournalArgs, id: &str) -> Result<(), String> {
+    let journal = open_journal(journal, false).await?;
+    let history = cellplane_workflows::journal::export(journal.as_ref(), id).await.map_err(|e| explain(e, id))?;
+    let document = serde_json::to_string_pretty(&history).map_err(|e| e.to_string())?;
+    println!("{document}");
+    Ok(())
 }
 
 fn unknown(id: &str) -> String {
@@ -200,7 +216,10 @@ fn describe(record: &Record) -> String {
         Record::SignalReceived { payload } => format!("received {}", truncate(&payload.to_string())),
         Record::SignalTimedOut => "timed out".into(),
         Record::ChildStarted { workflow } => format!("started child ({workflow})"),
-        Record::Marker { value } => format!("recorded {value}"),
+        Record::Marker { value } => match record.patch_change() {
+            Some(change) => format!("patch {change:?}"),
+            None => format!("recorded {value}"),
+        },
         Record::Cancelled => "cancelled here".into(),
         Record::Completed { output } => format!("completed: {}", truncate(&output.to_string())),
         Record::Failed { reason } => format!("failed: {reason}"),
@@ -262,5 +281,13 @@ mod tests {
         let error = cellplane_workflows::StepError::transient("throttled");
         let retry = Record::StepRetry { attempt: 2, error, next_at: 0, duration_ms: 12 };
         assert_eq!(describe(&retry), "attempt 2 failed after 12 ms (throttled); retry at 1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn patch_markers_name_their_change_and_other_markers_their_value() {
+        let patch = Record::Marker { value: serde_json::json!({ "patch": "dns-before-certs" }) };
+        assert_eq!(describe(&patch), "patch \"dns-before-certs\"");
+        let uuid = Record::Marker { value: serde_json::json!("0b8f") };
+        assert_eq!(describe(&uuid), "recorded \"0b8f\"");
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 pub use postgres::PgJournal;
 pub use sqlite::SqliteJournal;
 
-use crate::{Event, IdReuse, Result, State};
+use crate::{AppVersion, Event, History, IdReuse, Result, RunHistory, State};
 
 /// Where a workflow nobody waits on time for sorts: `wake_at` of a signal wait without timeout.
 pub const NEVER: i64 = i64::MAX;
@@ -58,6 +58,8 @@ pub struct NewWorkflow {
     pub version: i32,
     pub input: Value,
     pub parent: Option<String>,
+    /// The version of the application that starts it.
+    pub app_version: AppVersion,
 }
 
 /// A workflow a worker claimed: it owns it until `lease` expires, and writes with `epoch`.
@@ -82,12 +84,19 @@ pub struct Claimed {
     pub plain: bool,
     /// The workflow's published state as stored when claimed.
     pub published: Option<Value>,
+    /// The application version that started the workflow, and the highest that ran it
+    /// (this claim's included).
+    pub app_version: Option<String>,
+    pub max_app_version: Option<String>,
 }
 
 /// Which workflows a worker may claim and until when.
 #[derive(Clone, Debug)]
 pub struct ClaimRequest {
     pub owner: String,
+    /// The claimer's application version: workflows that a newer one started or ran are left
+    /// alone, and each claimed workflow records it as the highest that ran it if it is.
+    pub app_version: AppVersion,
     pub types: Vec<(String, i32)>,
     pub limit: i64,
     /// Workflow clock: timers due at or before this are runnable.
@@ -224,6 +233,16 @@ pub struct WorkflowRow {
     pub epoch: i64,
     pub takeovers: i32,
     pub cancel_requested: bool,
+    /// When the owner's lease runs out (wall clock, epoch ms); None when nobody holds one.
+    pub lease_expires_at: Option<i64>,
+}
+
+/// The input a run of a workflow started with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunInput {
+    pub run: i64,
+    pub input: Value,
+    pub started_at: i64,
 }
 
 #[async_trait]
@@ -265,6 +284,9 @@ pub trait Journal: Send + Sync + 'static {
     async fn list(&self, state: Option<State>, limit: i64) -> Result<Vec<WorkflowRow>>;
     /// All records of every run of a workflow, ordered.
     async fn history(&self, id: &str) -> Result<Vec<Event>>;
+    /// The recorded input of each run of a workflow, by run. Runs that began before journals
+    /// recorded inputs are missing, except the one that was current then.
+    async fn runs(&self, id: &str) -> Result<Vec<RunInput>>;
     /// Resolves when another process may have made work runnable (best effort; the engine also
     /// polls). The default never resolves.
     async fn wait_for_wakeup(&self) {
@@ -276,6 +298,32 @@ pub trait Journal: Send + Sync + 'static {
     /// completed steps' appends. A receiver that falls behind gets `RecvError::Lagged` and
     /// should then re-read everything it follows.
     fn changes(&self) -> broadcast::Receiver<String>;
+}
+
+/// A workflow's complete recorded history: each run with its input and its records.
+pub async fn export(journal: &dyn Journal, id: &str) -> Result<History> {
+    let row = journal.get(id).await?.ok_or_else(|| crate::Error::NotFound(id.to_string()))?;
+    let mut runs: std::collections::BTreeMap<i64, RunHistory> = journal
+        .runs(id)
+        .await?
+        .into_iter()
+        .map(|r| (r.run, RunHistory { run: r.run, input: Some(r.input), events: Vec::new() }))
+        .collect();
+    for event in journal.history(id).await? {
+        let run =
+            runs.entry(event.run).or_insert_with(|| RunHistory { run: event.run, input: None, events: Vec::new() });
+        run.events.push(event);
+    }
+    let checkpoint = row.checkpoint;
+    Ok(History {
+        format: History::FORMAT,
+        id: checkpoint.id,
+        workflow: checkpoint.workflow,
+        version: checkpoint.version,
+        app_version: checkpoint.app_version,
+        max_app_version: checkpoint.max_app_version,
+        runs: runs.into_values().collect(),
+    })
 }
 
 /// Where a journal announces the ids of workflows it changed.
@@ -364,6 +412,9 @@ struct RawRow {
     created_at: i64,
     updated_at: i64,
     published: Option<String>,
+    lease_expires_at: Option<i64>,
+    app_version: Option<String>,
+    max_app_version: Option<String>,
 }
 
 impl TryFrom<RawRow> for WorkflowRow {
@@ -390,13 +441,30 @@ impl TryFrom<RawRow> for WorkflowRow {
                 created_at: raw.created_at,
                 updated_at: raw.updated_at,
                 published: parse_json(raw.published.as_deref())?,
+                app_version: raw.app_version,
+                max_app_version: raw.max_app_version,
             },
             input: serde_json::from_str(&raw.input)?,
             output: parse_json(raw.output.as_deref())?,
             epoch: raw.epoch,
             takeovers: raw.takeovers,
             cancel_requested: raw.cancel_requested,
+            lease_expires_at: raw.lease_expires_at,
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RawRunInput {
+    run: i64,
+    input: String,
+    started_at: i64,
+}
+
+impl TryFrom<RawRunInput> for RunInput {
+    type Error = crate::Error;
+    fn try_from(raw: RawRunInput) -> Result<Self> {
+        Ok(RunInput { run: raw.run, input: serde_json::from_str(&raw.input)?, started_at: raw.started_at })
     }
 }
 
@@ -457,6 +525,8 @@ struct RawClaim {
     has_history: bool,
     plain: bool,
     published: Option<String>,
+    app_version: Option<String>,
+    max_app_version: Option<String>,
 }
 
 impl TryFrom<RawClaim> for Claimed {
@@ -477,6 +547,8 @@ impl TryFrom<RawClaim> for Claimed {
             has_history: raw.has_history,
             plain: raw.plain,
             published: parse_json(raw.published.as_deref())?,
+            app_version: raw.app_version,
+            max_app_version: raw.max_app_version,
         })
     }
 }

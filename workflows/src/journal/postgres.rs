@@ -29,7 +29,8 @@ const ROW_SELECT: &str = "SELECT w.id, w.name, w.version, w.run, w.state, w.reas
     w.output::text AS output, w.parent_id, COALESCE(l.name, w.step_name) AS step_name, \
     COALESCE(l.seq, w.step_seq) AS step_seq, COALESCE((l.payload->>'attempts')::int, w.attempt) AS attempt, \
     w.last_error, w.wake_at, w.lease_owner, w.epoch, w.takeovers, w.cancel_requested, w.created_at, \
-    GREATEST(w.updated_at, l.at) AS updated_at, w.published::text AS published \
+    GREATEST(w.updated_at, l.at) AS updated_at, w.published::text AS published, w.lease_expires_at, \
+    w.app_version, w.max_app_version \
     FROM workflows w LEFT JOIN LATERAL ( \
         SELECT e.seq, e.name, e.payload, e.at FROM events e \
         WHERE w.state = 'Running' AND e.workflow_id = w.id AND e.run = w.run \
@@ -390,12 +391,19 @@ impl Journal for PgJournal {
         let versions: Vec<i32> = workflows.iter().map(|w| w.version).collect();
         let inputs: Vec<String> = workflows.iter().map(|w| w.input.to_string()).collect();
         let parents: Vec<Option<&str>> = workflows.iter().map(|w| w.parent.as_deref()).collect();
+        let app_versions: Vec<&str> = workflows.iter().map(|w| w.app_version.as_str()).collect();
+        let app_numbers: Vec<i64> = workflows.iter().map(|w| w.app_version.number()).collect();
         let mut tx = self.pool.begin().await?;
         let created: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO workflows (id, name, version, state, input, parent_id, created_at, updated_at) \
-             SELECT i, n, v, 'Pending', p::jsonb, par, $6, $6 \
-             FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[]) AS t(i, n, v, p, par) \
-             ON CONFLICT (id) DO NOTHING RETURNING id",
+            "WITH c AS ( \
+                INSERT INTO workflows (id, name, version, state, input, parent_id, created_at, updated_at, \
+                    app_version, max_app_version, max_app_version_num) \
+                SELECT i, n, v, 'Pending', p::jsonb, par, $6, $6, av, av, avn \
+                FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $7::text[], $8::bigint[]) \
+                    AS t(i, n, v, p, par, av, avn) \
+                ON CONFLICT (id) DO NOTHING RETURNING id, run, input \
+             ), r AS (INSERT INTO runs (workflow_id, run, input, started_at) SELECT id, run, input, $6 FROM c) \
+             SELECT id FROM c",
         )
         .bind(&ids)
         .bind(&names)
@@ -403,6 +411,8 @@ impl Journal for PgJournal {
         .bind(&inputs)
         .bind(&parents)
         .bind(now)
+        .bind(&app_versions)
+        .bind(&app_numbers)
         .fetch_all(&mut *tx)
         .await?;
         let restartable: Vec<&str> = reuse.restartable().iter().map(|s| s.as_str()).collect();
@@ -410,17 +420,25 @@ impl Journal for PgJournal {
             Vec::new()
         } else {
             sqlx::query_scalar(
-                "UPDATE workflows w SET run = w.run + 1, state = 'Pending', reason = NULL, input = t.p::jsonb, \
-                 output = NULL, step_name = NULL, step_seq = NULL, attempt = 0, last_error = NULL, wake_at = 0, \
-                 cancel_requested = FALSE, updated_at = $4 \
-                 FROM unnest($1::text[], $2::text[]) AS t(i, p) \
-                 WHERE w.id = t.i AND w.state = ANY($3) AND w.lease_owner IS NULL AND t.i <> ALL($5) RETURNING w.id",
+                "WITH u AS ( \
+                    UPDATE workflows w SET run = w.run + 1, state = 'Pending', reason = NULL, input = t.p::jsonb, \
+                    output = NULL, step_name = NULL, step_seq = NULL, attempt = 0, last_error = NULL, wake_at = 0, \
+                    cancel_requested = FALSE, updated_at = $4, app_version = t.av, \
+                    max_app_version = CASE WHEN t.avn > w.max_app_version_num THEN t.av ELSE w.max_app_version END, \
+                    max_app_version_num = GREATEST(w.max_app_version_num, t.avn) \
+                    FROM unnest($1::text[], $2::text[], $6::text[], $7::bigint[]) AS t(i, p, av, avn) \
+                    WHERE w.id = t.i AND w.state = ANY($3) AND w.lease_owner IS NULL AND t.i <> ALL($5) \
+                    RETURNING w.id, w.run, w.input \
+                 ), r AS (INSERT INTO runs (workflow_id, run, input, started_at) SELECT id, run, input, $4 FROM u) \
+                 SELECT id FROM u",
             )
             .bind(&ids)
             .bind(&inputs)
             .bind(&restartable)
             .bind(now)
             .bind(&created)
+            .bind(&app_versions)
+            .bind(&app_numbers)
             .fetch_all(&mut *tx)
             .await?
         };
@@ -453,6 +471,8 @@ impl Journal for PgJournal {
             .bind(req.wall_now)
             .bind(req.limit)
             .bind(req.lease_until)
+            .bind(req.app_version.number())
+            .bind(req.app_version.as_str())
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(Claimed::try_from).collect()
@@ -473,7 +493,9 @@ impl Journal for PgJournal {
             .bind(claim.clock_now)
             .bind(claim.wall_now)
             .bind(claim.limit)
-            .bind(claim.lease_until);
+            .bind(claim.lease_until)
+            .bind(claim.app_version.number())
+            .bind(claim.app_version.as_str());
         let rows: Vec<CommitClaimRow> = on_commit_conn!(self, query, fetch_all);
         let applied = vec![rows.first().is_some_and(|r| r.applied)];
         self.feed.announce_applied(batch, &applied);
@@ -644,6 +666,16 @@ impl Journal for PgJournal {
         rows.into_iter().map(|r| r.parse().map(|(_, e)| e)).collect()
     }
 
+    async fn runs(&self, id: &str) -> Result<Vec<RunInput>> {
+        let rows: Vec<RawRunInput> = sqlx::query_as(
+            "SELECT run, input::text AS input, started_at FROM runs WHERE workflow_id = $1 ORDER BY run",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(RunInput::try_from).collect()
+    }
+
     async fn wait_for_wakeup(&self) {
         self.wakeups.notified().await
     }
@@ -766,9 +798,9 @@ impl Listener {
     }
 }
 
-/// A commit that fits the single-commit statements: at most one event, no signals.
+/// A commit that fits the single-commit statements: at most one event, no signals, no new run.
 fn is_simple(c: &Commit) -> bool {
-    c.events.len() <= 1 && c.consume_signal.is_none() && c.send_signals.is_empty()
+    c.events.len() <= 1 && c.consume_signal.is_none() && c.send_signals.is_empty() && c.row.next_run_input.is_none()
 }
 
 /// A row of the commit-and-claim statement: whether the commit applied, and one claimed
@@ -790,6 +822,8 @@ struct CommitClaimRow {
     has_history: Option<bool>,
     plain: Option<bool>,
     published: Option<String>,
+    app_version: Option<String>,
+    max_app_version: Option<String>,
 }
 
 impl CommitClaimRow {
@@ -809,6 +843,8 @@ impl CommitClaimRow {
             has_history: self.has_history?,
             plain: self.plain?,
             published: self.published,
+            app_version: self.app_version,
+            max_app_version: self.max_app_version,
         };
         Some(Claimed::try_from(raw))
     }
@@ -926,9 +962,10 @@ const APPEND_SQL: &str = "INSERT INTO events (workflow_id, run, seq, idx, kind, 
     RETURNING workflow_id";
 
 /// The claim as CTEs ending in `claimed`, with its parameters numbered from `p`: owner, types,
-/// workflow clock, wall clock, limit, lease end. `exclude` filters out ids (SQL).
+/// workflow clock, wall clock, limit, lease end, the claimer's application version as a number
+/// and as text. `exclude` filters out ids (SQL).
 fn claim_ctes(p: usize, exclude: &str) -> String {
-    let [owner, types, clock, wall, limit, until] = std::array::from_fn(|i| format!("${}", p + i));
+    let [owner, types, clock, wall, limit, until, app, app_text] = std::array::from_fn(|i| format!("${}", p + i));
     // Two index scans rather than one OR: workflows that wait (timers, signals) must not cost a
     // claim anything, however many there are. Expired leases are filtered on the finished states
     // (`<> ALL`, which no index serves): with `IN` active states, generic plans on young tables
@@ -937,23 +974,26 @@ fn claim_ctes(p: usize, exclude: &str) -> String {
         "ready AS ( \
             SELECT id FROM workflows \
             WHERE lease_owner IS NULL AND state IN {ACTIVE} AND wake_at <= {clock} \
-              AND (name || '@' || version) = ANY({types}) {exclude} \
+              AND (name || '@' || version) = ANY({types}) AND max_app_version_num <= {app}::bigint {exclude} \
             ORDER BY wake_at LIMIT {limit} FOR UPDATE SKIP LOCKED), \
          expired AS ( \
             SELECT id FROM workflows \
             WHERE lease_owner IS NOT NULL AND lease_expires_at < {wall} AND state <> ALL ({FINISHED}) \
-              AND (name || '@' || version) = ANY({types}) {exclude} \
+              AND (name || '@' || version) = ANY({types}) AND max_app_version_num <= {app}::bigint {exclude} \
             ORDER BY lease_expires_at LIMIT {limit} FOR UPDATE SKIP LOCKED), \
          c AS (SELECT id FROM ready UNION SELECT id FROM expired LIMIT {limit}), \
          claimed AS ( \
             UPDATE workflows k SET previous_owner = k.lease_owner, \
                 takeovers = k.takeovers + (k.lease_owner IS NOT NULL)::int, \
-                lease_owner = {owner}, lease_expires_at = {until}, epoch = k.epoch + 1, {START_RUN} \
+                lease_owner = {owner}, lease_expires_at = {until}, epoch = k.epoch + 1, {START_RUN}, \
+                max_app_version = CASE WHEN k.max_app_version_num < {app}::bigint THEN {app_text}::text \
+                    ELSE k.max_app_version END, \
+                max_app_version_num = GREATEST(k.max_app_version_num, {app}::bigint) \
             FROM c WHERE k.id = c.id \
             RETURNING k.id, k.name, k.version, k.run, k.state, k.input::text AS input, k.parent_id, k.epoch, \
                 k.cancel_requested, k.previous_owner AS taken_from, k.created_at, \
                 EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = k.id AND e.run = k.run) AS has_history, \
-                {CLAIMED_PLAIN} AS plain, k.published::text AS published)"
+                {CLAIMED_PLAIN} AS plain, k.published::text AS published, k.app_version, k.max_app_version)"
     )
 }
 
@@ -970,8 +1010,8 @@ static COMMIT_ONE_CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// One statement for a whole batch: update each workflow whose fence holds, then append the
-/// events and consume the signals of exactly those workflows, and send the change notifications
-/// ($32) if any applied.
+/// events, consume the signals and record the new runs' inputs of exactly those workflows, and
+/// send the change notifications ($32) if any applied.
 const COMMIT_SQL: &str = "WITH r AS ( \
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], \
         $8::int[], $9::text[], $10::bigint[], $11::bool[], $12::bigint[], $13::text[], $14::text[], $15::bigint[], \
@@ -988,7 +1028,10 @@ const COMMIT_SQL: &str = "WITH r AS ( \
         run = w.run + CASE WHEN r.next_input IS NULL THEN 0 ELSE 1 END, updated_at = r.now, \
         published = COALESCE(r.published::jsonb, w.published) \
     FROM r WHERE w.id = r.id AND w.epoch = r.epoch AND w.lease_owner = r.owner \
-    RETURNING w.id, r.owner, r.epoch \
+    RETURNING w.id, r.owner, r.epoch, w.run, r.next_input, r.now \
+), nr AS ( \
+    INSERT INTO runs (workflow_id, run, input, started_at) \
+    SELECT id, run, next_input::jsonb, now FROM w WHERE next_input IS NOT NULL \
 ), e AS ( \
     INSERT INTO events (workflow_id, run, seq, idx, kind, name, payload, epoch, owner, at) \
     SELECT e.i, e.run, e.seq, e.idx, e.kind, e.name, e.payload::jsonb, e.epoch, e.owner, e.at \

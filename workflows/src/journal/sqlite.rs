@@ -14,7 +14,8 @@ use super::*;
 use crate::{Error, Started};
 
 const ROW_COLUMNS: &str = "id, name, version, run, state, reason, input, output, parent_id, step_name, step_seq, \
-    attempt, last_error, wake_at, lease_owner, epoch, takeovers, cancel_requested, created_at, updated_at, published";
+    attempt, last_error, wake_at, lease_owner, epoch, takeovers, cancel_requested, created_at, updated_at, published, \
+    lease_expires_at, app_version, max_app_version";
 
 const ACTIVE: &str = "('Pending', 'Running', 'Sleeping', 'WaitingSignal')";
 
@@ -64,6 +65,18 @@ impl SqliteJournal {
         Ok(())
     }
 
+    /// Records the input of the workflow's current run, which has just begun.
+    async fn record_run(tx: &mut Transaction<'_, Sqlite>, id: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO runs (workflow_id, run, input, started_at) SELECT id, run, input, ?2 FROM workflows WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     async fn state_of(&self, id: &str) -> Result<State> {
         let state: Option<String> =
             sqlx::query_scalar("SELECT state FROM workflows WHERE id = ?1").bind(id).fetch_optional(&self.pool).await?;
@@ -73,24 +86,28 @@ impl SqliteJournal {
     async fn claim_with(conn: &mut sqlx::SqliteConnection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
         let rows: Vec<RawClaim> = sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE workflows SET previous_owner = lease_owner, takeovers = takeovers + (lease_owner IS NOT NULL), \
-                lease_owner = ?1, lease_expires_at = ?6, epoch = epoch + 1, {START_RUN} \
+                lease_owner = ?1, lease_expires_at = ?6, epoch = epoch + 1, {START_RUN}, \
+                max_app_version = CASE WHEN max_app_version_num < ?7 THEN ?8 ELSE max_app_version END, \
+                max_app_version_num = MAX(max_app_version_num, ?7) \
              WHERE id IN ( \
                 SELECT id FROM ( \
                     SELECT id FROM workflows \
                     WHERE lease_owner IS NULL AND state IN {ACTIVE} AND wake_at <= ?3 \
                       AND (name || '@' || version) IN (SELECT value FROM json_each(?2)) \
+                      AND max_app_version_num <= ?7 \
                     ORDER BY wake_at LIMIT ?5) \
                 UNION \
                 SELECT id FROM ( \
                     SELECT id FROM workflows \
                     WHERE lease_owner IS NOT NULL AND lease_expires_at < ?4 AND state IN {ACTIVE} \
                       AND (name || '@' || version) IN (SELECT value FROM json_each(?2)) \
+                      AND max_app_version_num <= ?7 \
                     ORDER BY lease_expires_at LIMIT ?5) \
                 LIMIT ?5) \
              RETURNING id, name, version, run, state, input, parent_id, epoch, cancel_requested, \
                 previous_owner AS taken_from, created_at, \
                 EXISTS (SELECT 1 FROM events e WHERE e.workflow_id = workflows.id AND e.run = workflows.run) AS has_history, \
-                {CLAIMED_PLAIN} AS plain, published"
+                {CLAIMED_PLAIN} AS plain, published, app_version, max_app_version"
         )))
         .bind(&req.owner)
         .bind(serde_json::to_string(&type_keys(&req.types))?)
@@ -98,6 +115,8 @@ impl SqliteJournal {
         .bind(req.wall_now)
         .bind(req.limit)
         .bind(req.lease_until)
+        .bind(req.app_version.number())
+        .bind(req.app_version.as_str())
         .fetch_all(&mut *conn)
         .await?;
         rows.into_iter().map(Claimed::try_from).collect()
@@ -134,6 +153,9 @@ impl SqliteJournal {
         .await?;
         if updated.rows_affected() == 0 {
             return Ok(false);
+        }
+        if r.next_run_input.is_some() {
+            Self::record_run(tx, &c.id, c.wall_now).await?;
         }
         for e in &c.events {
             sqlx::query(
@@ -177,8 +199,9 @@ impl Journal for SqliteJournal {
         let mut outcomes = Vec::with_capacity(workflows.len());
         for w in workflows {
             let inserted = sqlx::query(
-                "INSERT INTO workflows (id, name, version, state, input, parent_id, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?6, ?6) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO workflows (id, name, version, state, input, parent_id, created_at, updated_at, \
+                    app_version, max_app_version, max_app_version_num) \
+                 VALUES (?1, ?2, ?3, 'Pending', ?4, ?5, ?6, ?6, ?7, ?7, ?8) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&w.id)
             .bind(&w.name)
@@ -186,25 +209,33 @@ impl Journal for SqliteJournal {
             .bind(w.input.to_string())
             .bind(&w.parent)
             .bind(now)
+            .bind(w.app_version.as_str())
+            .bind(w.app_version.number())
             .execute(&mut *tx)
             .await?;
             if inserted.rows_affected() == 1 {
+                Self::record_run(&mut tx, &w.id, now).await?;
                 outcomes.push(Started::Created);
                 continue;
             }
             let restarted = sqlx::query(
                 "UPDATE workflows SET run = run + 1, state = 'Pending', reason = NULL, input = ?2, output = NULL, \
                  step_name = NULL, step_seq = NULL, attempt = 0, last_error = NULL, wake_at = 0, \
-                 cancel_requested = 0, updated_at = ?3 \
+                 cancel_requested = 0, updated_at = ?3, app_version = ?5, \
+                 max_app_version = CASE WHEN ?6 > max_app_version_num THEN ?5 ELSE max_app_version END, \
+                 max_app_version_num = MAX(max_app_version_num, ?6) \
                  WHERE id = ?1 AND lease_owner IS NULL AND state IN (SELECT value FROM json_each(?4))",
             )
             .bind(&w.id)
             .bind(w.input.to_string())
             .bind(now)
             .bind(&restartable)
+            .bind(w.app_version.as_str())
+            .bind(w.app_version.number())
             .execute(&mut *tx)
             .await?;
             if restarted.rows_affected() == 1 {
+                Self::record_run(&mut tx, &w.id, now).await?;
                 outcomes.push(Started::Restarted);
                 continue;
             }
@@ -393,6 +424,15 @@ impl Journal for SqliteJournal {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(|r| r.parse().map(|(_, e)| e)).collect()
+    }
+
+    async fn runs(&self, id: &str) -> Result<Vec<RunInput>> {
+        let rows: Vec<RawRunInput> =
+            sqlx::query_as("SELECT run, input, started_at FROM runs WHERE workflow_id = ?1 ORDER BY run")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(RunInput::try_from).collect()
     }
 
     fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod provision;
 
 use std::future::Future;
 use std::sync::Arc;
