@@ -13,3 +13,7 @@ pub mod http;
 pub mod kube_error;
 pub mod operator;
 pub mod testing;
+
+/// This release of cellplane: recorded with every workflow it starts or runs, so that an older
+/// replica never takes over what a newer one has run (see the README's "Upgrading cellplane").
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -61,10 +61,15 @@ pub struct OperatorOptions {
     pub prometheus: Option<String>,
 }
 
+/// The engine's defaults, running as this release of cellplane.
+pub fn engine_config() -> EngineConfig {
+    EngineConfig { app_version: crate::VERSION.into(), ..EngineConfig::default() }
+}
+
 impl Default for OperatorOptions {
     fn default() -> Self {
         OperatorOptions {
-            engine: EngineConfig::default(),
+            engine: engine_config(),
             clock: None,
             leader: None,
             registry: prometheus::Registry::new(),

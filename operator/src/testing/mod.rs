@@ -358,7 +358,7 @@ impl OperatorSetup {
             engine: EngineConfig {
                 lease: Duration::from_secs(2),
                 poll_interval: Duration::from_millis(200),
-                ..EngineConfig::default()
+                ..crate::operator::engine_config()
             },
             leader_election: false,
             prometheus: None,
