@@ -2,7 +2,7 @@
 CARGO ?= cargo
 JOURNAL ?= sqlite://$(CURDIR)/target/bench-journal.db
 
-.PHONY: build test lint fmt run bench bench-fleet e2e crds help
+.PHONY: build test lint fmt run bench bench-fleet e2e crds histories help
 
 ## build: compile the workspace
 build:
@@ -52,6 +52,16 @@ bench-fleet:
 ## e2e: the end-to-end scenarios against the cluster named by E2E_KUBECONFIG
 e2e:
 	$(CARGO) test -p cellplane-e2e -- --nocapture
+
+## histories: record this release's workflow histories from real test runs into
+##             operator/tests/histories/VERSION (the replay suite of `make test` replays them)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+HISTORY_TESTS := --test rings --test bake --test provisioning --test fleet --test rollout
+histories:
+	rm -rf operator/tests/histories/$(VERSION)
+	CELLPLANE_RECORD_HISTORIES=$(CURDIR)/operator/tests/histories/$(VERSION) scripts/with-postgres.sh \
+	  scripts/with-testcluster.sh scripts/with-browser.sh $(CARGO) test -p cellplane $(HISTORY_TESTS)
+	@ls operator/tests/histories/$(VERSION) | sed 's/-[0-9a-f]*\.json//' | sort | uniq -c
 
 ## crds: regenerate crds/ from the Rust types, and the chart's copy
 crds:

@@ -325,6 +325,26 @@ impl Ctx {
         Ok(applies)
     }
 
+    /// [`Ctx::patched`] for a change that once shipped without its marker: a history without the
+    /// marker took the new path too when the operation it recorded here is the new path's first
+    /// step, `first_step`. Runs from now on record the marker, so once no history lacks it the
+    /// call can become `patched(change)`.
+    pub async fn patched_since_step(&self, change: &str, first_step: &str) -> Result<bool, WfError> {
+        if let Some(known) = lock(&self.inner.patches).get(change) {
+            return Ok(*known);
+        }
+        let applies = self.patch_marker(change).await? || self.recorded_next(Op::Step, first_step);
+        lock(&self.inner.patches).insert(change.to_string(), applies);
+        Ok(applies)
+    }
+
+    /// Whether the history recorded an operation `op` named `name` as the next one.
+    fn recorded_next(&self, op: Op, name: &str) -> bool {
+        let seq = self.inner.next_seq.load(Ordering::SeqCst);
+        let history = lock(&self.inner.history);
+        history.get(&seq).and_then(|records| records.first()).is_some_and(|e| e.op == op && e.name == name)
+    }
+
     /// Marks where a patch was, once no run that took its old path remains and the old path is
     /// gone from the code: consumes the patch's marker when the history has it here, records it
     /// when executing live (so that histories made now still replay on code that calls
@@ -680,8 +700,10 @@ impl Ctx {
         self.show(&row);
     }
 
+    /// A cancellation to observe at this operation: never while replaying operations the history
+    /// recorded later ones after (the run went on past them), only at the live frontier.
     fn cancel_pending(&self) -> bool {
-        self.inner.cancel.is_cancelled() && !self.inner.cancel_observed.load(Ordering::SeqCst)
+        self.inner.cancel.is_cancelled() && !self.inner.cancel_observed.load(Ordering::SeqCst) && !self.is_replaying()
     }
 
     /// Records that cancellation was observed at this operation (after `records`).

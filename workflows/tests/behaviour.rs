@@ -753,6 +753,56 @@ async fn cancellation_runs_cleanup_steps(postgres: bool) {
 }
 both_journals!(cancellation_runs_cleanup_steps, cancellation_runs_cleanup_steps);
 
+/// A workflow asleep out of memory (a long sleep) and then cancelled is replayed to where it
+/// was: the cancellation is recorded at that sleep, not at an earlier sleep the replay passes,
+/// and the history replays as it ran.
+async fn a_cancellation_is_recorded_where_the_run_was(postgres: bool) {
+    struct Naps(Arc<Calls>);
+    impl Workflow for Naps {
+        const NAME: &'static str = "naps";
+        type Input = ();
+        type Output = ();
+        async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<(), WfError> {
+            ctx.sleep(Duration::from_millis(1)).await?;
+            match ctx.sleep(Duration::from_secs(86_400)).await {
+                Err(WfError::Cancelled) => {
+                    let calls = self.0.clone();
+                    ctx.step("clean-up")
+                        .run(|_| {
+                            let calls = calls.clone();
+                            async move { Ok(calls.hit("clean-up")) }
+                        })
+                        .await?;
+                    Err(WfError::Cancelled)
+                }
+                other => other,
+            }
+        }
+    }
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let calls = Arc::new(Calls::default());
+    let engine = engine(journal.clone(), "solo").register(Naps(calls.clone())).start().unwrap();
+    engine.start::<Naps>("w", &()).await.unwrap();
+    let in_an_hour = cellplane_workflows::clock::wall_ms() + 3_600_000;
+    eventually("the long sleep", || async {
+        let cp = engine.checkpoint("w").await.unwrap()?;
+        (cp.state == State::Sleeping && cp.next_attempt_at.is_some_and(|at| at > in_an_hour)).then_some(cp)
+    })
+    .await;
+    engine.cancel("w").await.unwrap();
+    assert_eq!(await_finished(&journal, "w").await.state, State::Cancelled);
+    assert_eq!(calls.get("clean-up"), 1);
+    let history = journal.history("w").await.unwrap();
+    let cancelled: Vec<i64> = history.iter().filter(|e| e.record == Record::Cancelled).map(|e| e.seq).collect();
+    assert_eq!(cancelled, [1], "cancelled at the long sleep (operation #1): {history:#?}");
+    let exported = engine.export("w").await.unwrap();
+    let code = Arc::new(Naps(Arc::new(Calls::default())));
+    cellplane_workflows::Replayer::new().unwrap().replay("naps", &exported, &code).await.unwrap();
+    engine.shutdown().await;
+}
+both_journals!(a_cancellation_is_recorded_where_the_run_was, a_cancellation_is_recorded_where_the_run_was);
+
 // ---------------------------------------------------------------------------------------------
 
 type Seen = Arc<Mutex<Vec<(String, u64, u128)>>>;

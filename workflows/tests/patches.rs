@@ -177,3 +177,31 @@ async fn a_patch_answers_the_same_throughout_a_run(postgres: bool) {
     new.shutdown().await;
 }
 both_journals!(a_patch_answers_the_same_throughout_a_run, a_patch_answers_the_same_throughout_a_run);
+
+/// A step that shipped without a patch ("b" in `PatchRemoved`) is put behind one afterwards: the
+/// histories of the code before it (no "b") and of the code that shipped it unmarked (a "b") both
+/// go on, each on its own path, and new runs record the marker.
+async fn a_change_that_shipped_without_a_patch_is_recognised_by_its_first_step(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    for (code, id) in [(Code::Original, "before-b"), (Code::PatchRemoved, "unmarked-b")] {
+        let engine = engine(journal.clone(), &format!("{code:?}")).register(Provision::new(code)).start().unwrap();
+        start_and_wait(&engine, id, 0).await;
+        engine.shutdown().await;
+    }
+    let late = engine(journal.clone(), "late").register(Provision::new(Code::PatchedLate)).start().unwrap();
+    start_and_wait(&late, "after", 0).await;
+    for id in ["before-b", "unmarked-b", "after"] {
+        late.signal(id, "go", &()).await.unwrap();
+    }
+    assert_eq!(within(late.result::<Provision>("before-b")).await.unwrap(), ["a", "c"]);
+    assert_eq!(within(late.result::<Provision>("unmarked-b")).await.unwrap(), ["a", "b", "c"]);
+    assert_eq!(within(late.result::<Provision>("after")).await.unwrap(), ["a", "b", "c"]);
+    assert_eq!(markers_of(&history(&journal, "unmarked-b").await, PATCH), []);
+    assert_eq!(markers_of(&history(&journal, "after").await, PATCH), [(1, 1)]);
+    late.shutdown().await;
+}
+both_journals!(
+    a_change_that_shipped_without_a_patch_is_recognised_by_its_first_step,
+    a_change_that_shipped_without_a_patch_is_recognised_by_its_first_step
+);

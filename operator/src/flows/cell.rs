@@ -20,6 +20,13 @@ use crate::cloud::{
     NodePoolRequest, Progress, wait_for,
 };
 
+/// The changes to this workflow's steps that histories of earlier releases do not have (see
+/// `Ctx::patched`): each name stays while a running cell may still replay such a history.
+pub mod patches {
+    /// Node pools are upgraded after the control plane (shipped unmarked in 0.1.0).
+    pub const NODE_POOL_UPGRADES: &str = "node-pool-upgrades";
+}
+
 /// Commands handled per run before the workflow continues as new (keeps replay short).
 pub const COMMANDS_PER_RUN: u32 = 50;
 
@@ -380,7 +387,15 @@ impl Entity<'_> {
             .await?;
         let upgraded = self.wait_cluster(&format!("wait-cluster-{kubernetes_version}"), request, id).await?;
         self.state.cluster = Some(upgraded);
-        self.upgrade_node_pools(kubernetes_version).await
+        // Before 0.1.0 the nodes stayed on their version, and 0.1.0 upgraded them unmarked.
+        let pools = &self.spec().cluster.node_pools;
+        let first_pool = pools.iter().find(|p| self.state.node_pools.contains_key(&p.name)).map(|p| p.name.clone());
+        let first_pool = first_pool.unwrap_or_default();
+        let first_step = format!("upgrade-node-pool-{first_pool}-{kubernetes_version}");
+        if self.ctx.patched_since_step(patches::NODE_POOL_UPGRADES, &first_step).await? {
+            self.upgrade_node_pools(kubernetes_version).await?;
+        }
+        Ok(())
     }
 
     /// Deletes one resource and waits until it is gone (`delete` is called until it says so).

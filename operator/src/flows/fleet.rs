@@ -168,6 +168,13 @@ impl Fleet {
         Arc::new(Fleet { cells, rings })
     }
 
+    /// A fleet of no cells and no rings, where nothing watches: for replaying workflow
+    /// histories, which run no step and so never ask.
+    pub fn empty() -> Arc<Fleet> {
+        let ((cells, _), (rings, _)) = (kube::runtime::reflector::store(), kube::runtime::reflector::store());
+        Arc::new(Fleet { cells, rings })
+    }
+
     /// Every Cell object.
     pub fn cell_objects(&self) -> Vec<Arc<Cell>> {
         self.cells.state()

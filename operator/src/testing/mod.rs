@@ -6,6 +6,7 @@
 //! created even when it fails.
 
 pub mod chart;
+pub mod record;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -420,8 +421,13 @@ impl TestOperator {
         *self = Self::launch(cluster, setup, self.journal.clone()).await;
     }
 
-    /// Stops gracefully; panics if the operator had stopped with an error or panicked.
+    /// Stops gracefully; panics if the operator had stopped with an error or panicked. Records
+    /// its journal's histories when asked to (see [`record`]).
     pub async fn stop(mut self) {
+        let journal = self.operator.engine().journal().clone();
+        if let Err(e) = record::record(journal.as_ref()).await {
+            panic!("recording the workflow histories: {e}");
+        }
         self.token.cancel();
         if let Some(task) = self.task.take() {
             match task.await {

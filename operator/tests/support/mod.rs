@@ -59,6 +59,11 @@ impl Fleet {
         self.operator.crash_and_restart(&self.cluster, self.setup.clone()).await;
     }
 
+    /// The operator's workflow engine.
+    pub fn engine(&self) -> &Arc<cellplane_workflows::Engine> {
+        self.operator.operator.engine()
+    }
+
     pub fn server(&self) -> &ApiServer {
         self.cluster.memory.as_ref().expect("in memory")
     }

@@ -19,6 +19,9 @@ pub enum Code {
     Deprecated,
     /// a, b, wait for "go", c: the patch is gone (or, on an old history, a step inserted unpatched).
     PatchRemoved,
+    /// a, b if `patched_since_step("add-b", "b")`, wait for "go", c: the patch added after "b"
+    /// had shipped unpatched.
+    PatchedLate,
 }
 
 /// The workflow's input is how many times it continues as new before it completes; its output
@@ -74,6 +77,11 @@ impl Workflow for Provision {
                 true
             }
             Code::PatchRemoved => true,
+            Code::PatchedLate => {
+                let patched = ctx.patched_since_step(PATCH, "b").await?;
+                self.answers.lock().unwrap().push(patched);
+                patched
+            }
         };
         if with_b {
             done.push(self.step(&ctx, "b").await?);
