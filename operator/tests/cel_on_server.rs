@@ -15,6 +15,7 @@ fn api(cluster: &TestCluster, kind: &str) -> Api<DynamicObject> {
         "Cell" => ApiResource::erase::<cellplane::api::Cell>(&()),
         "Namespace" => ApiResource::erase::<cellplane::api::Namespace>(&()),
         "DeploymentRing" => ApiResource::erase::<cellplane::api::DeploymentRing>(&()),
+        "Release" => ApiResource::erase::<cellplane::api::Release>(&()),
         other => panic!("no API for {other}"),
     };
     match kind {

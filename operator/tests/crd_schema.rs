@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{KINDS, crd, schema, walk};
+use common::{KINDS, WORKFLOW_KINDS, crd, schema, walk};
 use kube::core::cel::{ScopeContext, check_rule_scope, compile_schema};
 use serde_json::Value;
 
@@ -38,7 +38,9 @@ fn printer_columns_show_phase_ready_and_age() {
         let crd = crd(kind);
         let columns = crd.spec.versions[0].additional_printer_columns.clone().unwrap_or_default();
         let by_name = |name: &str| columns.iter().find(|c| c.name == name);
-        assert_eq!(by_name("Phase").map(|c| c.json_path.as_str()), Some(".status.phase"), "{kind}");
+        if WORKFLOW_KINDS.contains(&kind) {
+            assert_eq!(by_name("Phase").map(|c| c.json_path.as_str()), Some(".status.phase"), "{kind}");
+        }
         assert_eq!(
             by_name("Ready").map(|c| c.json_path.as_str()),
             Some(r#".status.conditions[?(@.type=="Ready")].status"#),
@@ -291,7 +293,11 @@ fn status_conditions_are_list_maps_keyed_by_type() {
         let conditions = &schema["properties"]["status"]["properties"]["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], "map", "{kind}");
         assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]), "{kind}");
-        for field in ["observedGeneration", "workflow", "phase"] {
+        let fields: &[&str] = match WORKFLOW_KINDS.contains(&kind) {
+            true => &["observedGeneration", "workflow", "phase"],
+            false => &["observedGeneration"],
+        };
+        for field in fields {
             assert!(
                 schema["properties"]["status"]["properties"].get(field).is_some(),
                 "{kind}: status.{field} missing"

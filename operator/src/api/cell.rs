@@ -408,6 +408,64 @@ pub struct CellStatus {
     /// manager cellplane-synthetic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synthetic: Option<SyntheticStatus>,
+
+    /// The release the cell runs in its cluster, and its health there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<CellRelease>,
+}
+
+/// Most objects of a release a cell's status lists.
+pub const MAX_INVENTORY: usize = 512;
+
+/// The release a cell runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CellRelease {
+    /// Its version.
+    #[schemars(length(max = 64))]
+    pub version: String,
+    /// The Release object it came from.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Whether it is healthy in the cell's cluster: Healthy, Progressing or Failed.
+    pub health: ReleaseHealth,
+    /// The objects that are not healthy and why, e.g. `Deployment service/frontend: 1/3 available`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_MESSAGE_LENGTH))]
+    pub message: Option<String>,
+    /// The objects it applied, as `group/version/Kind/namespace/name`: what the next release
+    /// prunes against (nothing else in the cluster is ever deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_INVENTORY), inner(length(max = 512)))]
+    pub inventory: Vec<String>,
+    /// What the last check for changes made by hand found and applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftStatus>,
+}
+
+/// Health of a release in a cell's cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReleaseHealth {
+    /// Progressing: applied, not yet healthy.
+    #[default]
+    Progressing,
+    /// Healthy: every workload rolled out, every object present.
+    Healthy,
+    /// Failed: not healthy within the release's healthTimeout, or a workload failed.
+    Failed,
+}
+
+/// The last check of a cell's release objects against what was applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftStatus {
+    /// When it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The objects found changed by hand (and applied again), with what changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(max = 1024)))]
+    pub corrected: Vec<String>,
 }
 
 /// The recent synthetic probes of a cell: a mutual-TLS handshake with its synthetic tenant's

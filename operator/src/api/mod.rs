@@ -3,14 +3,17 @@
 //! - [`Cell`]: one cell, a self-contained slice of infrastructure.
 //! - [`Namespace`] (`namespaces.cellplane.io`, short names `cns`, `cellns`): one tenant.
 //! - [`DeploymentRing`] (short name `ring`): one ring of a software rollout.
+//! - [`Release`] (short name `rel`): the service's software at one version.
 //!
-//! All three are cluster-scoped, in the `cellplane` category (`kubectl get cellplane`).
+//! Cells, rings and releases are cluster-scoped, Namespaces live in their accounts' namespaces;
+//! all are in the `cellplane` category (`kubectl get cellplane`).
 //! The CRD YAML in `crds/` is generated from these types by [`crds_yaml`] (`make crds`).
 
 pub mod cell;
 pub mod common;
 pub mod conditions;
 pub mod namespace;
+pub mod release;
 pub mod ring;
 
 use std::collections::BTreeMap;
@@ -24,6 +27,7 @@ pub use cell::{Cell, CellSpec, CellStatus};
 pub use common::{SecretReference, WorkflowState, WorkflowStatus};
 pub use conditions::{Condition, ConditionStatus};
 pub use namespace::{Namespace, NamespaceSpec, NamespaceStatus};
+pub use release::{Release, ReleaseSpec, ReleaseStatus};
 pub use ring::{DeploymentRing, DeploymentRingSpec, DeploymentRingStatus};
 
 /// API group of every cellplane resource.
@@ -55,6 +59,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("cell.yaml", Cell::crd()),
         ("namespace.yaml", Namespace::crd()),
         ("deploymentring.yaml", DeploymentRing::crd()),
+        ("release.yaml", Release::crd()),
     ];
     for (_, crd) in &mut crds {
         for version in &mut crd.spec.versions {

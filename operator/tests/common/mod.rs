@@ -46,4 +46,6 @@ pub fn walk(path: &str, node: &Value, visit: &mut dyn FnMut(&str, &Value)) {
     }
 }
 
-pub const KINDS: [&str; 3] = ["Cell", "Namespace", "DeploymentRing"];
+pub const KINDS: [&str; 4] = ["Cell", "Namespace", "DeploymentRing", "Release"];
+/// The kinds whose work a workflow does (their status mirrors it, with a phase).
+pub const WORKFLOW_KINDS: [&str; 3] = ["Cell", "Namespace", "DeploymentRing"];

@@ -69,6 +69,18 @@ pub fn ring() -> Value {
     })
 }
 
+pub fn release() -> Value {
+    json!({
+        "apiVersion": "cellplane.io/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "service-1.1.0"},
+        "spec": {
+            "version": "1.1.0",
+            "manifests": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cell: ${cell}\n"
+        }
+    })
+}
+
 /// An object a CEL rule refuses: created as `object`, or, for a rule on transitions, changed
 /// from `old` into `object`. `message` is the rule's message.
 pub struct Refusal {
@@ -157,6 +169,22 @@ pub fn refusals() -> Vec<Refusal> {
             "DeploymentRing",
             "a prometheus gate needs the prometheus settings",
             gate(json!({"kind": "prometheus"})),
+        ),
+        changed(
+            "Release",
+            "a Release is immutable: publish a new version as a new Release",
+            release(),
+            "/spec/version",
+            json!("1.1.1"),
+        ),
+        refused(
+            "Release",
+            "set exactly one of helm or manifests",
+            with(
+                release(),
+                "/spec/helm",
+                json!({"repository": "https://charts.example.com", "chart": "svc", "chartVersion": "1.1.0"}),
+            ),
         ),
     ]
 }
