@@ -217,9 +217,25 @@ impl ResourceKind {
         crd.status_subresource = true;
         crd.generation = true;
         crd.unconditional_update = false;
+        // Workloads keep metadata.generation and have a status subresource, written by their
+        // controllers (in a sandbox, by what plays them).
+        let workload = |group: &str, plural: &str, kind: &str, short: &[&str]| {
+            let mut kind = Self::builtin(group, "v1", plural, kind, true).short(short);
+            kind.status_subresource = true;
+            kind.generation = true;
+            kind
+        };
+        let mut service = Self::builtin("", "v1", "services", "Service", true).short(&["svc"]);
+        service.status_subresource = true;
         vec![
             secret,
             Self::builtin("", "v1", "configmaps", "ConfigMap", true).short(&["cm"]),
+            service,
+            Self::builtin("", "v1", "serviceaccounts", "ServiceAccount", true).short(&["sa"]),
+            workload("apps", "deployments", "Deployment", &["deploy"]),
+            workload("apps", "statefulsets", "StatefulSet", &["sts"]),
+            workload("apps", "daemonsets", "DaemonSet", &["ds"]),
+            workload("batch", "jobs", "Job", &[]),
             namespace,
             event,
             new_event,

@@ -30,11 +30,37 @@ pub const RELEASE_CONDITIONS: &[&str] = &[types::READY, types::RECONCILING, type
     category = "cellplane",
     derive = "PartialEq",
     doc = "A Release is the service's software at one version, as every cell runs it: a Helm chart from a chart repository or plain manifests with ${var} substitution, with per-cell values. Releases are immutable: publish a new version as a new Release.",
-    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version", description = "The version rings and cells name"),
-    printcolumn(name = "Cells", type_ = "integer", json_path = ".status.cellCount", description = "Cells running this release"),
-    printcolumn(name = "Healthy", type_ = "integer", json_path = ".status.healthyCells", description = "Cells where it is healthy"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Ready condition"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", description = "Why the release cannot be used", priority = 1),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".spec.version",
+        description = "The version rings and cells name"
+    ),
+    printcolumn(
+        name = "Cells",
+        type_ = "integer",
+        json_path = ".status.cellCount",
+        description = "Cells running this release"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "integer",
+        json_path = ".status.healthyCells",
+        description = "Cells where it is healthy"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Ready condition"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        description = "Why the release cannot be used",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = ("self == oldSelf", "a Release is immutable: publish a new version as a new Release"))]

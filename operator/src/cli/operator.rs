@@ -230,6 +230,8 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
         Arc::new(Operator::new(client.clone(), journal.clone(), cloud, services, OperatorOptions::default())?);
     let (token, running) = operator.spawn();
     cancel_on_signals(token.clone());
+    // Nothing runs pods here: the sim cells' workloads are played (see cloud::workloads).
+    tokio::spawn(crate::cloud::workloads::run(client.clone(), token.clone()));
     let access = crate::console::Access::Trusted { client: client.clone(), user: SANDBOX_USER.into() };
     let console = args.console.start(access, Some(journal), token.clone()).await?;
     if let Some(url) = &console {
@@ -277,6 +279,7 @@ pub fn register_kinds(server: &cellplane_memapi::ApiServer) -> Result<(), CliErr
         cellplane_memapi::ApiServer::register::<Cell>,
         cellplane_memapi::ApiServer::register::<Namespace>,
         cellplane_memapi::ApiServer::register::<DeploymentRing>,
+        cellplane_memapi::ApiServer::register::<crate::api::Release>,
     ] {
         register(server).map_err(|e| CliError::MemApi(e.to_string()))?;
     }

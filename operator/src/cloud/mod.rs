@@ -3,5 +3,6 @@
 //! are linked in by the `aws` and `gcp` features ([`providers`]).
 
 pub mod providers;
+pub mod workloads;
 
 pub use cellplane_cloud::*;
