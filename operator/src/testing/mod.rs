@@ -69,16 +69,28 @@ pub struct TestCluster {
     pub kubeconfig: Option<std::path::PathBuf>,
 }
 
+/// The environment variable naming the oldest Kubernetes the chart promises (`make test` starts one).
+pub const OLDEST_KUBECONFIG_ENV: &str = "E2E_OLDEST_KUBECONFIG";
+
 /// The kubeconfig of the real cluster `E2E_KUBECONFIG` names. Without one, `what` is skipped
 /// (saying so), or fails when `CELLPLANE_REQUIRE_CLUSTER` is set, as under `make test`.
 pub fn real_kubeconfig(what: &str) -> Option<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os(KUBECONFIG_ENV) {
+    kubeconfig_from(KUBECONFIG_ENV, what)
+}
+
+/// The same for the oldest Kubernetes the chart promises (`E2E_OLDEST_KUBECONFIG`).
+pub fn oldest_kubeconfig(what: &str) -> Option<std::path::PathBuf> {
+    kubeconfig_from(OLDEST_KUBECONFIG_ENV, what)
+}
+
+fn kubeconfig_from(env: &str, what: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
         return Some(path.into());
     }
     if std::env::var_os(REQUIRE_CLUSTER_ENV).is_some() {
-        panic!("{what} needs a real cluster: {KUBECONFIG_ENV} is unset and {REQUIRE_CLUSTER_ENV} forbids skipping");
+        panic!("{what} needs a real cluster: {env} is unset and {REQUIRE_CLUSTER_ENV} forbids skipping");
     }
-    println!("{what} DID NOT RUN: set {KUBECONFIG_ENV} to run it against a cluster (`make test` starts one)");
+    println!("{what} DID NOT RUN: set {env} to run it against a cluster (`make test` starts one)");
     None
 }
 
