@@ -336,8 +336,9 @@ async fn a_new_kubernetes_version_upgrades_the_cluster() {
 /// requeue of every Ready object is a request (10,200 objects made 1,000 a minute at rest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_computed_again_is_not_written_again() {
+    use cellplane::api::common::time_ms;
     use cellplane::api::{Cell, CellStatus, Condition, ConditionStatus, WorkflowState, WorkflowStatus};
-    use cellplane::controllers::{apply_status, time_ms};
+    use cellplane::controllers::status::apply as apply_status;
 
     let cluster = cellplane::testing::TestCluster::in_memory(|_| {}).await.unwrap();
     let server = cluster.memory.clone().unwrap();

@@ -274,11 +274,7 @@ impl TestCluster {
     async fn release_all(&self, kind: &kube::api::ApiResource) -> Result<(), TestError> {
         let patch = serde_json::json!({ "metadata": { "finalizers": null } });
         for obj in self.list(kind).await? {
-            eprintln!(
-                "test cleanup: removing the finalizers of {} {}",
-                kind.kind,
-                crate::controllers::object_key(&obj)
-            );
+            eprintln!("test cleanup: removing the finalizers of {} {}", kind.kind, crate::api::object_key(&obj));
             let api = self.api_of(kind, &obj);
             match api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => {}
