@@ -222,3 +222,151 @@ fn teardown(checkpoint: Option<&Checkpoint>) -> Result<Teardown<CellInput>, Reco
     let delete = Command::signal(COMMAND, "delete", &CellCommand::Delete)?;
     Ok(Teardown::Continuing { commands: vec![delete], blocker })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::driver::tests::{from_yaml, world};
+
+    /// Cell `eu-1` at its second generation (a new Kubernetes version), in ring `canary`'s group.
+    const EU_1: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: Cell
+metadata:
+  name: eu-1
+  uid: 7d2e
+  generation: 2
+  labels: {cellplane.io/ring: canary}
+spec:
+  provider: sim
+  region: eu-west-1
+  network: {cidr: 10.20.0.0/16}
+  cluster:
+    kubernetesVersion: "1.34"
+    nodePools: [{name: general, instanceType: sim.large, minNodes: 1, maxNodes: 3}]
+  capacity: {maxNamespaces: 10}
+  version: 1.0.0
+  ingress: {domain: example.com}
+"#;
+
+    const CANARY: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: DeploymentRing
+metadata: {name: canary, uid: 51aa, generation: 1}
+spec:
+  order: 0
+  cellSelector: {matchLabels: {cellplane.io/ring: canary}}
+  version: 1.0.0
+"#;
+
+    /// The entity workflow, Ready at generation 1 and waiting for commands.
+    const READY_AT_1: &str = r#"
+id: cell/eu-1/7d2e
+workflow: cell-entity
+version: 1
+run: 1
+state: WaitingSignal
+attempt: 0
+reason: waiting for signal command
+createdAt: 1750000000000
+updatedAt: 1750000060000
+published:
+  phase: Ready
+  done: [NetworkReady, ClusterReady, NodePoolsReady, ComponentsReady]
+  provisioned: true
+  resources: {}
+  runningVersion: 1.0.0
+  used: {namespaces: 0, units: 0}
+  appliedGeneration: 1
+"#;
+
+    /// Teardown requested; two namespaces are still placed.
+    const NAMESPACES_REMAIN: &str = r#"
+id: cell/eu-1/7d2e
+workflow: cell-entity
+version: 1
+run: 1
+state: WaitingSignal
+attempt: 0
+createdAt: 1750000000000
+updatedAt: 1750000060000
+published:
+  phase: Deleting
+  done: []
+  provisioned: true
+  resources: {}
+  used: {namespaces: 2, units: 0}
+  appliedGeneration: 2
+  blocked: "namespaces still placed: orders.acme, billing.acme"
+"#;
+
+    fn eu_1() -> Cell {
+        from_yaml(EU_1)
+    }
+
+    fn run_of(cell: &Cell) -> Run<CellInput> {
+        match cell.desire(&world(&[], &[])).map(|d| d.work) {
+            Ok(Work::Run(run)) => run,
+            _ => panic!("{} does not run", cell.name_any()),
+        }
+    }
+
+    #[test]
+    fn node_pools_and_names_the_schema_cannot_check_are_refused_before_anything_runs() {
+        let mut cell = eu_1();
+        cell.spec.cluster.node_pools[0].min_nodes = 5;
+        let work = cell.desire(&world(&[], &[])).map(|d| d.work);
+        let Ok(Work::Invalid(stall)) = work else { panic!("not refused") };
+        assert_eq!(stall.reason, "InvalidSpec");
+        assert_eq!(stall.message, "node pool general: minNodes must not be greater than maxNodes");
+        let Report { status, events } = cell.report(&Stage::Invalid(&stall), &world(&[], &[]));
+        assert_eq!(status.phase, Some(CellPhase::Failed));
+        assert_eq!(events, [Note::warning("InvalidSpec", stall.message.clone())]);
+    }
+
+    #[test]
+    fn a_generation_the_workflow_has_not_applied_is_sent_to_it_with_the_ring_that_owns_the_cell() {
+        let cell = eu_1();
+        let (run, checkpoint) = (run_of(&cell), from_yaml::<Checkpoint>(READY_AT_1));
+        let commands = cell.commands(&run, Some(&checkpoint), &world(&[], &[CANARY])).unwrap_or_default();
+        let [Command::Signal { name, once, payload }] = commands.as_slice() else { panic!("one signal") };
+        assert_eq!((*name, once.as_str()), (COMMAND, "2"));
+        let sent: Result<CellCommand, _> = serde_json::from_value(payload.clone());
+        let Ok(CellCommand::ApplySpec { generation, spec, ring }) = sent else { panic!("not ApplySpec: {payload}") };
+        assert_eq!(
+            (generation, spec.cluster.kubernetes_version.as_str(), ring.as_deref()),
+            (2, "1.34", Some("canary"))
+        );
+
+        let applied = Checkpoint { published: None, ..checkpoint };
+        let mut current = cell.clone();
+        current.metadata.generation = Some(1);
+        let commands = current.commands(&run_of(&current), Some(&applied), &world(&[], &[])).unwrap_or_default();
+        assert!(commands.is_empty(), "generation 1 is the workflow's own input");
+    }
+
+    #[test]
+    fn a_cell_is_not_ready_at_a_generation_its_workflow_has_not_applied() {
+        let cell = eu_1();
+        let (run, checkpoint) = (run_of(&cell), from_yaml::<Checkpoint>(READY_AT_1));
+        let stage = Stage::Running { run: &run, checkpoint: Some(&checkpoint), output: None };
+        let status = cell.report(&stage, &world(&[], &[])).status;
+        assert_eq!(status.phase, Some(CellPhase::Ready), "what the workflow says");
+        let ready = conditions::find(&status.conditions, "Ready").map(|c| (c.status, c.reason.clone()));
+        assert_eq!(ready, Some((conditions::ConditionStatus::Unknown, "StaleGeneration".to_string())));
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(status.running_version.as_deref(), Some("1.0.0"));
+    }
+
+    #[test]
+    fn teardown_asks_the_workflow_and_names_the_namespaces_that_keep_the_cell() {
+        let checkpoint: Checkpoint = from_yaml(NAMESPACES_REMAIN);
+        let Ok(Teardown::Continuing { commands, blocker }) = teardown(Some(&checkpoint)) else { panic!("goes on") };
+        assert!(matches!(commands.as_slice(), [Command::Signal { name: COMMAND, .. }]));
+        assert_eq!(blocker, Blocker::new("NamespacesRemain", "namespaces still placed: orders.acme, billing.acme"));
+        let stage = Stage::Deleting { checkpoint: Some(&checkpoint), blocker: &blocker };
+        let status = eu_1().report(&stage, &world(&[], &[])).status;
+        let deleting = conditions::find(&status.conditions, "Deleting").map(|c| (c.status, c.reason.clone()));
+        assert_eq!(deleting, Some((conditions::ConditionStatus::False, "NamespacesRemain".to_string())));
+    }
+}

@@ -342,3 +342,194 @@ fn teardown(ns: &Namespace, checkpoint: Option<&Checkpoint>) -> Teardown<Namespa
     };
     Teardown::Continuing { commands: vec![command], blocker: Blocker::new("TearingDown", progress_message(checkpoint)) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::driver::tests::{from_yaml, world};
+
+    /// A tenant `orders` of account `acme`, on first sight.
+    const ORDERS: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: Namespace
+metadata: {name: orders, namespace: acme, uid: 0b5c, generation: 1}
+spec:
+  region: eu-west-1
+  mtls: {issueClientCertificate: true}
+"#;
+
+    /// Placed in cell `eu-1`; the database step waits for a Secret permission.
+    const WAITING_FOR_A_PERMISSION: &str = r#"
+id: ns/acme/orders/0b5c
+workflow: namespace-provisioning
+version: 1
+run: 1
+state: Sleeping
+step: create-database
+stepSeq: 3
+attempt: 4
+lastError: "missing permission: create secrets in namespace acme"
+createdAt: 1750000000000
+updatedAt: 1750000060000
+published:
+  phase: Provisioning
+  done: [CellSelected]
+  assignedCell: eu-1
+"#;
+
+    /// Still choosing a cell: every cell refused it.
+    const NO_ROOM: &str = r#"
+id: ns/acme/orders/0b5c
+workflow: namespace-provisioning
+version: 1
+run: 1
+state: Sleeping
+step: select-cell
+attempt: 2
+lastError: "no cell can take orders.acme: eu-1 is full (10 of 10 namespaces)"
+createdAt: 1750000000000
+updatedAt: 1750000060000
+"#;
+
+    fn orders(edit: impl FnOnce(&mut Namespace)) -> Namespace {
+        let mut ns: Namespace = from_yaml(ORDERS);
+        edit(&mut ns);
+        ns
+    }
+
+    fn running<'a>(run: &'a Run<NamespaceInput>, checkpoint: &'a Checkpoint) -> NamespaceStage<'a> {
+        Stage::Running { run, checkpoint: Some(checkpoint), output: None }
+    }
+
+    fn run_of(ns: &Namespace) -> Run<NamespaceInput> {
+        match ns.desire(&world(&[], &[])).map(|d| d.work) {
+            Ok(Work::Run(run)) => run,
+            _ => panic!("{} does not run", ns.name_any()),
+        }
+    }
+
+    fn invalid(ns: &Namespace) -> Stall {
+        match ns.desire(&world(&[], &[])).map(|d| d.work) {
+            Ok(Work::Invalid(stall)) => stall,
+            _ => panic!("{} is not refused", ns.name_any()),
+        }
+    }
+
+    fn condition<'a>(status: &'a NamespaceStatus, type_: &str) -> (ConditionStatus, &'a str, &'a str) {
+        let c = conditions::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"));
+        (c.status, c.reason.as_str(), c.message.as_str())
+    }
+
+    #[test]
+    fn a_valid_namespace_runs_one_workflow_named_by_its_account_name_and_uid() {
+        let run = run_of(&orders(|_| {}));
+        assert_eq!(run.id, "ns/acme/orders/0b5c");
+        assert_eq!(run.input.tenant.to_string(), "orders.acme");
+        assert!(run.hold.is_none() && run.supersedes.is_none() && run.announce.is_none());
+    }
+
+    #[test]
+    fn a_spec_that_cannot_name_an_endpoint_or_a_database_fails_saying_why() {
+        let stall = invalid(&orders(|ns| ns.spec.region = "EU_West".into()));
+        assert_eq!(
+            (stall.reason.as_str(), stall.message.as_str()),
+            ("InvalidSpec", r#"spec.region "EU_West" must be a DNS label"#)
+        );
+        let stall = invalid(&orders(|ns| ns.spec.endpoint.hostname_template = "{namespace}.example.com".into()));
+        assert!(stall.message.contains("must contain {namespace} and {account}"), "{}", stall.message);
+        let stall = invalid(&orders(|ns| ns.spec.mtls.issue_client_certificate = None));
+        assert!(stall.message.starts_with("spec.mtls: set exactly one"), "{}", stall.message);
+
+        let ns = orders(|ns| ns.spec.region = "EU_West".into());
+        let Report { status, events } = ns.report(&Stage::Invalid(&invalid(&ns)), &world(&[], &[]));
+        assert_eq!(status.phase, Some(NamespacePhase::Failed));
+        assert_eq!(condition(&status, "Stalled").0, ConditionStatus::True);
+        assert_eq!(condition(&status, "Ready").0, ConditionStatus::False);
+        assert_eq!(condition(&status, CELL_SELECTED).1, "InvalidSpec", "the first step names the problem");
+        assert_eq!(events, [Note::warning("InvalidSpec", r#"spec.region "EU_West" must be a DNS label"#)]);
+    }
+
+    #[test]
+    fn only_the_operators_own_namespace_holds_synthetic_tenants() {
+        let stall = invalid(&orders(|ns| ns.spec.synthetic = true));
+        assert!(stall.message.contains("only the operator's own tenants (in namespace cellplane-system)"));
+        let own = orders(|ns| {
+            ns.spec.synthetic = true;
+            ns.metadata.namespace = Some("cellplane-system".into());
+        });
+        run_of(&own);
+    }
+
+    #[test]
+    fn a_step_waiting_for_a_permission_is_stalled_and_named_but_not_failed() {
+        let ns = orders(|_| {});
+        let (run, checkpoint) = (run_of(&ns), from_yaml::<Checkpoint>(WAITING_FOR_A_PERMISSION));
+        let Report { status, events } = ns.report(&running(&run, &checkpoint), &world(&[], &[]));
+        assert_eq!(status.phase, Some(NamespacePhase::Provisioning), "waiting, not failed");
+        assert_eq!(status.assigned_cell.as_deref(), Some("eu-1"));
+        let (stalled, reason, message) = condition(&status, "Stalled");
+        assert_eq!((stalled, reason), (ConditionStatus::True, "MissingPermission"));
+        assert!(message.contains("step create-database waits for a permission"), "{message}");
+        assert!(message.contains("create secrets in namespace acme"), "{message}");
+        assert_eq!(condition(&status, DATABASE_READY).0, ConditionStatus::False);
+        assert_eq!(condition(&status, CELL_SELECTED).1, "CellAssigned");
+        let reasons: Vec<(bool, &str)> = events.iter().map(|e| (e.warning, e.reason.as_str())).collect();
+        assert_eq!(reasons, [(false, "CellAssigned"), (true, "MissingPermission")]);
+
+        // Reported again, nothing new is announced.
+        let again = Namespace { status: Some(status), ..ns };
+        assert!(again.report(&running(&run, &checkpoint), &world(&[], &[])).events.is_empty());
+    }
+
+    #[test]
+    fn no_cell_with_room_stalls_naming_the_refusals_unless_a_cell_is_on_its_way() {
+        let ns = orders(|_| {});
+        let (run, checkpoint) = (run_of(&ns), from_yaml::<Checkpoint>(NO_ROOM));
+        let status = ns.report(&running(&run, &checkpoint), &world(&[], &[])).status;
+        let (stalled, reason, message) = condition(&status, "Stalled");
+        assert_eq!((stalled, reason), (ConditionStatus::True, "NoEligibleCell"));
+        assert!(message.contains("eu-1 is full (10 of 10 namespaces)"), "{message}");
+        assert_eq!(status.phase, Some(NamespacePhase::Pending));
+
+        let mut provisioning = checkpoint.clone();
+        provisioning.last_error = Some("no cell can take orders.acme: eu-2 is not provisioned yet".into());
+        let status = ns.report(&running(&run, &provisioning), &world(&[], &[])).status;
+        assert_eq!(condition(&status, "Stalled").0, ConditionStatus::False, "a cell is coming");
+        assert_eq!(condition(&status, "Reconciling").0, ConditionStatus::True);
+    }
+
+    #[test]
+    fn teardown_stops_a_search_releases_a_placed_tenant_and_names_a_failed_workflow() {
+        let ns = orders(|_| {});
+        let choosing: Checkpoint = from_yaml(NO_ROOM);
+        let placed: Checkpoint = from_yaml(WAITING_FOR_A_PERMISSION);
+        match teardown(&ns, Some(&choosing)) {
+            Teardown::Continuing { commands, blocker } => {
+                assert!(matches!(commands.as_slice(), [Command::Cancel]), "nothing to release: stop looking");
+                assert_eq!(blocker.reason, "TearingDown");
+            }
+            _ => panic!("teardown goes on"),
+        }
+        match teardown(&ns, Some(&placed)) {
+            Teardown::Continuing { commands, .. } => {
+                assert!(matches!(commands.as_slice(), [Command::Signal { name: DELETE, .. }]), "release");
+            }
+            _ => panic!("teardown goes on"),
+        }
+        let failed = Checkpoint { state: State::Failed, reason: Some("boom".into()), ..placed.clone() };
+        match teardown(&ns, Some(&failed)) {
+            Teardown::Blocked(blocker) => {
+                assert_eq!(blocker.reason, "WorkflowFailed");
+                assert!(
+                    blocker.message.contains("cellplane workflows retry ns/acme/orders/0b5c"),
+                    "{}",
+                    blocker.message
+                );
+            }
+            _ => panic!("a failed workflow blocks teardown"),
+        }
+        let done = Checkpoint { state: State::Completed, ..placed };
+        assert!(matches!(teardown(&ns, Some(&done)), Teardown::Finished { note: Some(_), .. }));
+        assert!(matches!(teardown(&ns, None), Teardown::Finished { note: None, .. }), "never started");
+    }
+}

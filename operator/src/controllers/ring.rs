@@ -590,7 +590,235 @@ fn phase_reason(phase: RingPhase) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::driver::tests::{from_yaml, world};
     use crate::fixtures::{cell, ring};
+
+    /// Ring 0 of the canary cells, its 1.1.0 baked.
+    const ZERO: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: DeploymentRing
+metadata: {name: zero, uid: 51aa, generation: 1}
+spec:
+  order: 0
+  cellSelector: {matchLabels: {cellplane.io/ring: canary}}
+  version: 1.1.0
+  synthetic: {enabled: true, interval: 30s}
+status:
+  phase: Baked
+  targetVersion: 1.1.0
+  bakedVersion: 1.1.0
+  workflow: {id: ring/zero/51aa/1.1.0, state: Completed}
+"#;
+
+    /// Ring 1 of the prod cells, following ring 0.
+    const ONE: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: DeploymentRing
+metadata: {name: one, uid: 62bb, generation: 1}
+spec:
+  order: 1
+  cellSelector: {matchLabels: {cellplane.io/ring: prod}}
+  followUpstream: true
+"#;
+
+    const CANARY_CELL: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: Cell
+metadata: {name: canary-1, uid: c1, generation: 1, labels: {cellplane.io/ring: canary}}
+spec:
+  provider: sim
+  region: eu-west-1
+  network: {cidr: 10.20.0.0/16}
+  cluster: {kubernetesVersion: "1.33", nodePools: []}
+  capacity: {maxNamespaces: 10}
+  version: 1.0.0
+  ingress: {domain: example.com}
+status:
+  runningVersion: 1.1.0
+  conditions:
+  - {type: Ready, status: "True", reason: Reconciled, lastTransitionTime: "2025-06-15T00:00:00Z"}
+"#;
+
+    /// A prod cell still being provisioned.
+    const PROD_CELL: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: Cell
+metadata: {name: prod-1, uid: p1, generation: 1, labels: {cellplane.io/ring: prod}}
+spec:
+  provider: sim
+  region: eu-west-1
+  network: {cidr: 10.30.0.0/16}
+  cluster: {kubernetesVersion: "1.33", nodePools: []}
+  capacity: {maxNamespaces: 10}
+  version: 1.0.0
+  ingress: {domain: example.com}
+status:
+  runningVersion: 1.0.0
+  conditions:
+  - {type: Ready, status: Unknown, reason: Progressing, lastTransitionTime: "2025-06-15T00:00:00Z"}
+"#;
+
+    /// Ring 0's rollout of 1.2.0, halted by its synthetic gate after the first batch.
+    const HALTED_BY_A_GATE: &str = r#"
+id: ring/zero/51aa/1.2.0
+workflow: ring-rollout
+version: 1
+run: 1
+state: Completed
+attempt: 0
+createdAt: 1750000000000
+updatedAt: 1750000600000
+published:
+  phase: Halted
+  version: 1.2.0
+  cells: [canary-1]
+  currentBatch: 1
+  totalBatches: 1
+  paused: false
+  halted: {reason: GateFailed, message: "gate probes failed: canary-1: 0.40 of 20 probes ok"}
+  gates:
+  - {name: probes, verdict: Failed, value: "canary-1: 0.40 of 20 probes ok", batch: 1}
+"#;
+
+    fn desire(ring: &str, world: &World) -> Desired<RingInput> {
+        from_yaml::<DeploymentRing>(ring).desire(world).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn condition(status: &DeploymentRingStatus, type_: &str) -> (ConditionStatus, String, String) {
+        let c = conditions::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"));
+        (c.status, c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn a_ring_that_follows_upstream_waits_for_its_bake_then_rolls_what_it_baked() {
+        let zero_unbaked = ZERO.replace("  bakedVersion: 1.1.0\n", "");
+        let Work::Waiting(waiting) = desire(ONE, &world(&[PROD_CELL], &[&zero_unbaked, ONE])).work else {
+            panic!("ring one does not wait")
+        };
+        assert_eq!(waiting, "waiting for the upstream ring to bake a version");
+        let one: DeploymentRing = from_yaml(ONE);
+        let status = one.report(&Stage::Waiting(&waiting), &world(&[PROD_CELL], &[])).status;
+        assert_eq!(status.phase, Some(RingPhase::WaitingForUpstream));
+        assert_eq!(condition(&status, PROGRESSING).1, "WaitingForUpstream");
+
+        let zero_halted = ZERO.replace("phase: Baked", "phase: Halted");
+        let Work::Waiting(waiting) = desire(ONE, &world(&[], &[&zero_halted, ONE])).work else { panic!("no wait") };
+        assert_eq!(waiting, "waiting: upstream ring zero is halted");
+
+        let Work::Run(run) = desire(ONE, &world(&[PROD_CELL], &[ZERO, ONE])).work else { panic!("no rollout") };
+        assert_eq!((run.id.as_str(), run.input.version.as_str()), ("ring/one/62bb/1.1.0", "1.1.0"));
+    }
+
+    #[test]
+    fn a_new_version_supersedes_the_rollout_in_progress_and_waits_for_ready_cells() {
+        let one_rolling = format!("{ONE}status: {{workflow: {{id: ring/one/62bb/1.0.0, state: Waiting}}}}\n");
+        let Work::Run(run) = desire(&one_rolling, &world(&[PROD_CELL], &[ZERO, &one_rolling])).work else {
+            panic!("no rollout")
+        };
+        assert_eq!(run.supersedes.as_deref(), Some("ring/one/62bb/1.0.0"));
+        assert_eq!(run.hold.as_deref(), Some("waiting for cells to be Ready before rolling out 1.1.0: prod-1"));
+        assert_eq!(run.announce, Some(Note::normal("RolloutStarted", "rolling out 1.1.0 to 1 cells")));
+        let one: DeploymentRing = from_yaml(&one_rolling);
+        let waiting = run.hold.as_deref().unwrap_or_default();
+        let status = one.report(&Stage::Held { run: &run, waiting }, &world(&[PROD_CELL], &[])).status;
+        assert_eq!((status.phase, status.target_version.as_deref()), (Some(RingPhase::Pending), Some("1.1.0")));
+        assert_eq!(status.cells_by_version[0].cells, ["prod-1"]);
+    }
+
+    #[test]
+    fn approval_resume_abort_and_retry_reach_the_rollout_once_each() {
+        let ring = |annotations: &str, spec: &str| {
+            let yaml = ONE
+                .replace("metadata: {", &format!("metadata: {{annotations: {{{annotations}}}, "))
+                .replace("  followUpstream: true\n", &format!("  version: 1.2.0\n{spec}"));
+            from_yaml::<DeploymentRing>(&yaml)
+        };
+        let run = Run::new("ring/one/62bb/1.2.0".to_string(), rollout_input(&ring("", ""), &plan_of(ONE), "1.2.0"));
+        let halted: Checkpoint = from_yaml(HALTED_BY_A_GATE);
+        let names = |ring: &DeploymentRing, checkpoint: Option<&Checkpoint>| -> Vec<String> {
+            let commands = steer(ring, &run.input.version, checkpoint).unwrap_or_default();
+            commands
+                .iter()
+                .map(|c| match c {
+                    Command::Signal { name, once, .. } => format!("{name} {once}"),
+                    Command::Cancel => "cancel".into(),
+                    Command::Rerun { note, .. } => note.reason.clone(),
+                })
+                .collect()
+        };
+        let approved = "  manualApproval: true\n  approval: {version: 1.2.0, approvedBy: alice}\n";
+        assert_eq!(names(&ring("", approved), None), ["approve 1.2.0"]);
+        let elsewhere = "  manualApproval: true\n  approval: {version: 1.1.9, approvedBy: mallory}\n";
+        assert!(names(&ring("", elsewhere), None).is_empty(), "an approval of another version counts for nothing");
+        assert_eq!(names(&ring("cellplane.io/abort: 1.2.0", ""), None), ["cancel"]);
+        assert!(names(&ring("cellplane.io/abort: 1.1.0", ""), None).is_empty());
+        assert!(names(&ring("cellplane.io/retry: t1", ""), None).is_empty(), "nothing halted to retry");
+        let paused_view = serde_json::json!({
+            "phase": "Paused", "version": "1.2.0", "cells": ["prod-1"], "currentBatch": 1, "totalBatches": 2,
+            "paused": true, "gates": []
+        });
+        let paused = Checkpoint { state: State::WaitingSignal, published: Some(paused_view), ..halted.clone() };
+        assert_eq!(names(&ring("", ""), Some(&paused)), ["resume 1"], "spec.paused is false: it resumes");
+        assert!(names(&ring("", "  paused: true\n"), Some(&paused)).is_empty(), "still paused");
+        assert_eq!(names(&ring("cellplane.io/retry: t1", ""), Some(&halted)), ["RolloutRetried"]);
+
+        let retried = ring("cellplane.io/retry: t1", "");
+        let mut commands = steer(&retried, "1.2.0", Some(&halted)).unwrap_or_default();
+        let Some(Command::Rerun { amend, .. }) = commands.pop() else { panic!("no rerun") };
+        let input = amend(run.input.clone()).map(|input| input.retry);
+        assert_eq!(input, Some(Some("t1".to_string())), "the first time, it runs again");
+        let Some(Command::Rerun { amend, .. }) = steer(&retried, "1.2.0", Some(&halted)).unwrap_or_default().pop()
+        else {
+            panic!("no rerun")
+        };
+        let answered = RingInput { retry: Some("t1".into()), ..run.input.clone() };
+        assert!(amend(answered).is_none(), "a token already answered runs nothing");
+    }
+
+    #[test]
+    fn a_rollout_halted_by_a_gate_halts_the_ring_naming_the_gate_once() {
+        let zero: DeploymentRing = from_yaml(ZERO);
+        let run = Run::new("ring/zero/51aa/1.2.0".to_string(), rollout_input(&zero, &plan_of(ZERO), "1.2.0"));
+        let checkpoint: Checkpoint = from_yaml(HALTED_BY_A_GATE);
+        let output = RingOutput { version: "1.2.0".into(), baked_at: 0, halted: None };
+        let stage = Stage::Running { run: &run, checkpoint: Some(&checkpoint), output: Some(&output) };
+        let Report { status, events } = zero.report(&stage, &world(&[CANARY_CELL], &[]));
+        assert_eq!(status.phase, Some(RingPhase::Halted));
+        assert_eq!(status.baked_version.as_deref(), Some("1.1.0"), "what it baked before stays");
+        let (halted, reason, message) = condition(&status, HALTED);
+        assert_eq!((halted, reason.as_str()), (ConditionStatus::True, "GateFailed"));
+        assert!(message.starts_with("gate probes failed"), "{message}");
+        let reasons: Vec<(bool, &str)> = events.iter().map(|e| (e.warning, e.reason.as_str())).collect();
+        assert_eq!(reasons, [(true, "GateFailed"), (true, "GateFailed")], "the gate's verdict, then the halt");
+
+        let reported = DeploymentRing { status: Some(status), ..zero };
+        assert!(reported.report(&stage, &world(&[CANARY_CELL], &[])).events.is_empty(), "announced once");
+    }
+
+    #[test]
+    fn a_ring_that_probes_keeps_one_synthetic_tenant_per_cell_in_the_operators_namespace() {
+        let desired = desire(ZERO, &world(&[CANARY_CELL, PROD_CELL], &[ZERO, ONE]));
+        let Some(dependents) = desired.dependents else { panic!("no synthetic tenants") };
+        assert_eq!(dependents.selector, "cellplane.io/synthetic=true,cellplane.io/ring-name=zero");
+        let [tenant] = dependents.wanted.as_slice() else { panic!("one tenant per cell") };
+        assert_eq!(tenant.metadata.name.as_deref(), Some("synthetic-canary-1"));
+        assert_eq!(tenant.metadata.namespace.as_deref(), Some("cellplane-system"));
+        assert_eq!(tenant.spec.placement.cell.as_deref(), Some("canary-1"));
+        assert!(tenant.spec.synthetic);
+
+        let one = desire(ONE, &world(&[CANARY_CELL, PROD_CELL], &[ZERO, ONE]));
+        assert!(one.dependents.is_some_and(|d| d.wanted.is_empty()), "ring one does not probe: it keeps none");
+        let released = match from_yaml::<DeploymentRing>(ZERO).teardown(None, &world(&[CANARY_CELL], &[])) {
+            Ok(Teardown::Finished { release: Some(release), .. }) => release,
+            _ => panic!("a ring's teardown does not wait"),
+        };
+        assert!(released.wanted.is_empty() && released.selector == dependents.selector);
+    }
+
+    fn plan_of(ring: &str) -> Plan {
+        let ring: DeploymentRing = from_yaml(ring);
+        plan(&ring, &[], &[]).unwrap_or_else(|stall| panic!("{}", stall.message))
+    }
 
     fn rings(list: Vec<DeploymentRing>) -> Vec<Arc<DeploymentRing>> {
         list.into_iter().map(Arc::new).collect()
