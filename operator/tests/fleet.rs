@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use cellplane::api::namespace::Tier;
+use cellplane::cell::ledger::Effect;
 use cellplane::cloud::sim::SimConfig;
 use cellplane::fixtures::{self, cell, ring};
 use support::Fleet;
@@ -182,6 +183,10 @@ async fn a_crash_mid_flight_converges_with_no_duplicate_and_no_leak() {
     assert!(fleet.cloud.duplicates().is_empty(), "created twice: {:?}", fleet.cloud.duplicates());
     assert!(fleet.cloud.leaks(cells).is_empty(), "leaked: {:?}", fleet.cloud.leaks(cells));
     assert!(fleet.services.live().is_empty(), "left in cells: {:?}", fleet.services.live());
+    let in_cells = fleet.services.ledger();
+    let databases = in_cells.executions().into_iter().filter(|e| e.effect == Effect::Database && e.key.is_some());
+    assert!(databases.count() >= 8, "every tenant's database was made: {:?}", in_cells.executions());
+    assert!(in_cells.duplicates().is_empty(), "made twice in cells: {:?}", in_cells.duplicates());
     fleet.stop().await;
 }
 
