@@ -36,7 +36,7 @@ use super::finalizers;
 use super::status::{self, Blocker, blocked_on, stall_of};
 use crate::api::conditions::Stall;
 use crate::api::{Cell, DeploymentRing, object_key};
-use crate::flows::placement::selector_matches;
+use crate::flows::fleet::ring_selecting;
 
 /// How long a reconciled object waits before it is looked at again without a trigger.
 const RESYNC: Duration = Duration::from_secs(600);
@@ -105,10 +105,9 @@ impl World {
         SystemTime::from(self.now)
     }
 
-    /// The ring that selects a cell with these labels (the first, when several do: their
-    /// controller stalls them).
+    /// The ring that selects a cell with these labels (see [`ring_selecting`]).
     pub fn ring_of(&self, labels: &BTreeMap<String, String>) -> Option<&Arc<DeploymentRing>> {
-        self.rings.iter().find(|r| selector_matches(&r.spec.cell_selector, labels))
+        ring_selecting(&self.rings, labels)
     }
 }
 

@@ -68,7 +68,7 @@ impl Reconciled for Namespace {
         checkpoint: Option<&Checkpoint>,
         _world: &World,
     ) -> Result<Teardown<NamespaceInput>, ReconcileError> {
-        Ok(teardown(self, checkpoint))
+        teardown(self, checkpoint)
     }
 }
 
@@ -310,14 +310,14 @@ fn no_eligible_cell(view: Option<&NamespaceView>, checkpoint: Option<&Checkpoint
 }
 
 /// Teardown: the workflow releases everything; the finalizer goes when it has finished.
-fn teardown(ns: &Namespace, checkpoint: Option<&Checkpoint>) -> Teardown<NamespaceInput> {
+fn teardown(ns: &Namespace, checkpoint: Option<&Checkpoint>) -> Result<Teardown<NamespaceInput>, ReconcileError> {
     let Some(checkpoint) = checkpoint else {
-        return Teardown::Finished { commands: Vec::new(), release: None, note: None };
+        return Ok(Teardown::Finished { commands: Vec::new(), release: None, note: None });
     };
     match checkpoint.state {
         State::Completed | State::Cancelled => {
             let note = Note::normal("Deleted", "database, certificates, route and capacity released");
-            return Teardown::Finished { commands: Vec::new(), release: None, note: Some(note) };
+            return Ok(Teardown::Finished { commands: Vec::new(), release: None, note: Some(note) });
         }
         State::Failed | State::NonDeterministic => {
             let message = format!(
@@ -326,7 +326,7 @@ fn teardown(ns: &Namespace, checkpoint: Option<&Checkpoint>) -> Teardown<Namespa
                 checkpoint.reason.clone().unwrap_or_default(),
                 checkpoint.id
             );
-            return Teardown::Blocked(Blocker::new("WorkflowFailed", message));
+            return Ok(Teardown::Blocked(Blocker::new("WorkflowFailed", message)));
         }
         _ => {}
     }
@@ -335,12 +335,13 @@ fn teardown(ns: &Namespace, checkpoint: Option<&Checkpoint>) -> Teardown<Namespa
     // Only while choosing a cell does the workflow hold nothing that teardown must release.
     let choosing = matches!(checkpoint.step.as_deref(), None | Some("select-cell"));
     let command = if placed || !choosing {
-        Command::Signal { name: DELETE, once: "delete".into(), payload: serde_json::Value::Null }
+        Command::signal(DELETE, "delete", &())?
     } else {
         // Still looking for a cell: nothing to release, stop looking.
         Command::Cancel
     };
-    Teardown::Continuing { commands: vec![command], blocker: Blocker::new("TearingDown", progress_message(checkpoint)) }
+    let blocker = Blocker::new("TearingDown", progress_message(checkpoint));
+    Ok(Teardown::Continuing { commands: vec![command], blocker })
 }
 
 #[cfg(test)]
@@ -503,21 +504,21 @@ updatedAt: 1750000060000
         let ns = orders(|_| {});
         let choosing: Checkpoint = from_yaml(NO_ROOM);
         let placed: Checkpoint = from_yaml(WAITING_FOR_A_PERMISSION);
-        match teardown(&ns, Some(&choosing)) {
+        match teardown(&ns, Some(&choosing)).unwrap_or_else(|e| panic!("{e}")) {
             Teardown::Continuing { commands, blocker } => {
                 assert!(matches!(commands.as_slice(), [Command::Cancel]), "nothing to release: stop looking");
                 assert_eq!(blocker.reason, "TearingDown");
             }
             _ => panic!("teardown goes on"),
         }
-        match teardown(&ns, Some(&placed)) {
+        match teardown(&ns, Some(&placed)).unwrap_or_else(|e| panic!("{e}")) {
             Teardown::Continuing { commands, .. } => {
                 assert!(matches!(commands.as_slice(), [Command::Signal { name: DELETE, .. }]), "release");
             }
             _ => panic!("teardown goes on"),
         }
         let failed = Checkpoint { state: State::Failed, reason: Some("boom".into()), ..placed.clone() };
-        match teardown(&ns, Some(&failed)) {
+        match teardown(&ns, Some(&failed)).unwrap_or_else(|e| panic!("{e}")) {
             Teardown::Blocked(blocker) => {
                 assert_eq!(blocker.reason, "WorkflowFailed");
                 assert!(
@@ -529,7 +530,7 @@ updatedAt: 1750000060000
             _ => panic!("a failed workflow blocks teardown"),
         }
         let done = Checkpoint { state: State::Completed, ..placed };
-        assert!(matches!(teardown(&ns, Some(&done)), Teardown::Finished { note: Some(_), .. }));
-        assert!(matches!(teardown(&ns, None), Teardown::Finished { note: None, .. }), "never started");
+        assert!(matches!(teardown(&ns, Some(&done)), Ok(Teardown::Finished { note: Some(_), .. })));
+        assert!(matches!(teardown(&ns, None), Ok(Teardown::Finished { note: None, .. })), "never started");
     }
 }
