@@ -16,6 +16,7 @@ use cellplane::api::conditions::{self, ConditionStatus};
 use cellplane::api::namespace::{NamespacePhase, Tier};
 use cellplane::api::{Cell, DeploymentRing, Namespace};
 use cellplane::cell::cluster::{ClusterCellServices, ServicesConfig};
+use cellplane::cell::ledger::{Ledger, Recorded};
 use cellplane::cell::tls::SimDataPlane;
 use cellplane::cloud::sim::{SimCloud, SimConfig};
 use cellplane::fixtures::{self, cell, is_ready, ring};
@@ -41,11 +42,12 @@ pub enum Identity {
     Admin,
 }
 
-/// The real in-cell services and the sim cloud, with leader election, as `cellplane run`, acting
-/// with `client`.
-fn setup(cluster: &TestCluster, client: &kube::Client, cloud: &Arc<SimCloud>) -> OperatorSetup {
+/// The real in-cell services (what they are asked to do recorded in `ledger`) and the sim cloud,
+/// with leader election, as `cellplane run`, acting with `client`.
+fn setup(cluster: &TestCluster, client: &kube::Client, cloud: &Arc<SimCloud>, ledger: &Arc<Ledger>) -> OperatorSetup {
     let config = ServicesConfig { namespace: cluster.namespace.clone(), ..ServicesConfig::default() };
     let services = Arc::new(ClusterCellServices::new(client.clone(), config, SimDataPlane::new()));
+    let services = Arc::new(Recorded::new(services, ledger.clone()));
     OperatorSetup { leader_election: true, client: Some(client.clone()), ..OperatorSetup::new(cloud.clone(), services) }
 }
 
@@ -64,7 +66,8 @@ pub async fn converge_then_tear_down(cluster: TestCluster, identity: Identity) {
             };
             let cloud =
                 Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(20), ..SimConfig::default() }));
-            let setup = |cluster: &TestCluster| setup(cluster, &client, &cloud);
+            let ledger = Arc::new(Ledger::default());
+            let setup = |cluster: &TestCluster| setup(cluster, &client, &cloud, &ledger);
             let mut operator = TestOperator::start(&cluster, setup(&cluster)).await;
             let (canary, prod) = (cluster.name("canary"), cluster.name("prod"));
             let ring_name = cluster.name("ring-0");
@@ -136,6 +139,9 @@ pub async fn converge_then_tear_down(cluster: TestCluster, identity: Identity) {
                 fixtures::wait_for(&cells, name, "deleted", WITHIN, |c: Option<&Cell>| c.is_none()).await.unwrap();
             }
             assert!(cloud.duplicates().is_empty(), "created twice: {:?}", cloud.duplicates());
+            let in_cells = ledger.duplicates();
+            assert!(in_cells.is_empty(), "made twice in cells: {in_cells:?}");
+            assert!(ledger.executions().len() >= 3 * tenants.len(), "{:?}", ledger.executions());
             let leaks = cloud.leaks([canary.as_str(), prod.as_str()]);
             assert!(leaks.is_empty(), "leaked: {leaks:?}");
             for namespace in [&cluster.namespace, &cluster.account, &other_account] {
@@ -171,8 +177,8 @@ pub async fn a_missing_permission_is_waited_out(cluster: TestCluster) {
                 values
             };
             let client = cluster.install_chart(&limited(&[])).await.expect("the chart's RBAC").client;
-            let cloud = Arc::new(SimCloud::new(SimConfig::default()));
-            let operator = TestOperator::start(&cluster, setup(&cluster, &client, &cloud)).await;
+            let (cloud, ledger) = (Arc::new(SimCloud::new(SimConfig::default())), Arc::new(Ledger::default()));
+            let operator = TestOperator::start(&cluster, setup(&cluster, &client, &cloud, &ledger)).await;
             let cell_name = cluster.name("cell");
             cluster.create(&cluster.cells(), cell(&cell_name, "eu-west-1", &[], 10, "1.0.0")).await.unwrap();
             let tenant = cluster.name("web");
@@ -210,6 +216,7 @@ pub async fn a_missing_permission_is_waited_out(cluster: TestCluster) {
             let status = ns.status.unwrap();
             assert_eq!(status.workflow.map(|w| w.id), Some(workflow), "the same workflow went on");
             assert_eq!(status.assigned_cell.as_deref(), Some(cell_name.as_str()));
+            assert!(ledger.duplicates().is_empty(), "retried under one key each: {:?}", ledger.duplicates());
             operator.stop().await;
         })
         .await;

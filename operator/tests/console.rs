@@ -19,12 +19,13 @@ use cellplane::cell::sim::SimCellServices;
 use cellplane::cloud::sim::{SimCloud, SimConfig};
 use cellplane::console::{Access, Options, Tls};
 use cellplane::fixtures;
-use cellplane::operator::{Operator, OperatorOptions};
-use cellplane::testing::{TestCluster, real_kubeconfig};
+use cellplane::operator::{Operator, OperatorError, OperatorOptions};
+use cellplane::testing::{TestCluster, expect_clean_stop, real_kubeconfig};
 use cellplane_workflows::EngineConfig;
 use cellplane_workflows::journal::Journal;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A console on loopback for the test; stopped when the token is cancelled.
@@ -35,9 +36,24 @@ async fn console(access: Access, journal: Option<Arc<dyn Journal>>) -> (String, 
     (url, token)
 }
 
-/// The sandbox's setup: the in-memory API and a real operator (sim cloud, recording cell
-/// services) reconciling everything in it, as the objects a browser creates carry no test label.
-async fn sandbox(cluster: &TestCluster) -> (Arc<Operator>, Arc<dyn Journal>, CancellationToken, tempfile::TempDir) {
+/// The sandbox: the in-memory API and a real operator (sim cloud, recording cell services)
+/// reconciling everything in it, as the objects a browser creates carry no test label.
+struct Sandbox {
+    journal: Arc<dyn Journal>,
+    stop: CancellationToken,
+    operator: JoinHandle<Result<(), OperatorError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// Stops the operator; panics if it had failed.
+    async fn stop(self) {
+        self.stop.cancel();
+        expect_clean_stop(self.operator).await;
+    }
+}
+
+async fn sandbox(cluster: &TestCluster) -> Sandbox {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("journal.db").display());
     let journal = cellplane_workflows::journal::open(&url, "cellplane").await.unwrap();
@@ -50,8 +66,8 @@ async fn sandbox(cluster: &TestCluster) -> (Arc<Operator>, Arc<dyn Journal>, Can
     let cloud = Arc::new(SimCloud::new(SimConfig::default()));
     let services = Arc::new(SimCellServices::new(Duration::from_millis(1)));
     let operator = Arc::new(Operator::new(cluster.client.clone(), journal.clone(), cloud, services, options).unwrap());
-    let (token, _task) = operator.spawn();
-    (operator, journal, token, dir)
+    let (stop, operator) = operator.spawn();
+    Sandbox { journal, stop, operator, _dir: dir }
 }
 
 fn trusted(client: &Client) -> Access {
@@ -62,10 +78,10 @@ fn trusted(client: &Client) -> Access {
 async fn a_namespace_created_in_the_form_provisions_live_and_a_refused_form_shows_the_api_message() {
     let Some(browser) = Browser::start().await else { return };
     let cluster = TestCluster::in_memory(|_| {}).await.unwrap();
-    let (_operator, journal, stop, _dir) = sandbox(&cluster).await;
+    let sandbox = sandbox(&cluster).await;
     let cell = fixtures::cell(&cluster.name("eu"), "eu-west-1", &[("cellplane.io/ring", "canary")], 10, "1.0.0");
     cluster.create(&cluster.cells(), cell).await.unwrap();
-    let (url, console_stop) = console(trusted(&cluster.client), Some(journal)).await;
+    let (url, console_stop) = console(trusted(&cluster.client), Some(sandbox.journal.clone())).await;
 
     // An account that does not exist: the form cannot tell, the API server refuses.
     let missing = cluster.name("no-such-account");
@@ -112,7 +128,7 @@ async fn a_namespace_created_in_the_form_provisions_live_and_a_refused_form_show
     browser.screenshot("workflows").await;
 
     console_stop.cancel();
-    stop.cancel();
+    sandbox.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

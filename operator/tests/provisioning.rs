@@ -15,6 +15,7 @@ use cellplane::api::conditions::{self, ConditionStatus, types};
 use cellplane::api::namespace::{TenantId, Tier};
 use cellplane::api::{Cell, DeploymentRing, Namespace};
 use cellplane::cell::cluster::{ClusterCellServices, ServicesConfig};
+use cellplane::cell::ledger::{Effect, Ledger, Recorded};
 use cellplane::cell::pki::{self, Lifetimes};
 use cellplane::cell::tls::{self, ProbeTls, SimDataPlane};
 use cellplane::cell::{CellContext, CellError, CellServices, Tenant, names};
@@ -47,6 +48,8 @@ struct Harness {
     cluster: Arc<TestCluster>,
     client: Client,
     services: Arc<ClusterCellServices>,
+    /// What the operator asked the in-cell services to do, across its restarts.
+    ledger: Arc<Ledger>,
     operator: TestOperator,
     lifetimes: Lifetimes,
 }
@@ -57,9 +60,9 @@ fn services(cluster: &TestCluster, lifetimes: Lifetimes) -> Arc<ClusterCellServi
     Arc::new(ClusterCellServices::new(cluster.client.clone(), config, SimDataPlane::new()))
 }
 
-fn setup(services: &Arc<ClusterCellServices>) -> OperatorSetup {
+fn setup(services: &Arc<ClusterCellServices>, ledger: &Arc<Ledger>) -> OperatorSetup {
     let cloud = Arc::new(SimCloud::new(SimConfig { latency: Duration::from_millis(1), ..SimConfig::default() }));
-    OperatorSetup::new(cloud, services.clone())
+    OperatorSetup::new(cloud, Arc::new(Recorded::new(services.clone(), ledger.clone())))
 }
 
 /// Runs `body` with an operator on the test cluster, then removes what the test created.
@@ -72,9 +75,10 @@ where
     cluster
         .scenario(|cluster| async move {
             let services = services(&cluster, lifetimes);
-            let operator = TestOperator::start(&cluster, setup(&services)).await;
+            let ledger = Arc::new(Ledger::default());
+            let operator = TestOperator::start(&cluster, setup(&services, &ledger)).await;
             let client = cluster.client.clone();
-            body(Harness { cluster, client, services, operator, lifetimes }).await
+            body(Harness { cluster, client, services, ledger, operator, lifetimes }).await
         })
         .await
 }
@@ -84,7 +88,7 @@ impl Harness {
     /// data plane) on the same journal.
     async fn crash_and_restart(&mut self) {
         self.services = services(&self.cluster, self.lifetimes);
-        self.operator.crash_and_restart(&self.cluster, setup(&self.services)).await;
+        self.operator.crash_and_restart(&self.cluster, setup(&self.services, &self.ledger)).await;
     }
 
     fn name(&self, base: &str) -> String {
@@ -837,6 +841,9 @@ async fn an_operator_crash_mid_provisioning_converges_without_leaks() {
             assert_eq!(role_and_database_exist(role).await, (false, false), "{role} left behind");
             assert!(h.tenant_secrets(name).await.is_empty(), "{:?}", h.tenant_secrets(name).await);
         }
+        let made = |effect| h.ledger.executions().iter().filter(|e| e.effect == effect && e.key.is_some()).count();
+        assert!(made(Effect::Database) >= names.len() && made(Effect::Certificates) >= names.len());
+        assert!(h.ledger.duplicates().is_empty(), "made twice in the cell: {:?}", h.ledger.duplicates());
         h.stop().await;
     })
     .await;

@@ -133,7 +133,8 @@ async fn two_replicas_converge_without_a_failover_and_after_one() {
 
             cluster.cleanup().await.unwrap();
             signal(survivor, libc::SIGTERM);
-            let _ = survivor.wait().await;
+            let exited = tokio::time::timeout(WITHIN, survivor.wait()).await.expect("the survivor stops").unwrap();
+            assert!(exited.success(), "the survivor exits cleanly after SIGTERM: {exited}");
             let mut conn = admin().await;
             sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))).execute(&mut conn).await.unwrap();
         })

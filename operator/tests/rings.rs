@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cellplane::api::ConditionStatus;
 use cellplane::api::DeploymentRingStatus;
+use cellplane::api::common::WorkflowState;
 use cellplane::api::conditions;
 use cellplane::api::ring::{
     Admission, Approval, Comparison, Gate, GateKind, GateVerdict, HALTED, PrometheusGate, RingPhase, RollbackPolicy,
@@ -64,6 +65,18 @@ fn phase(s: &DeploymentRingStatus) -> Option<RingPhase> {
 
 fn sleeping(s: &DeploymentRingStatus) -> bool {
     s.workflow.as_ref().and_then(|w| w.waiting_for.as_deref()).is_some_and(|w| w.starts_with("sleeping until"))
+}
+
+/// Whether the rollout has run since the clock last moved past the time it slept until: it
+/// sleeps until a time after `now`, or it has finished. Right after an advance the status still
+/// shows the old wake-up time, which is no later than `now`, so only a rollout that looked at
+/// the new time (and decided what it means) reads so.
+fn ran_at(s: &DeploymentRingStatus, clock: &TestClock) -> bool {
+    let now = k8s_openapi::jiff::Timestamp::from_millisecond(clock.now_ms()).expect("a test clock time");
+    s.workflow.as_ref().is_some_and(|w| {
+        let finished = matches!(w.state, WorkflowState::Completed | WorkflowState::Failed | WorkflowState::Cancelled);
+        finished || w.next_attempt_at.as_ref().is_some_and(|at| at.0 > now)
+    })
 }
 
 fn gate_verdict(s: &DeploymentRingStatus) -> Option<GateVerdict> {
@@ -124,6 +137,9 @@ async fn a_week_long_bake_survives_restarts_and_a_newer_version_supersedes_it_be
     let (main, next) = (fleet.name("main"), fleet.name("next"));
     let mut first = ring(&main, 0, "main", Some("1.1.0"), "7d");
     first.spec.pause_between_batches = "1h".into();
+    // Checked once a day through the bake: the moments the rollout looks at the clock.
+    let daily = Gate { stable_for: "0s".into(), interval: "1d".into(), ..gate("ready", GateKind::CellConditions) };
+    first.spec.gates = vec![daily];
     fleet.create(&fleet.rings(), &first).await.unwrap();
     let mut follower = ring(&next, 1, "next", None, "0s");
     follower.spec.order = None;
@@ -154,8 +170,11 @@ async fn a_week_long_bake_survives_restarts_and_a_newer_version_supersedes_it_be
     clock.advance(2 * DAY);
     roll_into_bake(&fleet, &clock, &main, "1.3.0").await;
     clock.advance(6 * DAY);
+    let (day_six, at) = (clock.clone(), clock.now_ms());
+    fleet.ring_until(&main, "1.3.0's rollout checked on day six", move |s| ran_at(s, &day_six)).await;
     let status = fleet.rings().get(&main).await.unwrap().status.unwrap();
     assert_eq!(status.baked_version.as_deref(), Some("1.1.0"), "1.3.0's bake started over: six days are not seven");
+    assert!(status.baked_until.as_ref().is_some_and(|until| until.0.as_millisecond() > at), "{:?}", status.baked_until);
     clock.advance(DAY + Duration::from_secs(1));
     fleet.ring_until(&next, "1.3.0 baked downstream", |s| s.baked_version.as_deref() == Some("1.3.0")).await;
     assert_eq!(upgrades(&fleet, &next_cells[0]), ["1.1.0", "1.3.0"], "downstream skipped the superseded 1.2.0");
@@ -245,6 +264,8 @@ async fn a_gate_that_flaps_inside_stable_for_starts_its_stable_period_over() {
     assert!(second > first, "the stable period started over: {first:?} then {second:?}");
     // Ten minutes after the first healthy check the gate has not passed: it needs ten from the second.
     clock.advance(Duration::from_secs(8 * 60));
+    let eight_minutes = clock.clone();
+    fleet.ring_until(&name, "the gate checked eight minutes on", move |s| ran_at(s, &eight_minutes)).await;
     let status = fleet.rings().get(&name).await.unwrap().status.unwrap();
     assert_eq!((gate_verdict(&status), phase(&status)), (Some(GateVerdict::Stabilizing), Some(RingPhase::Progressing)));
     clock.advance(Duration::from_secs(2 * 60 + 1));

@@ -83,6 +83,8 @@ struct State {
     next_id: u64,
     /// Result of each create, by idempotency key.
     done: HashMap<String, (String, Option<String>)>,
+    /// Keys of the cluster and node pool upgrades applied.
+    upgraded: BTreeSet<String>,
     live: BTreeMap<String, Live>,
     ledger: Vec<Effect>,
     failing_versions: BTreeSet<String>,
@@ -101,6 +103,7 @@ impl SimCloud {
             rng: StdRng::seed_from_u64(config.seed),
             next_id: 1,
             done: HashMap::new(),
+            upgraded: BTreeSet::new(),
             live: BTreeMap::new(),
             ledger: Vec::new(),
             failing_versions: BTreeSet::new(),
@@ -153,20 +156,27 @@ impl SimCloud {
         pools.map(|l| (l.name.trim_start_matches("pool/").to_string(), l.version.clone())).collect()
     }
 
-    /// Logical resources created a second time while the first still existed (a retried
-    /// create that lost its idempotency key), as `cell/name`. Empty when effects were exactly-once.
+    /// Effects applied a second time under another idempotency key (a retried call that lost its
+    /// key): a logical resource created again while the first still existed, as `cell/name`, or
+    /// upgraded again to the version it already ran, as `cell/name@version`. Empty when effects
+    /// were exactly-once.
     pub fn duplicates(&self) -> Vec<String> {
-        let mut live = BTreeSet::new();
+        let mut versions: BTreeMap<String, Option<String>> = BTreeMap::new();
         let mut duplicates = Vec::new();
         for effect in &self.lock().ledger {
             let name = format!("{}/{}", effect.cell, effect.name);
             match effect.op {
-                EffectOp::Create if !live.insert(name.clone()) => duplicates.push(name),
+                EffectOp::Create if versions.contains_key(&name) => duplicates.push(name.clone()),
+                EffectOp::Upgrade if versions.get(&name) == Some(&effect.version) => {
+                    duplicates.push(format!("{name}@{}", effect.version.clone().unwrap_or_default()))
+                }
                 EffectOp::Delete => {
-                    live.remove(&name);
+                    versions.remove(&name);
+                    continue;
                 }
                 _ => {}
             }
+            versions.insert(name, effect.version.clone());
         }
         duplicates
     }
@@ -253,23 +263,25 @@ impl SimCloud {
         }
     }
 
-    /// Moves a live cluster or node pool to `version`, in place.
+    /// Moves a live cluster or node pool to `version`, in place, once per key. Every upgrade
+    /// applied is recorded, also one to the version the resource runs already: a cloud carries
+    /// out (and bills) each request it accepts.
     fn upgrade(&self, key: &str, id: &str, version: &str) -> Result<(), CloudError> {
         let mut state = self.lock();
         let Some(live) = state.live.get_mut(id) else {
             return Err(CloudError::Invalid(format!("{id} does not exist")));
         };
-        if live.version.as_deref() != Some(version) {
-            live.version = Some(version.to_string());
-            let effect = Effect {
-                op: EffectOp::Upgrade,
-                kind: live.kind,
-                cell: live.cell.clone(),
-                name: live.name.clone(),
-                id: id.to_string(),
-                key: key.to_string(),
-                version: live.version.clone(),
-            };
+        live.version = Some(version.to_string());
+        let effect = Effect {
+            op: EffectOp::Upgrade,
+            kind: live.kind,
+            cell: live.cell.clone(),
+            name: live.name.clone(),
+            id: id.to_string(),
+            key: key.to_string(),
+            version: live.version.clone(),
+        };
+        if state.upgraded.insert(key.to_string()) {
             state.ledger.push(effect);
         }
         Ok(())
@@ -511,5 +523,21 @@ mod tests {
         let error = cloud.install_components("i3", &request("2.0.0")).await.unwrap_err();
         assert!(!error.is_transient());
         assert!(cloud.duplicates().is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_upgrade_request_is_recorded_once_and_one_to_the_running_version_is_a_duplicate() {
+        let cloud = SimCloud::new(quick());
+        let request =
+            |v: &str| ClusterRequest { scope: scope(), network: Network::default(), kubernetes_version: v.into() };
+        let cluster = cloud.create_cluster("c1", &request("1.33")).await.unwrap();
+        cloud.upgrade_cluster("u1", &request("1.34"), &cluster.id).await.unwrap();
+        cloud.upgrade_cluster("u1", &request("1.34"), &cluster.id).await.unwrap();
+        let upgrades = || cloud.ledger().into_iter().filter(|e| e.op == EffectOp::Upgrade).count();
+        assert_eq!(upgrades(), 1, "a retry under its key is the same request");
+        assert!(cloud.duplicates().is_empty());
+        cloud.upgrade_cluster("u2", &request("1.34"), &cluster.id).await.unwrap();
+        assert_eq!(upgrades(), 2, "another request is another upgrade, whatever it changes");
+        assert_eq!(cloud.duplicates(), vec!["cell-a/cluster@1.34".to_string()]);
     }
 }

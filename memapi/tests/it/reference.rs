@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use crate::common::{DEADLINE, Gadget, Widget, eventually, eventually_within};
 
 pub const REFERENCE_ENV: &str = "MEMAPI_REFERENCE_KUBECONFIG";
+/// Set (by `make test`) when the comparison with a real server must run rather than be skipped.
+pub const REQUIRE_ENV: &str = "CELLPLANE_REQUIRE_CLUSTER";
 
 /// A server under test.
 pub struct Server {
@@ -24,7 +26,8 @@ pub struct Server {
     pub run: String,
 }
 
-/// memapi, and the reference server when one is configured (saying so when it is not).
+/// memapi, and the reference server when one is configured (saying so when it is not; failing
+/// when [`REQUIRE_ENV`] is set).
 pub async fn servers() -> Vec<Server> {
     let memapi = ApiServer::new();
     let mut servers = vec![connect("memapi", memapi.client()).await];
@@ -33,6 +36,11 @@ pub async fn servers() -> Vec<Server> {
             let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("reference kubeconfig is readable");
             let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
             servers.push(connect("kube-apiserver", Client::try_from(config).expect("client")).await);
+        }
+        None if std::env::var_os(REQUIRE_ENV).is_some() => {
+            panic!(
+                "the fidelity checks need a real kube-apiserver: {REFERENCE_ENV} is unset and {REQUIRE_ENV} forbids comparing with memapi only"
+            )
         }
         None => println!("compared with memapi only: set {REFERENCE_ENV} to check a real kube-apiserver too"),
     }

@@ -1,6 +1,7 @@
 //! Types and validation patterns shared by the three resources.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +9,26 @@ use super::conditions::MAX_MESSAGE_LENGTH;
 
 /// RFC 1123 DNS label: lower-case alphanumerics and '-', starting and ending alphanumeric.
 pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// Whether a name can be a DNS label (names reach hostnames, cloud tags and SQL identifiers):
+/// the rule of [`DNS_LABEL_PATTERN`], without a regex engine.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// The time now, as statuses carry it.
+pub fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// A time in epoch milliseconds (as workflows record it), as statuses carry it.
+pub fn time_ms(ms: i64) -> Option<Time> {
+    Timestamp::from_millisecond(ms).ok().map(Time)
+}
 
 /// A duration such as `90s`, `5m`, `1h30m` or `7d`: one or more number+unit pairs,
 /// units `d`, `h`, `m`, `s`. Parsed by [`parse_duration`].

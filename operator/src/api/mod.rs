@@ -35,6 +35,17 @@ pub const GROUP: &str = "cellplane.io";
 /// API version of every cellplane resource.
 pub const VERSION: &str = "v1alpha1";
 
+/// Field manager of every write the operator makes.
+pub const MANAGER: &str = "cellplane";
+
+/// `namespace/name`, or `name` for cluster-scoped objects: what identifies an object of a kind.
+pub fn object_key<K: kube::ResourceExt>(obj: &K) -> String {
+    match obj.namespace() {
+        Some(namespace) => format!("{namespace}/{}", obj.name_any()),
+        None => obj.name_any(),
+    }
+}
+
 /// Header written at the top of every generated CRD file.
 pub const GENERATED_HEADER: &str =
     "# Generated from operator/src/api by `make crds` (or `cellplane crds`). Do not edit.\n";

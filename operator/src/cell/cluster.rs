@@ -22,10 +22,10 @@ use super::tls::{self, ProbeTls, Resolve, SimDataPlane, SystemResolver};
 use super::{
     CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant, kube_error, names,
 };
+use crate::api::MANAGER;
 use crate::api::cell::{DatabaseSpec, Provider};
 use crate::api::common::SecretReference;
 use crate::cloud::{CloudError, CloudProvider, ClusterAccess};
-use crate::controllers::MANAGER;
 
 /// Annotation naming the idempotency key a Secret's content was issued for.
 pub const ISSUED_FOR: &str = "cellplane.io/issued-for";

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod database;
+pub mod ledger;
 pub mod pki;
 pub mod routes;
 pub mod sim;

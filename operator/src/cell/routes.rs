@@ -79,7 +79,7 @@ pub async fn apply(
         annotations: (!cell.ingress.annotations.is_empty()).then(|| cell.ingress.annotations.clone()),
         ..ObjectMeta::default()
     };
-    let params = PatchParams::apply(crate::controllers::MANAGER).force();
+    let params = PatchParams::apply(crate::api::MANAGER).force();
     if let Some(resource) = tls_route_resource(client).await? {
         let gateway = cell.ingress.gateway.clone().unwrap_or_default();
         let mut parent = serde_json::json!({ "name": gateway.name.unwrap_or_else(|| "cellplane".into()) });

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::ledger::{Effect, Ledger, target};
 use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant, names};
 
 /// Versions whose name ends so serve errors in a simulated cell: a release that upgrades fine
@@ -27,6 +28,8 @@ pub struct SimCellServices {
     live: Mutex<BTreeSet<String>>,
     /// Cells whose front door is down (an outage a test switches on and off).
     outages: Mutex<BTreeSet<String>>,
+    /// Every create and removal asked for, with its key.
+    ledger: Ledger,
 }
 
 impl SimCellServices {
@@ -48,6 +51,11 @@ impl SimCellServices {
         self.outages.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(cell)
     }
 
+    /// What was executed, in order: the creates with their keys, and the removals.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
     /// Objects that exist now, as `cell/kind/tenant` (kinds: database, certificates, route).
     pub fn live(&self) -> Vec<String> {
         self.lock().iter().cloned().collect()
@@ -57,14 +65,26 @@ impl SimCellServices {
         self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn put(&self, cell: &CellContext, kind: &str, tenant: &Tenant) {
+    async fn put(&self, key: &str, cell: &CellContext, effect: Effect, tenant: &Tenant) {
+        self.ledger.created(effect, target(cell, tenant), key);
         tokio::time::sleep(self.latency).await;
-        self.lock().insert(format!("{}/{kind}/{}", cell.name, tenant.id));
+        self.lock().insert(format!("{}/{}/{}", cell.name, kind(effect), tenant.id));
     }
 
-    async fn remove(&self, cell: &CellContext, kind: &str, tenant: &Tenant) {
+    async fn remove(&self, cell: &CellContext, effect: Effect, tenant: &Tenant) {
+        self.ledger.removed(effect, target(cell, tenant));
         tokio::time::sleep(self.latency).await;
-        self.lock().remove(&format!("{}/{kind}/{}", cell.name, tenant.id));
+        self.lock().remove(&format!("{}/{}/{}", cell.name, kind(effect), tenant.id));
+    }
+}
+
+/// The kind of a live object, as [`SimCellServices::live`] names it.
+fn kind(effect: Effect) -> &'static str {
+    match effect {
+        Effect::Database => "database",
+        Effect::Certificates => "certificates",
+        Effect::Route => "route",
+        Effect::CellCa => "cell-ca",
     }
 }
 
@@ -74,21 +94,23 @@ impl CellServices for SimCellServices {
         Ok(CellCa { secret: format!("{}.cell-ca", cell.name), not_after_ms: None, renew_at_ms: None })
     }
 
-    async fn rotate_cell_ca(&self, _key: &str, cell: &CellContext) -> Result<CellCa, CellError> {
+    async fn rotate_cell_ca(&self, key: &str, cell: &CellContext) -> Result<CellCa, CellError> {
+        self.ledger.created(Effect::CellCa, cell.name.clone(), key);
         self.ensure_cell_ca(cell).await
     }
 
-    async fn remove_cell_ca(&self, _cell: &CellContext) -> Result<(), CellError> {
+    async fn remove_cell_ca(&self, cell: &CellContext) -> Result<(), CellError> {
+        self.ledger.removed(Effect::CellCa, cell.name.clone());
         Ok(())
     }
 
     async fn create_database(
         &self,
-        _key: &str,
+        key: &str,
         cell: &CellContext,
         tenant: &Tenant,
     ) -> Result<DatabaseGrant, CellError> {
-        self.put(cell, "database", tenant).await;
+        self.put(key, cell, Effect::Database, tenant).await;
         let name = tenant.id.unique_name("tenant_", '_', 63);
         Ok(DatabaseGrant {
             role: name.clone(),
@@ -101,17 +123,17 @@ impl CellServices for SimCellServices {
     }
 
     async fn drop_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
-        self.remove(cell, "database", tenant).await;
+        self.remove(cell, Effect::Database, tenant).await;
         Ok(())
     }
 
     async fn issue_certificates(
         &self,
-        _key: &str,
+        key: &str,
         cell: &CellContext,
         tenant: &Tenant,
     ) -> Result<Certificates, CellError> {
-        self.put(cell, "certificates", tenant).await;
+        self.put(key, cell, Effect::Certificates, tenant).await;
         let issue_client = tenant.mtls.issue_client_certificate.unwrap_or(false);
         Ok(Certificates {
             server_secret: names::server(&tenant.id),
@@ -123,17 +145,17 @@ impl CellServices for SimCellServices {
     }
 
     async fn remove_certificates(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
-        self.remove(cell, "certificates", tenant).await;
+        self.remove(cell, Effect::Certificates, tenant).await;
         Ok(())
     }
 
-    async fn create_route(&self, _key: &str, cell: &CellContext, tenant: &Tenant) -> Result<Route, CellError> {
-        self.put(cell, "route", tenant).await;
+    async fn create_route(&self, key: &str, cell: &CellContext, tenant: &Tenant) -> Result<Route, CellError> {
+        self.put(key, cell, Effect::Route, tenant).await;
         Ok(Route { name: names::route(&tenant.id), kind: String::new(), namespace: String::new() })
     }
 
     async fn delete_route(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
-        self.remove(cell, "route", tenant).await;
+        self.remove(cell, Effect::Route, tenant).await;
         Ok(())
     }
 

@@ -370,7 +370,7 @@ fn row<K: kube::Resource<DynamicType = ()> + kube::ResourceExt>(
 ) -> Row {
     let ready = conditions::find(conditions, conditions::types::READY);
     Row {
-        id: format!("{}/{}", K::kind(&()), crate::controllers::object_key(obj)),
+        id: format!("{}/{}", K::kind(&()), crate::api::object_key(obj)),
         phase: phase.unwrap_or_else(|| "-".into()),
         ready: ready.map_or("-".into(), |c| c.status.as_str().to_string()),
         step: step.unwrap_or_else(|| "-".into()),

@@ -103,7 +103,7 @@ pub async fn steer(api: &Api<DeploymentRing>, ring: &str, command: RingsCommand)
             (serde_json::json!({ "metadata": { "annotations": { ABORT: version } } }), done)
         }
         RingsCommand::Retry { .. } => {
-            let token = crate::controllers::now().0.to_string();
+            let token = crate::api::common::now().0.to_string();
             let done = format!("ring {ring} retries its halted rollout");
             (serde_json::json!({ "metadata": { "annotations": { RETRY: token } } }), done)
         }

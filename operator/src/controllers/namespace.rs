@@ -3,15 +3,15 @@
 use std::sync::Arc;
 
 use cellplane_workflows::{Checkpoint, State};
-use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::{
-    Context, ReconcileError, apply_status, blocked_on, conditions_for, counted, ensure_finalizer, is_dns_label,
-    progress_message, remove_finalizer, set_deleting, stall_of, workflow_status,
-};
+use super::driver::{Command, Desired, Reconciled, Report, Run, Stage, Teardown, Work, World};
+use super::error::ReconcileError;
+use super::events::Note;
+use super::runner;
+use super::status::{Blocker, Steps, conditions_for, progress_message, set_deleting, steps_done, workflow_status};
+use crate::api::common::is_dns_label;
 use crate::api::conditions::{self, Condition, ConditionStatus, Stall};
 use crate::api::namespace::{
     CELL_SELECTED, CERTIFICATES_READY, CONNECTED, DATABASE_READY, INGRESS_READY, NAMESPACE_CONDITIONS, NAMESPACE_STEPS,
@@ -19,56 +19,74 @@ use crate::api::namespace::{
 };
 use crate::cell::pki;
 use crate::flows::fleet::{NamespaceView, view};
-use crate::flows::namespace::{DELETE, NamespaceInput, NamespaceWorkflow};
+use crate::flows::namespace::{DELETE, NamespaceInput, NamespaceOutput, NamespaceWorkflow};
 use crate::flows::placement::render_hostname;
 use crate::flows::{Owner, ids};
 
-const KIND: &str = "Namespace";
-
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
-    super::run_controller::<Namespace, _>(ctx, shutdown, &[Owner::Namespace], reconcile).await
+pub async fn run(ctx: Arc<super::Context>, shutdown: CancellationToken) {
+    runner::run::<Namespace>(ctx, shutdown, &[Owner::Namespace]).await
 }
 
-async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let span = tracing::info_span!("reconcile", kind = KIND, name = %super::object_key(ns.as_ref()));
-    let result = reconcile_inner(&ns, &ctx).instrument(span).await;
-    counted(KIND, ns.as_ref(), &ctx, result).await
+type NamespaceStage<'a> = Stage<'a, NamespaceInput, NamespaceOutput>;
+
+impl Reconciled for Namespace {
+    const KIND: &'static str = "Namespace";
+    type Flow = NamespaceWorkflow;
+    type Status = NamespaceStatus;
+
+    fn api(&self, client: Client) -> Result<Api<Self>, ReconcileError> {
+        Ok(Api::namespaced(client, &tenant_of(self)?.account))
+    }
+
+    fn owned_status(&self) -> Option<NamespaceStatus> {
+        self.status.clone()
+    }
+
+    fn desire(&self, world: &World) -> Result<Desired<NamespaceInput>, ReconcileError> {
+        let tenant = tenant_of(self)?;
+        if let Err(stall) = validate(self, &tenant, world) {
+            return Ok(Work::Invalid(stall).into());
+        }
+        let uid = self.uid().ok_or(ReconcileError::MissingField("metadata.uid"))?;
+        let id = ids::namespace(&tenant, &uid);
+        Ok(Work::Run(Run::new(id, NamespaceInput { tenant, uid, spec: self.spec.clone() })).into())
+    }
+
+    fn report(&self, stage: &NamespaceStage<'_>, world: &World) -> Report<NamespaceStatus> {
+        let assessment = Assessment::of(stage);
+        let status = status(self, stage, &assessment, world);
+        let events = events(self.status.as_ref(), &status, &assessment);
+        Report { status, events }
+    }
+
+    fn teardown_workflow(&self) -> Option<String> {
+        Some(ids::namespace(&TenantId::of(self)?, &self.uid()?))
+    }
+
+    fn teardown(
+        &self,
+        checkpoint: Option<&Checkpoint>,
+        _world: &World,
+    ) -> Result<Teardown<NamespaceInput>, ReconcileError> {
+        teardown(self, checkpoint)
+    }
 }
 
-async fn reconcile_inner(ns: &Namespace, ctx: &Context) -> Result<Action, ReconcileError> {
-    let tenant = TenantId::of(ns).ok_or(ReconcileError::MissingField("metadata.namespace"))?;
-    let api: Api<Namespace> = Api::namespaced(ctx.client.clone(), &tenant.account);
-    if ns.metadata.deletion_timestamp.is_some() {
-        return cleanup(ns, &tenant, ctx, &api).await;
-    }
-    if ensure_finalizer(&api, ns).await? {
-        return Ok(Action::await_change());
-    }
-    if let Err(stall) = validate(ns, &tenant, &ctx.namespace) {
-        write_status(ns, ctx, &api, None, Some(&stall), None).await?;
-        return Ok(Action::await_change());
-    }
-    let uid = ns.uid().ok_or(ReconcileError::MissingField("metadata.uid"))?;
-    let id = ids::namespace(&tenant, &uid);
-    let input = NamespaceInput { tenant, uid, spec: ns.spec.clone() };
-    ctx.ensure::<NamespaceWorkflow>(&id, &input).await?;
-    let checkpoint = ctx.engine.checkpoint(&id).await?;
-    write_status(ns, ctx, &api, checkpoint.as_ref(), None, None).await?;
-    Ok(Action::requeue(std::time::Duration::from_secs(600)))
+fn tenant_of(ns: &Namespace) -> Result<TenantId, ReconcileError> {
+    TenantId::of(ns).ok_or(ReconcileError::MissingField("metadata.namespace"))
 }
 
 /// What the schema should have refused, checked again (names reach hostnames and SQL), and
 /// what it cannot check: a supplied client CA must parse, be a CA and be valid now.
-fn validate(ns: &Namespace, tenant: &TenantId, operator_namespace: &str) -> Result<(), Stall> {
+fn validate(ns: &Namespace, tenant: &TenantId, world: &World) -> Result<(), Stall> {
     validate_spec(ns, tenant).map_err(|message| Stall { reason: "InvalidSpec".into(), message })?;
-    if ns.spec.synthetic && tenant.account != operator_namespace {
-        let message = format!(
-            "spec.synthetic: only the operator's own tenants (in namespace {operator_namespace}) are synthetic"
-        );
+    if ns.spec.synthetic && tenant.account != world.namespace {
+        let message =
+            format!("spec.synthetic: only the operator's own tenants (in namespace {}) are synthetic", world.namespace);
         return Err(Stall { reason: "InvalidSpec".into(), message });
     }
     if let Some(pem) = &ns.spec.mtls.accepted_client_ca
-        && let Err(problem) = pki::validate_client_ca(pem, std::time::SystemTime::now())
+        && let Err(problem) = pki::validate_client_ca(pem, world.system_time())
     {
         return Err(Stall {
             reason: "InvalidClientCA".into(),
@@ -101,104 +119,116 @@ fn validate_spec(ns: &Namespace, tenant: &TenantId) -> Result<(), String> {
     Ok(())
 }
 
-async fn write_status(
-    ns: &Namespace,
-    ctx: &Context,
-    api: &Api<Namespace>,
-    checkpoint: Option<&Checkpoint>,
-    stall: Option<&Stall>,
-    deleting: Option<(&str, String)>,
-) -> Result<(), ReconcileError> {
-    let current = ns.status.clone();
-    let mut status = current.clone().unwrap_or_default();
+/// What the workflow has done and why it stopped, read once for the status and its Events.
+struct Assessment {
+    view: Option<NamespaceView>,
+    /// A stop that needs a person: an invalid spec or a failed workflow.
+    failed: Option<Stall>,
+    /// Why progress stopped: `failed`, or a wait that goes on by itself once resolved.
+    stall: Option<Stall>,
+}
+
+impl Assessment {
+    fn of(stage: &NamespaceStage<'_>) -> Assessment {
+        let checkpoint = stage.checkpoint();
+        let view = view::<NamespaceView>(checkpoint);
+        let failed = stage.failure();
+        // A permission the operator lacks, or no cell that can take the namespace (and none on
+        // its way to): stalled, but not failed; it goes on once the permission is granted or a
+        // cell has room again.
+        let waiting = failed.is_none().then(|| stage.blocked().or_else(|| no_eligible_cell(view.as_ref(), checkpoint)));
+        let stall = failed.clone().or(waiting.flatten());
+        Assessment { view, failed, stall }
+    }
+}
+
+fn status(ns: &Namespace, stage: &NamespaceStage<'_>, assessment: &Assessment, world: &World) -> NamespaceStatus {
+    let Assessment { view, failed, stall } = assessment;
+    let checkpoint = stage.checkpoint();
+    let mut status = ns.status.clone().unwrap_or_default();
     let generation = ns.metadata.generation;
-    let view = view::<NamespaceView>(checkpoint);
-    let failed = stall.cloned().or(checkpoint.and_then(stall_of));
-    // A permission the operator lacks, or no cell that can take the namespace (and none on its
-    // way to): stalled, but not failed; it goes on once the permission is granted or a cell has
-    // room again.
-    let waiting = failed
-        .is_none()
-        .then(|| checkpoint.and_then(blocked_on).or_else(|| no_eligible_cell(view.as_ref(), checkpoint)));
-    let stall = failed.clone().or(waiting.flatten());
-    let done: Vec<&str> = match &view {
-        Some(view) => NAMESPACE_STEPS.iter().copied().filter(|s| view.done.iter().any(|d| d == s)).collect(),
-        None => NAMESPACE_STEPS.iter().copied().filter(|s| conditions::is_true(&status.conditions, s)).collect(),
-    };
-    let waiting = match (&view, checkpoint) {
+    let done = steps_done(NAMESPACE_STEPS, view.as_ref().map(|v| v.done.as_slice()), &status.conditions);
+    let waiting = match (view, checkpoint) {
         (Some(view), _) if view.waiting.is_some() => view.waiting.clone(),
         (_, Some(cp)) => Some(progress_message(cp)),
         _ => None,
     };
-    let before = status.phase;
-    if let Some(view) = &view {
-        status.phase = view.phase.or(status.phase);
-        if view.assigned_cell.is_some() {
-            status.assigned_cell = view.assigned_cell.clone();
-        }
-        status.endpoint = view.endpoint.clone().or(status.endpoint);
-        status.secrets = view.secrets.clone().or(status.secrets);
-        status.database = view.database.clone().or(status.database);
-        status.certificates = view.certificates.clone().or(status.certificates);
-        status.route = view.route.clone().or(status.route);
+    if let Some(view) = view {
+        mirror_view(&mut status, view);
     }
     if failed.is_some() {
         status.phase = Some(NamespacePhase::Failed);
     }
     status.phase = status.phase.or(Some(NamespacePhase::Pending));
-    let mut conditions = conditions_for(
-        &status.conditions,
-        NAMESPACE_CONDITIONS,
-        NAMESPACE_STEPS,
-        &done,
+    let now = world.time();
+    let steps = Steps {
+        all: NAMESPACE_CONDITIONS,
+        steps: NAMESPACE_STEPS,
+        done: &done,
         waiting,
         generation,
-        stall.as_ref(),
-    );
-    if let Some(view) = &view {
+        stall: stall.as_ref(),
+    };
+    let mut conditions = conditions_for(&status.conditions, steps, &now);
+    if let Some(view) = view {
         for (step, reason, message) in step_notes(view, &done, &status) {
             if done.contains(&step) {
-                let note = Condition::new(step, ConditionStatus::True, reason, message, generation, super::now());
+                let note = Condition::new(step, ConditionStatus::True, reason, message, generation, now.clone());
                 conditions::set_condition(&mut conditions, note);
             }
         }
     }
-    set_deleting(&mut conditions, deleting, generation);
-    let previous = current.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    set_deleting(&mut conditions, stage.blocker(), generation, &now);
     status.conditions = conditions;
     status.observed_generation = generation;
     status.workflow = checkpoint.map(workflow_status);
-    apply_status(api, ns, current.as_ref(), &status).await?;
-    // An event per step that became True, and when the namespace stalls.
-    for type_ in NAMESPACE_STEPS {
-        let was = conditions::is_true(&previous, type_);
-        if let Some(c) =
-            conditions::find(&status.conditions, type_).filter(|c| !was && c.status == ConditionStatus::True)
-        {
-            ctx.event(ns, false, &c.reason, c.message.clone()).await;
-        }
+    status
+}
+
+/// What the workflow published, over what the status had.
+fn mirror_view(status: &mut NamespaceStatus, view: &NamespaceView) {
+    status.phase = view.phase.or(status.phase);
+    if view.assigned_cell.is_some() {
+        status.assigned_cell = view.assigned_cell.clone();
     }
-    if let Some(stall) = stall.as_ref().filter(|_| failed.is_none())
-        && !conditions::is_true(&previous, conditions::types::STALLED)
+    status.endpoint = view.endpoint.clone().or(status.endpoint.take());
+    status.secrets = view.secrets.clone().or(status.secrets.take());
+    status.database = view.database.clone().or(status.database.take());
+    status.certificates = view.certificates.clone().or(status.certificates.take());
+    status.route = view.route.clone().or(status.route.take());
+}
+
+/// An Event per step that became True, when the namespace stalls, fails or becomes Ready.
+fn events(before: Option<&NamespaceStatus>, after: &NamespaceStatus, assessment: &Assessment) -> Vec<Note> {
+    let previous = before.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut notes: Vec<Note> = NAMESPACE_STEPS
+        .iter()
+        .filter(|type_| !conditions::is_true(previous, type_))
+        .filter_map(|type_| conditions::find(&after.conditions, type_))
+        .filter(|c| c.status == ConditionStatus::True)
+        .map(|c| Note::normal(c.reason.clone(), c.message.clone()))
+        .collect();
+    if let Some(stall) = assessment.stall.as_ref().filter(|_| assessment.failed.is_none())
+        && !conditions::is_true(previous, conditions::types::STALLED)
     {
-        ctx.event(ns, true, &stall.reason, stall.message.clone()).await;
+        notes.push(Note::warning(stall.reason.clone(), stall.message.clone()));
     }
-    if before != status.phase {
-        match (&failed, status.phase) {
-            (Some(stall), _) => ctx.event(ns, true, &stall.reason, stall.message.clone()).await,
+    if before.and_then(|s| s.phase) != after.phase {
+        match (&assessment.failed, after.phase) {
+            (Some(stall), _) => notes.push(Note::warning(stall.reason.clone(), stall.message.clone())),
             (None, Some(NamespacePhase::Ready)) => {
                 let note = format!(
                     "serving at {} in cell {}",
-                    status.endpoint.clone().unwrap_or_default(),
-                    status.assigned_cell.clone().unwrap_or_default()
+                    after.endpoint.clone().unwrap_or_default(),
+                    after.assigned_cell.clone().unwrap_or_default()
                 );
-                ctx.event(ns, false, "Ready", note).await
+                notes.push(Note::normal("Ready", note));
             }
             // Intermediate phases are in status; events are kept for milestones and failures.
             _ => {}
         }
     }
-    Ok(())
+    notes
 }
 
 /// Reason and message of each step condition that is True, from what the workflow did.
@@ -267,10 +297,7 @@ fn step_notes(
 
 /// A stall for a namespace no cell can take now, unless a cell that could is still being
 /// provisioned (then it is only waiting).
-fn no_eligible_cell(
-    view: Option<&NamespaceView>,
-    checkpoint: Option<&cellplane_workflows::Checkpoint>,
-) -> Option<Stall> {
+fn no_eligible_cell(view: Option<&NamespaceView>, checkpoint: Option<&Checkpoint>) -> Option<Stall> {
     let refusals = match (view.and_then(|v| v.waiting.clone()), checkpoint) {
         (Some(waiting), _) => waiting,
         (None, Some(cp)) if cp.step.as_deref() == Some("select-cell") => cp.last_error.clone()?,
@@ -283,49 +310,227 @@ fn no_eligible_cell(
 }
 
 /// Teardown: the workflow releases everything; the finalizer goes when it has finished.
-async fn cleanup(
-    ns: &Namespace,
-    tenant: &TenantId,
-    ctx: &Context,
-    api: &Api<Namespace>,
-) -> Result<Action, ReconcileError> {
-    let Some(uid) = ns.uid() else { return Ok(Action::await_change()) };
-    let id = ids::namespace(tenant, &uid);
-    let Some(checkpoint) = ctx.engine.checkpoint(&id).await? else {
-        remove_finalizer(api, ns).await?;
-        return Ok(Action::await_change());
+fn teardown(ns: &Namespace, checkpoint: Option<&Checkpoint>) -> Result<Teardown<NamespaceInput>, ReconcileError> {
+    let Some(checkpoint) = checkpoint else {
+        return Ok(Teardown::Finished { commands: Vec::new(), release: None, note: None });
     };
     match checkpoint.state {
         State::Completed | State::Cancelled => {
-            ctx.event(ns, false, "Deleted", "database, certificates, route and capacity released".into()).await;
-            remove_finalizer(api, ns).await?;
-            return Ok(Action::await_change());
+            let note = Note::normal("Deleted", "database, certificates, route and capacity released");
+            return Ok(Teardown::Finished { commands: Vec::new(), release: None, note: Some(note) });
         }
         State::Failed | State::NonDeterministic => {
             let message = format!(
-                "the provisioning workflow ended {} ({}); retry it with `cellplane workflows retry {id}`",
+                "the provisioning workflow ended {} ({}); retry it with `cellplane workflows retry {}`",
                 checkpoint.state,
-                checkpoint.reason.clone().unwrap_or_default()
+                checkpoint.reason.clone().unwrap_or_default(),
+                checkpoint.id
             );
-            write_status(ns, ctx, api, Some(&checkpoint), None, Some(("WorkflowFailed", message))).await?;
-            return Ok(Action::await_change());
+            return Ok(Teardown::Blocked(Blocker::new("WorkflowFailed", message)));
         }
         _ => {}
     }
     let placed = ns.status.as_ref().and_then(|s| s.assigned_cell.as_ref()).is_some()
-        || view::<NamespaceView>(Some(&checkpoint)).is_some_and(|v| v.assigned_cell.is_some());
+        || view::<NamespaceView>(Some(checkpoint)).is_some_and(|v| v.assigned_cell.is_some());
     // Only while choosing a cell does the workflow hold nothing that teardown must release.
     let choosing = matches!(checkpoint.step.as_deref(), None | Some("select-cell"));
-    if placed || !choosing {
-        ctx.signal_once(&id, DELETE, "delete", &()).await?;
+    let command = if placed || !choosing {
+        Command::signal(DELETE, "delete", &())?
     } else {
         // Still looking for a cell: nothing to release, stop looking.
-        match ctx.engine.cancel(&id).await {
-            Ok(()) | Err(cellplane_workflows::Error::WrongState { .. }) => {}
-            Err(e) => return Err(e.into()),
+        Command::Cancel
+    };
+    let blocker = Blocker::new("TearingDown", progress_message(checkpoint));
+    Ok(Teardown::Continuing { commands: vec![command], blocker })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::driver::tests::{from_yaml, world};
+
+    /// A tenant `orders` of account `acme`, on first sight.
+    const ORDERS: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: Namespace
+metadata: {name: orders, namespace: acme, uid: 0b5c, generation: 1}
+spec:
+  region: eu-west-1
+  mtls: {issueClientCertificate: true}
+"#;
+
+    /// Placed in cell `eu-1`; the database step waits for a Secret permission.
+    const WAITING_FOR_A_PERMISSION: &str = r#"
+id: ns/acme/orders/0b5c
+workflow: namespace-provisioning
+version: 1
+run: 1
+state: Sleeping
+step: create-database
+stepSeq: 3
+attempt: 4
+lastError: "missing permission: create secrets in namespace acme"
+createdAt: 1750000000000
+updatedAt: 1750000060000
+published:
+  phase: Provisioning
+  done: [CellSelected]
+  assignedCell: eu-1
+"#;
+
+    /// Still choosing a cell: every cell refused it.
+    const NO_ROOM: &str = r#"
+id: ns/acme/orders/0b5c
+workflow: namespace-provisioning
+version: 1
+run: 1
+state: Sleeping
+step: select-cell
+attempt: 2
+lastError: "no cell can take orders.acme: eu-1 is full (10 of 10 namespaces)"
+createdAt: 1750000000000
+updatedAt: 1750000060000
+"#;
+
+    fn orders(edit: impl FnOnce(&mut Namespace)) -> Namespace {
+        let mut ns: Namespace = from_yaml(ORDERS);
+        edit(&mut ns);
+        ns
+    }
+
+    fn running<'a>(run: &'a Run<NamespaceInput>, checkpoint: &'a Checkpoint) -> NamespaceStage<'a> {
+        Stage::Running { run, checkpoint: Some(checkpoint), output: None }
+    }
+
+    fn run_of(ns: &Namespace) -> Run<NamespaceInput> {
+        match ns.desire(&world(&[], &[])).map(|d| d.work) {
+            Ok(Work::Run(run)) => run,
+            _ => panic!("{} does not run", ns.name_any()),
         }
     }
-    let blocker = ("TearingDown", progress_message(&checkpoint));
-    write_status(ns, ctx, api, Some(&checkpoint), None, Some(blocker)).await?;
-    Ok(Action::requeue(std::time::Duration::from_secs(300)))
+
+    fn invalid(ns: &Namespace) -> Stall {
+        match ns.desire(&world(&[], &[])).map(|d| d.work) {
+            Ok(Work::Invalid(stall)) => stall,
+            _ => panic!("{} is not refused", ns.name_any()),
+        }
+    }
+
+    fn condition<'a>(status: &'a NamespaceStatus, type_: &str) -> (ConditionStatus, &'a str, &'a str) {
+        let c = conditions::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"));
+        (c.status, c.reason.as_str(), c.message.as_str())
+    }
+
+    #[test]
+    fn a_valid_namespace_runs_one_workflow_named_by_its_account_name_and_uid() {
+        let run = run_of(&orders(|_| {}));
+        assert_eq!(run.id, "ns/acme/orders/0b5c");
+        assert_eq!(run.input.tenant.to_string(), "orders.acme");
+        assert!(run.hold.is_none() && run.supersedes.is_none() && run.announce.is_none());
+    }
+
+    #[test]
+    fn a_spec_that_cannot_name_an_endpoint_or_a_database_fails_saying_why() {
+        let stall = invalid(&orders(|ns| ns.spec.region = "EU_West".into()));
+        assert_eq!(
+            (stall.reason.as_str(), stall.message.as_str()),
+            ("InvalidSpec", r#"spec.region "EU_West" must be a DNS label"#)
+        );
+        let stall = invalid(&orders(|ns| ns.spec.endpoint.hostname_template = "{namespace}.example.com".into()));
+        assert!(stall.message.contains("must contain {namespace} and {account}"), "{}", stall.message);
+        let stall = invalid(&orders(|ns| ns.spec.mtls.issue_client_certificate = None));
+        assert!(stall.message.starts_with("spec.mtls: set exactly one"), "{}", stall.message);
+
+        let ns = orders(|ns| ns.spec.region = "EU_West".into());
+        let Report { status, events } = ns.report(&Stage::Invalid(&invalid(&ns)), &world(&[], &[]));
+        assert_eq!(status.phase, Some(NamespacePhase::Failed));
+        assert_eq!(condition(&status, "Stalled").0, ConditionStatus::True);
+        assert_eq!(condition(&status, "Ready").0, ConditionStatus::False);
+        assert_eq!(condition(&status, CELL_SELECTED).1, "InvalidSpec", "the first step names the problem");
+        assert_eq!(events, [Note::warning("InvalidSpec", r#"spec.region "EU_West" must be a DNS label"#)]);
+    }
+
+    #[test]
+    fn only_the_operators_own_namespace_holds_synthetic_tenants() {
+        let stall = invalid(&orders(|ns| ns.spec.synthetic = true));
+        assert!(stall.message.contains("only the operator's own tenants (in namespace cellplane-system)"));
+        let own = orders(|ns| {
+            ns.spec.synthetic = true;
+            ns.metadata.namespace = Some("cellplane-system".into());
+        });
+        run_of(&own);
+    }
+
+    #[test]
+    fn a_step_waiting_for_a_permission_is_stalled_and_named_but_not_failed() {
+        let ns = orders(|_| {});
+        let (run, checkpoint) = (run_of(&ns), from_yaml::<Checkpoint>(WAITING_FOR_A_PERMISSION));
+        let Report { status, events } = ns.report(&running(&run, &checkpoint), &world(&[], &[]));
+        assert_eq!(status.phase, Some(NamespacePhase::Provisioning), "waiting, not failed");
+        assert_eq!(status.assigned_cell.as_deref(), Some("eu-1"));
+        let (stalled, reason, message) = condition(&status, "Stalled");
+        assert_eq!((stalled, reason), (ConditionStatus::True, "MissingPermission"));
+        assert!(message.contains("step create-database waits for a permission"), "{message}");
+        assert!(message.contains("create secrets in namespace acme"), "{message}");
+        assert_eq!(condition(&status, DATABASE_READY).0, ConditionStatus::False);
+        assert_eq!(condition(&status, CELL_SELECTED).1, "CellAssigned");
+        let reasons: Vec<(bool, &str)> = events.iter().map(|e| (e.warning, e.reason.as_str())).collect();
+        assert_eq!(reasons, [(false, "CellAssigned"), (true, "MissingPermission")]);
+
+        // Reported again, nothing new is announced.
+        let again = Namespace { status: Some(status), ..ns };
+        assert!(again.report(&running(&run, &checkpoint), &world(&[], &[])).events.is_empty());
+    }
+
+    #[test]
+    fn no_cell_with_room_stalls_naming_the_refusals_unless_a_cell_is_on_its_way() {
+        let ns = orders(|_| {});
+        let (run, checkpoint) = (run_of(&ns), from_yaml::<Checkpoint>(NO_ROOM));
+        let status = ns.report(&running(&run, &checkpoint), &world(&[], &[])).status;
+        let (stalled, reason, message) = condition(&status, "Stalled");
+        assert_eq!((stalled, reason), (ConditionStatus::True, "NoEligibleCell"));
+        assert!(message.contains("eu-1 is full (10 of 10 namespaces)"), "{message}");
+        assert_eq!(status.phase, Some(NamespacePhase::Pending));
+
+        let mut provisioning = checkpoint.clone();
+        provisioning.last_error = Some("no cell can take orders.acme: eu-2 is not provisioned yet".into());
+        let status = ns.report(&running(&run, &provisioning), &world(&[], &[])).status;
+        assert_eq!(condition(&status, "Stalled").0, ConditionStatus::False, "a cell is coming");
+        assert_eq!(condition(&status, "Reconciling").0, ConditionStatus::True);
+    }
+
+    #[test]
+    fn teardown_stops_a_search_releases_a_placed_tenant_and_names_a_failed_workflow() {
+        let ns = orders(|_| {});
+        let choosing: Checkpoint = from_yaml(NO_ROOM);
+        let placed: Checkpoint = from_yaml(WAITING_FOR_A_PERMISSION);
+        match teardown(&ns, Some(&choosing)).unwrap_or_else(|e| panic!("{e}")) {
+            Teardown::Continuing { commands, blocker } => {
+                assert!(matches!(commands.as_slice(), [Command::Cancel]), "nothing to release: stop looking");
+                assert_eq!(blocker.reason, "TearingDown");
+            }
+            _ => panic!("teardown goes on"),
+        }
+        match teardown(&ns, Some(&placed)).unwrap_or_else(|e| panic!("{e}")) {
+            Teardown::Continuing { commands, .. } => {
+                assert!(matches!(commands.as_slice(), [Command::Signal { name: DELETE, .. }]), "release");
+            }
+            _ => panic!("teardown goes on"),
+        }
+        let failed = Checkpoint { state: State::Failed, reason: Some("boom".into()), ..placed.clone() };
+        match teardown(&ns, Some(&failed)).unwrap_or_else(|e| panic!("{e}")) {
+            Teardown::Blocked(blocker) => {
+                assert_eq!(blocker.reason, "WorkflowFailed");
+                assert!(
+                    blocker.message.contains("cellplane workflows retry ns/acme/orders/0b5c"),
+                    "{}",
+                    blocker.message
+                );
+            }
+            _ => panic!("a failed workflow blocks teardown"),
+        }
+        let done = Checkpoint { state: State::Completed, ..placed };
+        assert!(matches!(teardown(&ns, Some(&done)), Ok(Teardown::Finished { note: Some(_), .. })));
+        assert!(matches!(teardown(&ns, None), Ok(Teardown::Finished { note: None, .. })), "never started");
+    }
 }

@@ -2,27 +2,26 @@
 //! cells it shares with another ring), keeps its synthetic tenants, resolves its target version
 //! (its own, or what its upstream ring baked), runs one rollout workflow per target version, and
 //! mirrors it. Approval, resume, abort and retry reach the rollout as signals or cancellation.
+//! All of it is decided here from the ring and the fleet; the driver does it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use cellplane_workflows::{Checkpoint, IdReuse, State};
+use cellplane_workflows::{Checkpoint, State};
 use futures::StreamExt;
-use kube::api::{DeleteParams, ListParams};
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::{
-    Context, ReconcileError, apply_status, conditions_for, counted, ensure_finalizer, error_policy, progress_message,
-    remove_finalizer, stall_of, time_ms, triggers, workflow_status,
-};
+use super::dependents::Dependents;
+use super::driver::{self, Command, Desired, Reconciled, Report, Run, Stage, Teardown, Work, World};
+use super::error::ReconcileError;
+use super::events::Note;
+use super::runner::{controller_for, error_policy, triggers};
+use super::status::{Steps, conditions_for, progress_message, stall_of, workflow_status};
 use crate::api::cell::Cell;
-use crate::api::common::parse_duration;
-use crate::api::conditions::{self, Stall};
+use crate::api::common::{parse_duration, time_ms};
+use crate::api::conditions::{self, Condition, ConditionStatus, Stall};
 use crate::api::namespace::{MtlsSpec, Namespace, NamespaceSpec, Placement};
 use crate::api::ring::{
     BAKED, DeploymentRing, DeploymentRingStatus, GateKind, GateStatus, GateVerdict, HALTED, MAX_LISTED_CELLS,
@@ -34,8 +33,6 @@ use crate::flows::placement::{Candidate, selector_matches};
 use crate::flows::ring::{APPROVE, ApprovalSignal, RESUME, RingCell, RingInput, RingOutput, RingRollout};
 use crate::flows::{Owner, ids};
 
-const KIND: &str = "DeploymentRing";
-
 /// Annotation that aborts the rollout of the version it names, leaving the cells where they are.
 pub const ABORT: &str = "cellplane.io/abort";
 /// Annotation whose every new value runs a halted rollout of the target version again.
@@ -44,9 +41,9 @@ pub const RETRY: &str = "cellplane.io/retry";
 pub const SYNTHETIC_LABEL: &str = "cellplane.io/synthetic";
 pub const RING_LABEL: &str = "cellplane.io/ring-name";
 
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+pub async fn run(ctx: Arc<super::Context>, shutdown: CancellationToken) {
     let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
-    let controller = super::controller_for(api.clone(), ctx.watch_config());
+    let controller = controller_for(api.clone(), ctx.watch_config());
     let store = controller.store();
     ctx.metrics.objects.track(store.clone());
     let rings = store.clone();
@@ -63,15 +60,62 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         .watches(api, ctx.watch_config(), move |_| every_ring())
         .reconcile_on(progress)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
+        .run(driver::reconcile::<DeploymentRing>, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }
 
-async fn reconcile(ring: Arc<DeploymentRing>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let span = tracing::info_span!("reconcile", kind = KIND, name = %ring.name_any());
-    let result = reconcile_inner(&ring, &ctx).instrument(span).await;
-    counted(KIND, ring.as_ref(), &ctx, result).await
+type RingStage<'a> = Stage<'a, RingInput, RingOutput>;
+
+impl Reconciled for DeploymentRing {
+    const KIND: &'static str = "DeploymentRing";
+    type Flow = RingRollout;
+    type Status = DeploymentRingStatus;
+
+    fn api(&self, client: Client) -> Result<Api<Self>, ReconcileError> {
+        Ok(Api::all(client))
+    }
+
+    fn owned_status(&self) -> Option<DeploymentRingStatus> {
+        self.status.clone()
+    }
+
+    /// The ring checked against the fleet, its synthetic tenants, and the rollout of its target.
+    fn desire(&self, world: &World) -> Result<Desired<RingInput>, ReconcileError> {
+        let plan = match plan(self, &world.rings, &world.cells) {
+            Ok(plan) => plan,
+            Err(stall) => return Ok(Work::Invalid(stall).into()),
+        };
+        let work = match target(self, &plan) {
+            Ok(target) => Work::Run(rollout(self, &plan, target)?),
+            Err(waiting) => Work::Waiting(waiting),
+        };
+        Ok(Desired { work, dependents: Some(synthetic_tenants(self, &plan, world)) })
+    }
+
+    fn commands(
+        &self,
+        run: &Run<RingInput>,
+        checkpoint: Option<&Checkpoint>,
+        _world: &World,
+    ) -> Result<Vec<Command<RingInput>>, ReconcileError> {
+        steer(self, &run.input.version, checkpoint)
+    }
+
+    fn report(&self, stage: &RingStage<'_>, world: &World) -> Report<DeploymentRingStatus> {
+        report(self, stage, world)
+    }
+
+    /// The rollout the status names, whatever its version.
+    fn teardown_workflow(&self) -> Option<String> {
+        self.status.as_ref().and_then(|s| s.workflow.as_ref()).map(|w| w.id.clone())
+    }
+
+    /// The rollout is cancelled and the synthetic tenants go; nothing is waited for.
+    fn teardown(&self, _checkpoint: Option<&Checkpoint>, world: &World) -> Result<Teardown<RingInput>, ReconcileError> {
+        let release = kept_tenants(self, &[], world);
+        Ok(Teardown::Finished { commands: vec![Command::Cancel], release: Some(release), note: None })
+    }
 }
 
 /// What a ring's spec and its neighbours resolve to, when they are consistent.
@@ -191,73 +235,30 @@ fn shared_cell(ring: &DeploymentRing, cells: &[Arc<Cell>], rings: &[Arc<Deployme
     })
 }
 
-async fn reconcile_inner(ring: &DeploymentRing, ctx: &Context) -> Result<Action, ReconcileError> {
-    let api: Api<DeploymentRing> = Api::all(ctx.client.clone());
-    let name = ring.name_any();
-    if ring.metadata.deletion_timestamp.is_some() {
-        if let Some(id) = ring.status.as_ref().and_then(|s| s.workflow.as_ref()).map(|w| w.id.clone()) {
-            cancel_if_active(ctx, &id).await?;
-        }
-        keep_synthetic_tenants(ring, ctx, &[]).await?;
-        remove_finalizer(&api, ring).await?;
-        return Ok(Action::await_change());
+/// The version the ring rolls out: its own, or the one its upstream ring baked; else what it
+/// waits for.
+fn target(ring: &DeploymentRing, plan: &Plan) -> Result<String, String> {
+    let phase = |r: &DeploymentRing| r.status.as_ref().and_then(|s| s.phase);
+    if let Some(halted) = plan.upstream.iter().find(|r| phase(r) == Some(RingPhase::Halted)) {
+        return Err(format!("waiting: upstream ring {} is halted", halted.name_any()));
     }
-    if ensure_finalizer(&api, ring).await? {
-        return Ok(Action::await_change());
-    }
-    let mut status = ring.status.clone().unwrap_or_default();
-    status.cells_by_version = cells_by_version(&cells_of(ring, &ctx.fleet.cell_objects()));
-    let plan = match plan(ring, &ctx.fleet.rings(), &ctx.fleet.cell_objects()) {
-        Ok(plan) => plan,
-        Err(stall) => {
-            status.phase = Some(RingPhase::Halted);
-            finish_status(ring, ctx, &api, status, &[], None, Some(stall)).await?;
-            return Ok(Action::await_change());
-        }
-    };
-    let synthetic = ring.spec.synthetic.is_enabled(&ring.spec.admits);
-    keep_synthetic_tenants(ring, ctx, if synthetic { &plan.cells } else { &[] }).await?;
-    if let Some(halted) =
-        plan.upstream.iter().find(|r| r.status.as_ref().and_then(|s| s.phase) == Some(RingPhase::Halted))
-    {
-        let waiting = format!("waiting: upstream ring {} is halted", halted.name_any());
-        status.phase = Some(RingPhase::WaitingForUpstream);
-        finish_status(ring, ctx, &api, status, &[], Some(waiting), None).await?;
-        return Ok(Action::await_change());
-    }
-    let target = match &ring.spec.version {
-        Some(version) => Some(version.clone()),
-        None => plan.upstream.first().and_then(|u| u.status.as_ref()).and_then(|s| s.baked_version.clone()),
-    };
-    let Some(target) = target else {
-        let waiting = "waiting for the upstream ring to bake a version".to_string();
-        status.phase = Some(RingPhase::WaitingForUpstream);
-        finish_status(ring, ctx, &api, status, &[], Some(waiting), None).await?;
-        return Ok(Action::await_change());
-    };
-    status.target_version = Some(target.clone());
+    let baked = || plan.upstream.first().and_then(|u| u.status.as_ref()).and_then(|s| s.baked_version.clone());
+    ring.spec.version.clone().or_else(baked).ok_or_else(|| "waiting for the upstream ring to bake a version".into())
+}
+
+/// The rollout of `target`: held while cells are not Ready, superseding the previous version's.
+fn rollout(ring: &DeploymentRing, plan: &Plan, target: String) -> Result<Run<RingInput>, ReconcileError> {
     let uid = ring.uid().ok_or(ReconcileError::MissingField("metadata.uid"))?;
-    let id = ids::ring(&name, &uid, &target);
-    let mut checkpoint = ctx.engine.checkpoint(&id).await?;
-    if checkpoint.is_none() {
-        let previous = status.workflow.as_ref().map(|w| w.id.clone()).filter(|p| p != &id);
-        if let Some(previous) = previous {
-            // A newer version supersedes the one rolling out.
-            cancel_if_active(ctx, &previous).await?;
-        }
-        if let Some(waiting) = not_ready(&plan.cells, &target) {
-            status.phase = Some(RingPhase::Pending);
-            finish_status(ring, ctx, &api, status, &[], Some(waiting), None).await?;
-            return Ok(Action::await_change());
-        }
-        ctx.ensure::<RingRollout>(&id, &rollout_input(ring, &plan, &target)).await?;
-        ctx.event(ring, false, "RolloutStarted", format!("rolling out {target} to {} cells", plan.cells.len())).await;
-        checkpoint = ctx.engine.checkpoint(&id).await?;
-    }
-    steer(ring, ctx, &id, &target, checkpoint.as_ref()).await?;
-    let Some(checkpoint) = checkpoint else { return Ok(Action::await_change()) };
-    mirror(ring, ctx, &api, status, &checkpoint, &target).await?;
-    Ok(Action::requeue(Duration::from_secs(600)))
+    let id = ids::ring(&ring.name_any(), &uid, &target);
+    let previous = ring.status.as_ref().and_then(|s| s.workflow.as_ref()).map(|w| w.id.clone());
+    let announce = Note::normal("RolloutStarted", format!("rolling out {target} to {} cells", plan.cells.len()));
+    Ok(Run {
+        hold: not_ready(&plan.cells, &target),
+        supersedes: previous.filter(|p| p != &id),
+        announce: Some(announce),
+        input: rollout_input(ring, plan, &target),
+        id,
+    })
 }
 
 /// What keeps a rollout of `target` from starting: cells that are not Ready.
@@ -301,54 +302,92 @@ fn rollout_input(ring: &DeploymentRing, plan: &Plan, target: &str) -> RingInput 
 }
 
 /// A person's steering of the rollout: approval, resume, abort and retry.
-async fn steer(
+fn steer(
     ring: &DeploymentRing,
-    ctx: &Context,
-    id: &str,
     target: &str,
     checkpoint: Option<&Checkpoint>,
-) -> Result<(), ReconcileError> {
+) -> Result<Vec<Command<RingInput>>, ReconcileError> {
+    let mut commands = Vec::new();
     let annotations = ring.annotations();
     if let Some(approval) = ring.spec.approval.as_ref().filter(|a| ring.spec.manual_approval && a.version == target) {
         let signal = ApprovalSignal { version: approval.version.clone(), approved_by: approval.approved_by.clone() };
-        ctx.signal_once(id, APPROVE, target, &signal).await?;
+        commands.push(Command::signal(APPROVE, target, &signal)?);
     }
     let view = view::<RingView>(checkpoint);
     if let Some(view) = &view
         && view.paused
         && !ring.spec.paused
     {
-        ctx.signal_once(id, RESUME, &view.current_batch.to_string(), &()).await?;
+        commands.push(Command::signal(RESUME, view.current_batch.to_string(), &())?);
     }
     if annotations.get(ABORT).map(String::as_str) == Some(target) {
-        cancel_if_active(ctx, id).await?;
+        commands.push(Command::Cancel);
     }
     // A halted rollout runs again, once per new value of the annotation (kept in its input, so
     // that a restart does not retry twice).
     let halted = checkpoint.is_some_and(|cp| cp.state.is_finished()) && view.is_some_and(|v| v.halted.is_some());
-    if let Some(token) = annotations.get(RETRY).filter(|_| halted) {
-        let input = ctx.engine.journal().get(id).await?.map(|row| row.input);
-        if let Some(input) = input.and_then(|i| serde_json::from_value::<RingInput>(i).ok())
-            && input.retry.as_ref() != Some(token)
-        {
-            let input = RingInput { retry: Some(token.clone()), baking: None, ..input };
-            ctx.engine.start_with::<RingRollout>(id, &input, IdReuse::RestartIfFinished).await?;
-            ctx.event(ring, false, "RolloutRetried", format!("rolling out {target} again")).await;
-        }
+    if let Some(token) = annotations.get(RETRY).filter(|_| halted).cloned() {
+        let amend = move |input: RingInput| {
+            let answered = input.retry.as_ref() == Some(&token);
+            (!answered).then_some(RingInput { retry: Some(token), baking: None, ..input })
+        };
+        let note = Note::normal("RolloutRetried", format!("rolling out {target} again"));
+        commands.push(Command::Rerun { amend: Box::new(amend), note });
     }
-    Ok(())
+    Ok(commands)
+}
+
+/// What the conditions say beyond the status fields: the steps done, what the ring waits for,
+/// and why it stopped.
+#[derive(Default)]
+struct Outcome {
+    done: Vec<&'static str>,
+    waiting: Option<String>,
+    stall: Option<Stall>,
+}
+
+/// The status for `stage` and the Events that announce what changed.
+fn report(ring: &DeploymentRing, stage: &RingStage<'_>, world: &World) -> Report<DeploymentRingStatus> {
+    let before = ring.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    status.cells_by_version = cells_by_version(&cells_of(ring, &world.cells));
+    if let Some(run) = stage.run() {
+        status.target_version = Some(run.input.version.clone());
+    }
+    let outcome = match stage {
+        Stage::Invalid(stall) => {
+            status.phase = Some(RingPhase::Halted);
+            Outcome { stall: Some((*stall).clone()), ..Outcome::default() }
+        }
+        Stage::Waiting(waiting) => {
+            status.phase = Some(RingPhase::WaitingForUpstream);
+            Outcome { waiting: Some(waiting.to_string()), ..Outcome::default() }
+        }
+        Stage::Held { waiting, .. } => {
+            status.phase = Some(RingPhase::Pending);
+            Outcome { waiting: Some(waiting.to_string()), ..Outcome::default() }
+        }
+        Stage::Running { run, checkpoint: Some(checkpoint), output } => {
+            mirror(ring, &mut status, checkpoint, *output, &run.input.version)
+        }
+        // Nothing to report: no rollout to mirror, and a ring's teardown writes no status.
+        Stage::Running { checkpoint: None, .. } | Stage::Deleting { .. } => {
+            return Report { status: before, events: Vec::new() };
+        }
+    };
+    let mut events = progress_events(&before, &status);
+    events.extend(conclude(ring, &mut status, outcome, world));
+    Report { status, events }
 }
 
 /// Status from the rollout's checkpoint and view.
-async fn mirror(
+fn mirror(
     ring: &DeploymentRing,
-    ctx: &Context,
-    api: &Api<DeploymentRing>,
-    mut status: DeploymentRingStatus,
+    status: &mut DeploymentRingStatus,
     checkpoint: &Checkpoint,
+    output: Option<&RingOutput>,
     target: &str,
-) -> Result<(), ReconcileError> {
-    let previous = ring.status.clone().unwrap_or_default();
+) -> Outcome {
     let view = view::<RingView>(Some(checkpoint)).unwrap_or_default();
     let mut done: Vec<&str> = Vec::new();
     let mut stall = stall_of(checkpoint);
@@ -358,19 +397,15 @@ async fn mirror(
     status.started_at = view.started_at.and_then(time_ms);
     status.baked_until = view.baked_until.and_then(time_ms);
     status.gates = view.gates.clone();
-    status.approval = view.approval.clone().or(status.approval);
-    status.rollback = view.rollback.clone().or(status.rollback);
+    status.approval = view.approval.clone().or(status.approval.take());
+    status.rollback = view.rollback.clone().or(status.rollback.take());
     if matches!(view.phase, Some(RingPhase::Baking | RingPhase::Baked)) {
         done.push(ROLLED_OUT);
     }
     if let Some(overdue) = &view.overdue {
         stall = Some(Stall { reason: "ProgressDeadlineExceeded".into(), message: overdue.clone() });
     }
-    let output: Option<RingOutput> = match checkpoint.state {
-        State::Completed => ctx.engine.result::<RingRollout>(&checkpoint.id).await.ok(),
-        _ => None,
-    };
-    match (checkpoint.state, &output, &view.halted) {
+    match (checkpoint.state, output, &view.halted) {
         (State::Completed, Some(output), None) if output.halted.is_none() => {
             status.phase = Some(RingPhase::Baked);
             status.current_version = Some(target.to_string());
@@ -398,13 +433,12 @@ async fn mirror(
     if ring.spec.paused && !matches!(status.phase, Some(RingPhase::Baked | RingPhase::Halted)) {
         status.phase = Some(RingPhase::Paused);
     }
-    announce_progress(ring, ctx, &previous, &status).await;
     status.workflow = Some(workflow_status(checkpoint));
-    let message = match gate_summary(&status.gates) {
+    let waiting = match gate_summary(&status.gates) {
         Some(gates) if !checkpoint.state.is_finished() => format!("{gates}; {}", progress_message(checkpoint)),
         _ => progress_message(checkpoint),
     };
-    finish_status(ring, ctx, api, status, &done, Some(message), stall).await
+    Outcome { done, waiting: Some(waiting), stall }
 }
 
 /// The gates' verdicts and values, the way a person follows a rollout (`make run` prints it).
@@ -414,65 +448,50 @@ fn gate_summary(gates: &[GateStatus]) -> Option<String> {
 }
 
 /// Events for what a person follows: gate verdicts, the approval, a rollback.
-async fn announce_progress(
-    ring: &DeploymentRing,
-    ctx: &Context,
-    before: &DeploymentRingStatus,
-    after: &DeploymentRingStatus,
-) {
+fn progress_events(before: &DeploymentRingStatus, after: &DeploymentRingStatus) -> Vec<Note> {
+    let mut notes = Vec::new();
     for gate in &after.gates {
         let changed = before.gates.iter().find(|g| g.name == gate.name).is_none_or(|g| g.verdict != gate.verdict);
         if changed && gate.verdict != GateVerdict::Settling {
-            let warning = matches!(gate.verdict, GateVerdict::Failed | GateVerdict::Waiting);
             let note = format!("gate {} {:?} (batch {}): {}", gate.name, gate.verdict, gate.batch, gate.value);
-            ctx.event(ring, warning, &format!("Gate{:?}", gate.verdict), note).await;
+            let reason = format!("Gate{:?}", gate.verdict);
+            match gate.verdict {
+                GateVerdict::Failed | GateVerdict::Waiting => notes.push(Note::warning(reason, note)),
+                _ => notes.push(Note::normal(reason, note)),
+            }
         }
     }
     if let Some(approval) = after.approval.as_ref().filter(|a| before.approval.as_ref() != Some(a)) {
         let by = approval.approved_by.clone().unwrap_or_else(|| "someone".into());
-        ctx.event(ring, false, "Approved", format!("{} approved by {by}", approval.version)).await;
+        notes.push(Note::normal("Approved", format!("{} approved by {by}", approval.version)));
     }
     if let Some(rollback) = after.rollback.as_ref().filter(|r| before.rollback.as_ref() != Some(r)) {
         let cells: Vec<String> = rollback.cells.iter().map(|c| format!("{} to {}", c.cell, c.version)).collect();
         let note = format!("rolled back {} ({}): {}", rollback.from, rollback.reason, cells.join(", "));
-        ctx.event(ring, true, "RolledBack", note).await;
+        notes.push(Note::warning("RolledBack", note));
     }
+    notes
 }
 
-/// Keeps one synthetic tenant in the operator's namespace per cell in `cells`, and removes this
-/// ring's others. Done once per change of the ring or its cells.
-async fn keep_synthetic_tenants(
-    ring: &DeploymentRing,
-    ctx: &Context,
-    cells: &[Arc<Cell>],
-) -> Result<(), ReconcileError> {
+/// Synthetic tenants in the operator's namespace, one per cell of the ring when it asks for
+/// synthetic probes; the ring's others are removed. Kept once per change of the ring or its cells.
+fn synthetic_tenants(ring: &DeploymentRing, plan: &Plan, world: &World) -> Dependents {
+    let cells = if ring.spec.synthetic.is_enabled(&ring.spec.admits) { plan.cells.as_slice() } else { &[] };
+    kept_tenants(ring, cells, world)
+}
+
+fn kept_tenants(ring: &DeploymentRing, cells: &[Arc<Cell>], world: &World) -> Dependents {
     let names: Vec<String> = cells.iter().map(|c| c.name_any()).collect();
-    let key = format!("{}#synthetic#{}#{}", ring.name_any(), ring.metadata.generation.unwrap_or(0), names.join(","));
-    if ctx.done(&key) {
-        return Ok(());
+    Dependents {
+        selector: format!("{SYNTHETIC_LABEL}=true,{RING_LABEL}={}", ring.name_any()),
+        wanted: cells.iter().map(|cell| synthetic_tenant(ring, world, cell)).collect(),
+        key: format!("{}#synthetic#{}#{}", ring.name_any(), ring.metadata.generation.unwrap_or(0), names.join(",")),
     }
-    let api: Api<Namespace> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    for cell in cells {
-        crate::fixtures::create(&api, &synthetic_tenant(ring, ctx, cell)).await?;
-    }
-    let selector = format!("{SYNTHETIC_LABEL}=true,{RING_LABEL}={}", ring.name_any());
-    for tenant in api.list(&ListParams::default().labels(&selector)).await?.items {
-        let cell = tenant.spec.placement.cell.clone().unwrap_or_default();
-        if !names.contains(&cell) {
-            match api.delete(&tenant.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(e) if crate::kube_error::code(&e) == Some(404) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    ctx.remember(key);
-    Ok(())
 }
 
 /// The synthetic tenant of `cell`: the operator's own, pinned to the cell.
-fn synthetic_tenant(ring: &DeploymentRing, ctx: &Context, cell: &Cell) -> Namespace {
-    let mut labels = ctx.own_labels();
+fn synthetic_tenant(ring: &DeploymentRing, world: &World, cell: &Cell) -> Namespace {
+    let mut labels = world.own_labels.clone();
     labels.insert(SYNTHETIC_LABEL.into(), "true".into());
     labels.insert(RING_LABEL.into(), ring.name_any());
     labels.insert(crate::cell::routes::CELL_LABEL.into(), cell.name_any());
@@ -485,16 +504,9 @@ fn synthetic_tenant(ring: &DeploymentRing, ctx: &Context, cell: &Cell) -> Namesp
         synthetic: true,
     };
     let mut tenant = Namespace::new(&format!("synthetic-{}", cell.name_any()), spec);
-    tenant.metadata.namespace = Some(ctx.namespace.clone());
+    tenant.metadata.namespace = Some(world.namespace.clone());
     tenant.metadata.labels = Some(labels);
     tenant
-}
-
-async fn cancel_if_active(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
-    match ctx.engine.cancel(id).await {
-        Ok(()) | Err(cellplane_workflows::Error::WrongState { .. } | cellplane_workflows::Error::NotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The cells a ring's selector picks.
@@ -521,60 +533,44 @@ fn cells_by_version(cells: &[Arc<Cell>]) -> Vec<VersionCells> {
         .collect()
 }
 
-async fn finish_status(
-    ring: &DeploymentRing,
-    ctx: &Context,
-    api: &Api<DeploymentRing>,
-    mut status: DeploymentRingStatus,
-    done: &[&str],
-    waiting: Option<String>,
-    stall: Option<Stall>,
-) -> Result<(), ReconcileError> {
+/// The conditions from `outcome`: the steps, Progressing and Halted; and the Event of a stall
+/// that changed the phase.
+fn conclude(ring: &DeploymentRing, status: &mut DeploymentRingStatus, outcome: Outcome, world: &World) -> Option<Note> {
+    let Outcome { done, waiting, stall } = outcome;
     let generation = ring.metadata.generation;
-    let mut conditions = conditions_for(
-        &status.conditions,
-        RING_CONDITIONS,
-        RING_STEPS,
-        done,
-        waiting.clone(),
+    let now = world.time();
+    let steps = Steps {
+        all: RING_CONDITIONS,
+        steps: RING_STEPS,
+        done: &done,
+        waiting: waiting.clone(),
         generation,
-        stall.as_ref(),
-    );
-    let now = super::now();
+        stall: stall.as_ref(),
+    };
+    let mut conditions = conditions_for(&status.conditions, steps, &now);
     let progressing = matches!(status.phase, Some(RingPhase::Progressing | RingPhase::Baking | RingPhase::RollingBack));
     let (status_of, reason) = if progressing {
-        (conditions::ConditionStatus::True, "RollingOut")
+        (ConditionStatus::True, "RollingOut")
     } else {
-        (conditions::ConditionStatus::False, status.phase.map_or("Pending", phase_reason))
+        (ConditionStatus::False, status.phase.map_or("Pending", phase_reason))
     };
     let message = waiting.unwrap_or_default();
     conditions::set_condition(
         &mut conditions,
-        conditions::Condition::new(PROGRESSING, status_of, reason, message, generation, now.clone()),
+        Condition::new(PROGRESSING, status_of, reason, message, generation, now.clone()),
     );
     // A stall that only waits (a progress deadline passed) is not a halt.
     let halted = match stall.as_ref().filter(|_| status.phase == Some(RingPhase::Halted)) {
-        Some(stall) => conditions::Condition::new(
-            HALTED,
-            conditions::ConditionStatus::True,
-            stall.reason.clone(),
-            stall.message.clone(),
-            generation,
-            now,
-        ),
-        None => {
-            conditions::Condition::new(HALTED, conditions::ConditionStatus::False, "NotHalted", "", generation, now)
+        Some(stall) => {
+            Condition::new(HALTED, ConditionStatus::True, stall.reason.clone(), stall.message.clone(), generation, now)
         }
+        None => Condition::new(HALTED, ConditionStatus::False, "NotHalted", "", generation, now),
     };
     conditions::set_condition(&mut conditions, halted);
-    if let Some(stall) = &stall
-        && status.phase != ring.status.as_ref().and_then(|s| s.phase)
-    {
-        ctx.event(ring, true, &stall.reason, stall.message.clone()).await;
-    }
     status.conditions = conditions;
     status.observed_generation = generation;
-    apply_status(api, ring, ring.status.as_ref(), &status).await
+    let phase_changed = status.phase != ring.status.as_ref().and_then(|s| s.phase);
+    stall.filter(|_| phase_changed).map(|stall| Note::warning(stall.reason, stall.message))
 }
 
 fn phase_reason(phase: RingPhase) -> &'static str {
@@ -594,7 +590,235 @@ fn phase_reason(phase: RingPhase) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::driver::tests::{from_yaml, world};
     use crate::fixtures::{cell, ring};
+
+    /// Ring 0 of the canary cells, its 1.1.0 baked.
+    const ZERO: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: DeploymentRing
+metadata: {name: zero, uid: 51aa, generation: 1}
+spec:
+  order: 0
+  cellSelector: {matchLabels: {cellplane.io/ring: canary}}
+  version: 1.1.0
+  synthetic: {enabled: true, interval: 30s}
+status:
+  phase: Baked
+  targetVersion: 1.1.0
+  bakedVersion: 1.1.0
+  workflow: {id: ring/zero/51aa/1.1.0, state: Completed}
+"#;
+
+    /// Ring 1 of the prod cells, following ring 0.
+    const ONE: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: DeploymentRing
+metadata: {name: one, uid: 62bb, generation: 1}
+spec:
+  order: 1
+  cellSelector: {matchLabels: {cellplane.io/ring: prod}}
+  followUpstream: true
+"#;
+
+    const CANARY_CELL: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: Cell
+metadata: {name: canary-1, uid: c1, generation: 1, labels: {cellplane.io/ring: canary}}
+spec:
+  provider: sim
+  region: eu-west-1
+  network: {cidr: 10.20.0.0/16}
+  cluster: {kubernetesVersion: "1.33", nodePools: []}
+  capacity: {maxNamespaces: 10}
+  version: 1.0.0
+  ingress: {domain: example.com}
+status:
+  runningVersion: 1.1.0
+  conditions:
+  - {type: Ready, status: "True", reason: Reconciled, lastTransitionTime: "2025-06-15T00:00:00Z"}
+"#;
+
+    /// A prod cell still being provisioned.
+    const PROD_CELL: &str = r#"
+apiVersion: cellplane.io/v1alpha1
+kind: Cell
+metadata: {name: prod-1, uid: p1, generation: 1, labels: {cellplane.io/ring: prod}}
+spec:
+  provider: sim
+  region: eu-west-1
+  network: {cidr: 10.30.0.0/16}
+  cluster: {kubernetesVersion: "1.33", nodePools: []}
+  capacity: {maxNamespaces: 10}
+  version: 1.0.0
+  ingress: {domain: example.com}
+status:
+  runningVersion: 1.0.0
+  conditions:
+  - {type: Ready, status: Unknown, reason: Progressing, lastTransitionTime: "2025-06-15T00:00:00Z"}
+"#;
+
+    /// Ring 0's rollout of 1.2.0, halted by its synthetic gate after the first batch.
+    const HALTED_BY_A_GATE: &str = r#"
+id: ring/zero/51aa/1.2.0
+workflow: ring-rollout
+version: 1
+run: 1
+state: Completed
+attempt: 0
+createdAt: 1750000000000
+updatedAt: 1750000600000
+published:
+  phase: Halted
+  version: 1.2.0
+  cells: [canary-1]
+  currentBatch: 1
+  totalBatches: 1
+  paused: false
+  halted: {reason: GateFailed, message: "gate probes failed: canary-1: 0.40 of 20 probes ok"}
+  gates:
+  - {name: probes, verdict: Failed, value: "canary-1: 0.40 of 20 probes ok", batch: 1}
+"#;
+
+    fn desire(ring: &str, world: &World) -> Desired<RingInput> {
+        from_yaml::<DeploymentRing>(ring).desire(world).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn condition(status: &DeploymentRingStatus, type_: &str) -> (ConditionStatus, String, String) {
+        let c = conditions::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"));
+        (c.status, c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn a_ring_that_follows_upstream_waits_for_its_bake_then_rolls_what_it_baked() {
+        let zero_unbaked = ZERO.replace("  bakedVersion: 1.1.0\n", "");
+        let Work::Waiting(waiting) = desire(ONE, &world(&[PROD_CELL], &[&zero_unbaked, ONE])).work else {
+            panic!("ring one does not wait")
+        };
+        assert_eq!(waiting, "waiting for the upstream ring to bake a version");
+        let one: DeploymentRing = from_yaml(ONE);
+        let status = one.report(&Stage::Waiting(&waiting), &world(&[PROD_CELL], &[])).status;
+        assert_eq!(status.phase, Some(RingPhase::WaitingForUpstream));
+        assert_eq!(condition(&status, PROGRESSING).1, "WaitingForUpstream");
+
+        let zero_halted = ZERO.replace("phase: Baked", "phase: Halted");
+        let Work::Waiting(waiting) = desire(ONE, &world(&[], &[&zero_halted, ONE])).work else { panic!("no wait") };
+        assert_eq!(waiting, "waiting: upstream ring zero is halted");
+
+        let Work::Run(run) = desire(ONE, &world(&[PROD_CELL], &[ZERO, ONE])).work else { panic!("no rollout") };
+        assert_eq!((run.id.as_str(), run.input.version.as_str()), ("ring/one/62bb/1.1.0", "1.1.0"));
+    }
+
+    #[test]
+    fn a_new_version_supersedes_the_rollout_in_progress_and_waits_for_ready_cells() {
+        let one_rolling = format!("{ONE}status: {{workflow: {{id: ring/one/62bb/1.0.0, state: Waiting}}}}\n");
+        let Work::Run(run) = desire(&one_rolling, &world(&[PROD_CELL], &[ZERO, &one_rolling])).work else {
+            panic!("no rollout")
+        };
+        assert_eq!(run.supersedes.as_deref(), Some("ring/one/62bb/1.0.0"));
+        assert_eq!(run.hold.as_deref(), Some("waiting for cells to be Ready before rolling out 1.1.0: prod-1"));
+        assert_eq!(run.announce, Some(Note::normal("RolloutStarted", "rolling out 1.1.0 to 1 cells")));
+        let one: DeploymentRing = from_yaml(&one_rolling);
+        let waiting = run.hold.as_deref().unwrap_or_default();
+        let status = one.report(&Stage::Held { run: &run, waiting }, &world(&[PROD_CELL], &[])).status;
+        assert_eq!((status.phase, status.target_version.as_deref()), (Some(RingPhase::Pending), Some("1.1.0")));
+        assert_eq!(status.cells_by_version[0].cells, ["prod-1"]);
+    }
+
+    #[test]
+    fn approval_resume_abort_and_retry_reach_the_rollout_once_each() {
+        let ring = |annotations: &str, spec: &str| {
+            let yaml = ONE
+                .replace("metadata: {", &format!("metadata: {{annotations: {{{annotations}}}, "))
+                .replace("  followUpstream: true\n", &format!("  version: 1.2.0\n{spec}"));
+            from_yaml::<DeploymentRing>(&yaml)
+        };
+        let run = Run::new("ring/one/62bb/1.2.0".to_string(), rollout_input(&ring("", ""), &plan_of(ONE), "1.2.0"));
+        let halted: Checkpoint = from_yaml(HALTED_BY_A_GATE);
+        let names = |ring: &DeploymentRing, checkpoint: Option<&Checkpoint>| -> Vec<String> {
+            let commands = steer(ring, &run.input.version, checkpoint).unwrap_or_default();
+            commands
+                .iter()
+                .map(|c| match c {
+                    Command::Signal { name, once, .. } => format!("{name} {once}"),
+                    Command::Cancel => "cancel".into(),
+                    Command::Rerun { note, .. } => note.reason.clone(),
+                })
+                .collect()
+        };
+        let approved = "  manualApproval: true\n  approval: {version: 1.2.0, approvedBy: alice}\n";
+        assert_eq!(names(&ring("", approved), None), ["approve 1.2.0"]);
+        let elsewhere = "  manualApproval: true\n  approval: {version: 1.1.9, approvedBy: mallory}\n";
+        assert!(names(&ring("", elsewhere), None).is_empty(), "an approval of another version counts for nothing");
+        assert_eq!(names(&ring("cellplane.io/abort: 1.2.0", ""), None), ["cancel"]);
+        assert!(names(&ring("cellplane.io/abort: 1.1.0", ""), None).is_empty());
+        assert!(names(&ring("cellplane.io/retry: t1", ""), None).is_empty(), "nothing halted to retry");
+        let paused_view = serde_json::json!({
+            "phase": "Paused", "version": "1.2.0", "cells": ["prod-1"], "currentBatch": 1, "totalBatches": 2,
+            "paused": true, "gates": []
+        });
+        let paused = Checkpoint { state: State::WaitingSignal, published: Some(paused_view), ..halted.clone() };
+        assert_eq!(names(&ring("", ""), Some(&paused)), ["resume 1"], "spec.paused is false: it resumes");
+        assert!(names(&ring("", "  paused: true\n"), Some(&paused)).is_empty(), "still paused");
+        assert_eq!(names(&ring("cellplane.io/retry: t1", ""), Some(&halted)), ["RolloutRetried"]);
+
+        let retried = ring("cellplane.io/retry: t1", "");
+        let mut commands = steer(&retried, "1.2.0", Some(&halted)).unwrap_or_default();
+        let Some(Command::Rerun { amend, .. }) = commands.pop() else { panic!("no rerun") };
+        let input = amend(run.input.clone()).map(|input| input.retry);
+        assert_eq!(input, Some(Some("t1".to_string())), "the first time, it runs again");
+        let Some(Command::Rerun { amend, .. }) = steer(&retried, "1.2.0", Some(&halted)).unwrap_or_default().pop()
+        else {
+            panic!("no rerun")
+        };
+        let answered = RingInput { retry: Some("t1".into()), ..run.input.clone() };
+        assert!(amend(answered).is_none(), "a token already answered runs nothing");
+    }
+
+    #[test]
+    fn a_rollout_halted_by_a_gate_halts_the_ring_naming_the_gate_once() {
+        let zero: DeploymentRing = from_yaml(ZERO);
+        let run = Run::new("ring/zero/51aa/1.2.0".to_string(), rollout_input(&zero, &plan_of(ZERO), "1.2.0"));
+        let checkpoint: Checkpoint = from_yaml(HALTED_BY_A_GATE);
+        let output = RingOutput { version: "1.2.0".into(), baked_at: 0, halted: None };
+        let stage = Stage::Running { run: &run, checkpoint: Some(&checkpoint), output: Some(&output) };
+        let Report { status, events } = zero.report(&stage, &world(&[CANARY_CELL], &[]));
+        assert_eq!(status.phase, Some(RingPhase::Halted));
+        assert_eq!(status.baked_version.as_deref(), Some("1.1.0"), "what it baked before stays");
+        let (halted, reason, message) = condition(&status, HALTED);
+        assert_eq!((halted, reason.as_str()), (ConditionStatus::True, "GateFailed"));
+        assert!(message.starts_with("gate probes failed"), "{message}");
+        let reasons: Vec<(bool, &str)> = events.iter().map(|e| (e.warning, e.reason.as_str())).collect();
+        assert_eq!(reasons, [(true, "GateFailed"), (true, "GateFailed")], "the gate's verdict, then the halt");
+
+        let reported = DeploymentRing { status: Some(status), ..zero };
+        assert!(reported.report(&stage, &world(&[CANARY_CELL], &[])).events.is_empty(), "announced once");
+    }
+
+    #[test]
+    fn a_ring_that_probes_keeps_one_synthetic_tenant_per_cell_in_the_operators_namespace() {
+        let desired = desire(ZERO, &world(&[CANARY_CELL, PROD_CELL], &[ZERO, ONE]));
+        let Some(dependents) = desired.dependents else { panic!("no synthetic tenants") };
+        assert_eq!(dependents.selector, "cellplane.io/synthetic=true,cellplane.io/ring-name=zero");
+        let [tenant] = dependents.wanted.as_slice() else { panic!("one tenant per cell") };
+        assert_eq!(tenant.metadata.name.as_deref(), Some("synthetic-canary-1"));
+        assert_eq!(tenant.metadata.namespace.as_deref(), Some("cellplane-system"));
+        assert_eq!(tenant.spec.placement.cell.as_deref(), Some("canary-1"));
+        assert!(tenant.spec.synthetic);
+
+        let one = desire(ONE, &world(&[CANARY_CELL, PROD_CELL], &[ZERO, ONE]));
+        assert!(one.dependents.is_some_and(|d| d.wanted.is_empty()), "ring one does not probe: it keeps none");
+        let released = match from_yaml::<DeploymentRing>(ZERO).teardown(None, &world(&[CANARY_CELL], &[])) {
+            Ok(Teardown::Finished { release: Some(release), .. }) => release,
+            _ => panic!("a ring's teardown does not wait"),
+        };
+        assert!(released.wanted.is_empty() && released.selector == dependents.selector);
+    }
+
+    fn plan_of(ring: &str) -> Plan {
+        let ring: DeploymentRing = from_yaml(ring);
+        plan(&ring, &[], &[]).unwrap_or_else(|stall| panic!("{}", stall.message))
+    }
 
     fn rings(list: Vec<DeploymentRing>) -> Vec<Arc<DeploymentRing>> {
         list.into_iter().map(Arc::new).collect()

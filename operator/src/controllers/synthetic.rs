@@ -14,9 +14,10 @@ use kube::{Api, ResourceExt};
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio_util::sync::CancellationToken;
 
+use super::Context;
 use super::ring::SYNTHETIC_LABEL;
-use super::{Context, now};
 use crate::api::cell::{Cell, SyntheticStatus};
+use crate::api::common::now;
 use crate::api::namespace::{Namespace, TenantId};
 use crate::cell::{CellContext, CellServices, Tenant};
 use crate::fixtures::is_ready;

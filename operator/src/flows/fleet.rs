@@ -204,16 +204,24 @@ impl Fleet {
             .collect()
     }
 
-    /// The ring that selects a cell with these labels, if any (the first, when several do:
-    /// their controller stalls them).
+    /// The ring that selects a cell with these labels, if any (see [`ring_selecting`]).
     pub fn ring_of(&self, labels: &BTreeMap<String, String>) -> Option<Arc<DeploymentRing>> {
-        self.rings.state().into_iter().find(|r| selector_matches(&r.spec.cell_selector, labels))
+        ring_selecting(&self.rings.state(), labels).cloned()
     }
 
     /// Whether a person paused the ring (spec.paused).
     pub fn ring_paused(&self, ring: &str) -> bool {
         self.rings.state().iter().any(|r| r.name_any() == ring && r.spec.paused)
     }
+}
+
+/// The ring of `rings` that selects a cell with these labels, if any (the first, when several
+/// do: their controller stalls them).
+pub fn ring_selecting<'a>(
+    rings: &'a [Arc<DeploymentRing>],
+    labels: &BTreeMap<String, String>,
+) -> Option<&'a Arc<DeploymentRing>> {
+    rings.iter().find(|r| selector_matches(&r.spec.cell_selector, labels))
 }
 
 /// A store of `api`'s objects kept current by a watch until `shutdown` (managedFields dropped:

@@ -12,13 +12,13 @@ use super::cell::{COMMAND, CellCommand, ReserveReply};
 use super::fleet::NamespaceView;
 use super::placement::{self, Applicant, Candidate, Refusals};
 use super::{FlowDeps, call_retry, ids, request, send_from_step};
+use crate::api::common::time_ms;
 use crate::api::namespace::{
     CELL_SELECTED, CERTIFICATES_READY, CONNECTED, DATABASE_READY, INGRESS_READY, NamespacePhase, NamespaceSecrets,
     NamespaceSpec, TenantId,
 };
 use crate::api::namespace::{CertificatesStatus, DatabaseStatus, RouteStatus};
 use crate::cell::{CellContext, CellError, Certificates, DatabaseGrant, Route, Tenant};
-use crate::controllers::time_ms;
 
 /// The signal that starts teardown.
 pub const DELETE: &str = "delete";

@@ -17,10 +17,10 @@ use super::fleet::{Halt, RingView};
 use super::gates::{Check, GatePlan, Tracker};
 use super::placement::Candidate;
 use super::{FlowDeps, ids, request};
+use crate::api::common::time_ms;
 use crate::api::ring::{
     ApprovalStatus, CellVersion, GateStatus, GateVerdict, RingPhase, RollbackPolicy, RollbackStatus,
 };
-use crate::controllers::time_ms;
 
 /// The signal that resumes a paused rollout.
 pub const RESUME: &str = "resume";

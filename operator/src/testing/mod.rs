@@ -287,11 +287,7 @@ impl TestCluster {
     async fn release_all(&self, kind: &kube::api::ApiResource) -> Result<(), TestError> {
         let patch = serde_json::json!({ "metadata": { "finalizers": null } });
         for obj in self.list(kind).await? {
-            eprintln!(
-                "test cleanup: removing the finalizers of {} {}",
-                kind.kind,
-                crate::controllers::object_key(&obj)
-            );
+            eprintln!("test cleanup: removing the finalizers of {} {}", kind.kind, crate::api::object_key(&obj));
             let api = self.api_of(kind, &obj);
             match api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => {}
@@ -428,7 +424,9 @@ impl TestOperator {
         self.operator.abort().await;
         if let Some(task) = self.task.take() {
             task.abort();
-            let _ = task.await;
+            // The crash ends it (cancelled, or stopped by the token meanwhile); an operator that
+            // had failed on its own before must not be replaced as if nothing had happened.
+            expect_no_failure(task.await, "before the crash");
         }
         *self = Self::launch(cluster, setup, self.journal.clone()).await;
     }
@@ -442,11 +440,27 @@ impl TestOperator {
         }
         self.token.cancel();
         if let Some(task) = self.task.take() {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("operator stopped: {e}"),
-                Err(e) => panic!("the operator's task panicked or was cancelled: {e}"),
-            }
+            expect_clean_stop(task).await;
         }
+    }
+}
+
+/// Waits (within [`WITHIN`]) for an operator whose token was cancelled to stop, and panics if it
+/// stopped with an error or its task panicked.
+pub async fn expect_clean_stop(task: JoinHandle<Result<(), OperatorError>>) {
+    match tokio::time::timeout(WITHIN, task).await {
+        Ok(outcome) => expect_no_failure(outcome, "while it ran"),
+        Err(_) => panic!("the operator did not stop within {WITHIN:?} of its shutdown"),
+    }
+}
+
+/// Panics if an operator's task ended with an error or a panic (`when` says when that was).
+fn expect_no_failure(outcome: Result<Result<(), OperatorError>, tokio::task::JoinError>, when: &str) {
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("the operator stopped with an error {when}: {e}"),
+        Err(e) if e.is_panic() => panic!("the operator's task panicked {when}: {e}"),
+        // Cancelled: only a crash does that.
+        Err(_) => {}
     }
 }
