@@ -21,7 +21,9 @@ fn histories() -> Vec<(String, History)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
-        .flat_map(|release| std::fs::read_dir(release.unwrap().path()).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir())
+        .flat_map(|release| std::fs::read_dir(release).unwrap())
         .map(|file| file.unwrap().path())
         .filter(|path| path.extension().is_some_and(|e| e == "json"))
         .collect();
