@@ -200,6 +200,9 @@ mod tests {
                 crd.metadata.name.unwrap()
             })
             .collect();
-        assert_eq!(names, ["cells.cellplane.io", "namespaces.cellplane.io", "deploymentrings.cellplane.io"]);
+        assert_eq!(
+            names,
+            ["cells.cellplane.io", "namespaces.cellplane.io", "deploymentrings.cellplane.io", "releases.cellplane.io"]
+        );
     }
 }
