@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod database;
 pub mod pki;
+pub mod release;
 pub mod routes;
 pub mod sim;
 pub mod tls;
