@@ -229,6 +229,18 @@ async fn a_release_is_applied_in_order_and_becomes_healthy() {
         let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
         let status = deployments.get("frontend").await.unwrap().status.unwrap_or_default();
         assert_eq!(status.available_replicas, Some(3), "healthy means all of ${{replicas}} available");
+
+        // Teardown, stage by stage: the Widget, then the rest, the CRD last.
+        let cell = cell_values(&cluster).cell;
+        until("the release removed", || async {
+            let report = remove(&target, &inventory, &cell).await.map_err(|e| e.to_string())?;
+            if report.is_done() { Ok(report) } else { Err(format!("{report:?}")) }
+        })
+        .await;
+        let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+        assert!(crds.get_opt(&format!("widgets.{group}")).await.unwrap().is_none(), "the CRD is gone");
+        let left = assess(&target, &inventory).await.unwrap();
+        assert!(left.objects.iter().all(|o| o.health == Health::Progressing("not found".into())), "{left}");
     })
     .await;
 }

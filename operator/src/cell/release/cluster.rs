@@ -68,6 +68,24 @@ impl CellCluster {
         Ok(served)
     }
 
+    /// Drops what discovery said of a kind that turned out to be gone.
+    fn forget(&self, reference: &ObjectRef) {
+        let key = (reference.group.clone(), reference.version.clone(), reference.kind.clone());
+        if let Ok(mut cache) = self.served.lock() {
+            cache.remove(&key);
+        }
+    }
+
+    /// A failed request: when the kind itself is gone (its CRD was deleted since discovery),
+    /// it is forgotten and reported as not served.
+    pub(super) fn request_error(&self, reference: &ObjectRef, what: &str, e: kube::Error) -> ReleaseError {
+        if kind_gone(&e) {
+            self.forget(reference);
+            return not_served(reference);
+        }
+        ReleaseError::kube(format!("{what} {}", reference.display()), e)
+    }
+
     /// The API of the object `reference` names, and the reference with its namespace as the
     /// kind's scope has it.
     pub(super) async fn api(&self, reference: &ObjectRef) -> Result<(Api<DynamicObject>, ObjectRef), ReleaseError> {
@@ -93,12 +111,19 @@ impl CellCluster {
             Err(ReleaseError::KindNotServed { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let live = api
-            .get_opt(&reference.name)
-            .await
-            .map_err(|e| ReleaseError::kube(format!("reading {}", reference.display()), e))?;
-        live.map(|object| to_value(&object).map(|value| (value, reference))).transpose()
+        match api.get_opt(&reference.name).await {
+            Ok(live) => live.map(|object| to_value(&object).map(|value| (value, reference))).transpose(),
+            Err(e) => match self.request_error(&reference, "reading", e) {
+                ReleaseError::KindNotServed { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
     }
+}
+
+/// A 404 that is not an object's NotFound: the URL of the kind itself is not served.
+fn kind_gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(status) if status.code == 404 && !status.is_not_found())
 }
 
 fn not_served(reference: &ObjectRef) -> ReleaseError {
@@ -157,10 +182,10 @@ pub(super) fn scoped(object: &Value, reference: &ObjectRef) -> Value {
 }
 
 /// A failed apply: a refused conflict names the fields and their managers.
-pub(super) fn apply_error(reference: &ObjectRef, e: kube::Error) -> ReleaseError {
+pub(super) fn apply_error(cluster: &CellCluster, reference: &ObjectRef, e: kube::Error) -> ReleaseError {
     match conflicts_of(&e) {
         Some(conflicts) => ReleaseError::Conflict { object: reference.display(), conflicts },
-        None => ReleaseError::kube(format!("applying {}", reference.display()), e),
+        None => cluster.request_error(reference, "applying", e),
     }
 }
 
@@ -168,17 +193,17 @@ pub(super) fn apply_error(reference: &ObjectRef, e: kube::Error) -> ReleaseError
 /// field another manager owns with another value refuses the apply
 /// ([`ReleaseError::Conflict`]); with it, cellplane takes the field over. Applying what is
 /// already there writes nothing ([`Action::Unchanged`]).
-#[tracing::instrument(skip_all, fields(object = tracing::field::Empty, force))]
+#[tracing::instrument(skip_all, fields(object = tracing::field::Empty, force = force))]
 pub async fn apply(cluster: &CellCluster, object: &Value, force: bool) -> Result<Applied, ReleaseError> {
     let (api, reference) = cluster.api(&ObjectRef::of(object)?).await?;
     tracing::Span::current().record("object", reference.to_string());
-    let read = |e| ReleaseError::kube(format!("reading {}", reference.display()), e);
+    let read = |e| cluster.request_error(&reference, "reading", e);
     let before = api.get_opt(&reference.name).await.map_err(read)?.and_then(|o| o.metadata.resource_version);
     let body = scoped(object, &reference);
     let after = api
         .patch(&reference.name, &apply_params(force, false), &Patch::Apply(&body))
         .await
-        .map_err(|e| apply_error(&reference, e))?;
+        .map_err(|e| apply_error(cluster, &reference, e))?;
     let resource_version = after.metadata.resource_version.unwrap_or_default();
     let action = match before {
         None => Action::Created,
@@ -192,7 +217,7 @@ pub async fn apply(cluster: &CellCluster, object: &Value, force: bool) -> Result
 /// Applies rendered objects in their order. An object whose kind the cluster does not serve
 /// yet (a CRD applied just before is not established) is tried again until `kinds_within`
 /// has passed since the call began.
-#[tracing::instrument(skip_all, fields(objects = objects.len(), force))]
+#[tracing::instrument(skip_all, fields(objects = objects.len(), force = force))]
 pub async fn apply_all(
     cluster: &CellCluster,
     objects: &[Value],

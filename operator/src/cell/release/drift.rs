@@ -65,7 +65,7 @@ async fn drift_of(cluster: &CellCluster, object: &Value) -> Result<Option<Drifte
     let desired = api
         .patch(&reference.name, &apply_params(true, true), &Patch::Apply(&scoped(object, &reference)))
         .await
-        .map_err(|e| apply_error(&reference, e))?;
+        .map_err(|e| apply_error(cluster, &reference, e))?;
     let mut differences = Vec::new();
     compare(&mut String::new(), &without_server_set(live), &without_server_set(to_value(&desired)?), &mut differences);
     if differences.len() > SHOWN {

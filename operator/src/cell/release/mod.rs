@@ -52,8 +52,8 @@ pub enum Source {
     /// Plain multi-document YAML (e.g. `helm template` or kustomize output) with `${var}`
     /// substitution as Flux's post-build substitution does it: `${name}` and
     /// `${name:=default}`; `$${name}` escapes; unknown variables without a default are an error
-    /// naming them. The text of each document is substituted as written, so `"${version}"`
-    /// stays a string and `${replicas}` becomes a number.
+    /// naming them. The text of each document is substituted as written (comments too), so
+    /// `"${version}"` stays a string and `${replicas}` becomes a number.
     Manifests { yaml: String },
     /// A Helm chart from a chart repository: an HTTP(S) repository with index.yaml, or
     /// `oci://...` (the chart is then `repository/chart`); rendered by the real `helm template`

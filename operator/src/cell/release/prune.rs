@@ -46,7 +46,7 @@ impl PruneReport {
 }
 
 /// Deletes `stale` objects (see [`super::stale`]) that are cellplane's for `cell`.
-#[tracing::instrument(skip_all, fields(cell, objects = stale.len()))]
+#[tracing::instrument(skip_all, fields(cell = cell, objects = stale.len()))]
 pub async fn prune(cluster: &CellCluster, stale: &[ObjectRef], cell: &str) -> Result<PruneReport, ReleaseError> {
     delete_in_stages(cluster, stale, cell).await
 }
@@ -55,7 +55,7 @@ pub async fn prune(cluster: &CellCluster, stale: &[ObjectRef], cell: &str) -> Re
 /// stage: the release's custom resources first (their controllers, in the release, are still
 /// there to run their finalizers), then the rest, then Namespaces and CRDs; a stage starts once
 /// the one before is gone. Waiting is the caller's: call again until the report is done.
-#[tracing::instrument(skip_all, fields(cell, objects = inventory.len()))]
+#[tracing::instrument(skip_all, fields(cell = cell, objects = inventory.len()))]
 pub async fn remove(cluster: &CellCluster, inventory: &[ObjectRef], cell: &str) -> Result<PruneReport, ReleaseError> {
     delete_in_stages(cluster, inventory, cell).await
 }
@@ -112,12 +112,18 @@ async fn delete_one(
         ..DeleteParams::default()
     };
     match api.delete(&scoped.name, &params).await {
-        Ok(either) if either.is_left() => report.remaining.push(reference.clone()),
-        Ok(_) => report.deleted.push(reference.clone()),
+        Ok(either) if either.is_left() => {
+            tracing::info!(object = %reference, "deleting");
+            report.remaining.push(reference.clone());
+        }
+        Ok(_) => {
+            tracing::info!(object = %reference, "deleted");
+            report.deleted.push(reference.clone());
+        }
+        // Gone, or its kind is (its CRD was deleted): either way, done.
         Err(e) if crate::kube_error::code(&e) == Some(404) => report.deleted.push(reference.clone()),
-        Err(e) => return Err(ReleaseError::kube(format!("deleting {}", reference.display()), e)),
+        Err(e) => return Err(cluster.request_error(reference, "deleting", e)),
     }
-    tracing::info!(object = %reference, "deleted");
     Ok(())
 }
 
