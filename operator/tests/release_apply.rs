@@ -671,3 +671,46 @@ async fn the_example_manifests_are_the_example_chart_rendered() {
     assert_eq!(objects[0]["data"]["endpoint"], "frontend.eu-1.example.net");
     assert_eq!(objects[2]["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"], "eu-1");
 }
+
+/// The environment variable naming a `registry` binary (CNCF Distribution, which builds from
+/// Go modules: `go install github.com/distribution/distribution/v3/cmd/registry@v3.0.0`).
+const OCI_REGISTRY_ENV: &str = "CELLPLANE_OCI_REGISTRY";
+
+/// A chart pushed to an OCI registry on loopback renders as `oci://` (runs where a registry
+/// binary is named: no container runtime is needed, but `make test` does not build one yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_from_an_oci_registry_renders() {
+    let Some(registry) = std::env::var_os(OCI_REGISTRY_ENV) else {
+        println!("DID NOT RUN: set {OCI_REGISTRY_ENV} to a Distribution `registry` binary");
+        return;
+    };
+    let Some(helm) = helm() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "version: 0.1\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\nlog: {{level: error}}\n",
+        work.path().join("data").display()
+    );
+    std::fs::write(work.path().join("config.yml"), config).unwrap();
+    let _registry = tokio::process::Command::new(registry)
+        .args(["serve", work.path().join("config.yml").to_str().unwrap()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    until("the registry listening", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    let repo = chart_repository(&helm, work.path());
+    let package = repo.join("web-0.3.0.tgz");
+    let repository = format!("oci://127.0.0.1:{port}/charts");
+    run_helm(&helm, work.path(), &["push", package.to_str().unwrap(), &repository, "--plain-http"]);
+
+    let values = CellValues { cell: "eu-8".into(), namespace: "svc".into(), ..Default::default() };
+    let source =
+        Source::Helm { repository, chart: "web".into(), version: "0.3.0".into(), values: json!({ "replicas": 2 }) };
+    let objects = render(&source, &values).await.expect("the chart renders from the registry");
+    assert_eq!(kinds(&objects), ["Service web", "Deployment web"]);
+    assert_eq!(objects[1]["spec"]["replicas"], 2);
+    assert_eq!(objects[1]["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"], "eu-8");
+}
