@@ -25,6 +25,10 @@ struct Served {
 /// Group, version and kind.
 type KindKey = (String, String, String);
 
+fn key(reference: &ObjectRef) -> KindKey {
+    (reference.group.clone(), reference.version.clone(), reference.kind.clone())
+}
+
 /// A client of one cell's cluster with a cache of the kinds discovery found there. Clones
 /// share the cache; make one per client.
 #[derive(Clone)]
@@ -45,7 +49,7 @@ impl CellCluster {
     /// How the cluster serves the kind of `reference`. Only what exists is cached: a kind a CRD
     /// is about to define is looked up again next time.
     async fn served(&self, reference: &ObjectRef) -> Result<Served, ReleaseError> {
-        let key = (reference.group.clone(), reference.version.clone(), reference.kind.clone());
+        let key = key(reference);
         if let Some(served) = self.served.lock().ok().and_then(|cache| cache.get(&key).cloned()) {
             return Ok(served);
         }
@@ -70,7 +74,7 @@ impl CellCluster {
 
     /// Drops what discovery said of a kind that turned out to be gone.
     fn forget(&self, reference: &ObjectRef) {
-        let key = (reference.group.clone(), reference.version.clone(), reference.kind.clone());
+        let key = key(reference);
         if let Ok(mut cache) = self.served.lock() {
             cache.remove(&key);
         }
