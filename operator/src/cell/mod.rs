@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod database;
 pub mod ledger;
 pub mod pki;
+pub mod release;
 pub mod routes;
 pub mod sim;
 pub mod tls;
