@@ -39,7 +39,7 @@ pub use render::render;
 
 pub use crate::cell::routes::{CELL_LABEL, MANAGED_BY};
 /// The field manager of everything a release applies.
-pub use crate::controllers::MANAGER;
+pub use crate::api::MANAGER;
 
 /// An annotation that turns `${var}` substitution off for one object of a plain-manifests
 /// release (value `disabled`), for objects that carry `${...}` meant for someone else.
