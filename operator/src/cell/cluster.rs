@@ -12,6 +12,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use serde_json::Value;
 use tracing::Instrument;
 
 use super::database::{self, AdminLogin};
@@ -20,7 +21,8 @@ use super::routes;
 use super::sim::SimCellServices;
 use super::tls::{self, ProbeTls, Resolve, SimDataPlane, SystemResolver};
 use super::{
-    CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant, kube_error, names,
+    CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Pruned, ReleaseCheck, ReleaseRequest,
+    RenderedRelease, Route, Tenant, kube_error, names, software,
 };
 use crate::api::MANAGER;
 use crate::api::cell::{DatabaseSpec, Provider};
@@ -47,6 +49,8 @@ impl Default for ServicesConfig {
 
 pub struct ClusterCellServices {
     client: Client,
+    /// The operator's own cluster, where sim cells run their software (discovery cached).
+    own_cluster: super::release::CellCluster,
     config: ServicesConfig,
     /// Reaches the clusters of cloud cells (EKS, GKE) with short-lived tokens.
     cloud: Option<Arc<dyn CloudProvider>>,
@@ -122,6 +126,7 @@ struct SecretSpec<'a> {
 impl ClusterCellServices {
     pub fn new(client: Client, config: ServicesConfig, data_plane: Arc<SimDataPlane>) -> Self {
         ClusterCellServices {
+            own_cluster: super::release::CellCluster::new(client.clone()),
             client,
             config,
             cloud: None,
@@ -254,21 +259,35 @@ impl ClusterCellServices {
         })
     }
 
-    /// The client of the cell's cluster: its kubeconfig Secret's; else, for a cell in a cloud,
-    /// one made now from the cloud's endpoint, CA and a short-lived token; else the operator's.
+    /// The cell's cluster, for its software; `shared` when it is the operator's own.
+    async fn cell_cluster(&self, cell: &CellContext) -> Result<(super::release::CellCluster, bool), CellError> {
+        match self.own_client(cell).await? {
+            Some(client) => Ok((super::release::CellCluster::new(client), false)),
+            None => Ok((self.own_cluster.clone(), true)),
+        }
+    }
+
+    /// The client of the cell's cluster (see [`ClusterCellServices::own_client`]).
     async fn cell_client(&self, cell: &CellContext) -> Result<Client, CellError> {
+        Ok(self.own_client(cell).await?.unwrap_or_else(|| self.client.clone()))
+    }
+
+    /// The client of the cell's cluster when it has one of its own: its kubeconfig Secret's;
+    /// else, for a cell in a cloud, one made now from the cloud's endpoint, CA and a short-lived
+    /// token. None: the cell lives in the operator's cluster.
+    async fn own_client(&self, cell: &CellContext) -> Result<Option<Client>, CellError> {
         if let Some(reference) = &cell.ingress.kubeconfig_secret_ref {
             let (secret, path) = self.referenced_secret(reference, "cell kubeconfig").await?;
             let yaml = text(&secret, "kubeconfig")
                 .ok_or_else(|| CellError::Invalid(format!("Secret {path} has no key kubeconfig")))?;
             let kubeconfig =
                 kube::config::Kubeconfig::from_yaml(&yaml).map_err(|e| CellError::Invalid(e.to_string()))?;
-            return client_of(kubeconfig, "cell kubeconfig").await;
+            return client_of(kubeconfig, "cell kubeconfig").await.map(Some);
         }
-        let (Some(cloud), Some(scope)) = (&self.cloud, &cell.cloud) else { return Ok(self.client.clone()) };
+        let (Some(cloud), Some(scope)) = (&self.cloud, &cell.cloud) else { return Ok(None) };
         match cloud.cluster_access(scope).await.map_err(cloud_error)? {
-            Some(access) => cloud_client(&cell.name, &access).await,
-            None => Ok(self.client.clone()),
+            Some(access) => cloud_client(&cell.name, &access).await.map(Some),
+            None => Ok(None),
         }
     }
 
@@ -701,6 +720,27 @@ impl CellServices for ClusterCellServices {
         }
         .instrument(span)
         .await
+    }
+
+    async fn render_release(&self, cell: &CellContext, release: &ReleaseRequest) -> Result<RenderedRelease, CellError> {
+        let (_, shared) = self.cell_cluster(cell).await?;
+        software::render(cell, release, shared).await
+    }
+
+    async fn apply_release_object(&self, cell: &CellContext, object: &Value, force: bool) -> Result<String, CellError> {
+        software::apply(&self.cell_cluster(cell).await?.0, object, force).await
+    }
+
+    async fn check_release(&self, cell: &CellContext, inventory: &[String]) -> Result<ReleaseCheck, CellError> {
+        software::check(&self.cell_cluster(cell).await?.0, inventory).await
+    }
+
+    async fn prune_release(&self, cell: &CellContext, stale: &[String]) -> Result<Pruned, CellError> {
+        software::prune(&self.cell_cluster(cell).await?.0, &cell.name, stale).await
+    }
+
+    async fn release_drift(&self, cell: &CellContext, objects: &[Value]) -> Result<Vec<(usize, String)>, CellError> {
+        software::drift(&self.cell_cluster(cell).await?.0, objects).await
     }
 }
 

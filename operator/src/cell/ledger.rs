@@ -8,7 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant};
+use serde_json::Value;
+
+use super::{
+    CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Pruned, ReleaseCheck, ReleaseRequest,
+    RenderedRelease, Route, Tenant,
+};
 
 /// What an execution did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -152,6 +157,26 @@ impl CellServices for Recorded {
 
     async fn probe_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
         self.inner.probe_database(cell, tenant).await
+    }
+
+    async fn render_release(&self, cell: &CellContext, release: &ReleaseRequest) -> Result<RenderedRelease, CellError> {
+        self.inner.render_release(cell, release).await
+    }
+
+    async fn apply_release_object(&self, cell: &CellContext, object: &Value, force: bool) -> Result<String, CellError> {
+        self.inner.apply_release_object(cell, object, force).await
+    }
+
+    async fn check_release(&self, cell: &CellContext, inventory: &[String]) -> Result<ReleaseCheck, CellError> {
+        self.inner.check_release(cell, inventory).await
+    }
+
+    async fn prune_release(&self, cell: &CellContext, stale: &[String]) -> Result<Pruned, CellError> {
+        self.inner.prune_release(cell, stale).await
+    }
+
+    async fn release_drift(&self, cell: &CellContext, objects: &[Value]) -> Result<Vec<(usize, String)>, CellError> {
+        self.inner.release_drift(cell, objects).await
     }
 }
 

@@ -14,12 +14,14 @@ pub mod pki;
 pub mod release;
 pub mod routes;
 pub mod sim;
+pub mod software;
 pub mod tls;
 
 use async_trait::async_trait;
 pub use cellplane_cloud::MISSING_PERMISSION;
 use cellplane_workflows::StepError;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::api::cell::{DatabaseSpec, IngressSpec, Provider};
 use crate::api::namespace::{MtlsSpec, TenantId};
@@ -116,6 +118,9 @@ pub struct CellContext {
     /// [`crate::cloud::CloudProvider::cluster_access`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<crate::cloud::CellScope>,
+    /// The Service of its release that tenants' routes send traffic to, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_door: Option<FrontDoor>,
 }
 
 impl CellContext {
@@ -129,6 +134,7 @@ impl CellContext {
             database: cell.spec.database.clone(),
             version: cell.status.as_ref().and_then(|s| s.running_version.clone()),
             cloud: Some(crate::cloud::providers::scope(&kube::ResourceExt::name_any(cell), &cell.spec)),
+            front_door: None,
         }
     }
 }
@@ -225,4 +231,70 @@ pub trait CellServices: Send + Sync + 'static {
 
     /// A round trip to the tenant's database with the tenant's own login.
     async fn probe_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError>;
+
+    /// Renders `release` for the cell (the caller journals it, so it is rendered once).
+    async fn render_release(&self, cell: &CellContext, release: &ReleaseRequest) -> Result<RenderedRelease, CellError>;
+    /// Applies one rendered object in the cell's cluster; returns its inventory entry.
+    async fn apply_release_object(&self, cell: &CellContext, object: &Value, force: bool) -> Result<String, CellError>;
+    /// How healthy the objects of an inventory are.
+    async fn check_release(&self, cell: &CellContext, inventory: &[String]) -> Result<ReleaseCheck, CellError>;
+    /// Deletes the objects of `stale` that are cellplane's for the cell (others are kept, and
+    /// named with why); call again until done.
+    async fn prune_release(&self, cell: &CellContext, stale: &[String]) -> Result<Pruned, CellError>;
+    /// The objects (by index in `objects`) changed by hand since they were applied, with how.
+    async fn release_drift(&self, cell: &CellContext, objects: &[Value]) -> Result<Vec<(usize, String)>, CellError>;
+}
+
+/// A release as a cell is asked to install it: the Release and the cell's facts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRequest {
+    /// The Release object's name.
+    pub name: String,
+    pub spec: crate::api::release::ReleaseSpec,
+    /// The Kubernetes version of the cell's cluster.
+    pub kubernetes_version: String,
+}
+
+/// A release rendered for one cell: what its install applies, in order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderedRelease {
+    pub name: String,
+    pub version: String,
+    /// Where its namespaced objects went.
+    pub namespace: String,
+    pub objects: Vec<Value>,
+    pub front_door: Option<FrontDoor>,
+    pub health_timeout_ms: u64,
+    pub drift_interval_ms: u64,
+    pub force: bool,
+}
+
+/// The Service and port of a cell's front door, in its cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FrontDoor {
+    pub namespace: String,
+    pub service: String,
+    pub port: i32,
+}
+
+/// What a cell's cluster says of a release's objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseCheck {
+    pub healthy: bool,
+    /// A workload failed for good (no waiting helps).
+    pub failed: bool,
+    /// The unhealthy objects and why, one per line.
+    pub report: String,
+}
+
+/// What a prune did: the objects deleted or on their way, and those it left alone, with why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pruned {
+    pub done: bool,
+    pub kept: Vec<String>,
 }

@@ -9,7 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::ledger::{Effect, Ledger, target};
-use super::{CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Route, Tenant, names};
+use serde_json::Value;
+
+use super::{
+    CellCa, CellContext, CellError, CellServices, Certificates, DatabaseGrant, Pruned, ReleaseCheck, ReleaseRequest,
+    RenderedRelease, Route, Tenant, names,
+};
 
 /// Versions whose name ends so serve errors in a simulated cell: a release that upgrades fine
 /// and then fails its synthetic probes, for rollbacks in the sandbox and the tests.
@@ -178,5 +183,38 @@ impl CellServices for SimCellServices {
         } else {
             Err(CellError::Transient(format!("no route answers for {}", tenant.endpoint)))
         }
+    }
+
+    /// A release renders to nothing here: the simulated cell records that it runs it.
+    async fn render_release(&self, cell: &CellContext, release: &ReleaseRequest) -> Result<RenderedRelease, CellError> {
+        let spec = &release.spec;
+        let ms = |value: &str| crate::api::common::parse_duration(value).map_or(0, |d| d.as_millis() as u64);
+        Ok(RenderedRelease {
+            name: release.name.clone(),
+            version: spec.version.clone(),
+            namespace: super::software::namespace_of(spec, &cell.name, true),
+            objects: Vec::new(),
+            front_door: None,
+            health_timeout_ms: ms(&spec.health_timeout),
+            drift_interval_ms: ms(&spec.drift_interval),
+            force: spec.force,
+        })
+    }
+
+    async fn apply_release_object(&self, _: &CellContext, object: &Value, _: bool) -> Result<String, CellError> {
+        Ok(object["metadata"]["name"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Every release is healthy in a simulated cell; a broken one fails at its front door.
+    async fn check_release(&self, _: &CellContext, _: &[String]) -> Result<ReleaseCheck, CellError> {
+        Ok(ReleaseCheck { healthy: true, failed: false, report: String::new() })
+    }
+
+    async fn prune_release(&self, _: &CellContext, _: &[String]) -> Result<Pruned, CellError> {
+        Ok(Pruned { done: true, kept: Vec::new() })
+    }
+
+    async fn release_drift(&self, _: &CellContext, _: &[Value]) -> Result<Vec<(usize, String)>, CellError> {
+        Ok(Vec::new())
     }
 }

@@ -11,7 +11,7 @@ use super::error::ReconcileError;
 use super::events::Note;
 use super::runner;
 use super::status::{Blocker, Steps, conditions_for, progress_message, set_deleting, steps_done, workflow_status};
-use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, CellStatus};
+use crate::api::cell::{CELL_CONDITIONS, CELL_STEPS, CapacityUsage, Cell, CellPhase, CellStatus, ReleaseHealth};
 use crate::api::common::is_dns_label;
 use crate::api::conditions::{self, Stall};
 use crate::flows::cell::{COMMAND, CellCommand, CellInput, CellWorkflow};
@@ -71,7 +71,7 @@ impl Reconciled for Cell {
     fn report(&self, stage: &CellStage<'_>, world: &World) -> Report<CellStatus> {
         let view = view::<CellView>(stage.checkpoint());
         let failed = stage.failure();
-        let stall = failed.clone().or_else(|| stage.blocked());
+        let stall = failed.clone().or_else(|| stage.blocked()).or_else(|| unhealthy(view.as_ref()));
         let status = status(self, stage, view.as_ref(), stall.as_ref(), failed.is_some(), world);
         let before = self.status.as_ref().and_then(|s| s.phase);
         let events = announce(self, before, status.phase, stall.as_ref(), view.and_then(|v| v.last_failure));
@@ -134,6 +134,10 @@ fn status(
         status.endpoint = view.endpoint.clone();
         status.running_version = view.running_version.clone();
         status.capacity_used = Some(view.used.clone());
+        status.release = view.release.clone();
+    }
+    if unhealthy(view).is_some() && status.phase == Some(CellPhase::Ready) {
+        status.phase = Some(CellPhase::Degraded);
     }
     if failed {
         status.phase = Some(CellPhase::Failed);
@@ -161,6 +165,16 @@ fn status(
     status.observed_generation = generation;
     status.workflow = checkpoint.map(workflow_status);
     status
+}
+
+/// A release that is not healthy in the cell's cluster, as a Stall naming the objects.
+fn unhealthy(view: Option<&CellView>) -> Option<Stall> {
+    let release = view?.release.as_ref().filter(|r| r.health == ReleaseHealth::Failed)?;
+    let why = release.message.clone().unwrap_or_default();
+    Some(Stall {
+        reason: "ReleaseUnhealthy".into(),
+        message: format!("release {} is not healthy: {why}", release.version),
+    })
 }
 
 /// An Event when the phase changes: the stall, Ready (with a failed upgrade, if any), or the

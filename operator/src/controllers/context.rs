@@ -96,6 +96,7 @@ impl Context {
             own_labels: self.own_labels(),
             cells: self.fleet.cell_objects(),
             rings: self.fleet.rings(),
+            releases: self.fleet.releases(),
             now: Timestamp::now(),
         }
     }

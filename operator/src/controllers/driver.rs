@@ -92,6 +92,7 @@ pub struct World {
     pub own_labels: BTreeMap<String, String>,
     pub cells: Vec<Arc<Cell>>,
     pub rings: Vec<Arc<DeploymentRing>>,
+    pub releases: Vec<Arc<crate::api::Release>>,
     pub now: Timestamp,
 }
 
@@ -417,13 +418,23 @@ pub(crate) mod tests {
         serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{yaml}"))
     }
 
-    /// The operator in namespace `cellplane-system`, with `cells` and `rings` in its fleet.
+    /// A Release of `version`, of one ConfigMap.
+    pub fn release(version: &str) -> crate::api::Release {
+        from_yaml(&format!(
+            "apiVersion: cellplane.io/v1alpha1\nkind: Release\nmetadata: {{name: service-{version}}}\n\
+             spec: {{version: '{version}', manifests: 'kind: ConfigMap'}}\n"
+        ))
+    }
+
+    /// The operator in namespace `cellplane-system`, with `cells` and `rings` in its fleet, and
+    /// Releases of 1.0.0, 1.1.0 and 1.2.0.
     pub fn world(cells: &[&str], rings: &[&str]) -> World {
         World {
             namespace: "cellplane-system".into(),
             own_labels: BTreeMap::new(),
             cells: cells.iter().map(|yaml| Arc::new(from_yaml(yaml))).collect(),
             rings: rings.iter().map(|yaml| Arc::new(from_yaml(yaml))).collect(),
+            releases: ["1.0.0", "1.1.0", "1.2.0"].iter().map(|v| Arc::new(release(v))).collect(),
             now: Timestamp::from_second(1_750_000_000).unwrap_or(Timestamp::UNIX_EPOCH),
         }
     }

@@ -15,6 +15,7 @@ pub mod gauges;
 pub mod leader;
 pub mod metrics;
 pub mod namespace;
+pub mod release;
 pub mod ring;
 pub mod runner;
 pub mod status;
@@ -26,12 +27,13 @@ pub use context::Context;
 pub use error::ReconcileError;
 pub use metrics::ControllerMetrics;
 
-/// Runs the three controllers and the synthetic prober until `shutdown`.
+/// Runs the controllers and the synthetic prober until `shutdown`.
 pub async fn run_all(ctx: Arc<Context>, prober: &synthetic::Prober, shutdown: tokio_util::sync::CancellationToken) {
     tokio::join!(
         cell::run(ctx.clone(), shutdown.clone()),
         namespace::run(ctx.clone(), shutdown.clone()),
         ring::run(ctx.clone(), shutdown.clone()),
+        release::run(ctx.clone(), shutdown.clone()),
         prober.run(ctx, shutdown),
     );
 }

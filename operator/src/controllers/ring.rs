@@ -27,7 +27,7 @@ use crate::api::ring::{
     BAKED, DeploymentRing, DeploymentRingStatus, GateKind, GateStatus, GateVerdict, HALTED, MAX_LISTED_CELLS,
     MAX_VERSION_GROUPS, PROGRESSING, RING_CONDITIONS, RING_STEPS, ROLLED_OUT, RingPhase, VersionCells,
 };
-use crate::flows::fleet::{RingView, view};
+use crate::flows::fleet::{RingView, release_of, view};
 use crate::flows::gates::GatePlan;
 use crate::flows::placement::{Candidate, selector_matches};
 use crate::flows::ring::{APPROVE, ApprovalSignal, RESUME, RingCell, RingInput, RingOutput, RingRollout};
@@ -54,9 +54,10 @@ pub async fn run(ctx: Arc<super::Context>, shutdown: CancellationToken) {
     let all = every_ring.clone();
     let progress = triggers::<DeploymentRing>(&ctx.engine, &[Owner::Ring, Owner::Cell], store.clone())
         .flat_map(move |_| futures::stream::iter(all()));
-    let on_cells = every_ring.clone();
+    let (on_cells, on_releases) = (every_ring.clone(), every_ring.clone());
     controller
         .watches(Api::<Cell>::all(ctx.client.clone()), ctx.watch_config(), move |_| on_cells())
+        .watches(Api::<crate::api::Release>::all(ctx.client.clone()), ctx.watch_config(), move |_| on_releases())
         .watches(api, ctx.watch_config(), move |_| every_ring())
         .reconcile_on(progress)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
@@ -87,7 +88,10 @@ impl Reconciled for DeploymentRing {
             Err(stall) => return Ok(Work::Invalid(stall).into()),
         };
         let work = match target(self, &plan) {
-            Ok(target) => Work::Run(rollout(self, &plan, target)?),
+            Ok(target) => match release_of(&world.releases, &target) {
+                Ok(_) => Work::Run(rollout(self, &plan, target)?),
+                Err(missing) => Work::Invalid(Stall { reason: "NoRelease".into(), message: missing }),
+            },
             Err(waiting) => Work::Waiting(waiting),
         };
         Ok(Desired { work, dependents: Some(synthetic_tenants(self, &plan, world)) })

@@ -116,15 +116,20 @@ pub fn stall_of(cp: &Checkpoint) -> Option<Stall> {
     }
 }
 
-/// A step that waits for a permission the operator lacks, as a Stall naming it (the workflow
-/// retries until an administrator grants it, then goes on where it stopped).
+/// A step that waits for something only a person can provide, as a Stall naming it: a
+/// permission the operator lacks, or a Release for the version it installs (the workflow retries
+/// until it is there, then goes on where it stopped).
 pub fn blocked_on(cp: &Checkpoint) -> Option<Stall> {
-    let error = cp.last_error.as_deref().filter(|e| e.starts_with(crate::cell::MISSING_PERMISSION))?;
+    let error = cp.last_error.as_deref()?;
     let step = cp.step.as_deref().unwrap_or("?");
-    Some(Stall {
-        reason: "MissingPermission".into(),
-        message: format!("step {step} waits for a permission (retrying until it is granted): {error}"),
-    })
+    let (reason, waits_for) = if error.starts_with(crate::cell::MISSING_PERMISSION) {
+        ("MissingPermission", "a permission (retrying until it is granted)")
+    } else if error.starts_with(crate::flows::fleet::NO_RELEASE) {
+        ("NoRelease", "a Release (create one with this version)")
+    } else {
+        return None;
+    };
+    Some(Stall { reason: reason.into(), message: format!("step {step} waits for {waits_for}: {error}") })
 }
 
 /// The steps that are done: those the workflow's view lists, or before its first view, those

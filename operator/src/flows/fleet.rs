@@ -1,7 +1,7 @@
-//! What the operator knows about the fleet, the same on every replica: the Cell and
-//! DeploymentRing objects, watched by every replica whether or not it leads (placement and ring
-//! rollouts run wherever their workflows run); and the views the workflows publish to the
-//! journal with `Ctx::publish` (read back from a checkpoint, on any replica).
+//! What the operator knows about the fleet, the same on every replica: the Cell, DeploymentRing
+//! and Release objects, watched by every replica whether or not it leads (placement, ring
+//! rollouts and release installs run wherever their workflows run); and the views the workflows
+//! publish to the journal with `Ctx::publish` (read back from a checkpoint, on any replica).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::cell::{CapacityUsage, Cell, CellPhase, CloudResources, DatabaseSpec, IngressSpec};
 use crate::api::conditions;
 use crate::api::namespace::{CertificatesStatus, DatabaseStatus, NamespacePhase, NamespaceSecrets, RouteStatus};
+use crate::api::release::Release;
 use crate::api::ring::{Admission, ApprovalStatus, DeploymentRing, GateStatus, RingPhase, RollbackStatus};
 use crate::flows::ids;
 use crate::flows::placement::selector_matches;
@@ -83,6 +84,9 @@ pub struct CellView {
     pub left: Vec<String>,
     /// The last command that failed (an upgrade), for status.
     pub last_failure: Option<String>,
+    /// The release the cell runs, and its health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::api::cell::CellRelease>,
 }
 
 /// What a namespace's workflow has done.
@@ -142,6 +146,21 @@ pub fn view<V: DeserializeOwned>(checkpoint: Option<&Checkpoint>) -> Option<V> {
         .ok()
 }
 
+/// The one Release of `version` among `releases`, or why there is none to use.
+pub fn release_of(releases: &[Arc<Release>], version: &str) -> Result<Arc<Release>, String> {
+    let mut found = releases.iter().filter(|r| r.spec.version == version);
+    match (found.next(), found.next()) {
+        (Some(release), None) => Ok(release.clone()),
+        (None, _) => Err(format!("{NO_RELEASE}{version}")),
+        (Some(one), Some(other)) => {
+            Err(format!("releases {} and {} both have version {version}: delete one", one.name_any(), other.name_any()))
+        }
+    }
+}
+
+/// How a refusal for a version that no Release has begins.
+pub const NO_RELEASE: &str = "no Release has version ";
+
 /// A DeploymentRing as placement needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RingEntry {
@@ -149,11 +168,12 @@ pub struct RingEntry {
     pub admits: Admission,
 }
 
-/// The Cells and DeploymentRings of this operator, as watched on this replica.
+/// The Cells, DeploymentRings and Releases of this operator, as watched on this replica.
 #[derive(Clone)]
 pub struct Fleet {
     cells: Store<Cell>,
     rings: Store<DeploymentRing>,
+    releases: Store<Release>,
 }
 
 impl Fleet {
@@ -164,15 +184,17 @@ impl Fleet {
             None => watcher::Config::default(),
         };
         let cells = reflect(Api::<Cell>::all(client.clone()), config.clone(), shutdown.clone());
-        let rings = reflect(Api::<DeploymentRing>::all(client.clone()), config, shutdown);
-        Arc::new(Fleet { cells, rings })
+        let rings = reflect(Api::<DeploymentRing>::all(client.clone()), config.clone(), shutdown.clone());
+        let releases = reflect(Api::<Release>::all(client.clone()), config, shutdown);
+        Arc::new(Fleet { cells, rings, releases })
     }
 
     /// A fleet of no cells and no rings, where nothing watches: for replaying workflow
     /// histories, which run no step and so never ask.
     pub fn empty() -> Arc<Fleet> {
         let ((cells, _), (rings, _)) = (kube::runtime::reflector::store(), kube::runtime::reflector::store());
-        Arc::new(Fleet { cells, rings })
+        let (releases, _) = kube::runtime::reflector::store();
+        Arc::new(Fleet { cells, rings, releases })
     }
 
     /// Every Cell object.
@@ -183,6 +205,17 @@ impl Fleet {
     /// Every DeploymentRing object.
     pub fn rings(&self) -> Vec<Arc<DeploymentRing>> {
         self.rings.state()
+    }
+
+    /// Every Release object.
+    pub fn releases(&self) -> Vec<Arc<Release>> {
+        self.releases.state()
+    }
+
+    /// The one Release of `version`: a refusal naming what is wrong when there is none, or more
+    /// than one.
+    pub fn release(&self, version: &str) -> Result<Arc<Release>, String> {
+        release_of(&self.releases(), version)
     }
 
     /// A cell by name.

@@ -37,9 +37,9 @@ pub use object::{ObjectRef, stale};
 pub use prune::{Kept, PruneReport, prune, remove};
 pub use render::render;
 
-pub use crate::cell::routes::{CELL_LABEL, MANAGED_BY};
 /// The field manager of everything a release applies.
 pub use crate::api::MANAGER;
+pub use crate::cell::routes::{CELL_LABEL, MANAGED_BY};
 
 /// An annotation that turns `${var}` substitution off for one object of a plain-manifests
 /// release (value `disabled`), for objects that carry `${...}` meant for someone else.

@@ -1,6 +1,10 @@
 //! The cell entity workflow: provisions the cell, then takes commands one at a time (apply a
 //! spec generation, upgrade, reserve or release capacity, drain, delete) until it is deleted.
 //! Serialising every change to a cell through it makes over-commit impossible without locks.
+//! Its software, the release of a version, is installed into the cell's cluster by the steps of
+//! [`software`].
+
+mod software;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +29,12 @@ use crate::cloud::{
 pub mod patches {
     /// Node pools are upgraded after the control plane (shipped unmarked in 0.1.0).
     pub const NODE_POOL_UPGRADES: &str = "node-pool-upgrades";
+    /// A version is a Release installed into the cell's cluster, checked for drift, removed on
+    /// teardown (0.2.0; before, the cloud only recorded the version).
+    pub const RELEASES: &str = "releases";
 }
+
+pub use software::InstalledRelease;
 
 /// Commands handled per run before the workflow continues as new (keeps replay short).
 pub const COMMANDS_PER_RUN: u32 = 50;
@@ -65,6 +74,14 @@ pub struct CellState {
     /// What the workflow published last, carried over so a new run shows no step going back.
     #[serde(default)]
     pub view: CellView,
+    /// The release the cell runs in its cluster (0.2.0; before, `components` alone).
+    #[serde(default)]
+    pub release: Option<InstalledRelease>,
+    /// Drift checks so far (they name their steps), and when the next is due (ms).
+    #[serde(default)]
+    pub drift_checks: u32,
+    #[serde(default)]
+    pub next_drift_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -133,7 +150,7 @@ impl Workflow for CellWorkflow {
         let scope = crate::cloud::providers::scope(&input.cell, &spec);
         let view = state.view.clone();
         let mut entity = Entity { ctx: &ctx, deps: &self.deps, scope, spec, state, view };
-        if entity.state.components.is_none() {
+        if !entity.state.view.provisioned {
             entity.publish(|v| v.phase = Some(CellPhase::Provisioning)).await?;
         }
         entity.provision().await?;
@@ -145,16 +162,18 @@ impl Workflow for CellWorkflow {
                 entity.teardown().await?;
                 return Ok(());
             }
-            // The CA's rotation is a durable timer: the wait for the next command ends there.
-            let rotate_in = match entity.state.ca.as_ref().and_then(|ca| ca.renew_at_ms) {
-                Some(at) => {
-                    let now = ctx.now().await?.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-                    Some(std::time::Duration::from_millis(u64::try_from(i128::from(at) - now as i128).unwrap_or(0)))
+            // The CA's rotation and the release's drift checks are durable timers: the wait for
+            // the next command ends at the first due.
+            let timer = entity.next_timer().await?;
+            let wait = timer.map(|(at, _)| at);
+            let Some(command) = ctx.wait_signal::<CellCommand>(COMMAND, wait).await? else {
+                match timer.map(|(_, timer)| timer) {
+                    Some(Timer::DriftCheck) => {
+                        entity.check_drift().await?;
+                        handled += 1;
+                    }
+                    _ => entity.rotate_ca().await?,
                 }
-                None => None,
-            };
-            let Some(command) = ctx.wait_signal::<CellCommand>(COMMAND, rotate_in).await? else {
-                entity.rotate_ca().await?;
                 continue;
             };
             entity.handle(command).await?;
@@ -166,6 +185,13 @@ impl Workflow for CellWorkflow {
             }
         }
     }
+}
+
+/// What ends a wait for the next command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    RotateCa,
+    DriftCheck,
 }
 
 struct Entity<'a> {
@@ -186,6 +212,26 @@ impl Entity<'_> {
 
     fn key(key: &cellplane_workflows::IdempotencyKey) -> String {
         key.digest()
+    }
+
+    /// The workflow's clock, in ms (recorded, so a replay sees the same).
+    async fn now_ms(&self) -> Result<i64, WfError> {
+        let now = self.ctx.now().await?;
+        Ok(now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+    }
+
+    /// The first timer due, and how long until it is.
+    async fn next_timer(&mut self) -> Result<Option<(std::time::Duration, Timer)>, WfError> {
+        let rotation = self.state.ca.as_ref().and_then(|ca| ca.renew_at_ms).map(|at| (at, Timer::RotateCa));
+        let drift = match self.ctx.patched(patches::RELEASES).await? {
+            true => self.state.next_drift_ms.filter(|_| self.state.release.is_some()).map(|at| (at, Timer::DriftCheck)),
+            false => None,
+        };
+        let Some((at, timer)) = [rotation, drift].into_iter().flatten().min_by_key(|(at, _)| *at) else {
+            return Ok(None);
+        };
+        let until = u64::try_from(at - self.now_ms().await?).unwrap_or(0);
+        Ok(Some((std::time::Duration::from_millis(until), timer)))
     }
 
     /// Creates whatever of network, cluster, node pools and components does not exist yet.
@@ -229,10 +275,16 @@ impl Entity<'_> {
             self.create_node_pool(&pool).await?;
         }
         self.publish(|v| v.done.push(NODE_POOLS_READY.into())).await?;
-        if self.state.components.is_none() {
+        if self.state.components.is_none() && self.state.release.is_none() {
             let version = self.spec().version.clone();
-            let components = self.install(&version).await?;
-            self.state.components = Some(components);
+            if self.ctx.patched(patches::RELEASES).await? {
+                if let Err(why) = self.install_release(&version).await? {
+                    self.publish(|v| v.last_failure = Some(why)).await?;
+                }
+            } else {
+                let components = self.install(&version).await?;
+                self.state.components = Some(components);
+            }
         }
         if self.state.ca.is_none() {
             let (services, cell) = (&self.deps.services, self.context());
@@ -244,12 +296,24 @@ impl Entity<'_> {
                 .await?;
             self.state.ca = Some(ca);
         }
-        self.publish(|v| {
-            v.done.push(COMPONENTS_READY.into());
-            v.provisioned = true;
-        })
-        .await?;
+        self.publish(|v| v.provisioned = true).await?;
         Ok(())
+    }
+
+    /// The version the cell's software runs.
+    fn running_version(&self) -> Option<&str> {
+        match &self.state.release {
+            Some(release) => Some(&release.rendered.version),
+            None => self.state.components.as_ref().map(|c| c.version.as_str()),
+        }
+    }
+
+    /// Its software runs: the release healthy (or, installed before releases, the components).
+    fn software_ready(&self) -> bool {
+        match &self.state.release {
+            Some(release) => release.is_healthy(),
+            None => self.state.components.is_some(),
+        }
     }
 
     /// The cell as the in-cell services need it.
@@ -263,6 +327,7 @@ impl Entity<'_> {
             database: spec.database.clone(),
             version: None,
             cloud: Some(self.scope.clone()),
+            front_door: self.state.release.as_ref().and_then(|r| r.rendered.front_door.clone()),
         }
     }
 
@@ -497,10 +562,17 @@ impl Entity<'_> {
     }
 
     async fn upgrade(&mut self, version: &str) -> Result<UpgradeReply, WfError> {
-        if self.state.components.as_ref().is_some_and(|c| c.version == version) {
+        if self.running_version() == Some(version) && self.software_ready() {
             return Ok(UpgradeReply { version: version.to_string(), error: None });
         }
         self.publish(|v| v.phase = Some(CellPhase::Upgrading)).await?;
+        if self.ctx.patched(patches::RELEASES).await? {
+            let error =
+                self.install_release(version).await?.err().map(|why| format!("upgrade to {version} failed: {why}"));
+            self.publish(|v| v.last_failure = error.clone()).await?;
+            self.publish(|v| v.phase = Some(CellPhase::Ready)).await?;
+            return Ok(UpgradeReply { version: version.to_string(), error });
+        }
         let reply = match self.install(version).await {
             Ok(components) => {
                 self.state.components = Some(components);
@@ -564,6 +636,9 @@ impl Entity<'_> {
 
     /// Deletes what provisioning created, in reverse order.
     async fn teardown(&mut self) -> Result<(), WfError> {
+        if self.ctx.patched(patches::RELEASES).await? {
+            self.remove_release().await?;
+        }
         let (ctx, cloud, scope) = (self.ctx, &self.deps.cloud, &self.scope);
         if let Some(components) = self.state.components.take() {
             let id = components.id.as_str();
@@ -629,6 +704,7 @@ impl Entity<'_> {
     /// Publishes the workflow's view (for status, on any replica), after `update` adds what is new.
     async fn publish(&mut self, update: impl FnOnce(&mut CellView)) -> Result<(), WfError> {
         let used = self.usage();
+        let (running, software_ready) = (self.running_version().map(str::to_string), self.software_ready());
         let state = &self.state;
         let view = &mut self.view;
         update(view);
@@ -636,7 +712,13 @@ impl Entity<'_> {
         view.done.dedup();
         view.used = used;
         view.applied_generation = state.applied_generation;
-        view.running_version = state.components.as_ref().map(|c| c.version.clone());
+        view.running_version = running;
+        view.release = state.release.as_ref().map(InstalledRelease::status);
+        if view.provisioned && software_ready {
+            view.done.push(COMPONENTS_READY.into());
+        } else {
+            view.done.retain(|d| d != COMPONENTS_READY);
+        }
         view.endpoint = state.cluster.as_ref().map(|c| c.endpoint.clone());
         let network = state.network.as_ref();
         view.resources = CloudResources {
