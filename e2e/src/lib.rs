@@ -59,7 +59,7 @@ pub async fn converge_then_tear_down(cluster: TestCluster, identity: Identity) {
         .scenario(|cluster| async move {
             let client = match identity {
                 Identity::Chart => {
-                    let values = ["leaderElection.enabled=true".to_string()];
+                    let values = ["leaderElection.enabled=true".to_string(), "rbac.simCells=true".into()];
                     cluster.install_chart(&values).await.expect("the chart's RBAC").client
                 }
                 Identity::Admin => cluster.client.clone(),
@@ -171,8 +171,11 @@ pub async fn a_missing_permission_is_waited_out(cluster: TestCluster) {
     cluster
         .scenario(|cluster| async move {
             let limited = |accounts: &[&str]| {
-                let mut values =
-                    vec!["leaderElection.enabled=true".to_string(), "rbac.accounts.clusterWide=false".into()];
+                let mut values = vec![
+                    "leaderElection.enabled=true".to_string(),
+                    "rbac.simCells=true".into(),
+                    "rbac.accounts.clusterWide=false".into(),
+                ];
                 values.extend(accounts.iter().enumerate().map(|(i, a)| format!("rbac.accounts.namespaces[{i}]={a}")));
                 values
             };

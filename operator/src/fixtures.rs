@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::api::cell::{CapacitySpec, Cell, CellSpec, ClusterSpec, IngressSpec, NetworkSpec, NodePool, Provider};
 use crate::api::conditions::{self, types};
 use crate::api::namespace::{MtlsSpec, Namespace, NamespaceSpec, Placement, Tier};
+use crate::api::release::{Release, ReleaseSpec};
 use crate::api::ring::{DeploymentRing, DeploymentRingSpec, RollbackPolicy};
 
 fn meta(name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
@@ -49,6 +50,29 @@ pub fn cell(name: &str, region: &str, labels: &[(&str, &str)], max_namespaces: i
     };
     Cell { metadata: meta(name, labels), spec, status: None }
 }
+
+/// A Release `name` of `version`: one ConfigMap with the cell's values, in `service` (so a cell
+/// that shares the operator's cluster runs it in `service-<cell>`).
+pub fn release(name: &str, version: &str) -> Release {
+    let manifests = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: service-settings\n\
+                     data:\n  cell: ${cell}\n  version: ${version}\n";
+    let spec = ReleaseSpec {
+        version: version.into(),
+        helm: None,
+        manifests: Some(manifests.into()),
+        substitute: BTreeMap::new(),
+        namespace: "service".into(),
+        front_door: None,
+        health_timeout: "2m".into(),
+        force: false,
+        drift_interval: "10m".into(),
+    };
+    Release { metadata: meta(name, &[]), spec, status: None }
+}
+
+/// The versions the tests' cells and rings run; every test cluster has a Release of each.
+pub const TEST_VERSIONS: &[&str] =
+    &["1.0.0", "1.0.9", "1.1.0", "1.2.0", "1.3.0", "1.5.0", "2.0.0", "9.9.9", "1.1.0-broken", "1.2.0-broken"];
 
 /// A tenant `name` of `account` (the Kubernetes namespace it lives in) with an issued client
 /// certificate.

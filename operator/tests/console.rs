@@ -261,7 +261,8 @@ async fn a_user_who_may_only_read_gets_no_buttons_and_a_forged_post_is_refused()
         .scenario(|cluster| async move {
             // The operator and its console as the chart installs them: the chart's arguments,
             // ServiceAccount and RBAC, the console's certificate from the Secret it mounts.
-            let values = ["console.enabled=true".to_string(), "console.tls.secretName=console-tls".into()];
+            let values =
+                ["console.enabled=true".to_string(), "console.tls.secretName=console-tls".into(), "rbac.simCells=true".into()];
             let chart = cluster.install_chart(&values).await.expect("the chart's RBAC");
             let (dir, journal) = sqlite_journal();
             let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));

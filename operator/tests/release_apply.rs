@@ -648,7 +648,7 @@ async fn the_example_manifests_are_the_example_chart_rendered() {
     let Some(helm) = helm() else { return };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let work = tempfile::tempdir().unwrap();
-    let placeholders = ["cell", "region", "domain"].map(|v| format!("cellplane.{v}=${{{v}}}"));
+    let placeholders = ["cell", "region", "domain", "version"].map(|v| format!("cellplane.{v}=${{{v}}}"));
     let mut args = vec!["template", "cell-service"];
     let chart = root.join("examples/release/chart");
     args.push(chart.to_str().unwrap());
@@ -666,8 +666,26 @@ async fn the_example_manifests_are_the_example_chart_rendered() {
         namespace: "svc".into(),
         ..Default::default()
     };
-    let objects = render(&Source::Manifests { yaml: file }, &values).await.unwrap();
+    let objects = render(&Source::Manifests { yaml: file.clone() }, &values).await.unwrap();
     assert_eq!(kinds(&objects), ["ConfigMap cell-service-config", "Service frontend", "Deployment frontend"]);
+
+    // The example Releases carry the twin (comments aside).
+    let uncommented = |text: &str| -> String {
+        text.lines().filter(|l| !l.trim_start().starts_with('#') && *l != "---").map(|l| format!("{l}\n")).collect()
+    };
+    for examples in ["examples/releases.yaml", "examples/rollback/releases.yaml"] {
+        let text = std::fs::read_to_string(root.join(examples)).unwrap();
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let release = <cellplane::api::Release as serde::Deserialize>::deserialize(document).unwrap();
+            let manifests = release.spec.manifests.unwrap_or_default();
+            assert_eq!(
+                uncommented(&manifests),
+                uncommented(&file),
+                "{examples}: {} does not carry the twin",
+                release.spec.version
+            );
+        }
+    }
     assert_eq!(objects[0]["data"]["endpoint"], "frontend.eu-1.example.net");
     assert_eq!(objects[2]["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"], "eu-1");
 }

@@ -62,7 +62,7 @@ async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanl
             let log = dir.path().join("operator.log");
             // On a real cluster, as the chart installs it; the in-memory API has no RBAC.
             let chart = match cluster.is_real() {
-                true => Some(cluster.install_chart(&[]).await.expect("the chart's RBAC")),
+                true => Some(cluster.install_chart(&["rbac.simCells=true".into()]).await.expect("the chart's RBAC")),
                 false => None,
             };
             let start = || match &chart {

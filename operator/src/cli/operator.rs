@@ -326,6 +326,7 @@ pub async fn apply_dir(client: &Client, dir: &Path, labels: &[(&str, &str)]) -> 
                 ("cellplane.io/v1alpha1", "Cell") => create_from::<Cell>(client, value).await,
                 ("cellplane.io/v1alpha1", "Namespace") => create_from::<Namespace>(client, value).await,
                 ("cellplane.io/v1alpha1", "DeploymentRing") => create_from::<DeploymentRing>(client, value).await,
+                ("cellplane.io/v1alpha1", "Release") => create_from::<crate::api::Release>(client, value).await,
                 ("v1", "Namespace") => create_from::<k8s_openapi::api::core::v1::Namespace>(client, value).await,
                 ("v1", "Secret") => create_from::<k8s_openapi::api::core::v1::Secret>(client, value).await,
                 (api_version, kind) => Err(format!("{api_version} {kind} is not a kind the sandbox applies")),
@@ -390,7 +391,12 @@ async fn rows(client: &Client) -> Result<Vec<Row>, CliError> {
     for c in Api::<Cell>::all(client.clone()).list(&lp).await?.items {
         let s = c.status.clone().unwrap_or_default();
         let step = s.workflow.as_ref().and_then(|w| w.step.clone());
-        rows.push(row(&c, s.phase.map(|p| format!("{p:?}")), &s.conditions, step));
+        let mut row = row(&c, s.phase.map(|p| format!("{p:?}")), &s.conditions, step);
+        // What the cell runs, and whether it is healthy there.
+        if let Some(release) = &s.release {
+            row.conditions = format!("{} release={} {:?}", row.conditions, release.version, release.health);
+        }
+        rows.push(row);
     }
     for r in Api::<DeploymentRing>::all(client.clone()).list(&lp).await?.items {
         let s = r.status.clone().unwrap_or_default();

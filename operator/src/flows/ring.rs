@@ -104,6 +104,13 @@ fn ms(at: std::time::SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The changes to this workflow's steps that histories of earlier releases do not have (see
+/// `Ctx::patched`).
+pub mod patches {
+    /// A rollback also puts back the cells whose upgrade failed or was still going (0.2.0).
+    pub const ROLL_BACK_FAILED_UPGRADES: &str = "roll-back-failed-upgrades";
+}
+
 impl Workflow for RingRollout {
     const NAME: &'static str = "ring-rollout";
     type Input = RingInput;
@@ -253,6 +260,11 @@ impl Rollout<'_> {
                 }
             };
             if let Some(error) = reply.error {
+                // The failed cell and those still upgrading were changed too: a rollback puts
+                // them back (before 0.2.0 only the cells that had finished went back).
+                if self.ctx.patched(patches::ROLL_BACK_FAILED_UPGRADES).await? {
+                    upgraded = pending.iter().map(|(cell, _)| (*cell).clone()).collect();
+                }
                 self.changed.push(upgraded);
                 return Ok(Err(upgrade_failed(&cell.cell.cell, &error)));
             }

@@ -140,6 +140,10 @@ impl TestCluster {
         for namespace in [&cluster.namespace, &cluster.account] {
             cluster.create_namespace(namespace).await?;
         }
+        for version in fixtures::TEST_VERSIONS {
+            let release = fixtures::release(&cluster.name(&format!("service-{version}")), version);
+            cluster.create(&Api::all(cluster.client.clone()), release).await?;
+        }
         Ok(cluster)
     }
 
@@ -224,6 +228,7 @@ impl TestCluster {
             kube::api::ApiResource::erase::<Namespace>(&()),
             kube::api::ApiResource::erase::<DeploymentRing>(&()),
             kube::api::ApiResource::erase::<Cell>(&()),
+            kube::api::ApiResource::erase::<crate::api::Release>(&()),
         ];
         for kind in &kinds {
             self.delete_all(kind).await?;

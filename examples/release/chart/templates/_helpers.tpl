@@ -6,3 +6,8 @@ app.kubernetes.io/component: frontend
 {{- define "cell-service.cell" -}}
 {{ required "cellplane.cell is set by cellplane for each cell" .Values.cellplane.cell }}
 {{- end }}
+
+{{- /* The version the cell runs (the release's), else the chart's. */}}
+{{- define "cell-service.version" -}}
+{{ .Values.cellplane.version | default .Chart.AppVersion }}
+{{- end }}
