@@ -209,7 +209,7 @@ start() {
   wait_url "$dir" "$api/readyz" "the API server ready"
   launch "$dir" kube-controller-manager "$bin/kube-controller-manager" --kubeconfig "$dir/kubeconfig" \
     --authentication-kubeconfig "$dir/kubeconfig" --authorization-kubeconfig "$dir/kubeconfig" \
-    --controllers garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,job-controller,cronjob-controller,ttl-after-finished-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,endpointslice-controller,disruption-controller,node-lifecycle-controller \
+    --controllers garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,job-controller,cronjob-controller,ttl-after-finished-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,endpointslice-controller,disruption-controller,node-lifecycle-controller,resourcequota-controller \
     --service-account-private-key-file "$dir/sa.key" --root-ca-file "$dir/ca.crt" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port "$(free_port)" --concurrent-gc-syncs 5
   if [ -x "$bin/kube-scheduler" ]; then

@@ -9,6 +9,10 @@ use cellplane_e2e::{Identity, converge_then_tear_down};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_e2e_scenario_passes_against_a_served_api() {
     let server = cellplane_memapi::ApiServer::new();
+    // Nothing runs pods in memory: the cells' workloads are played.
+    let playing = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(cellplane::cloud::workloads::run(server.client(), playing.clone()));
+    let _stop_playing = playing.drop_guard();
     let config = server.serve_on_loopback().await.unwrap();
     let mut kubeconfig = tempfile::NamedTempFile::new().unwrap();
     write!(kubeconfig, "{config}").unwrap();

@@ -18,6 +18,15 @@ pub fn code(error: &kube::Error) -> Option<u16> {
     }
 }
 
+/// Whether the API refused for want of a permission (RBAC). Not every 403 is: a used-up
+/// ResourceQuota and a namespace being deleted refuse with one too, and free up by themselves.
+pub fn is_missing_permission(error: &kube::Error) -> bool {
+    let kube::Error::Api(status) = error else { return false };
+    status.code == 403
+        && !status.message.contains("exceeded quota")
+        && !status.message.contains("because it is being terminated")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,5 +37,23 @@ mod tests {
         let error = kube::Error::Api(Box::new(status));
         assert_eq!(describe(&error), r#"namespaces "x" not found"#);
         assert_eq!(code(&error), Some(404));
+        assert!(!is_missing_permission(&error));
+    }
+
+    #[test]
+    fn a_used_up_quota_or_a_terminating_namespace_is_no_missing_permission() {
+        let refusal = |message: &str| {
+            kube::Error::Api(Box::new(kube::core::Status::failure(message, "Forbidden").with_code(403)))
+        };
+        let rbac = refusal(r#"deployments.apps "web" is forbidden: User "x" cannot create resource "deployments""#);
+        assert!(is_missing_permission(&rbac));
+        let quota = refusal(
+            r#"deployments.apps "web" is forbidden: exceeded quota: hold, requested: count/deployments.apps=1"#,
+        );
+        assert!(!is_missing_permission(&quota));
+        let terminating = refusal(
+            r#"configmaps "c" is forbidden: unable to create new content in namespace x because it is being terminated"#,
+        );
+        assert!(!is_missing_permission(&terminating));
     }
 }

@@ -59,6 +59,18 @@ async fn an_aws_cell_is_provisioned_upgraded_and_torn_down_by_cellplane_run() {
         .scenario(|cluster| async move {
             let (path, _file) = kubeconfig(&cluster).await;
             let (_dir, journal) = sqlite_journal();
+            // moto's EKS endpoint is no Kubernetes API: the cell's software goes to the test
+            // cluster, named by a kubeconfig Secret, as a cell's own cluster would be.
+            let secret = cluster.name("eu-aws-kubeconfig");
+            let data = [("kubeconfig".to_string(), std::fs::read_to_string(&path).unwrap())];
+            let kubeconfig_secret = k8s_openapi::api::core::v1::Secret {
+                metadata: kube::api::ObjectMeta { name: Some(secret.clone()), ..Default::default() },
+                string_data: Some(data.into()),
+                ..Default::default()
+            };
+            let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+                Api::namespaced(cluster.client.clone(), &cluster.namespace);
+            secrets.create(&PostParams::default(), &kubeconfig_secret).await.unwrap();
             let aws = [
                 ("AWS_ENDPOINT_URL", proxy.url.as_str()),
                 ("AWS_ACCESS_KEY_ID", "testing"),
@@ -67,7 +79,12 @@ async fn an_aws_cell_is_provisioned_upgraded_and_torn_down_by_cellplane_run() {
             let args = ["--metrics-addr", "127.0.0.1:0"];
             let _operator = cellplane_run(&cluster, &path, &journal, &cluster.namespace, &args, &aws);
             let cells: Api<Cell> = Api::all(cluster.client.clone());
-            let cell = cells.create(&PostParams::default(), &example_cell(&cluster)).await.unwrap();
+            let mut cell = example_cell(&cluster);
+            cell.spec.ingress.kubeconfig_secret_ref = Some(cellplane::api::SecretReference {
+                name: secret.clone(),
+                namespace: Some(cluster.namespace.clone()),
+            });
+            let cell = cells.create(&PostParams::default(), &cell).await.unwrap();
             let name = cell.name_any();
             wait_for(&cells, &name, "Ready", WITHIN, |c| ready(c, 1)).await.unwrap();
 

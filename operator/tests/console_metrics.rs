@@ -102,7 +102,12 @@ async fn scrape(addr: &str) -> BTreeSet<String> {
 async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     let used = used_metrics();
     let cluster = TestCluster::in_memory(|_| {}).await.unwrap();
+    cluster.without_test_releases().await.unwrap();
     let server = cluster.memory.clone().expect("in memory");
+    // Nothing runs pods in memory: the examples' workloads are played.
+    let playing = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(cellplane::cloud::workloads::run(cluster.client.clone(), playing.clone()));
+    let _stop_playing = playing.drop_guard();
     let kubeconfig = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(kubeconfig.path(), server.serve_on_loopback().await.unwrap().to_string()).unwrap();
     let dir = tempfile::tempdir().unwrap();

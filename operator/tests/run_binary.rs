@@ -60,6 +60,13 @@ async fn cellplane_run_converges_the_examples_through_a_sigkill_and_stops_cleanl
             let (path, _file) = kubeconfig(&cluster).await;
             let (dir, journal) = sqlite_journal();
             let log = dir.path().join("operator.log");
+            // The examples bring their own Releases; in memory, their workloads are played.
+            cluster.without_test_releases().await.unwrap();
+            let playing = tokio_util::sync::CancellationToken::new();
+            if cluster.memory.is_some() {
+                tokio::spawn(cellplane::cloud::workloads::run(cluster.client.clone(), playing.clone()));
+            }
+            let _stop_playing = playing.drop_guard();
             // On a real cluster, as the chart installs it; the in-memory API has no RBAC.
             let chart = match cluster.is_real() {
                 true => Some(cluster.install_chart(&["rbac.simCells=true".into()]).await.expect("the chart's RBAC")),

@@ -19,6 +19,8 @@ pub const RELEASE_CONDITIONS: &[&str] = &[types::READY, types::RECONCILING, type
 /// repository, or plain multi-document YAML. A Cell (spec.version) or a DeploymentRing
 /// (spec.version) names the version; exactly one Release has it. Cells install it into their own
 /// cluster, wait until it is healthy and prune what the previous release had and this one lacks.
+// Each printcolumn(...) repeats the same keys, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "cellplane.io",

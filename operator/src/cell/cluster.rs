@@ -209,6 +209,18 @@ impl ClusterCellServices {
         }
     }
 
+    /// The endpoint's server certificate, also beside a route that lives in the front door's
+    /// namespace of the operator's own cluster (an Ingress names its TLS Secret in its own).
+    async fn copy_server_certificate(&self, tenant: &Tenant, namespace: &str) -> Result<(), CellError> {
+        let name = names::server(&tenant.id);
+        let secret = self.own(&name).await?.ok_or_else(|| CellError::Transient(format!("Secret {name} is missing")))?;
+        let data = ["tls.crt", "tls.key"].into_iter().filter_map(|key| Some((key, text(&secret, key)?))).collect();
+        let labels = secret.metadata.labels.clone().unwrap_or_default();
+        let spec =
+            SecretSpec { namespace, name, type_: "kubernetes.io/tls", data, labels, issued_for: None, owner: None };
+        self.apply(spec).await
+    }
+
     fn tenant_labels(cell: &CellContext, tenant: &Tenant) -> BTreeMap<String, String> {
         routes::labels(&cell.name, &tenant.id)
     }
@@ -635,7 +647,11 @@ impl CellServices for ClusterCellServices {
         let span = tracing::info_span!("create_route", cell = %cell.name, host = %tenant.endpoint);
         async {
             let client = self.cell_client(cell).await?;
-            let route = routes::apply(&client, &self.config.namespace, cell, tenant).await?;
+            let namespace = routes::namespace_of(cell, &self.config.namespace);
+            if namespace != self.config.namespace && self.own_client(cell).await?.is_none() {
+                self.copy_server_certificate(tenant, namespace).await?;
+            }
+            let route = routes::apply(&client, namespace, cell, tenant).await?;
             if cell.provider == Provider::Sim {
                 self.serve_sim(cell, tenant).await?;
             }
@@ -648,7 +664,12 @@ impl CellServices for ClusterCellServices {
     async fn delete_route(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
         self.data_plane.remove(&cell.name, &tenant.endpoint);
         let client = self.cell_client(cell).await?;
-        routes::delete(&client, &self.config.namespace, &tenant.id).await
+        let namespace = routes::namespace_of(cell, &self.config.namespace);
+        routes::delete(&client, namespace, &tenant.id).await?;
+        if namespace != self.config.namespace && self.own_client(cell).await?.is_none() {
+            self.delete(namespace, &names::server(&tenant.id)).await?;
+        }
+        Ok(())
     }
 
     async fn probe_database(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
@@ -682,7 +703,7 @@ impl CellServices for ClusterCellServices {
             }
             if cell.provider == Provider::Sim && !self.data_plane.hosts(&cell.name).contains(&tenant.endpoint) {
                 let client = self.cell_client(cell).await?;
-                if routes::exists(&client, &self.config.namespace, &tenant.id).await? {
+                if routes::exists(&client, routes::namespace_of(cell, &self.config.namespace), &tenant.id).await? {
                     self.serve_sim(cell, tenant).await?;
                 }
             }

@@ -88,11 +88,14 @@ impl CellError {
 }
 
 /// A Kubernetes API error as a cell error: refusals a retry cannot change (bad request,
-/// invalid) end the step; a missing permission is waited out; the rest are retried.
+/// invalid) end the step; a missing permission is waited out; the rest (a used-up quota
+/// among them) are retried.
 pub(crate) fn kube_error(what: &str, e: kube::Error) -> CellError {
     let message = format!("{what}: {}", crate::kube_error::describe(&e));
+    if crate::kube_error::is_missing_permission(&e) {
+        return CellError::Forbidden(message);
+    }
     match crate::kube_error::code(&e) {
-        Some(403) => CellError::Forbidden(message),
         Some(400 | 422) => CellError::Invalid(message),
         _ => CellError::Transient(message),
     }

@@ -64,6 +64,21 @@ pub async fn tls_route_resource(client: &Client) -> Result<Option<ApiResource>, 
     Ok(None)
 }
 
+/// Where a tenant's route sends traffic: the Service of the cell's release that is its front
+/// door, else a Service named like the route.
+fn backend(cell: &CellContext, route: &str) -> (String, i32) {
+    match &cell.front_door {
+        Some(door) => (door.service.clone(), door.port),
+        None => (route.to_string(), 443),
+    }
+}
+
+/// The namespace of a tenant's route in the cell's cluster: the front door's (a route reaches
+/// only Services of its own namespace), else `default`.
+pub fn namespace_of<'a>(cell: &'a CellContext, default: &'a str) -> &'a str {
+    cell.front_door.as_ref().map_or(default, |door| door.namespace.as_str())
+}
+
 /// Creates or updates the route for the tenant endpoint.
 pub async fn apply(
     client: &Client,
@@ -72,6 +87,7 @@ pub async fn apply(
     tenant: &Tenant,
 ) -> Result<RouteRef, CellError> {
     let name = names::route(&tenant.id);
+    let (service, port) = backend(cell, &name);
     let metadata = ObjectMeta {
         name: Some(name.clone()),
         namespace: Some(namespace.to_string()),
@@ -95,7 +111,7 @@ pub async fn apply(
             "spec": {
                 "parentRefs": [parent],
                 "hostnames": [tenant.endpoint],
-                "rules": [{ "backendRefs": [{ "name": name, "port": 443 }] }],
+                "rules": [{ "backendRefs": [{ "name": service, "port": port }] }],
             }
         });
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
@@ -104,8 +120,8 @@ pub async fn apply(
     }
     let backend = IngressBackend {
         service: Some(IngressServiceBackend {
-            name: name.clone(),
-            port: Some(ServiceBackendPort { number: Some(443), name: None }),
+            name: service,
+            port: Some(ServiceBackendPort { number: Some(port), name: None }),
         }),
         resource: None,
     };

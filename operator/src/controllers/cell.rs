@@ -74,8 +74,9 @@ impl Reconciled for Cell {
         let stall = failed.clone().or_else(|| stage.blocked()).or_else(|| unhealthy(view.as_ref()));
         let status = status(self, stage, view.as_ref(), stall.as_ref(), failed.is_some(), world);
         let before = self.status.as_ref().and_then(|s| s.phase);
+        let drift = corrected_drift(self, &status);
         let events = announce(self, before, status.phase, stall.as_ref(), view.and_then(|v| v.last_failure));
-        Report { status, events: events.into_iter().collect() }
+        Report { status, events: events.into_iter().chain(drift).collect() }
     }
 
     fn teardown_workflow(&self) -> Option<String> {
@@ -165,6 +166,15 @@ fn status(
     status.observed_generation = generation;
     status.workflow = checkpoint.map(workflow_status);
     status
+}
+
+/// An Event for hand edits a drift check found and applied again since the last status.
+fn corrected_drift(cell: &Cell, status: &CellStatus) -> Option<Note> {
+    let drift = status.release.as_ref()?.drift.as_ref().filter(|d| !d.corrected.is_empty())?;
+    let before = cell.status.as_ref().and_then(|s| s.release.as_ref()).and_then(|r| r.drift.as_ref());
+    (before != Some(drift)).then(|| {
+        Note::warning("DriftCorrected", format!("changed by hand, applied again: {}", drift.corrected.join("; ")))
+    })
 }
 
 /// A release that is not healthy in the cell's cluster, as a Stall naming the objects.

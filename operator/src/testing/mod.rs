@@ -97,7 +97,6 @@ fn kubeconfig_from(env: &str, what: &str) -> Option<std::path::PathBuf> {
 impl TestCluster {
     /// The real cluster named by `E2E_KUBECONFIG`, else a new in-memory API server.
     pub async fn start() -> Result<Self, TestError> {
-        init_test_tracing();
         match std::env::var_os(KUBECONFIG_ENV) {
             Some(path) => Self::real(std::path::Path::new(&path)).await,
             None => Self::in_memory(|_| {}).await,
@@ -120,7 +119,6 @@ impl TestCluster {
 
     /// A new in-memory API server with the cellplane kinds, after `setup` (extra CRDs).
     pub async fn in_memory(setup: impl FnOnce(&ApiServer)) -> Result<Self, TestError> {
-        init_test_tracing();
         let server = ApiServer::new();
         crate::cli::operator::register_kinds(&server).map_err(|e| TestError::Memory(e.to_string()))?;
         setup(&server);
@@ -128,6 +126,7 @@ impl TestCluster {
     }
 
     async fn with_client(client: Client, memory: Option<ApiServer>) -> Result<Self, TestError> {
+        init_test_tracing();
         let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let cluster = TestCluster {
             client,
@@ -145,6 +144,12 @@ impl TestCluster {
             cluster.create(&Api::all(cluster.client.clone()), release).await?;
         }
         Ok(cluster)
+    }
+
+    /// Deletes the Releases every test cluster starts with, for a test that brings its own (the
+    /// examples have Releases of the same versions).
+    pub async fn without_test_releases(&self) -> Result<(), TestError> {
+        self.delete_all(&kube::api::ApiResource::erase::<crate::api::Release>(&())).await
     }
 
     pub fn is_real(&self) -> bool {
@@ -182,7 +187,7 @@ impl TestCluster {
         Ok(name)
     }
 
-    async fn create_namespace(&self, name: &str) -> Result<(), TestError> {
+    pub async fn create_namespace(&self, name: &str) -> Result<(), TestError> {
         let namespace = self.own(k8s_openapi::api::core::v1::Namespace {
             metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
             ..Default::default()

@@ -64,7 +64,9 @@ impl ReleaseError {
     pub fn into_cell_error(self) -> CellError {
         let message = self.to_string();
         match &self {
-            ReleaseError::Kube { source, .. } if is_forbidden(source) => CellError::Forbidden(message),
+            ReleaseError::Kube { source, .. } if kube_error::is_missing_permission(source) => {
+                CellError::Forbidden(message)
+            }
             _ if self.is_retryable() => CellError::Transient(message),
             _ => CellError::Invalid(message),
         }
@@ -77,21 +79,12 @@ impl From<ReleaseError> for CellError {
     }
 }
 
-/// A namespace being deleted refuses new objects with a 403 that is not about permissions.
-fn is_terminating_namespace(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.message.contains("because it is being terminated"))
-}
-
-fn is_forbidden(error: &kube::Error) -> bool {
-    kube_error::code(error) == Some(403) && !is_terminating_namespace(error)
-}
-
 fn kube_retryable(error: &kube::Error) -> bool {
     match kube_error::code(error) {
         // Bad request, invalid object, unsupported media or method. (A refused apply's 409 is a
         // [`ReleaseError::Conflict`]; other 409s, a failed precondition, pass with a new read.)
         Some(400 | 405 | 413 | 415 | 422) => false,
-        Some(403) => is_terminating_namespace(error),
+        Some(403) => !kube_error::is_missing_permission(error),
         // 404 (a namespace not there yet), 408, 429, 5xx: retrying can help.
         Some(_) => true,
         // No answer: the connection, TLS, a timeout.
