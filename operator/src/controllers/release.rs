@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -16,7 +15,7 @@ use tracing::Instrument;
 use super::context::Context;
 use super::driver::World;
 use super::error::ReconcileError;
-use super::runner::{controller_for, error_policy};
+use super::runner::{controller_for, drain_until_shutdown, error_policy};
 use super::status;
 use crate::api::cell::{Cell, ReleaseHealth};
 use crate::api::conditions::{self, Stall};
@@ -28,14 +27,13 @@ const KIND: &str = "Release";
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let api: Api<Release> = Api::all(ctx.client.clone());
     let controller = controller_for(api, ctx.watch_config());
-    let store = controller.store();
-    let every_release = move || store.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
-    controller
+    let (store, releases) = (controller.store(), controller.store());
+    let every_release = move || releases.state().iter().map(|r| ObjectRef::from(r.as_ref())).collect::<Vec<_>>();
+    let results = controller
         .watches(Api::<Cell>::all(ctx.client.clone()), ctx.watch_config(), move |_| every_release())
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(reconcile, error_policy, ctx);
+    drain_until_shutdown(store, results, shutdown).await;
 }
 
 async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

@@ -17,7 +17,7 @@ use super::dependents::Dependents;
 use super::driver::{self, Command, Desired, Reconciled, Report, Run, Stage, Teardown, Work, World};
 use super::error::ReconcileError;
 use super::events::Note;
-use super::runner::{controller_for, error_policy, triggers};
+use super::runner::{controller_for, drain_until_shutdown, error_policy, triggers};
 use super::status::{Steps, conditions_for, progress_message, stall_of, workflow_status};
 use crate::api::cell::Cell;
 use crate::api::common::{parse_duration, time_ms};
@@ -55,15 +55,14 @@ pub async fn run(ctx: Arc<super::Context>, shutdown: CancellationToken) {
     let progress = triggers::<DeploymentRing>(&ctx.engine, &[Owner::Ring, Owner::Cell], store.clone())
         .flat_map(move |_| futures::stream::iter(all()));
     let (on_cells, on_releases) = (every_ring.clone(), every_ring.clone());
-    controller
+    let results = controller
         .watches(Api::<Cell>::all(ctx.client.clone()), ctx.watch_config(), move |_| on_cells())
         .watches(Api::<crate::api::Release>::all(ctx.client.clone()), ctx.watch_config(), move |_| on_releases())
         .watches(api, ctx.watch_config(), move |_| every_ring())
         .reconcile_on(progress)
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(driver::reconcile::<DeploymentRing>, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(driver::reconcile::<DeploymentRing>, error_policy, ctx);
+    drain_until_shutdown(store, results, shutdown).await;
 }
 
 type RingStage<'a> = Stage<'a, RingInput, RingOutput>;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cellplane_workflows::Engine;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
@@ -30,12 +30,34 @@ where
     let controller = controller_for(Api::<K>::all(ctx.client.clone()), ctx.watch_config());
     ctx.metrics.objects.track(controller.store());
     let progress = triggers(&ctx.engine, owners, controller.store());
-    controller
-        .reconcile_on(progress)
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(driver::reconcile::<K>, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    let store = controller.store();
+    let results = controller.reconcile_on(progress).graceful_shutdown_on(shutdown.clone().cancelled_owned()).run(
+        driver::reconcile::<K>,
+        error_policy,
+        ctx,
+    );
+    drain_until_shutdown(store, results, shutdown).await;
+}
+
+/// Drains a controller's results until it has shut down gracefully. kube-runtime holds the
+/// reconciles until the store's first list, and its graceful shutdown waits for that too: a
+/// shutdown before the first list (a SIGTERM at start-up, an API server refusing the list) would
+/// wait forever. Then nothing is in flight, and the controller is dropped instead.
+pub async fn drain_until_shutdown<K, R>(store: Store<K>, results: impl Stream<Item = R>, shutdown: CancellationToken)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let stopped_before_first_list = async move {
+        shutdown.cancelled().await;
+        if store.wait_until_ready().now_or_never().is_none() {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        () = results.for_each(|_| futures::future::ready(())) => {}
+        () = stopped_before_first_list => tracing::debug!("stopped before the first list of {}", K::kind(&())),
+    }
 }
 
 /// The error policy shared by the controllers: back off with jitter, per object.
@@ -109,3 +131,27 @@ pub fn controller_config() -> kube::runtime::controller::Config {
 /// while it writes, and idle connections keep their buffers: unbounded, a burst of ten thousand
 /// namespaces meant ten thousand connections and hundreds of MiB.
 pub const RECONCILE_CONCURRENCY: u16 = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    #[tokio::test]
+    async fn a_controller_whose_first_list_never_came_stops_at_shutdown() {
+        let unreachable = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
+        let client = kube::Client::try_from(unreachable).expect("a client");
+        let controller = controller_for(Api::<ConfigMap>::all(client), Default::default());
+        let store = controller.store();
+        let shutdown = CancellationToken::new();
+        let results = controller.graceful_shutdown_on(shutdown.clone().cancelled_owned()).run(
+            |_, _| async { Ok::<_, ReconcileError>(Action::await_change()) },
+            |_, _, _| Action::await_change(),
+            Arc::new(()),
+        );
+        let drained = tokio::spawn(drain_until_shutdown(store, results, shutdown.clone()));
+        shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), drained).await;
+        assert!(matches!(stopped, Ok(Ok(()))), "the controller did not stop: {stopped:?}");
+    }
+}
