@@ -79,8 +79,8 @@ def main():
         data = yaml.safe_load(f)["data"]
     scripts = {key[len(PREFIX):]: script for key, script in data.items() if key.startswith(PREFIX)}
     failures, runs = [], 0
-    if sorted(scripts) != ["Cell", "DeploymentRing", "Namespace"]:
-        failures.append(f"health checks for {sorted(scripts)}, want Cell, DeploymentRing, Namespace")
+    if sorted(scripts) != ["Cell", "DeploymentRing", "Namespace", "Release"]:
+        failures.append(f"health checks for {sorted(scripts)}, want Cell, DeploymentRing, Namespace, Release")
     for kind, script in sorted(scripts.items()):
         cases = CASES + (RING_CASES if kind == "DeploymentRing" else [])
         for name, build, want, text in cases:

@@ -171,18 +171,19 @@ pub async fn a_missing_permission_is_waited_out(cluster: TestCluster) {
     cluster
         .scenario(|cluster| async move {
             let limited = |accounts: &[&str]| {
-                let mut values = vec![
-                    "leaderElection.enabled=true".to_string(),
-                    "rbac.simCells=true".into(),
-                    "rbac.accounts.clusterWide=false".into(),
-                ];
+                let mut values =
+                    vec!["leaderElection.enabled=true".to_string(), "rbac.accounts.clusterWide=false".into()];
                 values.extend(accounts.iter().enumerate().map(|(i, a)| format!("rbac.accounts.namespaces[{i}]={a}")));
                 values
             };
-            let client = cluster.install_chart(&limited(&[])).await.expect("the chart's RBAC").client;
+            let chart = cluster.install_chart(&limited(&[])).await.expect("the chart's RBAC");
+            // The sim cell's release runs beside the operator: granted for its namespace alone
+            // (rbac.simCells would let the operator write Secrets everywhere).
+            let cell_name = cluster.name("cell");
+            cluster.grant_release_namespace(&chart, &format!("service-{cell_name}")).await.expect("the release's RBAC");
+            let client = chart.client.clone();
             let (cloud, ledger) = (Arc::new(SimCloud::new(SimConfig::default())), Arc::new(Ledger::default()));
             let operator = TestOperator::start(&cluster, setup(&cluster, &client, &cloud, &ledger)).await;
-            let cell_name = cluster.name("cell");
             cluster.create(&cluster.cells(), cell(&cell_name, "eu-west-1", &[], 10, "1.0.0")).await.unwrap();
             let tenant = cluster.name("web");
             let account = cluster.account.clone();

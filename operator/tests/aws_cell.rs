@@ -1,7 +1,7 @@
 //! A Cell on AWS as a platform team runs one: the `cellplane run` binary (with its aws provider)
 //! on the test cluster, its AWS calls sent to moto by `AWS_ENDPOINT_URL` (through the proxy
 //! that adds CREATING, UPDATING and DELETING states and throttling), the cell's role assumed
-//! with STS. `cellplane workflows show` then lists the real resource ids, a raised Kubernetes
+//! with STS, and given an EKS access entry with cluster-admin. `cellplane workflows show` then lists the real resource ids, a raised Kubernetes
 //! version upgrades the control plane and then the node group, and deleting the Cell leaves
 //! nothing tagged with it.
 
@@ -94,6 +94,11 @@ async fn an_aws_cell_is_provisioned_upgraded_and_torn_down_by_cellplane_run() {
                 assert!(shown.contains(id), "workflows show lists {id}...:\n{shown}");
             }
             assert!(shown.contains(&format!("nodegroup/{name}/general/")), "the node group's ARN:\n{shown}");
+            // The role the operator assumes for the cell may administer the cluster it made.
+            let role = cell.spec.aws.as_ref().and_then(|a| a.role_arn.clone()).expect("the example's role");
+            let granted = proxy.stats().access_entries.get(&(name.clone(), role)).cloned();
+            let admin = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy".to_string();
+            assert_eq!(granted, Some(vec![admin]), "the operator's access entry");
 
             let raise = serde_json::json!({ "spec": { "cluster": { "kubernetesVersion": "1.34" } } });
             cells.patch(&name, &PatchParams::default(), &Patch::Merge(&raise)).await.unwrap();

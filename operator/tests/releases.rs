@@ -19,6 +19,7 @@ use cellplane::api::ring::{RingPhase, RollbackPolicy};
 use cellplane::api::{Cell, DeploymentRing};
 use cellplane::cell::cluster::{ClusterCellServices, ServicesConfig};
 use cellplane::cell::tls::SimDataPlane;
+use cellplane::cli::rings::describe;
 use cellplane::cloud::sim::{SimCloud, SimConfig};
 use cellplane::fixtures::{self, cell, ring};
 use cellplane::testing::{OperatorSetup, TestCluster, TestOperator, real_kubeconfig};
@@ -233,6 +234,12 @@ async fn a_release_rolls_through_two_rings_healthy_in_each_cell_before_the_next_
         let first_moved = seen.iter().position(|s| s.starts_with(prod[0].as_str()));
         let second_moved = seen.iter().position(|s| s.starts_with(prod[1].as_str()));
         assert!(first_moved < second_moved, "batch order: {seen:#?}");
+        // `cellplane rollout status` names each cell's release and its health.
+        let every_cell = fleet.cluster.cells().list(&Default::default()).await.unwrap().items;
+        let shown = describe(&fleet.cluster.rings().get(&one).await.unwrap(), &every_cell);
+        for cell in &prod {
+            assert!(shown.contains(&format!("cell {cell}: 1.1.0 Healthy")), "{shown}");
+        }
         fleet.operator.stop().await;
     })
     .await;

@@ -17,8 +17,9 @@ use cellplane::api::ring::{
     Admission, Approval, Comparison, Gate, GateKind, GateVerdict, HALTED, PrometheusGate, RingPhase, RollbackPolicy,
     SyntheticGate, SyntheticProbes,
 };
+use cellplane::cell::sim::SimCellServices;
 use cellplane::cli::rings::{ClusterArgs, RingsCommand, describe, steer};
-use cellplane::cloud::sim::{EffectOp, SimConfig};
+use cellplane::cloud::sim::SimConfig;
 use cellplane::fixtures::{cell, ring};
 use cellplane_workflows::{Clock, TestClock};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -88,14 +89,9 @@ fn condition(s: &DeploymentRingStatus, type_: &str) -> Option<(ConditionStatus, 
 }
 
 /// The versions the cloud upgraded `cell` to, in order.
+/// The versions `cell` installed after its first, in order.
 fn upgrades(fleet: &Fleet, cell: &str) -> Vec<String> {
-    fleet
-        .cloud
-        .ledger()
-        .into_iter()
-        .filter(|e| e.cell == cell && e.op == EffectOp::Upgrade)
-        .filter_map(|e| e.version)
-        .collect()
+    fleet.installs(cell).into_iter().skip(1).collect()
 }
 
 fn gate(name: &str, kind: GateKind) -> Gate {
@@ -191,7 +187,7 @@ async fn approval_comes_from_the_spec_or_the_cli_names_one_version_and_is_record
     fleet.create(&fleet.rings(), &manual).await.unwrap();
     fleet.ring_until(&name, "waiting for approval", |s| phase(s) == Some(RingPhase::WaitingForApproval)).await;
     assert!(upgrades(&fleet, &gated).is_empty(), "nothing rolls before the approval");
-    let shown = describe(&fleet.rings().get(&name).await.unwrap());
+    let shown = describe(&fleet.rings().get(&name).await.unwrap(), &[]);
     assert!(shown.contains(&format!("approval: waiting (cellplane rings approve {name})")), "{shown}");
 
     // An approval of another version does not count.
@@ -221,7 +217,7 @@ async fn approval_comes_from_the_spec_or_the_cli_names_one_version_and_is_record
     let said = steer(&fleet.rings(), &name, approve).await.unwrap();
     assert_eq!(said, format!("approved 1.2.0 in ring {name} as bob"));
     fleet.ring_until(&name, "1.2.0 baked", |s| s.baked_version.as_deref() == Some("1.2.0")).await;
-    let shown = describe(&fleet.rings().get(&name).await.unwrap());
+    let shown = describe(&fleet.rings().get(&name).await.unwrap(), &[]);
     assert!(shown.contains("approval: 1.2.0 by bob"), "{shown}");
     assert_eq!(upgrades(&fleet, &gated), ["1.1.0", "1.2.0"]);
     fleet.stop().await;
@@ -442,8 +438,12 @@ async fn a_prometheus_gate_fails_on_real_scraped_metrics_and_the_batch_rolls_bac
 async fn a_batch_past_its_progress_deadline_stalls_naming_the_cell_and_an_abort_halts_the_ring() {
     let clock = TestClock::default();
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let slow = SimConfig { op_latency: [("install_components".to_string(), Duration::from_secs(8))].into(), ..quick() };
-    let fleet = Fleet::anywhere(slow, |setup| setup.clock = Some(shared)).await;
+    let slow = Arc::new(SimCellServices::new(Duration::from_millis(1)).with_release_latency(Duration::from_secs(8)));
+    let fleet = Fleet::anywhere(quick(), |setup| {
+        setup.clock = Some(shared);
+        setup.services = slow;
+    })
+    .await;
     let [slow_cell] = <[String; 1]>::try_from(cells(&fleet, "slow", &["slow-a"]).await).unwrap();
     let name = fleet.name("slow");
     let mut late = ring(&name, 0, "slow", Some("1.1.0"), "1h");

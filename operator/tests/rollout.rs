@@ -5,6 +5,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cellplane::api::cell::ReleaseHealth;
 use cellplane::api::ring::RingPhase;
 use cellplane::cloud::sim::SimConfig;
 use cellplane::fixtures::{cell, ring};
@@ -66,8 +67,8 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
             s.target_version.as_deref() == Some("1.1.0") && s.phase == Some(RingPhase::Baking)
         })
         .await;
-    assert_eq!(fleet.cloud.components_version("canary-1").as_deref(), Some("1.1.0"));
-    assert_eq!(fleet.cloud.components_version("prod-1").as_deref(), Some("1.0.0"));
+    assert_eq!(fleet.running_release("canary-1").as_deref(), Some("1.1.0"));
+    assert_eq!(fleet.running_release("prod-1").as_deref(), Some("1.0.0"));
     let ring1 = fleet.rings().get("ring-1").await.unwrap();
     assert_eq!(ring1.status.unwrap().target_version.as_deref(), Some("1.0.0"), "ring 1 must wait for the bake");
 
@@ -78,15 +79,15 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
         })
         .await;
     // Between batches: the first batch runs the new version, the second does not yet.
-    assert_eq!(fleet.cloud.components_version("prod-1").as_deref(), Some("1.1.0"));
-    assert_eq!(fleet.cloud.components_version("prod-2").as_deref(), Some("1.0.0"), "second batch waits for the pause");
+    assert_eq!(fleet.running_release("prod-1").as_deref(), Some("1.1.0"));
+    assert_eq!(fleet.running_release("prod-2").as_deref(), Some("1.0.0"), "second batch waits for the pause");
     clock.advance(Duration::from_secs(601));
     fleet
         .ring_until("ring-1", "baking 1.1.0", |s| {
             s.target_version.as_deref() == Some("1.1.0") && s.phase == Some(RingPhase::Baking)
         })
         .await;
-    assert_eq!(fleet.cloud.components_version("prod-2").as_deref(), Some("1.1.0"));
+    assert_eq!(fleet.running_release("prod-2").as_deref(), Some("1.1.0"));
     fleet
         .ring_until("ring-1", "cells by version", |s| {
             s.cells_by_version.first().is_some_and(|v| v.version == "1.1.0" && v.count == 2)
@@ -94,7 +95,7 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
         .await;
 
     // A bad release stops the ring and says why.
-    fleet.cloud.fail_version("2.0.0");
+    fleet.services.fail_version("2.0.0");
     set_version(&fleet, "ring-0", "2.0.0").await;
     fleet
         .ring_until("ring-0", "halted", |s| {
@@ -104,7 +105,10 @@ async fn ring_zero_rolls_batch_by_batch_and_ring_one_follows_only_after_it_baked
                 })
         })
         .await;
-    assert_eq!(fleet.cloud.components_version("canary-1").as_deref(), Some("1.1.0"));
+    // The canary runs what it applied, unhealthy; with rollbackPolicy none it stays so.
+    let canary = fleet.cells().get("canary-1").await.unwrap().status.unwrap_or_default();
+    let release = canary.release.expect("the canary's release");
+    assert_eq!((release.version.as_str(), release.health), ("2.0.0", ReleaseHealth::Failed), "{release:?}");
     fleet.stop().await;
 }
 
@@ -124,11 +128,11 @@ async fn a_paused_ring_holds_its_next_batch_until_resumed() {
             s.phase == Some(RingPhase::Paused) && s.workflow.as_ref().is_some_and(|w| w.waiting_for.is_some())
         })
         .await;
-    assert_eq!(fleet.cloud.components_version("held-1").as_deref(), Some("1.0.0"));
+    assert_eq!(fleet.running_release("held-1").as_deref(), Some("1.0.0"));
 
     let patch = serde_json::json!({"spec": {"paused": false}});
     fleet.rings().patch("held", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     fleet.ring_until("held", "baked after resuming", |s| s.baked_version.as_deref() == Some("1.1.0")).await;
-    assert_eq!(fleet.cloud.components_version("held-1").as_deref(), Some("1.1.0"));
+    assert_eq!(fleet.running_release("held-1").as_deref(), Some("1.1.0"));
     fleet.stop().await;
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use binary::{cellplane_run, chart_args, chart_run, exit_of, kubeconfig, signal, sqlite_journal};
 use cellplane::api::conditions::Condition;
-use cellplane::api::{Cell, DeploymentRing, Namespace};
+use cellplane::api::{Cell, DeploymentRing, Namespace, Release};
 use cellplane::cli::operator::{Applied, apply_dir};
 use cellplane::fixtures::{is_ready, wait_for};
 use cellplane::testing::{RUN_LABEL, TestCluster};
@@ -39,6 +39,10 @@ async fn all_ready(client: &Client, applied: &[Applied]) -> usize {
             }
             ("DeploymentRing", _) => {
                 let api = Api::<DeploymentRing>::all(client.clone());
+                ready(api, object, |r| r.status.clone().unwrap_or_default().conditions).await
+            }
+            ("Release", _) => {
+                let api = Api::<Release>::all(client.clone());
                 ready(api, object, |r| r.status.clone().unwrap_or_default().conditions).await
             }
             (_, namespace) => {

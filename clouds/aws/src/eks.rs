@@ -3,7 +3,10 @@
 //! already there (a resumed workflow) takes it.
 
 use aws_sdk_eks::Client;
-use aws_sdk_eks::types::{ClusterStatus, NodegroupScalingConfig, NodegroupStatus, VpcConfigRequest};
+use aws_sdk_eks::types::{
+    AccessScope, AccessScopeType, AuthenticationMode, ClusterStatus, CreateAccessConfigRequest, NodegroupScalingConfig,
+    NodegroupStatus, VpcConfigRequest,
+};
 use cellplane_cloud::{
     CELL_TAG, CellScope, CloudError, Cluster, ClusterAccess, ClusterRequest, NodePool, NodePoolRequest, Progress,
 };
@@ -38,6 +41,13 @@ pub(crate) async fn create_cluster(
         .version(&request.kubernetes_version)
         .role_arn(role_arn)
         .resources_vpc_config(vpc)
+        // Access entries, which grant_access adds to, besides the aws-auth ConfigMap.
+        .access_config(
+            CreateAccessConfigRequest::builder()
+                .authentication_mode(AuthenticationMode::ApiAndConfigMap)
+                .bootstrap_cluster_creator_admin_permissions(true)
+                .build(),
+        )
         .tags(CELL_TAG, &request.scope.cell)
         .client_request_token(key)
         .send()
@@ -228,6 +238,50 @@ pub(crate) async fn access(eks: &Client, scope: &CellScope, token: String) -> Re
     Ok(ClusterAccess { endpoint: endpoint.to_string(), certificate_authority_pem, token })
 }
 
+/// EKS's own access policy for cluster-admin.
+pub(crate) const CLUSTER_ADMIN_POLICY: &str = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
+
+/// Gives `principal` an access entry on the cell's cluster with the cluster-admin access policy.
+/// The cluster's creator has one already (a ResourceInUse, taken as done); associating the
+/// policy again changes nothing.
+pub(crate) async fn grant_access(eks: &Client, scope: &CellScope, principal: &str) -> Result<(), CloudError> {
+    let cluster = cluster_name(scope);
+    let created = eks
+        .create_access_entry()
+        .cluster_name(cluster)
+        .principal_arn(principal)
+        .tags(CELL_TAG, &scope.cell)
+        .send()
+        .await
+        .map_err(|e| fail("CreateAccessEntry", e));
+    match created {
+        Ok(_) => {}
+        Err(e) if e.in_use() => {}
+        Err(e) => return Err(e.into()),
+    }
+    eks.associate_access_policy()
+        .cluster_name(cluster)
+        .principal_arn(principal)
+        .policy_arn(CLUSTER_ADMIN_POLICY)
+        .access_scope(AccessScope::builder().r#type(AccessScopeType::Cluster).build())
+        .send()
+        .await
+        .map_err(|e| fail("AssociateAccessPolicy", e))?;
+    tracing::info!(cell = %scope.cell, %principal, "granted cluster-admin on the EKS cluster");
+    Ok(())
+}
+
+/// The IAM ARN an access entry names for a caller: an assumed role's session
+/// (`arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION`) is the role `arn:aws:iam::ACCOUNT:role/NAME`;
+/// users and roles are themselves.
+pub(crate) fn principal_of(caller: &str) -> String {
+    let Some((prefix, rest)) = caller.split_once(":assumed-role/") else { return caller.to_string() };
+    let account = prefix.rsplit(':').next().unwrap_or_default();
+    let partition = prefix.split(':').nth(1).unwrap_or("aws");
+    let role = rest.split('/').next().unwrap_or(rest);
+    format!("arn:{partition}:iam::{account}:role/{role}")
+}
+
 pub(crate) async fn delete_node_group(eks: &Client, scope: &CellScope, id: &str) -> Result<Progress<()>, CloudError> {
     let (cluster, name) = (cluster_name(scope), nodegroup_name(id));
     match describe_node_group(eks, cluster, name).await? {
@@ -257,4 +311,19 @@ pub(crate) async fn leftovers(eks: &Client, scope: &CellScope) -> Result<Vec<Str
     let mut left = vec![format!("eks-cluster {name}")];
     left.extend(groups.nodegroups().iter().map(|g| format!("eks-nodegroup {name}/{g}")));
     Ok(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::principal_of;
+
+    #[test]
+    fn an_access_entry_names_the_role_behind_an_assumed_role_session() {
+        let session = "arn:aws:sts::111122223333:assumed-role/cellplane-operator/botocore-session-1";
+        assert_eq!(principal_of(session), "arn:aws:iam::111122223333:role/cellplane-operator");
+        let china = "arn:aws-cn:sts::111122223333:assumed-role/ops/s";
+        assert_eq!(principal_of(china), "arn:aws-cn:iam::111122223333:role/ops");
+        let user = "arn:aws:iam::111122223333:user/ci";
+        assert_eq!(principal_of(user), user);
+    }
 }

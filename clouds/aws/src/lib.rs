@@ -161,6 +161,22 @@ impl CloudProvider for AwsCloud {
         Ok(())
     }
 
+    /// An EKS access entry with cluster-admin for the identity the cell's calls use: the role
+    /// assumed for the cell, else the caller STS names.
+    #[tracing::instrument(skip_all, fields(cell = %scope.cell))]
+    async fn grant_cluster_access(&self, _key: &str, scope: &CellScope, _cluster_id: &str) -> Result<(), CloudError> {
+        let clients = self.clients(scope).await?;
+        let principal = match self.roles(scope).await?.role_arn {
+            Some(role) => role,
+            None => {
+                let sts = aws_sdk_sts::Client::new(&clients.config);
+                let caller = sts.get_caller_identity().send().await.map_err(|e| error::fail("GetCallerIdentity", e))?;
+                eks::principal_of(caller.arn().unwrap_or_default())
+            }
+        };
+        eks::grant_access(&clients.eks, scope, &principal).await
+    }
+
     async fn leftovers(&self, scope: &CellScope) -> Result<Vec<String>, CloudError> {
         let clients = self.clients(scope).await?;
         let mut left = eks::leftovers(&clients.eks, scope).await?;

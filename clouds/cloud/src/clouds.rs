@@ -102,6 +102,10 @@ impl CloudProvider for Clouds {
         self.route(scope)?.delete_components(key, scope, id).await
     }
 
+    async fn grant_cluster_access(&self, key: &str, scope: &CellScope, cluster_id: &str) -> Result<(), CloudError> {
+        self.route(scope)?.grant_cluster_access(key, scope, cluster_id).await
+    }
+
     async fn leftovers(&self, scope: &CellScope) -> Result<Vec<String>, CloudError> {
         self.route(scope)?.leftovers(scope).await
     }

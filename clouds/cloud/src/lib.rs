@@ -267,6 +267,13 @@ pub trait CloudProvider: Send + Sync + 'static {
     async fn install_components(&self, key: &str, request: &ComponentsRequest) -> Result<Components, CloudError>;
     async fn delete_components(&self, key: &str, scope: &CellScope, id: &str) -> Result<(), CloudError>;
 
+    /// Lets the identity the operator reaches the cell's cluster with administer it, as the
+    /// cell's software needs (cluster-scoped objects too). Where creating the cluster already
+    /// did, nothing to do.
+    async fn grant_cluster_access(&self, _key: &str, _scope: &CellScope, _cluster_id: &str) -> Result<(), CloudError> {
+        Ok(())
+    }
+
     /// What of the cell still exists, found by its tag or label (not by the ids the workflow
     /// remembers): after a teardown, anything here leaked. Each entry names the resource.
     async fn leftovers(&self, scope: &CellScope) -> Result<Vec<String>, CloudError>;

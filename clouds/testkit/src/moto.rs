@@ -5,8 +5,9 @@
 //! those behaviours as AWS has them (CREATING, UPDATING and DELETING for a few polls, then the
 //! outcome), so the providers' polling is exercised, and injects throttling on the first call
 //! of every operation, which the clients must survive. It also serves the version updates moto
-//! lacks (UpdateClusterVersion, UpdateNodegroupVersion) and gives clusters a real CA
-//! certificate, base64 of its PEM as EKS has it (moto's is random text).
+//! lacks (UpdateClusterVersion, UpdateNodegroupVersion) and the access entries (CreateAccessEntry,
+//! AssociateAccessPolicy), and gives clusters a real CA certificate, base64 of its PEM as EKS
+//! has it (moto's is random text).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -151,6 +152,8 @@ pub struct ProxyStats {
     pub pending_answers: u32,
     /// Successful creates by operation (`CreateVpc`, `AllocateAddress`, `POST /clusters`, ...).
     pub creates: HashMap<String, u32>,
+    /// EKS access entries by cluster and principal ARN, with their access policies' ARNs.
+    pub access_entries: HashMap<(String, String), Vec<String>>,
 }
 
 #[derive(Default)]
@@ -236,6 +239,9 @@ impl Proxy {
             }
             if let Some(group) = path.strip_suffix("/update-version") {
                 return self.update_version(group, request.body());
+            }
+            if path.contains("/access-entries") {
+                return self.access_entry(&path, request.body());
             }
         }
         let method = request.method().clone();
@@ -345,6 +351,66 @@ impl Proxy {
         let update = json!({"update": {"id": format!("update-{}", state.versions.len()), "status": "InProgress", "type": "VersionUpdate"}});
         serve::json(200, &update)
     }
+
+    /// EKS CreateAccessEntry (`POST /clusters/NAME/access-entries`) and AssociateAccessPolicy
+    /// (`POST /clusters/NAME/access-entries/PRINCIPAL/access-policies`), which moto lacks, with
+    /// EKS's answers: an entry made twice is a ResourceInUseException, a policy for a principal
+    /// without an entry a ResourceNotFoundException.
+    fn access_entry(&self, path: &str, body: &Bytes) -> Response<Full<Bytes>> {
+        let sent: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let mut state = lock(&self.state);
+        let entries = &mut state.stats.access_entries;
+        match parts.as_slice() {
+            ["clusters", cluster, "access-entries"] => {
+                let Some(principal) = sent["principalArn"].as_str() else {
+                    return serve::json(400, &json!({"message": "principalArn is required"}));
+                };
+                let key = (cluster.to_string(), principal.to_string());
+                if entries.contains_key(&key) {
+                    return eks_error(
+                        409,
+                        "ResourceInUseException",
+                        "The specified access entry resource is already in use on this cluster.",
+                    );
+                }
+                entries.insert(key, Vec::new());
+                serve::json(
+                    200,
+                    &json!({"accessEntry": {"clusterName": cluster, "principalArn": principal, "type": "STANDARD"}}),
+                )
+            }
+            ["clusters", cluster, "access-entries", principal, "access-policies"] => {
+                let principal = percent_encoding::percent_decode_str(principal).decode_utf8_lossy().to_string();
+                let Some(policy) = sent["policyArn"].as_str() else {
+                    return serve::json(400, &json!({"message": "policyArn is required"}));
+                };
+                let Some(policies) = entries.get_mut(&(cluster.to_string(), principal.clone())) else {
+                    return eks_error(
+                        404,
+                        "ResourceNotFoundException",
+                        "The specified principalArn could not be found.",
+                    );
+                };
+                if !policies.iter().any(|p| p == policy) {
+                    policies.push(policy.to_string());
+                }
+                let associated = json!({"policyArn": policy, "accessScope": sent["accessScope"]});
+                serve::json(
+                    200,
+                    &json!({"clusterName": cluster, "principalArn": principal, "associatedAccessPolicy": associated}),
+                )
+            }
+            _ => serve::json(404, &json!({"message": format!("no access-entry operation at {path}")})),
+        }
+    }
+}
+
+/// An EKS error as its REST-JSON protocol sends it.
+fn eks_error(status: u16, code: &'static str, message: &str) -> Response<Full<Bytes>> {
+    let mut response = serve::json(status, &json!({"message": message}));
+    response.headers_mut().insert("x-amzn-errortype", http::HeaderValue::from_static(code));
+    response
 }
 
 fn raw(status: u16, body: Bytes) -> Response<Full<Bytes>> {

@@ -443,6 +443,16 @@ pub struct CellRelease {
     pub drift: Option<DriftStatus>,
 }
 
+impl CellRelease {
+    /// How people read it: `1.1.0 Healthy`, or `1.2.0 Failed: Deployment service/frontend: 0/2 available`.
+    pub fn summary(&self) -> String {
+        match &self.message {
+            Some(why) if self.health != ReleaseHealth::Healthy => format!("{} {:?}: {why}", self.version, self.health),
+            _ => format!("{} {:?}", self.version, self.health),
+        }
+    }
+}
+
 /// Health of a release in a cell's cluster.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ReleaseHealth {

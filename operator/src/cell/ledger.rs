@@ -23,6 +23,8 @@ pub enum Effect {
     Route,
     /// A rotation of the cell's CA.
     CellCa,
+    /// An install of a release: the target is `cell@version`, the key the version.
+    Release,
 }
 
 /// One call of the services that changes a cell.

@@ -2,7 +2,7 @@
 //! so tests can check that teardown leaves nothing behind. The fleet benchmark uses them, and
 //! [`super::cluster::ClusterCellServices`] uses them for the database of a cell that names none.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,12 +29,21 @@ pub fn front_door_fault(cell: &CellContext) -> Option<CellError> {
 #[derive(Default)]
 pub struct SimCellServices {
     latency: Duration,
+    /// How long a release takes to become healthy.
+    release_latency: Duration,
     /// Live objects as `cell/kind/tenant`.
     live: Mutex<BTreeSet<String>>,
     /// Cells whose front door is down (an outage a test switches on and off).
     outages: Mutex<BTreeSet<String>>,
+    /// Versions whose release never becomes healthy, and the version each cell installs.
+    failing: Mutex<BTreeSet<String>>,
+    installing: Mutex<BTreeMap<String, String>>,
     /// Every create and removal asked for, with its key.
     ledger: Ledger,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl SimCellServices {
@@ -42,9 +51,19 @@ impl SimCellServices {
         SimCellServices { latency, ..SimCellServices::default() }
     }
 
+    /// Releases take `latency` to render (a slow upgrade).
+    pub fn with_release_latency(self, latency: Duration) -> Self {
+        SimCellServices { release_latency: latency, ..self }
+    }
+
+    /// The release of `version` fails its health check in every cell from now on.
+    pub fn fail_version(&self, version: &str) {
+        locked(&self.failing).insert(version.to_string());
+    }
+
     /// Takes a cell's front door down (`true`) or brings it back.
     pub fn outage(&self, cell: &str, down: bool) {
-        let mut outages = self.outages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut outages = locked(&self.outages);
         if down {
             outages.insert(cell.to_string());
         } else {
@@ -53,7 +72,7 @@ impl SimCellServices {
     }
 
     fn is_down(&self, cell: &str) -> bool {
-        self.outages.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(cell)
+        locked(&self.outages).contains(cell)
     }
 
     /// What was executed, in order: the creates with their keys, and the removals.
@@ -67,7 +86,7 @@ impl SimCellServices {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeSet<String>> {
-        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        locked(&self.live)
     }
 
     async fn put(&self, key: &str, cell: &CellContext, effect: Effect, tenant: &Tenant) {
@@ -90,6 +109,7 @@ fn kind(effect: Effect) -> &'static str {
         Effect::Certificates => "certificates",
         Effect::Route => "route",
         Effect::CellCa => "cell-ca",
+        Effect::Release => "release",
     }
 }
 
@@ -188,6 +208,9 @@ impl CellServices for SimCellServices {
     /// A release renders to nothing here: the simulated cell records that it runs it.
     async fn render_release(&self, cell: &CellContext, release: &ReleaseRequest) -> Result<RenderedRelease, CellError> {
         let spec = &release.spec;
+        tokio::time::sleep(self.release_latency).await;
+        self.ledger.created(Effect::Release, format!("{}@{}", cell.name, spec.version), &spec.version);
+        locked(&self.installing).insert(cell.name.clone(), spec.version.clone());
         let ms = |value: &str| crate::api::common::parse_duration(value).map_or(0, |d| d.as_millis() as u64);
         Ok(RenderedRelease {
             name: release.name.clone(),
@@ -205,8 +228,14 @@ impl CellServices for SimCellServices {
         Ok(object["metadata"]["name"].as_str().unwrap_or_default().to_string())
     }
 
-    /// Every release is healthy in a simulated cell; a broken one fails at its front door.
-    async fn check_release(&self, _: &CellContext, _: &[String]) -> Result<ReleaseCheck, CellError> {
+    /// A release is healthy in a simulated cell unless its version was made to fail (a broken
+    /// one is healthy, and fails at its front door).
+    async fn check_release(&self, cell: &CellContext, _: &[String]) -> Result<ReleaseCheck, CellError> {
+        let version = locked(&self.installing).get(&cell.name).cloned().unwrap_or_default();
+        if locked(&self.failing).contains(&version) {
+            let report = format!("Deployment service/frontend: 0/2 available (simulated failure of {version})");
+            return Ok(ReleaseCheck { healthy: false, failed: true, report });
+        }
         Ok(ReleaseCheck { healthy: true, failed: false, report: String::new() })
     }
 

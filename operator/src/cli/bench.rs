@@ -18,6 +18,9 @@ use super::{JournalArgs, open_journal};
 pub enum BenchCommand {
     /// C cells and N namespaces until all are Ready: seconds, reconciles/s, peak RSS.
     Fleet(super::fleet::FleetArgs),
+    /// C sim cells on a real cluster install a release of N objects: seconds until every one is
+    /// healthy, the operator's API requests and peak RSS.
+    Releases(super::release_bench::ReleasesArgs),
     /// N workflows of M no-op steps at concurrency C: throughput and step latency.
     Engine(EngineBench),
     /// N workflows left mid-flight under a dead owner: how fast a new engine resumes them all.
@@ -61,6 +64,7 @@ pub struct EngineBench {
 pub async fn run(command: BenchCommand) -> Result<(), String> {
     match command {
         BenchCommand::Fleet(args) => super::fleet::bench_fleet(args).await.map_err(|e| e.to_string()),
+        BenchCommand::Releases(args) => super::release_bench::bench_releases(args).await.map_err(|e| e.to_string()),
         BenchCommand::Engine(args) => engine_bench(args).await,
         BenchCommand::Recovery { journal, workflows } => recovery_bench(journal, workflows).await,
         BenchCommand::Sleepers { journal, workflows } => sleepers_bench(journal, workflows).await,

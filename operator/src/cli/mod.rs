@@ -4,6 +4,7 @@ mod bench;
 mod console;
 mod fleet;
 pub mod operator;
+mod release_bench;
 pub mod rings;
 mod workflows;
 

@@ -1,6 +1,7 @@
 //! `cellplane rings ...` steers a DeploymentRing's rollout; `cellplane rollout status` shows every
 //! ring in rollout order.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -8,8 +9,10 @@ use clap::{Args, Subcommand};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
+use crate::api::Cell;
 use crate::api::ring::{DeploymentRing, DeploymentRingStatus, RingPhase};
 use crate::controllers::ring::{ABORT, RETRY};
+use crate::flows::placement::selector_matches;
 
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
@@ -60,7 +63,8 @@ pub enum RingsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum RolloutCommand {
-    /// Every ring in rollout order: cells per version, batch, gates, bake and approval.
+    /// Every ring in rollout order: cells per version, batch, gates, bake, approval, and the
+    /// release each cell runs with its health.
     Status {
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -75,7 +79,7 @@ pub async fn run_rings(command: RingsCommand) -> Result<(), String> {
         | RingsCommand::Abort { ring, cluster }
         | RingsCommand::Retry { ring, cluster } => (ring.clone(), cluster),
     };
-    println!("{}", steer(&rings(cluster).await?, &ring, command).await?);
+    println!("{}", steer(&Api::all(client(cluster).await?), &ring, command).await?);
     Ok(())
 }
 
@@ -114,11 +118,13 @@ pub async fn steer(api: &Api<DeploymentRing>, ring: &str, command: RingsCommand)
 
 pub async fn run_rollout(command: RolloutCommand) -> Result<(), String> {
     let RolloutCommand::Status { cluster } = command;
-    let mut list =
-        rings(&cluster).await?.list(&Default::default()).await.map_err(|e| crate::kube_error::describe(&e))?.items;
+    let client = client(&cluster).await?;
+    let listed = |e: kube::Error| crate::kube_error::describe(&e);
+    let mut list = Api::<DeploymentRing>::all(client.clone()).list(&Default::default()).await.map_err(listed)?.items;
+    let cells = Api::<Cell>::all(client).list(&Default::default()).await.map_err(listed)?.items;
     list.sort_by_key(|r| (r.spec.order.unwrap_or(0), r.name_any()));
     for ring in &list {
-        print!("{}", describe(ring));
+        print!("{}", describe(ring, &cells));
     }
     if list.is_empty() {
         println!("no DeploymentRings");
@@ -126,14 +132,12 @@ pub async fn run_rollout(command: RolloutCommand) -> Result<(), String> {
     Ok(())
 }
 
-async fn rings(cluster: &ClusterArgs) -> Result<Api<DeploymentRing>, String> {
-    let client: Client =
-        super::operator::client_from(cluster.kubeconfig.as_deref()).await.map_err(|e| e.to_string())?;
-    Ok(Api::all(client))
+async fn client(cluster: &ClusterArgs) -> Result<Client, String> {
+    super::operator::client_from(cluster.kubeconfig.as_deref()).await.map_err(|e| e.to_string())
 }
 
-/// A ring as `rollout status` prints it.
-pub fn describe(ring: &DeploymentRing) -> String {
+/// A ring as `rollout status` prints it, with the release each of its `cells` runs and its health.
+pub fn describe(ring: &DeploymentRing, cells: &[Cell]) -> String {
     let status: DeploymentRingStatus = ring.status.clone().unwrap_or_default();
     let mut out = String::new();
     let phase = status.phase.map_or("-".to_string(), |p| format!("{p:?}"));
@@ -145,8 +149,9 @@ pub fn describe(ring: &DeploymentRing) -> String {
         ring.name_any(),
         ring.spec.order.unwrap_or(0)
     );
-    let cells: Vec<String> = status.cells_by_version.iter().map(|v| format!("{} on {}", v.count, v.version)).collect();
-    let _ = writeln!(out, "  cells: {}", if cells.is_empty() { "none".into() } else { cells.join(", ") });
+    let by_version: Vec<String> =
+        status.cells_by_version.iter().map(|v| format!("{} on {}", v.count, v.version)).collect();
+    let _ = writeln!(out, "  cells: {}", if by_version.is_empty() { "none".into() } else { by_version.join(", ") });
     if let (Some(batch), Some(total)) = (status.current_batch, status.total_batches) {
         let _ = writeln!(out, "  batch: {batch} of {total}");
     }
@@ -169,8 +174,24 @@ pub fn describe(ring: &DeploymentRing) -> String {
         (None, false) => {}
     }
     if let Some(rollback) = &status.rollback {
-        let cells: Vec<String> = rollback.cells.iter().map(|c| format!("{} to {}", c.cell, c.version)).collect();
-        let _ = writeln!(out, "  rolled back {}: {} ({})", rollback.from, cells.join(", "), rollback.reason);
+        let went_back: Vec<String> = rollback.cells.iter().map(|c| format!("{} to {}", c.cell, c.version)).collect();
+        let _ = writeln!(out, "  rolled back {}: {} ({})", rollback.from, went_back.join(", "), rollback.reason);
+    }
+    let mut members: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| selector_matches(&ring.spec.cell_selector, c.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        .collect();
+    members.sort_by_key(|c| c.name_any());
+    for cell in members {
+        let status = cell.status.as_ref();
+        let release = match status.and_then(|s| s.release.as_ref()) {
+            Some(release) => release.summary(),
+            None => format!(
+                "no release ({} running)",
+                status.and_then(|s| s.running_version.as_deref()).unwrap_or("nothing")
+            ),
+        };
+        let _ = writeln!(out, "  cell {}: {release}", cell.name_any());
     }
     let halted = crate::api::conditions::find(&status.conditions, crate::api::ring::HALTED)
         .filter(|c| c.status == crate::api::conditions::ConditionStatus::True);

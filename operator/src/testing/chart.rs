@@ -119,6 +119,53 @@ impl TestCluster {
         Ok(ChartInstall { release, objects, client, kubeconfig, _dir: dir })
     }
 
+    /// Lets the chart's operator run a sim cell's release of ConfigMaps in `namespace` (made
+    /// here) without `rbac.simCells`, as an administrator would grant it: Namespaces get and
+    /// patch cluster-wide, ConfigMaps in that namespace only.
+    pub async fn grant_release_namespace(&self, chart: &ChartInstall, namespace: &str) -> Result<(), TestError> {
+        crate::fixtures::ensure_namespace(&self.client, namespace).await?;
+        let name = format!("{}-release-{namespace}", chart.release);
+        let subject = serde_json::json!([{
+            "kind": "ServiceAccount", "name": format!("{}-cellplane", chart.release), "namespace": self.namespace
+        }]);
+        let rbac = |kind: &str, namespace: Option<&str>, body: serde_json::Value| {
+            let mut object: DynamicObject = serde_json::from_value(body).expect("an RBAC object");
+            object.types =
+                Some(kube::api::TypeMeta { api_version: "rbac.authorization.k8s.io/v1".into(), kind: kind.into() });
+            object.metadata.name = Some(name.clone());
+            object.metadata.namespace = namespace.map(str::to_string);
+            object
+        };
+        let role_ref =
+            |kind: &str| serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name});
+        let verbs = ["get", "list", "create", "patch", "delete"];
+        let objects = [
+            rbac(
+                "ClusterRole",
+                None,
+                serde_json::json!({"rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": verbs}]}),
+            ),
+            rbac(
+                "ClusterRoleBinding",
+                None,
+                serde_json::json!({"roleRef": role_ref("ClusterRole"), "subjects": subject}),
+            ),
+            rbac(
+                "Role",
+                Some(namespace),
+                serde_json::json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}]}),
+            ),
+            rbac("RoleBinding", Some(namespace), serde_json::json!({"roleRef": role_ref("Role"), "subjects": subject})),
+        ];
+        for object in &objects {
+            let kind = object.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+            let (group, _, plural) = IDENTITY_KINDS.iter().find(|(_, k, _)| *k == kind).copied().unwrap_or_default();
+            let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", &kind), plural);
+            self.apply(&resource, object).await?;
+        }
+        Ok(())
+    }
+
     async fn apply(&self, resource: &ApiResource, object: &DynamicObject) -> Result<(), TestError> {
         let api: Api<DynamicObject> = match &object.metadata.namespace {
             Some(namespace) => Api::namespaced_with(self.client.clone(), namespace, resource),

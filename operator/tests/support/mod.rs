@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cellplane::api::namespace::Tier;
 use cellplane::api::{Cell, DeploymentRing, DeploymentRingStatus, Namespace};
+use cellplane::cell::ledger::Effect;
 use cellplane::cell::sim::SimCellServices;
 use cellplane::cloud::sim::{SimCloud, SimConfig};
 use cellplane::fixtures::{self, is_ready};
@@ -57,6 +58,17 @@ impl Fleet {
     /// the same journal.
     pub async fn crash_and_restart(&mut self) {
         self.operator.crash_and_restart(&self.cluster, self.setup.clone()).await;
+    }
+
+    /// The versions of the releases `cell` installed, in order.
+    pub fn installs(&self, cell: &str) -> Vec<String> {
+        let installs = self.services.ledger().executions().into_iter().filter(|e| e.effect == Effect::Release);
+        installs.filter_map(|e| e.target.strip_prefix(&format!("{cell}@")).map(str::to_string)).collect()
+    }
+
+    /// The version of the release `cell` installed last.
+    pub fn running_release(&self, cell: &str) -> Option<String> {
+        self.installs(cell).pop()
     }
 
     /// The operator's workflow engine.

@@ -1,4 +1,5 @@
-//! Cells by region: capacity, running and target version, phase, cordon and uncordon.
+//! Cells by region: capacity, running and target version, release and its health, phase, cordon
+//! and uncordon.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +9,7 @@ use kube::Api;
 
 use super::{list_or_forbidden, merge, or_dash};
 use crate::api::Cell;
+use crate::api::cell::{CellRelease, ReleaseHealth};
 use crate::api::conditions::{self, ConditionStatus, types};
 use crate::console::ConsoleError;
 use crate::console::auth::Kind;
@@ -53,7 +55,7 @@ fn by_region(cells: &[Cell], may_cordon: bool, csrf: &str) -> String {
         let rows: String = cells.iter().map(|c| row(c, may_cordon, csrf)).collect();
         let _ = write!(
             out,
-            r#"<h2>{region}</h2><table><thead><tr><th scope="col">Cell</th><th scope="col">Phase</th><th scope="col">Capacity</th><th scope="col">Running</th><th scope="col">Target</th><th scope="col">Cordoned</th><th scope="col">Waiting for</th>{}</tr></thead><tbody>{rows}</tbody></table>"#,
+            r#"<h2>{region}</h2><table><thead><tr><th scope="col">Cell</th><th scope="col">Phase</th><th scope="col">Capacity</th><th scope="col">Running</th><th scope="col">Target</th><th scope="col">Release</th><th scope="col">Cordoned</th><th scope="col">Waiting for</th>{}</tr></thead><tbody>{rows}</tbody></table>"#,
             if may_cordon { r#"<th scope="col">Actions</th>"# } else { "" },
             region = esc(region),
         );
@@ -83,14 +85,31 @@ fn row(cell: &Cell, may_cordon: bool, csrf: &str) -> String {
         )
     };
     format!(
-        r#"<tr id="cell-{id}"><th scope="row">{id}</th><td>{phase}</td><td><meter min="0" max="{max}" value="{used}" aria-label="namespaces in {id}">{used}/{max}</meter> {used}/{max}</td><td>{running}</td><td>{target}{arrow}</td><td>{cordoned}</td><td class="msg">{waiting}</td>{action}</tr>"#,
+        r#"<tr id="cell-{id}"><th scope="row">{id}</th><td>{phase}</td><td><meter min="0" max="{max}" value="{used}" aria-label="namespaces in {id}">{used}/{max}</meter> {used}/{max}</td><td>{running}</td><td>{target}{arrow}</td><td>{release}</td><td>{cordoned}</td><td class="msg">{waiting}</td>{action}</tr>"#,
         id = esc(name),
         phase = html::phase_badge(status.phase.map(|p| format!("{p:?}")).as_deref()),
         running = or_dash(status.running_version.as_deref()),
         target = esc(&cell.spec.version),
+        release = release_badge(status.release.as_ref()),
         arrow = if upgrading { r#" <span class="badge wait">upgrading</span>"# } else { "" },
         cordoned = if cell.spec.cordoned { r#"<span class="badge bad">cordoned</span>"# } else { "no" },
         waiting = esc(waiting),
+    )
+}
+
+/// The release a cell runs, as a badge coloured by its health (the unhealthy objects in full).
+pub fn release_badge(release: Option<&CellRelease>) -> String {
+    let Some(release) = release else { return "-".into() };
+    let class = match release.health {
+        ReleaseHealth::Healthy => "ok",
+        ReleaseHealth::Progressing => "wait",
+        ReleaseHealth::Failed => "bad",
+    };
+    format!(
+        r#"<span class="badge {class}" title="{}">{} {:?}</span>"#,
+        esc(&release.summary()),
+        esc(&release.version),
+        release.health
     )
 }
 

@@ -171,12 +171,15 @@ fn batches(view: &RingView, cells: &[Cell], current: Option<i32>) -> String {
         let cells: Vec<String> = batch
             .iter()
             .map(|cell| {
-                let running = cell.status.as_ref().and_then(|s| s.running_version.as_deref());
+                let status = cell.status.as_ref();
+                let running = status.and_then(|s| s.running_version.as_deref());
                 let class = if running.is_some() && running == target { "ok" } else { "wait" };
+                let release = status.and_then(|s| s.release.as_ref()).map(|r| super::cells::release_badge(Some(r)));
                 format!(
-                    r#"{} <span class="badge {class}">{}</span>"#,
+                    r#"{} <span class="badge {class}">{}</span>{}"#,
                     esc(cell.metadata.name.as_deref().unwrap_or("")),
-                    or_dash(running)
+                    or_dash(running),
+                    release.map(|badge| format!(" {badge}")).unwrap_or_default()
                 )
             })
             .collect();

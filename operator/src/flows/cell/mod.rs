@@ -82,6 +82,9 @@ pub struct CellState {
     pub drift_checks: u32,
     #[serde(default)]
     pub next_drift_ms: Option<i64>,
+    /// Whether the operator's identity was given access to the cell's cluster (0.2.0).
+    #[serde(default)]
+    pub cluster_access_granted: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

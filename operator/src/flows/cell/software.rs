@@ -14,6 +14,7 @@ use crate::api::cell::{CellRelease, DriftStatus, ReleaseHealth};
 use crate::api::common::time_ms;
 use crate::cell::release::{ObjectRef, stale};
 use crate::cell::{CellError, ReleaseCheck, ReleaseRequest, RenderedRelease};
+use crate::cloud::CloudError;
 use crate::flows::call_retry;
 
 /// How often a health wait asks the cell's cluster.
@@ -74,9 +75,31 @@ fn step_failure(error: WfError) -> Result<String, WfError> {
 }
 
 impl Entity<'_> {
+    /// Once per cell: lets the operator's identity administer the cell's cluster, as the
+    /// release's cluster-scoped objects (CRDs, namespaces) need (an EKS access entry on AWS).
+    async fn grant_cluster_access(&mut self) -> Result<(), WfError> {
+        if self.state.cluster_access_granted {
+            return Ok(());
+        }
+        let (cloud, scope, cluster) = (&self.deps.cloud, &self.scope, self.cluster_id());
+        let cluster = cluster.as_str();
+        self.ctx
+            .step("grant-cluster-access")
+            .retry(call_retry())
+            .run(|key| async move {
+                cloud.grant_cluster_access(&Self::key(&key), scope, cluster).await.map_err(CloudError::into_step)
+            })
+            .await?;
+        self.state.cluster_access_granted = true;
+        Ok(())
+    }
+
     /// Installs the release of `version`: Ok(Err(why)) when it cannot be installed or is not
     /// healthy within its timeout (the cell then keeps what it applied, to prune later).
     pub(super) async fn install_release(&mut self, version: &str) -> Result<Result<(), String>, WfError> {
+        if let Err(error) = self.grant_cluster_access().await {
+            return step_failure(error).map(Err);
+        }
         let rendered = match self.render_release(version).await {
             Ok(rendered) => rendered,
             Err(error) => return step_failure(error).map(Err),
