@@ -8,8 +8,9 @@ JOURNAL ?= sqlite://$(CURDIR)/target/bench-journal.db
 build:
 	$(CARGO) build --workspace
 
-## test: every test, against PostgreSQL (found or started by scripts/with-postgres.sh), SQLite and a
-##       real kube-apiserver (built once and started by scripts/with-testcluster.sh)
+## test: every test, against PostgreSQL (found or started by scripts/with-postgres.sh), SQLite and
+##       real Kubernetes 1.37 and 1.34 control planes with KWOK nodes (built once from Go modules
+##       and started by scripts/with-testcluster.sh)
 test:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  scripts/with-postgres.sh scripts/with-testcluster.sh scripts/with-browser.sh $(CARGO) nextest run --workspace --no-fail-fast && \
@@ -28,10 +29,11 @@ fmt:
 	$(CARGO) fmt --all
 
 ## run: the sandbox: controllers, engine and simulated cloud on an in-memory API, applying examples/,
-##      with the web console on loopback (it prints the URL; Ctrl-C stops)
+##      with the web console on loopback (it prints the URL; Ctrl-C stops); built unoptimised and
+##      without the AWS and GCP providers, which the sandbox does not use (profile `sandbox`)
 CONSOLE_ADDR ?= 127.0.0.1:8090
 run:
-	$(CARGO) run --release -p cellplane -- sandbox examples --console-addr $(CONSOLE_ADDR)
+	$(CARGO) run --profile sandbox -p cellplane --no-default-features -- sandbox examples --console-addr $(CONSOLE_ADDR)
 
 ## bench: the engine benchmarks of the README, against PostgreSQL and SQLite
 bench:

