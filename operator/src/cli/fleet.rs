@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::operator::{API_BANNER, CliError, client_from};
 use crate::api::namespace::Tier;
-use crate::api::{Cell, Namespace};
+use crate::api::{Cell, Namespace, Release};
 use crate::cell::sim::SimCellServices;
 use crate::cloud::sim::{SimCloud, SimConfig};
 use crate::fixtures;
@@ -67,6 +67,8 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     }
     let operator = Arc::new(Operator::new(operator_client, journal, cloud, services, options)?);
     let (token, running) = operator.spawn();
+    // The API server's own count of writes, on a real one (the in-memory API has no /metrics).
+    let writes_before = if api.is_none() { Some(super::api_writes::counted(&client).await?) } else { None };
     let started = Instant::now();
     create_fleet(&client, args.cells, args.namespaces).await?;
     let total = args.cells + args.namespaces;
@@ -79,6 +81,10 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
             + count_ready::<Namespace>(&client, |n| n.status.as_ref().map(|s| &s.conditions)).await?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let writes_per_tenant = match &writes_before {
+        Some(before) => Some(writes_per_tenant(before, &super::api_writes::counted(&client).await?, &args)),
+        None => None,
+    };
     let reconciles = operator.metrics().total();
     let (requests, _) = crate::client::totals(&registry);
     // What the fleet costs the API server once nothing changes.
@@ -95,6 +101,7 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
         "requests_per_sec": requests as f64 / seconds,
         "requests_per_reconcile": requests as f64 / reconciles.max(1) as f64,
         "idle_requests_per_minute": idle_per_minute,
+        "api_writes_per_tenant": writes_per_tenant,
         "peak_rss_mib": super::bench::memory_mib("self", "VmHWM"),
         "api": if api.is_some() { "in-memory, child process" } else { "cluster" },
         "api_peak_rss_mib": api.as_ref().map(ChildApi::peak_rss_mib),
@@ -113,6 +120,8 @@ const TENANTS_PER_ACCOUNT: usize = 100;
 async fn create_fleet(client: &Client, cells: usize, namespaces: usize) -> Result<(), CliError> {
     let per_cell = (namespaces.div_ceil(cells.max(1)) * 2) as i32;
     let regions = ["bench-a", "bench-b"];
+    // The cells' software: the sim services render it to nothing, but a cell needs its Release.
+    fixtures::create(&Api::<Release>::all(client.clone()), &fixtures::release("bench-1.0.0", "1.0.0")).await?;
     let cell_api: Api<Cell> = Api::all(client.clone());
     for i in 0..cells {
         let cell = fixtures::cell(&format!("bench-cell-{i}"), regions[i % 2], &[], per_cell, "1.0.0");
@@ -135,6 +144,29 @@ async fn create_fleet(client: &Client, cells: usize, namespaces: usize) -> Resul
         }
     }
     Ok(())
+}
+
+/// What the operator wrote to bring the fleet up, per tenant, by verb and resource, and in
+/// all: the API server's count less the benchmark's own creates (the cluster's own background
+/// writes, such as its controllers' leases, are in it).
+fn writes_per_tenant(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    args: &FleetArgs,
+) -> serde_json::Value {
+    let accounts = args.namespaces.div_ceil(TENANTS_PER_ACCOUNT);
+    let own = std::collections::BTreeMap::from([
+        ("POST namespaces.cellplane.io".to_string(), args.namespaces as f64),
+        ("POST cells.cellplane.io".to_string(), args.cells as f64),
+        ("POST namespaces".to_string(), accounts as f64),
+        ("POST releases.cellplane.io".to_string(), 1.0),
+    ]);
+    let tenants = args.namespaces.max(1) as f64;
+    let spent = super::api_writes::since(before, after, &own);
+    let per_tenant = |n: f64| (n / tenants * 100.0).round() / 100.0;
+    let by_kind: serde_json::Map<String, serde_json::Value> =
+        spent.iter().map(|(key, n)| (key.clone(), per_tenant(*n).into())).collect();
+    serde_json::json!({ "total": per_tenant(spent.values().sum()), "by_verb_and_resource": by_kind })
 }
 
 /// Counts Ready objects page by page, so the benchmark's own memory stays small.

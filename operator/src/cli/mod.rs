@@ -1,5 +1,6 @@
 //! The `cellplane` command line.
 
+mod api_writes;
 mod bench;
 mod console;
 mod fleet;
