@@ -17,18 +17,19 @@ install_venv >&2
 install_helm >&2
 export KUBECTL="$tools/bin/kubectl" HELM="$tools/bin/helm" MEMAPI_REQUIRE_KUBECTL=1 CELLPLANE_REQUIRE_CLUSTER=1
 oldest=$(scripts/testcluster.sh versions | tail -1)
+# The clusters started here, stopped on exit. They are recorded before the command substitution
+# that starts each one: what that subshell records is lost with it.
 dirs=()
 trap 'for d in "${dirs[@]}"; do scripts/testcluster.sh stop "$d"; done' EXIT
-start() {
-  local dir=$PWD/target/testcluster-$1
-  dirs+=("$dir")
-  scripts/testcluster.sh start "$dir" "$1"
-}
+cluster_dir() { echo "$PWD/target/testcluster-$1"; }
 if [ -z "${E2E_KUBECONFIG:-}" ]; then
-  E2E_KUBECONFIG=$(start "$(scripts/testcluster.sh versions | head -1)")
+  newest=$(scripts/testcluster.sh versions | sed -n 1p)
+  dirs+=("$(cluster_dir "$newest")")
+  E2E_KUBECONFIG=$(scripts/testcluster.sh start "$(cluster_dir "$newest")" "$newest")
 fi
 if [ -z "${E2E_OLDEST_KUBECONFIG:-}" ]; then
-  E2E_OLDEST_KUBECONFIG=$(start "$oldest")
+  dirs+=("$(cluster_dir "$oldest")")
+  E2E_OLDEST_KUBECONFIG=$(scripts/testcluster.sh start "$(cluster_dir "$oldest")" "$oldest")
 fi
 export E2E_KUBECONFIG E2E_OLDEST_KUBECONFIG
 export MEMAPI_REFERENCE_KUBECONFIG=${MEMAPI_REFERENCE_KUBECONFIG:-$E2E_KUBECONFIG}
