@@ -284,6 +284,16 @@ impl ClusterCellServices {
         Ok(self.own_client(cell).await?.unwrap_or_else(|| self.client.clone()))
     }
 
+    /// Where a tenant's route goes: the client of the cell's cluster, the route's namespace
+    /// there, and whether that is another namespace of the operator's own cluster (where the
+    /// endpoint's server certificate must be copied beside the route).
+    async fn route_place<'a>(&'a self, cell: &'a CellContext) -> Result<(Client, &'a str, bool), CellError> {
+        let own = self.own_client(cell).await?;
+        let namespace = routes::namespace_of(cell, &self.config.namespace);
+        let beside_own = own.is_none() && namespace != self.config.namespace;
+        Ok((own.unwrap_or_else(|| self.client.clone()), namespace, beside_own))
+    }
+
     /// The client of the cell's cluster when it has one of its own: its kubeconfig Secret's;
     /// else, for a cell in a cloud, one made now from the cloud's endpoint, CA and a short-lived
     /// token. None: the cell lives in the operator's cluster.
@@ -646,9 +656,8 @@ impl CellServices for ClusterCellServices {
     async fn create_route(&self, _key: &str, cell: &CellContext, tenant: &Tenant) -> Result<Route, CellError> {
         let span = tracing::info_span!("create_route", cell = %cell.name, host = %tenant.endpoint);
         async {
-            let client = self.cell_client(cell).await?;
-            let namespace = routes::namespace_of(cell, &self.config.namespace);
-            if namespace != self.config.namespace && self.own_client(cell).await?.is_none() {
+            let (client, namespace, beside_own) = self.route_place(cell).await?;
+            if beside_own {
                 self.copy_server_certificate(tenant, namespace).await?;
             }
             let route = routes::apply(&client, namespace, cell, tenant).await?;
@@ -663,10 +672,9 @@ impl CellServices for ClusterCellServices {
 
     async fn delete_route(&self, cell: &CellContext, tenant: &Tenant) -> Result<(), CellError> {
         self.data_plane.remove(&cell.name, &tenant.endpoint);
-        let client = self.cell_client(cell).await?;
-        let namespace = routes::namespace_of(cell, &self.config.namespace);
+        let (client, namespace, beside_own) = self.route_place(cell).await?;
         routes::delete(&client, namespace, &tenant.id).await?;
-        if namespace != self.config.namespace && self.own_client(cell).await?.is_none() {
+        if beside_own {
             self.delete(namespace, &names::server(&tenant.id)).await?;
         }
         Ok(())

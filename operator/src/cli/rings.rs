@@ -1,7 +1,6 @@
 //! `cellplane rings ...` steers a DeploymentRing's rollout; `cellplane rollout status` shows every
 //! ring in rollout order.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -12,7 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::Cell;
 use crate::api::ring::{DeploymentRing, DeploymentRingStatus, RingPhase};
 use crate::controllers::ring::{ABORT, RETRY};
-use crate::flows::placement::selector_matches;
+use crate::flows::placement::ring_cells;
 
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
@@ -177,12 +176,7 @@ pub fn describe(ring: &DeploymentRing, cells: &[Cell]) -> String {
         let went_back: Vec<String> = rollback.cells.iter().map(|c| format!("{} to {}", c.cell, c.version)).collect();
         let _ = writeln!(out, "  rolled back {}: {} ({})", rollback.from, went_back.join(", "), rollback.reason);
     }
-    let mut members: Vec<&Cell> = cells
-        .iter()
-        .filter(|c| selector_matches(&ring.spec.cell_selector, c.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
-        .collect();
-    members.sort_by_key(|c| c.name_any());
-    for cell in members {
+    for cell in ring_cells(ring, cells) {
         let status = cell.status.as_ref();
         let release = match status.and_then(|s| s.release.as_ref()) {
             Some(release) => release.summary(),

@@ -207,6 +207,15 @@ fn refuse(entry: &CellEntry, tenant: &Applicant) -> Option<String> {
     None
 }
 
+/// The cells a ring's selector picks, sorted by name (the order its batches take them).
+pub fn ring_cells<'a>(ring: &crate::api::DeploymentRing, cells: &'a [crate::api::Cell]) -> Vec<&'a crate::api::Cell> {
+    use kube::ResourceExt;
+    let mut selected: Vec<&crate::api::Cell> =
+        cells.iter().filter(|c| selector_matches(&ring.spec.cell_selector, c.labels())).collect();
+    selected.sort_by_key(|c| c.name_any());
+    selected
+}
+
 /// Whether `labels` match a Kubernetes label selector (matchLabels and matchExpressions).
 pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let labels_match =

@@ -15,7 +15,7 @@ use crate::console::auth::Kind;
 use crate::console::html::{self, esc, url};
 use crate::console::live::Watch;
 use crate::console::server::{Ctx, Page, Reply};
-use crate::flows::placement::selector_matches;
+use crate::flows::placement::ring_cells;
 use crate::flows::ring::plan_batches;
 
 const AREA: &str = "/rings";
@@ -155,11 +155,7 @@ fn card(view: &RingView, cells: &[Cell], may_steer: bool, csrf: &str) -> String 
 /// The ring's cells in the batches a rollout takes them (sorted by name, `maxBatch` at a time).
 fn batches(view: &RingView, cells: &[Cell], current: Option<i32>) -> String {
     let ring = &view.ring;
-    let mut selected: Vec<&Cell> = cells
-        .iter()
-        .filter(|c| selector_matches(&ring.spec.cell_selector, c.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
-        .collect();
-    selected.sort_by_key(|c| c.metadata.name.clone());
+    let selected = ring_cells(ring, cells);
     if selected.is_empty() {
         return html::empty("No cells match this ring's selector.");
     }
