@@ -10,8 +10,10 @@ build:
 
 ## test: every test, against PostgreSQL (found or started by scripts/with-postgres.sh), SQLite and
 ##       real Kubernetes 1.37 and 1.34 control planes with KWOK nodes (built once from Go modules
-##       and started by scripts/with-testcluster.sh)
+##       and started by scripts/with-testcluster.sh), and the previous release's binary for the
+##       upgrade-in-place test (built once from its commit by scripts/previous-release.sh)
 test:
+	@scripts/previous-release.sh >/dev/null
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  scripts/with-postgres.sh scripts/with-testcluster.sh scripts/with-browser.sh $(CARGO) nextest run --workspace --no-fail-fast && \
 	  $(CARGO) test --workspace --doc; \

@@ -345,6 +345,15 @@ impl Ctx {
         history.get(&seq).and_then(|records| records.first()).is_some_and(|e| e.op == op && e.name == name)
     }
 
+    /// Whether ending the run here with [`Ctx::continue_as_new`] is deterministic: true executing
+    /// live, and replaying a history that recorded the run's end at this point; false replaying
+    /// one that went on. A patch answers the same throughout a run, so a run that replayed a
+    /// history from before the patch stays on the old path: ending it here, once live, lets the
+    /// next run (same state, new history) take the new one.
+    pub fn may_continue_as_new_here(&self) -> bool {
+        !self.is_replaying() || self.recorded_next(Op::Finish, CONTINUE_AS_NEW)
+    }
+
     /// Marks where a patch was, once no run that took its old path remains and the old path is
     /// gone from the code: consumes the patch's marker when the history has it here, records it
     /// when executing live (so that histories made now still replay on code that calls

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use cellplane_workflows::journal::Journal;
-use cellplane_workflows::{Ctx, Engine, Event, Op, State, WfError, Workflow};
+use cellplane_workflows::{Ctx, Engine, Event, Op, Replayer, State, WfError, Workflow};
 use common::provision::{Code, PATCH, Provision};
 use common::*;
 
@@ -177,6 +177,52 @@ async fn a_patch_answers_the_same_throughout_a_run(postgres: bool) {
     new.shutdown().await;
 }
 both_journals!(a_patch_answers_the_same_throughout_a_run, a_patch_answers_the_same_throughout_a_run);
+
+/// On the old path of the patch "x" once live, ends its run and leaves the signal it received
+/// to the next, which takes the new one.
+struct MovesOn {
+    knows_patch: bool,
+}
+
+impl Workflow for MovesOn {
+    const NAME: &'static str = "moves-on";
+    /// The run's number, and whether the previous run received "go".
+    type Input = (u32, bool);
+    type Output = (u32, bool);
+    async fn run(self: Arc<Self>, ctx: Ctx, (run, received): (u32, bool)) -> Result<(u32, bool), WfError> {
+        ctx.step("a").run(|_| async { Ok(()) }).await?;
+        let new_path = self.knows_patch && ctx.patched("x").await?;
+        if !received {
+            ctx.wait_signal::<()>("go", None).await?;
+        }
+        if self.knows_patch && !new_path && ctx.may_continue_as_new_here() {
+            return ctx.continue_as_new(&(run + 1, true)).await;
+        }
+        Ok((run, new_path))
+    }
+}
+
+async fn a_run_on_the_old_path_continues_as_new_once_live_and_still_replays(postgres: bool) {
+    let db = TestJournal::of_kind(postgres);
+    let journal = db.open().await;
+    let old = engine(journal.clone(), "old").register(MovesOn { knows_patch: false }).start().unwrap();
+    old.start::<MovesOn>("w", &(1, false)).await.unwrap();
+    checkpoint_in(&old, "w", State::WaitingSignal).await;
+    old.shutdown().await;
+
+    let new = engine(journal.clone(), "new").register(MovesOn { knows_patch: true }).start().unwrap();
+    new.signal("w", "go", &()).await.unwrap();
+    assert_eq!(within(new.result::<MovesOn>("w")).await.unwrap(), (2, true), "the second run took the new path");
+    assert_eq!(markers_of(&history(&journal, "w").await, "x"), [(2, 1)]);
+    let history = new.export("w").await.unwrap();
+    let replayed = Replayer::new().unwrap().replay("w", &history, &Arc::new(MovesOn { knows_patch: true })).await;
+    assert_eq!(replayed, Ok(()), "the run that ended replays");
+    new.shutdown().await;
+}
+both_journals!(
+    a_run_on_the_old_path_continues_as_new_once_live_and_still_replays,
+    a_run_on_the_old_path_continues_as_new_once_live_and_still_replays
+);
 
 /// A step that shipped without a patch ("b" in `PatchRemoved`) is put behind one afterwards: the
 /// histories of the code before it (no "b") and of the code that shipped it unmarked (a "b") both

@@ -92,8 +92,13 @@ struct State {
 }
 
 /// The simulated cloud. Cheap to share behind an `Arc`; tests keep a handle to read the ledger.
+///
+/// It lives in the operator's process, where a real cloud outlives it: the ids it issues name the
+/// instance that issued them, and an id of another instance (an earlier process of the operator,
+/// or of an earlier release) is taken to exist, as a real cloud's would after a restart.
 pub struct SimCloud {
     config: SimConfig,
+    instance: String,
     state: Mutex<State>,
 }
 
@@ -109,7 +114,7 @@ impl SimCloud {
             failing_versions: BTreeSet::new(),
             calls: 0,
         };
-        SimCloud { config, state: Mutex::new(state) }
+        SimCloud { config, instance: format!("{:08x}", rand::random::<u32>()), state: Mutex::new(state) }
     }
 
     /// Makes every install of `version` fail terminally (a bad release), for rollout tests.
@@ -227,7 +232,7 @@ impl SimCloud {
             ResourceKind::NodePool => "np",
             ResourceKind::Components => "cmp",
         };
-        let id = format!("sim-{prefix}-{:06}", state.next_id);
+        let id = format!("sim-{prefix}-{}-{:06}", self.instance, state.next_id);
         state.next_id += 1;
         let version = version.map(str::to_string);
         state.done.insert(key.to_string(), (id.clone(), version.clone()));
@@ -266,9 +271,9 @@ impl SimCloud {
     /// Moves a live cluster or node pool to `version`, in place, once per key. Every upgrade
     /// applied is recorded, also one to the version the resource runs already: a cloud carries
     /// out (and bills) each request it accepts.
-    fn upgrade(&self, key: &str, id: &str, version: &str) -> Result<(), CloudError> {
+    fn upgrade(&self, key: &str, id: &str, earlier: Live, version: &str) -> Result<(), CloudError> {
         let mut state = self.lock();
-        let Some(live) = state.live.get_mut(id) else {
+        let Some(live) = self.find_live(&mut state, id, earlier) else {
             return Err(CloudError::Invalid(format!("{id} does not exist")));
         };
         live.version = Some(version.to_string());
@@ -285,6 +290,27 @@ impl SimCloud {
             state.ledger.push(effect);
         }
         Ok(())
+    }
+
+    /// The live resource `id`; one issued by another instance is taken to exist as `earlier`
+    /// describes (see [`SimCloud`]), one this instance issued and holds no more was deleted.
+    fn find_live<'s>(&self, state: &'s mut State, id: &str, earlier: Live) -> Option<&'s mut Live> {
+        let issued_here = id.split('-').nth(2) == Some(self.instance.as_str());
+        if !issued_here && id.starts_with("sim-") {
+            state.live.entry(id.to_string()).or_insert(earlier);
+        }
+        state.live.get_mut(id)
+    }
+
+    fn earlier_cluster(request: &ClusterRequest) -> Live {
+        let version = Some(request.kubernetes_version.clone());
+        Live { kind: ResourceKind::Cluster, cell: request.scope.cell.clone(), name: "cluster".into(), version }
+    }
+
+    fn earlier_node_pool(request: &NodePoolRequest) -> Live {
+        let (cell, name) = (request.scope.cell.clone(), format!("pool/{}", request.name));
+        let version = Some(request.kubernetes_version.clone()).filter(|v| !v.is_empty());
+        Live { kind: ResourceKind::NodePool, cell, name, version }
     }
 
     fn cluster(request: &ClusterRequest, id: String) -> Cluster {
@@ -344,7 +370,7 @@ impl CloudProvider for SimCloud {
 
     async fn cluster_progress(&self, request: &ClusterRequest, id: &str) -> Result<Progress<Cluster>, CloudError> {
         self.call("cluster_progress").await?;
-        match self.lock().live.get(id) {
+        match self.find_live(&mut self.lock(), id, Self::earlier_cluster(request)) {
             Some(_) => Ok(Progress::Ready(Self::cluster(request, id.to_string()))),
             None => Err(CloudError::Invalid(format!("cluster {id} does not exist"))),
         }
@@ -352,7 +378,7 @@ impl CloudProvider for SimCloud {
 
     async fn upgrade_cluster(&self, key: &str, request: &ClusterRequest, id: &str) -> Result<(), CloudError> {
         let lose = self.call("upgrade_cluster").await?;
-        self.upgrade(key, id, &request.kubernetes_version)?;
+        self.upgrade(key, id, Self::earlier_cluster(request), &request.kubernetes_version)?;
         Self::finish(lose, "upgrade_cluster", ())
     }
 
@@ -376,9 +402,9 @@ impl CloudProvider for SimCloud {
         Self::finish(lose, "create_node_pool", NodePool { id })
     }
 
-    async fn node_pool_progress(&self, _request: &NodePoolRequest, id: &str) -> Result<Progress<NodePool>, CloudError> {
+    async fn node_pool_progress(&self, request: &NodePoolRequest, id: &str) -> Result<Progress<NodePool>, CloudError> {
         self.call("node_pool_progress").await?;
-        match self.lock().live.get(id) {
+        match self.find_live(&mut self.lock(), id, Self::earlier_node_pool(request)) {
             Some(_) => Ok(Progress::Ready(NodePool { id: id.to_string() })),
             None => Err(CloudError::Invalid(format!("node pool {id} does not exist"))),
         }
@@ -386,7 +412,7 @@ impl CloudProvider for SimCloud {
 
     async fn upgrade_node_pool(&self, key: &str, request: &NodePoolRequest, id: &str) -> Result<(), CloudError> {
         let lose = self.call("upgrade_node_pool").await?;
-        self.upgrade(key, id, &request.kubernetes_version)?;
+        self.upgrade(key, id, Self::earlier_node_pool(request), &request.kubernetes_version)?;
         Self::finish(lose, "upgrade_node_pool", ())
     }
 
@@ -509,6 +535,25 @@ mod tests {
         assert_eq!(cloud.live(), vec!["cell-a/network".to_string()]);
         assert_eq!(cloud.ledger().len(), 1);
         assert!(net.id.starts_with("sim-net-"));
+    }
+
+    #[tokio::test]
+    async fn resources_of_an_earlier_process_outlive_it_and_deleted_ones_do_not() {
+        let (earlier, now) = (SimCloud::new(quick()), SimCloud::new(quick()));
+        let network = earlier.create_network("n1", &network()).await.unwrap();
+        let cluster = ClusterRequest { scope: scope(), network, kubernetes_version: "1.34".into() };
+        let created = earlier.create_cluster("c1", &cluster).await.unwrap();
+
+        let upgraded = ClusterRequest { kubernetes_version: "1.35".into(), ..cluster.clone() };
+        now.upgrade_cluster("u1", &upgraded, &created.id).await.unwrap();
+        assert!(matches!(now.cluster_progress(&upgraded, &created.id).await, Ok(Progress::Ready(_))));
+        assert_eq!(now.live(), vec!["cell-a/cluster".to_string()]);
+
+        let own = now.create_cluster("c2", &cluster).await.unwrap();
+        assert_ne!(own.id, created.id, "ids of two processes never collide");
+        now.delete_cluster("d2", &scope(), &own.id).await.unwrap();
+        let gone = now.cluster_progress(&cluster, &own.id).await;
+        assert!(matches!(gone, Err(CloudError::Invalid(_))), "{gone:?}");
     }
 
     #[tokio::test]

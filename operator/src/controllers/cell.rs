@@ -46,7 +46,7 @@ impl Reconciled for Cell {
         let name = self.name_any();
         let id = ids::cell(&name, &uid);
         let generation = self.metadata.generation.unwrap_or(1);
-        let input = CellInput { cell: name, spec: self.spec.clone(), generation, state: None };
+        let input = CellInput { cell: name, spec: self.spec.clone(), generation, state: None, command: None };
         Ok(Work::Run(Run::new(id, input)).into())
     }
 

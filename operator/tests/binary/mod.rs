@@ -41,17 +41,25 @@ pub fn cellplane_run(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cellplane"))
+    run_command(Path::new(env!("CARGO_BIN_EXE_cellplane")), cluster, kubeconfig, journal, namespace)
+        .args(extra)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `binary run` (this build's or another release's) against the test cluster in `namespace`,
+/// reconciling the test's objects only; killed when its `Child` is dropped.
+pub fn run_command(binary: &Path, cluster: &TestCluster, kubeconfig: &Path, journal: &str, namespace: &str) -> Command {
+    let mut command = Command::new(binary);
+    command
         .args(["--log-level", "warn", "run", "--journal", journal])
         .args(["--namespace", namespace, "--selector", &cluster.selector()])
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(extra)
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+        .kill_on_drop(true);
+    command
 }
 
 pub fn signal(child: &Child, signal: i32) {

@@ -50,6 +50,9 @@ pub struct CellInput {
     /// Carried over by continue-as-new.
     #[serde(default)]
     pub state: Option<CellState>,
+    /// A command the previous run received and left for this one to handle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CellCommand>,
 }
 
 /// Everything the workflow knows about its cell.
@@ -140,7 +143,8 @@ impl Workflow for CellWorkflow {
     type Input = CellInput;
     type Output = ();
 
-    async fn run(self: Arc<Self>, ctx: Ctx, input: CellInput) -> Result<(), WfError> {
+    async fn run(self: Arc<Self>, ctx: Ctx, mut input: CellInput) -> Result<(), WfError> {
+        let mut carried = input.command.take();
         let mut state = input.state.clone().unwrap_or_default();
         let spec = match &state.spec {
             Some(spec) => spec.clone(),
@@ -165,11 +169,16 @@ impl Workflow for CellWorkflow {
                 entity.teardown().await?;
                 return Ok(());
             }
+            let releases = ctx.patched(patches::RELEASES).await?;
             // The CA's rotation and the release's drift checks are durable timers: the wait for
             // the next command ends at the first due.
-            let timer = entity.next_timer().await?;
+            let timer = entity.next_timer(releases).await?;
             let wait = timer.map(|(at, _)| at);
-            let Some(command) = ctx.wait_signal::<CellCommand>(COMMAND, wait).await? else {
+            let received = match carried.take() {
+                Some(command) => Some(command),
+                None => ctx.wait_signal::<CellCommand>(COMMAND, wait).await?,
+            };
+            let Some(command) = received else {
                 match timer.map(|(_, timer)| timer) {
                     Some(Timer::DriftCheck) => {
                         entity.check_drift().await?;
@@ -179,12 +188,16 @@ impl Workflow for CellWorkflow {
                 }
                 continue;
             };
+            // A run begun by a release before Releases keeps its way of installing versions to
+            // its end (a patch answers the same throughout a run): the next run handles the
+            // command, installing a version as a Release.
+            if !releases && ctx.may_continue_as_new_here() {
+                return ctx.continue_as_new(&entity.next_run(&input, Some(command))).await;
+            }
             entity.handle(command).await?;
             handled += 1;
             if handled >= COMMANDS_PER_RUN {
-                let state = CellState { view: entity.view.clone(), ..entity.state.clone() };
-                let next = CellInput { state: Some(state), ..input };
-                return ctx.continue_as_new(&next).await;
+                return ctx.continue_as_new(&entity.next_run(&input, None)).await;
             }
         }
     }
@@ -223,10 +236,16 @@ impl Entity<'_> {
         Ok(now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
     }
 
-    /// The first timer due, and how long until it is.
-    async fn next_timer(&mut self) -> Result<Option<(std::time::Duration, Timer)>, WfError> {
+    /// The input of the next run: this one's state, and the command it leaves to it.
+    fn next_run(&self, input: &CellInput, command: Option<CellCommand>) -> CellInput {
+        let state = CellState { view: self.view.clone(), ..self.state.clone() };
+        CellInput { state: Some(state), command, ..input.clone() }
+    }
+
+    /// The first timer due, and how long until it is (drift checks only with `releases`).
+    async fn next_timer(&mut self, releases: bool) -> Result<Option<(std::time::Duration, Timer)>, WfError> {
         let rotation = self.state.ca.as_ref().and_then(|ca| ca.renew_at_ms).map(|at| (at, Timer::RotateCa));
-        let drift = match self.ctx.patched(patches::RELEASES).await? {
+        let drift = match releases {
             true => self.state.next_drift_ms.filter(|_| self.state.release.is_some()).map(|at| (at, Timer::DriftCheck)),
             false => None,
         };
