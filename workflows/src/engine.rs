@@ -76,6 +76,9 @@ pub struct EngineConfig {
     pub committers: usize,
     /// How long `shutdown` waits for running steps to finish.
     pub shutdown_grace: Duration,
+    /// How long a workflow whose write the journal refused or failed waits before it runs again
+    /// (from its history, so nothing is lost).
+    pub journal_retry: Duration,
     /// The version of the application this engine runs in (`MAJOR.MINOR.PATCH`; see
     /// [`crate::AppVersion`]); the default is this crate's version, so pass your own crate's
     /// `env!("CARGO_PKG_VERSION")`. Each workflow records the version that started it and the
@@ -97,6 +100,7 @@ impl Default for EngineConfig {
             commit_batch: 1_000,
             committers: 2,
             shutdown_grace: Duration::from_secs(30),
+            journal_retry: Duration::from_secs(1),
             app_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -728,7 +732,13 @@ async fn run_workflow(
         Some(Halt::LeaseLost) => tracing::warn!("lease lost to another engine; stopped without writing"),
         Some(Halt::NonDeterministic(divergence)) => ctx.mark_non_deterministic(divergence.to_string()).await,
         Some(Halt::Journal(error)) => {
-            tracing::warn!(%error, "journal write failed; releasing the workflow to run again");
+            let after = shared.config.journal_retry;
+            tracing::warn!(%error, "journal write failed; the workflow runs again in {after:?}");
+            shared.metrics.journal_write_failures.inc();
+            tokio::select! {
+                _ = tokio::time::sleep(after) => {}
+                _ = shared.shutdown.cancelled() => {}
+            }
             if let Err(e) = shared.journal.release(&shared.config.owner, Some(&id)).await {
                 tracing::warn!(error = %e, "release failed; the lease will expire");
             }

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub(crate) step_retries: IntCounterVec,
     pub(crate) lease_takeovers: IntCounter,
     pub(crate) fenced_writes: IntCounter,
+    pub(crate) journal_write_failures: IntCounter,
     pub(crate) commit_seconds: Histogram,
     pub(crate) commit_batch_size: Histogram,
     pub(crate) running: IntGauge,
@@ -58,6 +59,10 @@ impl Metrics {
                 "cellplane_workflow_fenced_writes_total",
                 "Commits refused because this engine no longer held the workflow's lease",
             )?,
+            journal_write_failures: IntCounter::new(
+                "cellplane_journal_write_failures_total",
+                "Workflow writes the journal refused or failed; each workflow runs again after a pause",
+            )?,
             commit_seconds: Histogram::with_opts(
                 HistogramOpts::new("cellplane_journal_commit_duration_seconds", "Latency of one group commit")
                     .buckets(LATENCY_BUCKETS.to_vec()),
@@ -75,6 +80,7 @@ impl Metrics {
         registry.register(Box::new(metrics.step_retries.clone()))?;
         registry.register(Box::new(metrics.lease_takeovers.clone()))?;
         registry.register(Box::new(metrics.fenced_writes.clone()))?;
+        registry.register(Box::new(metrics.journal_write_failures.clone()))?;
         registry.register(Box::new(metrics.commit_seconds.clone()))?;
         registry.register(Box::new(metrics.commit_batch_size.clone()))?;
         registry.register(Box::new(metrics.running.clone()))?;

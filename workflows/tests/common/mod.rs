@@ -112,7 +112,8 @@ macro_rules! with_pool {
 }
 
 impl EffectDb {
-    pub async fn execute(&self, sql: &'static str) {
+    pub async fn execute(&self, sql: impl Into<String>) {
+        let sql = sqlx::AssertSqlSafe(sql.into());
         with_pool!(self, pool => sqlx::query(sql).execute(pool).await.map(|_| ())).expect("statement runs");
     }
 
@@ -129,6 +130,39 @@ impl EffectDb {
             tx.commit().await?;
             Ok(stored)
         })
+    }
+
+    /// Makes the journal refuse to record operations named `name`, as a failing database would.
+    pub async fn refuse_events_named(&self, name: &'static str) {
+        match self {
+            EffectDb::Postgres(_) => {
+                self.execute(
+                    "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+                )
+                .await;
+                let trigger = format!(
+                    "CREATE TRIGGER refused BEFORE INSERT ON events FOR EACH ROW WHEN (NEW.name = '{name}') \
+                     EXECUTE FUNCTION refuse_event()"
+                );
+                self.execute(trigger).await;
+            }
+            EffectDb::Sqlite(_) => {
+                let trigger = format!(
+                    "CREATE TRIGGER refused BEFORE INSERT ON events WHEN NEW.name = '{name}' \
+                     BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                );
+                self.execute(trigger).await;
+            }
+        }
+    }
+
+    /// Ends [`EffectDb::refuse_events_named`].
+    pub async fn accept_events(&self) {
+        match self {
+            EffectDb::Postgres(_) => self.execute("DROP TRIGGER refused ON events").await,
+            EffectDb::Sqlite(_) => self.execute("DROP TRIGGER refused").await,
+        }
     }
 
     pub async fn create_effects_table(&self) {
