@@ -260,6 +260,7 @@ async fn recovery_bench(args: JournalArgs, workflows: usize) -> Result<(), Strin
             "seconds_to_resume_all": round(resumed),
             "seconds_to_complete_all": round(completed),
             "takeovers": counter(&registry, "cellplane_workflow_lease_takeovers_total"),
+            "peak_rss_mib": memory_mib("self", "VmHWM"),
         })
     );
     Ok(())

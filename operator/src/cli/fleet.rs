@@ -3,13 +3,17 @@
 //! --serve --api-only`), so the peak RSS printed is the operator's own, as it would be beside a
 //! real API server.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use kube::api::ListParams;
+use futures::StreamExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -69,16 +73,17 @@ pub async fn bench_fleet(args: FleetArgs) -> Result<(), CliError> {
     let (token, running) = operator.spawn();
     // The API server's own count of writes, on a real one (the in-memory API has no /metrics).
     let writes_before = if api.is_none() { Some(super::api_writes::counted(&client).await?) } else { None };
+    let ready_cells = ReadyCount::watch::<Cell>(&client, |c| c.status.as_ref().map(|s| &s.conditions));
+    let ready_namespaces = ReadyCount::watch::<Namespace>(&client, |n| n.status.as_ref().map(|s| &s.conditions));
     let started = Instant::now();
     create_fleet(&client, args.cells, args.namespaces).await?;
     let total = args.cells + args.namespaces;
     let deadline = started + Duration::from_secs(args.timeout);
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let mut ready = 0;
     while ready < total && Instant::now() < deadline {
         ticker.tick().await;
-        ready = count_ready::<Cell>(&client, |c| c.status.as_ref().map(|s| &s.conditions)).await?
-            + count_ready::<Namespace>(&client, |n| n.status.as_ref().map(|s| &s.conditions)).await?;
+        ready = ready_cells.get() + ready_namespaces.get();
     }
     let seconds = started.elapsed().as_secs_f64();
     let writes_per_tenant = match &writes_before {
@@ -169,28 +174,55 @@ fn writes_per_tenant(
     serde_json::json!({ "total": per_tenant(spent.values().sum()), "by_verb_and_resource": by_kind })
 }
 
-/// Counts Ready objects page by page, so the benchmark's own memory stays small.
-async fn count_ready<K>(
-    client: &Client,
-    conditions: impl Fn(&K) -> Option<&Vec<crate::api::conditions::Condition>>,
-) -> Result<usize, CliError>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let api: Api<K> = Api::all(client.clone());
-    let mut count = 0;
-    let mut params = ListParams::default().limit(100);
-    loop {
-        let page = api.list(&params).await?;
-        count += page
-            .items
-            .iter()
-            .filter(|obj| fixtures::is_ready(*obj, conditions(obj).map_or(&[][..], Vec::as_slice)))
-            .count();
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(count),
-        }
+/// How many objects of a kind are Ready, kept up to date from a watch: listing the fleet to
+/// count it would load the API server more than the operator does.
+struct ReadyCount {
+    ready: Arc<AtomicUsize>,
+    watching: tokio::task::JoinHandle<()>,
+}
+
+impl ReadyCount {
+    fn watch<K>(client: &Client, conditions: fn(&K) -> Option<&Vec<crate::api::conditions::Condition>>) -> ReadyCount
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        let ready = Arc::new(AtomicUsize::new(0));
+        let count = ready.clone();
+        let events = watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff();
+        let watching = tokio::spawn(async move {
+            let mut is_ready: HashMap<String, bool> = HashMap::new();
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                let (key, now_ready) = match event {
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                        let ready = fixtures::is_ready(&obj, conditions(&obj).map_or(&[][..], Vec::as_slice));
+                        (ObjectRef::from_obj(&obj).to_string(), Some(ready))
+                    }
+                    Ok(watcher::Event::Delete(obj)) => (ObjectRef::from_obj(&obj).to_string(), None),
+                    _ => continue,
+                };
+                let was_ready = match now_ready {
+                    Some(ready) => is_ready.insert(key, ready),
+                    None => is_ready.remove(&key),
+                };
+                match (was_ready == Some(true), now_ready == Some(true)) {
+                    (false, true) => count.fetch_add(1, Ordering::Relaxed),
+                    (true, false) => count.fetch_sub(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+            }
+        });
+        ReadyCount { ready, watching }
+    }
+
+    fn get(&self) -> usize {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ReadyCount {
+    fn drop(&mut self) {
+        self.watching.abort();
     }
 }
 

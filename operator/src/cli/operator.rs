@@ -78,7 +78,7 @@ pub struct RunArgs {
     pub prometheus_url: Option<String>,
     /// Workflows this replica holds in memory and runs at once; the others wait in the journal
     /// for a replica with room.
-    #[arg(long, env = "CELLPLANE_MAX_WORKFLOWS", default_value_t = 10_000)]
+    #[arg(long, env = "CELLPLANE_MAX_WORKFLOWS", default_value_t = crate::operator::MAX_WORKFLOWS)]
     pub max_workflows: usize,
     /// Reconcile only the cellplane objects with these labels (e.g. `cellplane.io/shard=a`):
     /// for several operators in one cluster. Unset: all of them.

@@ -198,16 +198,11 @@ fn mirror_view(status: &mut NamespaceStatus, view: &NamespaceView) {
     status.route = view.route.clone().or(status.route.take());
 }
 
-/// An Event per step that became True, when the namespace stalls, fails or becomes Ready.
+/// An Event when the namespace stalls, fails or becomes Ready. Each step's progress is in its
+/// condition: an Event per step would cost the API server a write per step of every tenant.
 fn events(before: Option<&NamespaceStatus>, after: &NamespaceStatus, assessment: &Assessment) -> Vec<Note> {
     let previous = before.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let mut notes: Vec<Note> = NAMESPACE_STEPS
-        .iter()
-        .filter(|type_| !conditions::is_true(previous, type_))
-        .filter_map(|type_| conditions::find(&after.conditions, type_))
-        .filter(|c| c.status == ConditionStatus::True)
-        .map(|c| Note::normal(c.reason.clone(), c.message.clone()))
-        .collect();
+    let mut notes = Vec::new();
     if let Some(stall) = assessment.stall.as_ref().filter(|_| assessment.failed.is_none())
         && !conditions::is_true(previous, conditions::types::STALLED)
     {
