@@ -1,8 +1,9 @@
 //! Upgrading cellplane in place, on the real API server named by `E2E_KUBECONFIG` (what `make
 //! test` starts): the previous release, its binary built from its commit by
 //! `scripts/previous-release.sh`, runs a ring mid-bake, a cell mid-upgrade of its Kubernetes
-//! version and tenants mid-provisioning, and dies; this build takes over its journal and finishes
-//! all of it, with no workflow `NonDeterministic`.
+//! version and tenants mid-provisioning, and dies; this build, as the chart installs it (its
+//! ServiceAccount and RBAC), takes over its journal and finishes all of it, with no workflow
+//! `NonDeterministic`.
 
 mod binary;
 
@@ -11,7 +12,7 @@ use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
 
-use binary::{kubeconfig, run_command, sqlite_journal};
+use binary::{chart_args, chart_run, kubeconfig, run_command, sqlite_journal};
 use cellplane::api::cell::{CellPhase, ReleaseHealth};
 use cellplane::api::namespace::Tier;
 use cellplane::api::ring::RingPhase;
@@ -110,9 +111,9 @@ async fn the_current_release_finishes_what_the_previous_one_left_mid_flight() {
         .scenario(|cluster| async move {
             let (path, _file) = kubeconfig(&cluster).await;
             let (dir, url) = sqlite_journal();
-            let log = dir.path().join("operator.log");
-            let run = |binary: &Path| run_command(binary, &cluster, &path, &url, &cluster.namespace);
-            let mut old = start(run(&previous).args(["--metrics-addr", "127.0.0.1:0"]), &log);
+            let previous_log = dir.path().join("previous.log");
+            let mut run_previous = run_command(&previous, &cluster, &path, &url, &cluster.namespace);
+            let mut old = start(run_previous.args(["--metrics-addr", "127.0.0.1:0"]), &previous_log);
 
             // The previous release provisions two cells and rolls 1.1.0 out to the canary.
             let (canary, main, ring) = (cluster.name("canary"), cluster.name("main"), cluster.name("ring-0"));
@@ -161,9 +162,11 @@ async fn the_current_release_finishes_what_the_previous_one_left_mid_flight() {
                 let status = tenant.status.unwrap_or_default();
                 assert_eq!(status.assigned_cell, None, "killed before {:?} was placed", tenant.metadata.name);
             }
+            // `helm upgrade`: this release's RBAC, and its binary under the chart's ServiceAccount.
             journal.accept_again().await;
-            let _new =
-                start(run(Path::new(env!("CARGO_BIN_EXE_cellplane"))).args(["--metrics-addr", "127.0.0.1:0"]), &log);
+            let chart = cluster.install_chart(&["rbac.simCells=true".into()]).await.expect("the chart's RBAC");
+            let current_log = dir.path().join("current.log");
+            let _new = chart_run(&cluster, &chart, &chart_args(&chart, &url, &[]), &current_log);
 
             wait_for(&cells, &main, "Ready at 1.34", WITHIN, cell_ready).await.unwrap();
             assert!(journal.count(STEPS_OF, &format!("cell/{main}/%")).await > main_steps);
@@ -210,6 +213,9 @@ async fn the_current_release_finishes_what_the_previous_one_left_mid_flight() {
             }
             let workflows = journal.workflows().await;
             assert!(workflows.iter().all(|w| w.1 != "NonDeterministic"), "{workflows:#?}");
+            let log = std::fs::read_to_string(&current_log).unwrap();
+            let refused: Vec<&str> = log.lines().filter(|l| l.contains("forbidden")).collect();
+            assert!(refused.is_empty(), "requests the chart's RBAC refused: {refused:#?}");
             let canary_workflow = workflows.iter().find(|w| w.0.starts_with(&idle)).expect("the canary's workflow");
             assert_eq!(canary_workflow.3.as_deref(), Some(cellplane::VERSION), "{canary_workflow:?}");
         })
