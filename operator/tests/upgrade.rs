@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
 
-use binary::{chart_args, chart_run, kubeconfig, run_command, sqlite_journal};
+use binary::{chart_args, chart_run, kubeconfig, run_command, spawn_logged, sqlite_journal};
 use cellplane::api::cell::{CellPhase, ReleaseHealth};
 use cellplane::api::namespace::Tier;
 use cellplane::api::ring::RingPhase;
@@ -22,7 +22,6 @@ use cellplane::testing::{TestCluster, real_kubeconfig};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
-use tokio::process::Child;
 
 const WITHIN: Duration = Duration::from_secs(120);
 
@@ -35,12 +34,6 @@ fn previous_release() -> (PathBuf, String) {
     let said = std::process::Command::new(&binary).arg("--version").output().expect("runs");
     let version = String::from_utf8(said.stdout).expect("text").trim().trim_start_matches("cellplane ").to_string();
     (binary, version)
-}
-
-/// `binary run` with its log in `log` (a pipe nobody reads would block it).
-fn start(command: &mut tokio::process::Command, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    command.stderr(Stdio::from(log)).spawn().unwrap()
 }
 
 /// The SQLite journal both binaries share, as the test reads and holds it.
@@ -113,7 +106,7 @@ async fn the_current_release_finishes_what_the_previous_one_left_mid_flight() {
             let (dir, url) = sqlite_journal();
             let previous_log = dir.path().join("previous.log");
             let mut run_previous = run_command(&previous, &cluster, &path, &url, &cluster.namespace);
-            let mut old = start(run_previous.args(["--metrics-addr", "127.0.0.1:0"]), &previous_log);
+            let mut old = spawn_logged(run_previous.args(["--metrics-addr", "127.0.0.1:0"]), &previous_log);
 
             // The previous release provisions two cells and rolls 1.1.0 out to the canary.
             let (canary, main, ring) = (cluster.name("canary"), cluster.name("main"), cluster.name("ring-0"));

@@ -1304,19 +1304,6 @@ async fn an_unreachable_database_is_a_clear_error() {
     ));
 }
 
-/// Two steps, "a" and "b".
-struct TwoSteps;
-
-impl Workflow for TwoSteps {
-    const NAME: &'static str = "two-steps";
-    type Input = ();
-    type Output = ();
-    async fn run(self: Arc<Self>, ctx: Ctx, _: ()) -> Result<(), WfError> {
-        ctx.step("a").run(|_| async { Ok(()) }).await?;
-        ctx.step("b").run(|_| async { Ok(()) }).await
-    }
-}
-
 async fn a_refused_journal_write_is_retried_after_a_pause_and_the_workflow_goes_on(postgres: bool) {
     let db = TestJournal::of_kind(postgres);
     let journal = db.open().await;
@@ -1325,15 +1312,16 @@ async fn a_refused_journal_write_is_retried_after_a_pause_and_the_workflow_goes_
     let registry = prometheus::Registry::new();
     let pause = Duration::from_millis(400);
     let config = EngineConfig { journal_retry: pause, ..fast_config("solo") };
-    let engine = engine(journal.clone(), "solo").config(config).metrics(&registry).register(TwoSteps).start().unwrap();
+    let (workflow, ..) = three_steps(true);
+    let engine = engine(journal.clone(), "solo").config(config).metrics(&registry).register(workflow).start().unwrap();
     let started = tokio::time::Instant::now();
-    engine.start::<TwoSteps>("w", &()).await.unwrap();
+    engine.start::<ThreeSteps>("w", &1).await.unwrap();
     let failures = || counter(&registry, "cellplane_journal_write_failures_total");
     eventually("a second refused write", || async { (failures() >= 2.0).then_some(()) }).await;
     assert!(started.elapsed() >= pause, "the workflow paused before it ran again: {:?}", started.elapsed());
 
     database.accept_events().await;
-    within(engine.result::<TwoSteps>("w")).await.unwrap();
+    within(engine.result::<ThreeSteps>("w")).await.unwrap();
     let steps: Vec<String> = journal.history("w").await.unwrap().into_iter().map(|e| e.name).collect();
     assert_eq!(steps.iter().filter(|name| *name == "b").count(), 1, "{steps:?}");
     engine.shutdown().await;

@@ -3,7 +3,7 @@
 //! --serve --api-only`), so the peak RSS printed is the operator's own, as it would be beside a
 //! real API server.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -155,12 +155,12 @@ async fn create_fleet(client: &Client, cells: usize, namespaces: usize) -> Resul
 /// all: the API server's count less the benchmark's own creates (the cluster's own background
 /// writes, such as its controllers' leases, are in it).
 fn writes_per_tenant(
-    before: &std::collections::BTreeMap<String, f64>,
-    after: &std::collections::BTreeMap<String, f64>,
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
     args: &FleetArgs,
 ) -> serde_json::Value {
     let accounts = args.namespaces.div_ceil(TENANTS_PER_ACCOUNT);
-    let own = std::collections::BTreeMap::from([
+    let own = BTreeMap::from([
         ("POST namespaces.cellplane.io".to_string(), args.namespaces as f64),
         ("POST cells.cellplane.io".to_string(), args.cells as f64),
         ("POST namespaces".to_string(), accounts as f64),

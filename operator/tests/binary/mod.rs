@@ -102,15 +102,19 @@ pub fn chart_args(install: &ChartInstall, journal: &str, mounts: &[(&str, &Path)
 /// chart's ServiceAccount, POD_NAMESPACE the test's operator namespace, reconciling the test's
 /// objects only. Its log (stderr) is appended to `log`.
 pub fn chart_run(cluster: &TestCluster, install: &ChartInstall, args: &[String], log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_cellplane"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cellplane"));
+    command
         .args(args)
         .env("KUBECONFIG", &install.kubeconfig)
         .env("POD_NAMESPACE", &cluster.namespace)
         .env("CELLPLANE_SELECTOR", cluster.selector())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+        .kill_on_drop(true);
+    spawn_logged(&mut command, log)
+}
+
+/// Spawns `command` with its stderr appended to `log` (a pipe nobody reads would block it).
+pub fn spawn_logged(command: &mut Command, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    command.stderr(Stdio::from(log)).spawn().unwrap()
 }
